@@ -1,0 +1,60 @@
+"""Errors a user sees. Each carries one sentence that names the file, node or field at fault.
+
+`UserError` subclasses are mistakes in the user's input (exit code 2, no traceback);
+`ProviderError` is what any provider raises for a failed call, so the retry policy can decide
+without knowing which backend is in use.
+"""
+
+from __future__ import annotations
+
+
+class DagAgentsError(Exception):
+    """Base class of every error dagagents raises on purpose."""
+
+
+class UserError(DagAgentsError):
+    """Bad input from the user: a graph, a plan file, a flag. The CLI exits 2."""
+
+
+class GraphError(UserError):
+    """The graph is invalid: a cycle, an unknown dependency, a duplicate name, ..."""
+
+
+class PlanError(UserError):
+    """An orchestrator plan is invalid (also raised for malformed plan files)."""
+
+
+class StoreError(UserError):
+    """The checkpoint store cannot be used (unreachable, unknown run, ...)."""
+
+
+class NodeFailed(DagAgentsError):
+    """A node's body failed; the message names the node."""
+
+    def __init__(self, node: str, message: str) -> None:
+        super().__init__(f"node '{node}' failed: {message}")
+        self.node = node
+        self.reason = message
+
+
+class BudgetExceeded(DagAgentsError):
+    """Starting another call would exceed `max_cost_usd`."""
+
+
+class ProviderError(DagAgentsError):
+    """A provider call failed. `retryable` and `retry_after` drive the retry policy."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        kind: str = "api_error",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.kind = kind

@@ -1,0 +1,27 @@
+"""The executor protocol: run one node body somewhere and hand back its value."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from dagagents.invoke import AgentResult, CallContext
+from dagagents.nodes import AgentTask, Step
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs Step and agent bodies. Implementations: local asyncio (default), Dask."""
+
+    name: str
+
+    async def start(self, concurrency: int) -> None:
+        """Acquire resources sized for `concurrency` parallel nodes."""
+
+    async def run_step(self, spec: Step, kwargs: dict[str, Any]) -> Any:
+        """Call the step's function with its dependency outputs."""
+
+    async def run_agent(self, spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:
+        """Invoke the node's agent on the rendered prompt."""
+
+    async def close(self) -> None:
+        """Release resources; must not wait for abandoned (timed-out) work."""

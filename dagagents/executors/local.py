@@ -1,0 +1,48 @@
+"""The default executor: async bodies on the event loop, sync steps in a run-sized thread pool.
+
+The pool is sized to the run's concurrency (asyncio's default pool has only a handful of
+threads, which would silently cap parallelism for sync steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from dagagents.invoke import AgentResult, CallContext, invoke_agent
+from dagagents.nodes import AgentTask, Step
+
+
+class LocalExecutor:
+    """Runs everything in this process."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._threads = 8
+
+    async def start(self, concurrency: int) -> None:
+        self._threads = max(1, min(concurrency, 256))
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dagagents-step")
+        return self._pool
+
+    async def run_step(self, spec: Step, kwargs: dict[str, Any]) -> Any:
+        if spec.is_async:
+            return await spec.fn(**kwargs)
+        call = functools.partial(contextvars.copy_context().run, spec.fn, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._get_pool(), call)
+
+    async def run_agent(self, spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:
+        return await invoke_agent(spec.agent, prompt, ctx)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

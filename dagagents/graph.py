@@ -1,0 +1,303 @@
+"""Graph: a networkx DiGraph of node specs, a builder API, validation, and loading from files.
+
+Edges point from a dependency to its dependent. Validation runs before anything executes and
+reports the first problem as one sentence naming the node (and, for files, the file).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import networkx as nx
+
+from dagagents.agents import Agent
+from dagagents.errors import GraphError, UserError
+from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, step_params
+
+if TYPE_CHECKING:
+    from dagagents.result import RunResult
+
+F = Callable[..., Any]
+
+
+def _suggest(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class Graph:
+    """A DAG of agent tasks and Python steps. Build it, validate it, run it."""
+
+    def __init__(self, name: str = "graph") -> None:
+        self.name = name
+        self.nx: nx.DiGraph = nx.DiGraph()
+        self._specs: dict[str, NodeSpec] = {}
+
+    # ----------------------------------------------------------------- building
+    def add(self, spec: NodeSpec) -> NodeSpec:
+        """Add a node spec. Dependencies may be added later; `validate` checks them."""
+        if spec.name in self._specs:
+            raise GraphError(f"graph '{self.name}': duplicate node name '{spec.name}'.")
+        if not spec.name or not spec.name.replace("-", "_").replace(".", "_").isidentifier():
+            raise GraphError(
+                f"graph '{self.name}': node name {spec.name!r} must be an identifier "
+                "(letters, digits, '_', '-', '.')."
+            )
+        self._specs[spec.name] = spec
+        self.nx.add_node(spec.name)
+        for dep in spec.depends_on:
+            self.nx.add_edge(dep, spec.name)
+        return spec
+
+    def task(
+        self,
+        name: str,
+        agent: Agent,
+        prompt: str,
+        depends_on: Iterable[str] | None = None,
+        *,
+        timeout: float | None = None,
+        expand: Callable[[Any], Expansion] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> AgentTask:
+        """An agent node. `{dep}` placeholders in `prompt` take dependency outputs."""
+        spec = AgentTask(
+            name=name,
+            agent=agent,
+            prompt=prompt,
+            depends_on=tuple(depends_on or ()),
+            timeout=timeout,
+            expand=expand,
+            tags=tags or {},
+        )
+        self.add(spec)
+        return spec
+
+    @overload
+    def step(self, fn: F, /) -> F: ...
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        depends_on: Iterable[str] | None = None,
+        timeout: float | None = None,
+        expand: Callable[[Any], Expansion] | None = None,
+        version: str = "",
+    ) -> Callable[[F], F]: ...
+
+    def step(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        depends_on: Iterable[str] | None = None,
+        timeout: float | None = None,
+        expand: Callable[[Any], Expansion] | None = None,
+        version: str = "",
+    ) -> F | Callable[[F], F]:
+        """Decorator: a Python node whose parameter names are its dependencies."""
+
+        def register(f: F) -> F:
+            self.add_step(
+                name or f.__name__,
+                f,
+                depends_on=depends_on,
+                timeout=timeout,
+                expand=expand,
+                version=version,
+            )
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def add_step(
+        self,
+        name: str,
+        fn: F,
+        depends_on: Iterable[str] | None = None,
+        *,
+        timeout: float | None = None,
+        expand: Callable[[Any], Expansion] | None = None,
+        version: str = "",
+        tags: dict[str, str] | None = None,
+    ) -> Step:
+        """Programmatic form of `@g.step`. With `depends_on`, `fn` receives those outputs as
+        keyword arguments (so `fn(**deps)` works); otherwise its parameters name them."""
+        params = step_params(fn)
+        has_var_kw = any(p.kind == p.VAR_KEYWORD for p in _all_params(fn))
+        if depends_on is None:
+            deps = tuple(p.name for p in params if p.default is p.empty or p.name in self._specs)
+            passed = deps
+        else:
+            deps = tuple(depends_on)
+            names = {p.name for p in params}
+            passed = deps if has_var_kw else tuple(d for d in deps if d in names)
+        spec = Step(
+            name=name,
+            fn=fn,
+            depends_on=deps,
+            params=passed,
+            timeout=timeout,
+            expand=expand,
+            version=version,
+            tags=tags or {},
+        )
+        self.add(spec)
+        return spec
+
+    # ----------------------------------------------------------------- reading
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __iter__(self) -> Iterator[NodeSpec]:
+        return iter(self._specs.values())
+
+    def __getitem__(self, name: str) -> NodeSpec:
+        return self._specs[name]
+
+    @property
+    def specs(self) -> dict[str, NodeSpec]:
+        return self._specs
+
+    def agents(self) -> dict[str, Agent]:
+        """Every distinct agent used by the graph, by agent name."""
+        return {s.agent.name: s.agent for s in self._specs.values() if isinstance(s, AgentTask)}
+
+    def copy(self) -> Graph:
+        """A shallow copy: runs expand the copy, never the user's graph."""
+        g = Graph(self.name)
+        g.nx = self.nx.copy()
+        g._specs = dict(self._specs)
+        return g
+
+    # --------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise GraphError with one sentence for the first problem found."""
+        validate_specs(self.name, self._specs, self.nx)
+
+    # ------------------------------------------------------------------ running
+    def run(self, **options: Any) -> RunResult:
+        """Run synchronously. Options: see `dagagents.runtime.arun`."""
+        from dagagents.runtime import run_sync
+
+        return run_sync(self, **options)
+
+    async def arun(self, **options: Any) -> RunResult:
+        """Run inside an existing event loop."""
+        from dagagents.runtime import arun
+
+        return await arun(self, **options)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, target: str | Path) -> Graph:
+        """Load a module-level Graph from `path.py` (attribute `graph`) or `path.py:attr`."""
+        return load_graph(str(target))
+
+    def __repr__(self) -> str:
+        return f"Graph({self.name!r}, nodes={len(self._specs)})"
+
+
+def _all_params(fn: F) -> list[Any]:
+    import inspect
+
+    return list(inspect.signature(fn).parameters.values())
+
+
+def validate_specs(graph_name: str, specs: dict[str, NodeSpec], g: nx.DiGraph) -> None:
+    """Check dependencies, placeholders, step parameters and acyclicity."""
+    where = f"graph '{graph_name}'"
+    for spec in specs.values():
+        validate_spec(where, spec, specs)
+    check_acyclic(where, g)
+
+
+def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
+    """One node's dependencies, placeholders and step parameters against the `known` nodes."""
+    for dep in spec.depends_on:
+        if dep == spec.name:
+            raise GraphError(f"{where}: node '{spec.name}' depends on itself.")
+        if dep not in known:
+            raise GraphError(
+                f"{where}: node '{spec.name}' depends on unknown node '{dep}'"
+                f"{_suggest(dep, known)}."
+            )
+    if isinstance(spec, AgentTask):
+        for ph in spec.placeholders():
+            if ph not in spec.depends_on:
+                deps = ", ".join(spec.depends_on) or "none"
+                raise GraphError(
+                    f"{where}: node '{spec.name}' prompt placeholder '{{{ph}}}' is not one of "
+                    f"its dependencies ({deps}); add it to depends_on or escape it as "
+                    f"'{{{{{ph}}}}}'."
+                )
+    elif isinstance(spec, Step):
+        for p in step_params(spec.fn):
+            if p.name not in spec.depends_on and p.default is p.empty:
+                raise GraphError(
+                    f"{where}: step '{spec.name}' parameter '{p.name}' names no node"
+                    f"{_suggest(p.name, known)}."
+                )
+
+
+def check_acyclic(where: str, g: nx.DiGraph) -> None:
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        return
+    path = [u for u, _ in cycle] + [cycle[0][0]]
+    raise GraphError(f"{where}: dependency cycle {' -> '.join(path)}.")
+
+
+def load_graph(target: str) -> Graph:
+    """Import a Python file and return its Graph (`graph` attribute unless `path:attr`)."""
+    path_str, _, attr = target.partition(":")
+    attr = attr or "graph"
+    path = Path(path_str)
+    if not path.is_file():
+        raise UserError(f"graph file '{path}' does not exist.")
+    # A stable module name: pydantic output classes defined in the file decode on resume.
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    module_name = f"dagagents_user_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"graph file '{path}' is not a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    sys.path.insert(0, str(path.parent.resolve()))
+    try:
+        spec.loader.exec_module(module)
+    except UserError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+    except SyntaxError as exc:
+        raise UserError(f"{path}:{exc.lineno}: syntax error: {exc.msg}.") from None
+    except Exception as exc:
+        raise UserError(
+            f"{path}: loading the graph raised {type(exc).__name__}: {exc}".rstrip(".") + "."
+        ) from None
+    finally:
+        try:
+            sys.path.remove(str(path.parent.resolve()))
+        except ValueError:
+            pass
+    obj = getattr(module, attr, None)
+    if callable(obj) and not isinstance(obj, Graph):
+        obj = obj()
+    if not isinstance(obj, Graph):
+        raise UserError(
+            f"{path}: no Graph named '{attr}' (define a module-level `{attr} = Graph(...)`)."
+        )
+    return obj

@@ -1,0 +1,163 @@
+"""Node specs: what one node of a graph does, and the fingerprint that keys its checkpoint.
+
+Two kinds: `AgentTask` (an agent answering a prompt template whose `{name}` placeholders take
+dependency outputs) and `Step` (a Python function whose parameter names are its dependencies,
+in the style of Hamilton). Either may `expand` the running graph from its output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import string
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from dagagents.agents import Agent, source_hash
+
+_formatter = string.Formatter()
+
+
+class NodeSpec(BaseModel):
+    """Fields every node has. `expand(output) -> Expansion` grows the graph at run time."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    name: str
+    depends_on: tuple[str, ...] = ()
+    timeout: float | None = Field(default=None, gt=0)
+    # Called with the node's output (fresh or from a checkpoint), so a resumed run
+    # rebuilds exactly the same subgraph.
+    expand: Callable[[Any], Expansion] | None = None
+    # Free-form labels for rendering and reports (e.g. {"role": "planner"}).
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    kind: str = "node"
+
+    def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
+        """What determines this node's output besides its inputs. `memo` shares work
+        between nodes that use the same agent or function."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+class AgentTask(NodeSpec):
+    """An agent invocation. Dependency outputs not referenced by placeholder are appended."""
+
+    agent: Agent
+    prompt: str
+    kind: str = "agent"
+
+    def placeholders(self) -> list[str]:
+        return prompt_placeholders(self.prompt)
+
+    def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
+        return {
+            "kind": "agent",
+            "agent": _memoized(memo, self.agent, self.agent.fingerprint),
+            "prompt": self.prompt,
+            "depends_on": list(self.depends_on),
+        }
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}\n{self.agent.name} · {self.agent.model}"
+
+
+class Step(NodeSpec):
+    """A Python function node, sync (run in a thread) or async. Parameters name dependencies."""
+
+    fn: Callable[..., Any]
+    # Parameter names that are passed dependency outputs (a subset of depends_on).
+    params: tuple[str, ...] = ()
+    # Bump to invalidate checkpoints when behaviour changes outside the function's source.
+    version: str = ""
+    kind: str = "step"
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
+        return {
+            "kind": "step",
+            "source": _memoized(memo, self.fn, lambda: source_hash(self.fn)),
+            "version": self.version,
+            "depends_on": list(self.depends_on),
+        }
+
+
+class Expansion(BaseModel):
+    """New nodes (and extra edges into not-yet-started nodes) added while the graph runs."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    nodes: list[NodeSpec] = Field(default_factory=list)
+    # (source, target) pairs; the target may be an existing node that has not started yet.
+    edges: list[tuple[str, str]] = Field(default_factory=list)
+
+
+NodeSpec.model_rebuild()
+AgentTask.model_rebuild()
+Step.model_rebuild()
+
+
+def prompt_placeholders(template: str) -> list[str]:
+    """Names of `{name}` fields in a prompt template (`{{` and `}}` are literal braces)."""
+    names: list[str] = []
+    for _, field, _, _ in _formatter.parse(template):
+        if field is None:
+            continue
+        root = field.split(".", 1)[0].split("[", 1)[0]
+        if root and root not in names:
+            names.append(root)
+    return names
+
+
+def _memoized(memo: dict[int, Any] | None, obj: object, compute: Callable[[], Any]) -> Any:
+    if memo is None:
+        return compute()
+    value = memo.get(id(obj))
+    if value is None:
+        value = memo[id(obj)] = compute()
+    return value
+
+
+def spec_digest(spec: NodeSpec, memo: dict[int, Any] | None = None) -> str:
+    """sha256 of a node's canonical fingerprint (orjson, sorted keys)."""
+    fp = spec.fingerprint(memo)
+    return hashlib.sha256(orjson.dumps(fp, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def render_prompt(task: AgentTask, inputs: dict[str, str]) -> str:
+    """Fill placeholders with dependency outputs; append the unreferenced ones as context."""
+    used = set(task.placeholders())
+    text = (
+        task.prompt.format_map(inputs)
+        if used
+        else task.prompt.replace("{{", "{").replace("}}", "}")
+    )
+    extra = [name for name in task.depends_on if name not in used]
+    if extra:
+        blocks = "\n\n".join(f'<input from="{name}">\n{inputs[name]}\n</input>' for name in extra)
+        text = f"{text}\n\nOutputs of the steps this task depends on:\n\n{blocks}"
+    return text
+
+
+def step_params(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    return [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+
+
+def is_coroutine_fn(fn: Callable[..., Any]) -> bool:
+    return asyncio.iscoroutinefunction(fn) or inspect.iscoroutinefunction(fn)

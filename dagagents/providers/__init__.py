@@ -1,0 +1,40 @@
+"""Providers: where agent calls go. Anthropic when a key is set, else the offline simulator."""
+
+from __future__ import annotations
+
+import os
+
+from dagagents.errors import UserError
+from dagagents.providers.base import Provider, Request, Response, Usage
+from dagagents.providers.simulated import Script, SimulatedProvider
+
+__all__ = [
+    "Provider",
+    "Request",
+    "Response",
+    "Script",
+    "SimulatedProvider",
+    "Usage",
+    "resolve_provider",
+]
+
+
+def resolve_provider(choice: str | Provider | None = None) -> Provider:
+    """A provider object from a name ('simulated' | 'anthropic'), an instance, or None (auto:
+    Anthropic when ANTHROPIC_API_KEY is set, otherwise the simulator)."""
+    if choice is not None and not isinstance(choice, str):
+        return choice
+    if choice is None:
+        choice = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "simulated"
+    if choice == "simulated":
+        return SimulatedProvider()
+    if choice == "anthropic":
+        if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+            raise UserError(
+                "provider 'anthropic' needs ANTHROPIC_API_KEY to be set "
+                "(unset it, or pass --provider simulated, to run offline)."
+            )
+        from dagagents.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider()
+    raise UserError(f"unknown provider '{choice}' (choose 'simulated' or 'anthropic').")

@@ -1,0 +1,86 @@
+"""The provider seam: one small async protocol between dagagents and any LLM backend.
+
+Requests and responses use the Anthropic Messages wire shapes (content blocks as plain dicts),
+so the real provider is a thin adapter and the simulated one and the fake server speak the same
+language. Nothing here knows about graphs or scheduling.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Usage(BaseModel):
+    """Token usage of one API call, as the Messages API reports it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_creation_input_tokens=self.cache_creation_input_tokens
+            + other.cache_creation_input_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+        )
+
+
+class Request(BaseModel):
+    """One Messages API call. `node` and `agent` are for tracing only and never sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    messages: list[dict[str, Any]]
+    max_tokens: int = 1024
+    # Either a plain string or a list of text blocks (the latter allows cache_control).
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: dict[str, Any] | None = None
+    temperature: float | None = None
+    # JSON schema the reply must match (sent as the API's `output_config` json_schema format).
+    output_schema: dict[str, Any] | None = None
+    timeout: float | None = None
+    node: str | None = None
+    agent: str | None = None
+
+
+class Response(BaseModel):
+    """A provider's answer: content blocks in the Messages API shape plus usage and headers."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    content: list[dict[str, Any]]
+    stop_reason: str | None = "end_turn"
+    model: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    headers: dict[str, str] = Field(default_factory=dict)
+    # True when no real model produced this (the simulated provider); shown to users.
+    simulated: bool = False
+
+    @property
+    def text(self) -> str:
+        """All text blocks joined, which is what a plain agent node outputs."""
+        return "".join(b.get("text", "") for b in self.content if b.get("type") == "text")
+
+    @property
+    def tool_uses(self) -> list[dict[str, Any]]:
+        return [b for b in self.content if b.get("type") == "tool_use"]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Anything that can answer a `Request`. Implementations must be safe to call concurrently."""
+
+    name: str
+
+    async def complete(self, request: Request) -> Response: ...
+
+    async def aclose(self) -> None: ...

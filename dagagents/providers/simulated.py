@@ -1,0 +1,225 @@
+"""SimulatedProvider: the offline default. Deterministic per prompt, realistic latency and usage.
+
+Latency = time to first token + output tokens / tokens per second, with seeded jitter, so
+schedules and benchmarks behave like real runs without a key or a network. Responses can be
+scripted per agent, per model or per prompt pattern (that is how the orchestrator demo gets a
+real plan). Every answer is labelled simulated, in the text and in `Response.simulated`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from dagagents.errors import ProviderError
+from dagagents.providers.base import Request, Response, Usage
+
+Responder = Callable[[Request], "str | dict[str, Any] | BaseModel | list[dict[str, Any]]"]
+
+_WORDS = ["market", "demand", "growth", "segment", "pricing", "risk", "signal", "customer", "channel", "margin", "evidence", "forecast", "trend", "supply", "adoption", "cost", "revenue", "share", "region", "competitor", "insight", "model", "analysis", "scenario", "baseline", "driver", "constraint", "opportunity", "outlook", "estimate"]
+
+
+@dataclass
+class Script:
+    """A canned answer. Matches when every given selector matches (agent, model, pattern).
+
+    `respond` is a string, JSON-able data, a pydantic model, a list of content blocks (e.g. a
+    tool_use), or a callable taking the Request. `error` raises instead, `times` times.
+    """
+
+    respond: Any = None
+    agent: str | None = None
+    model: str | None = None
+    pattern: str | None = None
+    latency: float | None = None
+    output_tokens: int | None = None
+    error: ProviderError | None = None
+    times: int | None = None
+    used: int = field(default=0, init=False)
+
+    def matches(self, request: Request, prompt: str) -> bool:
+        if self.times is not None and self.used >= self.times:
+            return False
+        if self.agent is not None and request.agent != self.agent:
+            return False
+        if self.model is not None and not request.model.startswith(self.model):
+            return False
+        return self.pattern is None or re.search(self.pattern, prompt, re.S) is not None
+
+
+class SimulatedProvider:
+    """Offline provider. `time_scale` shrinks every latency (0 makes calls instant)."""
+
+    name = "simulated"
+
+    def __init__(
+        self,
+        *,
+        ttft: float = 0.35,
+        tokens_per_second: float = 90.0,
+        jitter: float = 0.15,
+        seed: int = 0,
+        time_scale: float = 1.0,
+        min_output_tokens: int = 40,
+        max_output_tokens: int = 220,
+        scripts: list[Script] | None = None,
+    ) -> None:
+        self.ttft = ttft
+        self.tokens_per_second = tokens_per_second
+        self.jitter = jitter
+        self.seed = seed
+        self.time_scale = time_scale
+        self.min_output_tokens = min_output_tokens
+        self.max_output_tokens = max_output_tokens
+        self.scripts: list[Script] = list(scripts or [])
+        self.calls = 0
+
+    def script(self, respond: Any = None, **selectors: Any) -> SimulatedProvider:
+        """Add a canned answer (see `Script`); later scripts take precedence."""
+        self.scripts.insert(0, Script(respond=respond, **selectors))
+        return self
+
+    async def aclose(self) -> None:
+        return None
+
+    def latency_for(self, output_tokens: int, rng: random.Random) -> float:
+        base = self.ttft + output_tokens / self.tokens_per_second
+        factor = 1.0 + rng.uniform(-self.jitter, self.jitter) if self.jitter else 1.0
+        return max(0.0, base * factor)
+
+    async def complete(self, request: Request) -> Response:
+        self.calls += 1
+        prompt = _last_user_text(request)
+        rng = random.Random(_request_seed(request, self.seed))
+        script = next((s for s in self.scripts if s.matches(request, prompt)), None)
+        if script is not None:
+            script.used += 1
+        out_cap = min(request.max_tokens, self.max_output_tokens)
+        out_tokens = rng.randint(min(self.min_output_tokens, out_cap), max(1, out_cap))
+        if script is not None and script.output_tokens is not None:
+            out_tokens = script.output_tokens
+        content = self._content(request, prompt, script, out_tokens, rng)
+        if script is not None and script.output_tokens is None:
+            out_tokens = max(1, min(request.max_tokens, _estimate_tokens(content)))
+        latency = (
+            script.latency
+            if script is not None and script.latency is not None
+            else self.latency_for(out_tokens, rng)
+        )
+        if self.time_scale * latency > 0:
+            await asyncio.sleep(self.time_scale * latency)
+        if script is not None and script.error is not None:
+            raise script.error
+        in_tokens = _estimate_tokens(request.messages) + _estimate_tokens(request.system or "")
+        stop = "tool_use" if any(b.get("type") == "tool_use" for b in content) else "end_turn"
+        return Response(
+            content=content,
+            stop_reason=stop,
+            model=request.model,
+            usage=Usage(input_tokens=in_tokens, output_tokens=out_tokens),
+            simulated=True,
+        )
+
+    def _content(
+        self,
+        request: Request,
+        prompt: str,
+        script: Script | None,
+        out_tokens: int,
+        rng: random.Random,
+    ) -> list[dict[str, Any]]:
+        if script is not None and (script.respond is not None or script.error is not None):
+            answer = script.respond(request) if callable(script.respond) else script.respond
+            return _as_blocks(answer)
+        if request.output_schema is not None:
+            return _as_blocks(example_for_schema(request.output_schema, rng))
+        who = request.agent or "agent"
+        topic = " ".join(prompt.split()[:12])
+        words = " ".join(rng.choice(_WORDS) for _ in range(max(0, int(out_tokens * 0.75) - 20)))
+        text = f"[simulated {request.model}] {who} on “{topic}”: {words}."
+        return [{"type": "text", "text": text}]
+
+
+def _as_blocks(answer: Any) -> list[dict[str, Any]]:
+    if isinstance(answer, str):
+        return [{"type": "text", "text": answer}]
+    if isinstance(answer, BaseModel):
+        return [{"type": "text", "text": answer.model_dump_json()}]
+    if (
+        isinstance(answer, list)
+        and answer
+        and all(isinstance(b, dict) and "type" in b for b in answer)
+    ):
+        return answer
+    return [{"type": "text", "text": orjson.dumps(answer).decode()}]
+
+
+def _last_user_text(request: Request) -> str:
+    for message in reversed(request.messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        return " ".join(
+            str(b.get("text") or b.get("content") or "") for b in content if isinstance(b, dict)
+        )
+    return ""
+
+
+def _request_seed(request: Request, seed: int) -> int:
+    payload = orjson.dumps(
+        [seed, request.model, request.system, request.messages, request.agent],
+        option=orjson.OPT_SORT_KEYS,
+        default=str,
+    )
+    return int.from_bytes(hashlib.sha256(payload).digest()[:8], "big")
+
+
+def _estimate_tokens(value: Any) -> int:
+    """About four characters a token, the usual rule of thumb for English text."""
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    return max(1, len(text) // 4)
+
+
+def example_for_schema(schema: dict[str, Any], rng: random.Random) -> Any:
+    """A small value that satisfies a JSON schema (for unscripted structured output)."""
+    defs = schema.get("$defs", {})
+
+    def build(s: dict[str, Any], depth: int) -> Any:
+        if "$ref" in s:
+            return build(defs[s["$ref"].rsplit("/", 1)[-1]], depth)
+        for combo in ("anyOf", "oneOf", "allOf"):
+            if combo in s:
+                options = [o for o in s[combo] if o.get("type") != "null"] or s[combo]
+                return build(options[0], depth)
+        if "enum" in s:
+            return s["enum"][0]
+        if "const" in s:
+            return s["const"]
+        if "default" in s:
+            return s["default"]
+        kind = s.get("type", "string")
+        if kind == "object":
+            props = s.get("properties", {})
+            return {k: build(v, depth + 1) for k, v in props.items()}
+        if kind == "array":
+            count = max(int(s.get("minItems", 1)), 1) if depth < 4 else 0
+            return [build(s.get("items", {}), depth + 1) for _ in range(count)]
+        if kind == "integer":
+            return int(s.get("minimum", rng.randint(1, 9)))
+        if kind == "number":
+            return float(s.get("minimum", round(rng.uniform(0, 10), 2)))
+        if kind == "boolean":
+            return True
+        return f"[simulated] {rng.choice(_WORDS)} {rng.choice(_WORDS)}"
+
+    return build(schema, 0)

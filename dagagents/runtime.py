@@ -1,0 +1,616 @@
+"""One run of a graph: checkpoint lookups, the eager loop, node bodies, the manifest.
+
+`EagerSorter` decides what may start; this module starts it. A node whose checkpoint exists
+completes at once without taking a slot. Every other ready node starts as soon as a slot is
+free. Every task is owned by the run: on failure with `fail_fast`, on Ctrl-C or on any error
+the run cancels what is in flight, waits for it, and writes its manifest before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from dagagents import codec
+from dagagents.errors import DagAgentsError, GraphError, UserError
+from dagagents.executors.base import Executor
+from dagagents.executors.local import LocalExecutor
+from dagagents.graph import Graph, check_acyclic, validate_spec
+from dagagents.invoke import CallContext
+from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt, spec_digest
+from dagagents.providers import Provider, resolve_provider
+from dagagents.result import NodeRecord, RunResult
+from dagagents.scheduler import EagerSorter, remaining_path_lengths
+from dagagents.store import CorruptObject, Store
+from dagagents.trace import Tracer
+
+MANIFEST_VERSION = 1
+DEFAULT_STORE = ".dagagents"
+_DEFAULT = object()
+
+
+def run_sync(graph: Graph, **options: Any) -> RunResult:
+    """`Graph.run`: a fresh event loop; Ctrl-C cancels cleanly, then raises KeyboardInterrupt."""
+    return asyncio.run(arun(graph, **options))
+
+
+async def arun(
+    graph: Graph,
+    *,
+    concurrency: int = 8,
+    provider: str | Provider | None = None,
+    store: str | os.PathLike[str] | Store | None = DEFAULT_STORE,
+    fresh: bool = False,
+    rerun: Iterable[str] = (),
+    fail_fast: bool = False,
+    trace: str | os.PathLike[str] | None = None,
+    executor: Executor | None = None,
+    listener: Callable[[dict[str, Any]], None] | None = None,
+    keep_events: bool = True,
+    call_options: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run `graph` and return its RunResult (never raises for node failures).
+
+    `store=None` disables checkpoints; `fresh=True` ignores existing ones; `rerun` names nodes
+    to recompute even if checkpointed. `call_options` are passed to every agent invocation
+    (rate limits, retries, budget). Raises UserError for an invalid graph or option.
+    """
+    if concurrency < 1:
+        raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
+    run = _Run(
+        graph,
+        concurrency=concurrency,
+        provider=resolve_provider(provider),
+        store=_open_store(store),
+        fresh=fresh,
+        rerun=set(rerun),
+        fail_fast=fail_fast,
+        trace=trace,
+        executor=executor or LocalExecutor(),
+        listener=listener,
+        keep_events=keep_events,
+        call_options=call_options or {},
+    )
+    return await run.execute()
+
+
+def _open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
+    if store is None or isinstance(store, Store):
+        return store
+    return Store(store)
+
+
+def node_key(spec_hash: str, deps: Iterable[tuple[str, str]], name: str | None = None) -> str:
+    """Checkpoint key: the node's fingerprint plus its dependencies' output digests."""
+    payload = orjson.dumps([spec_hash, sorted(deps), name], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(payload).hexdigest()
+
+
+class _Run:
+    """State of one run; `execute` drives it to the end."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        concurrency: int,
+        provider: Provider,
+        store: Store | None,
+        fresh: bool,
+        rerun: set[str],
+        fail_fast: bool,
+        trace: str | os.PathLike[str] | None,
+        executor: Executor,
+        listener: Callable[[dict[str, Any]], None] | None,
+        keep_events: bool,
+        call_options: dict[str, Any],
+    ) -> None:
+        graph.validate()
+        unknown = sorted(rerun - set(graph.specs))
+        if unknown:
+            raise UserError(f"--rerun names unknown node '{unknown[0]}' in graph '{graph.name}'.")
+        self.graph = graph.copy()
+        self.specs = self.graph.specs
+        self.concurrency = concurrency
+        self.provider = provider
+        self.store = store
+        self.fresh = fresh
+        self.rerun = rerun
+        self.fail_fast = fail_fast
+        self.executor = executor
+        self.call_options = call_options
+        self.run_id = Store.new_run_id()
+        sinks: list[IO[bytes]] = []
+        self._trace_files: list[str] = []
+        if store is not None and store.is_local:
+            path = store.trace_path(self.run_id)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            sinks.append(open(path, "ab"))  # noqa: SIM115 - closed by the tracer
+        if trace is not None:
+            Path(trace).parent.mkdir(parents=True, exist_ok=True)
+            sinks.append(open(trace, "wb"))  # noqa: SIM115 - closed by the tracer
+        self.tracer = Tracer(self.run_id, sinks=sinks, keep=keep_events)
+        if listener is not None:
+            self.tracer.subscribe(listener)
+        self.emit = self.tracer.emit
+        self.records: dict[str, NodeRecord] = {
+            name: self._new_record(spec) for name, spec in self.specs.items()
+        }
+        self.outputs: dict[str, Any] = {}
+        self.digests: dict[str, str] = {}
+        self._memo: dict[int, Any] = {}
+        self._spec_hash: dict[str, str] = {}
+        self._running: dict[asyncio.Task[Any], str] = {}
+        self._finished: asyncio.Queue[tuple[str, Any, BaseException | None]] = asyncio.Queue()
+        self._started_at = time.time()
+
+    @staticmethod
+    def _new_record(spec: NodeSpec) -> NodeRecord:
+        agent = spec.agent if isinstance(spec, AgentTask) else None
+        return NodeRecord(
+            name=spec.name,
+            kind=spec.kind,
+            agent=agent.name if agent else None,
+            model=agent.model if agent else None,
+            depends_on=spec.depends_on,
+        )
+
+    # ------------------------------------------------------------ estimation
+    def _estimated_durations(self) -> dict[str, float]:
+        """Earlier runs' durations for this graph's nodes, else an estimate from token budgets."""
+        history: dict[str, float] = {}
+        if self.store is not None:
+            history = previous_durations(self.store, self.graph.name)
+        estimates: dict[str, float] = {}
+        for name, spec in self.specs.items():
+            if name in history:
+                estimates[name] = history[name]
+            elif isinstance(spec, AgentTask):
+                estimates[name] = 0.5 + min(spec.agent.max_tokens, 600) / 80.0
+            else:
+                estimates[name] = 0.001
+        return estimates
+
+    # ------------------------------------------------------------------ loop
+    async def execute(self) -> RunResult:
+        self._durations = self._estimated_durations()
+        priority = remaining_path_lengths(self.graph.nx, self._durations.__getitem__)
+        self.sorter = EagerSorter(self.graph.nx, priority)
+        self.emit(
+            "run_start",
+            graph=self.graph.name,
+            nodes=len(self.specs),
+            concurrency=self.concurrency,
+            provider=self.provider.name,
+            store=self.store.url if self.store else None,
+            executor=self.executor.name,
+        )
+        self._write_manifest("running")
+        await self.executor.start(self.concurrency)
+        status = "done"
+        try:
+            self._launch()
+            while self.sorter.is_active() or self._running:
+                item = await self._finished.get()
+                self._settle(*item)
+                while not self._finished.empty():
+                    self._settle(*self._finished.get_nowait())
+                self._launch()
+        except BaseException:
+            status = "interrupted"
+            await self._cancel_running("interrupted")
+            raise
+        finally:
+            if status != "interrupted" and any(
+                r.status in ("failed", "cancelled") for r in self.records.values()
+            ):
+                status = "failed"
+            await self.executor.close()
+            self._finish(status)
+        return self._result(status)
+
+    def _launch(self) -> None:
+        """Start ready nodes while slots are free; checkpoint hits complete immediately."""
+        sorter = self.sorter
+        while sorter.has_ready() and len(self._running) < self.concurrency:
+            name = sorter.pop_ready()
+            self.emit("node_ready", node=name)
+            if self._try_cache(name):
+                continue
+            task = asyncio.ensure_future(self._body(name))
+            self._running[task] = name
+            task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[Any]) -> None:
+        name = self._running.pop(task)
+        if task.cancelled():
+            self._finished.put_nowait((name, None, asyncio.CancelledError()))
+        else:
+            exc = task.exception()
+            value = None if exc is not None else task.result()
+            self._finished.put_nowait((name, value, exc))
+
+    def _settle(self, name: str, value: Any, error: BaseException | None) -> None:
+        """Record a finished body: done (maybe expanding the graph) or failed."""
+        record = self.records[name]
+        if error is None:
+            self._complete(name, value)
+            return
+        if isinstance(error, asyncio.CancelledError):
+            if record.status != "cancelled":
+                record.status = "cancelled"
+                record.error = record.error or "cancelled"
+                self.sorter.cancelled(name)
+                self.emit("node_error", node=name, error=record.error)
+            return
+        record.status = "failed"
+        record.end = self.tracer.now()
+        record.error = _error_text(name, error)
+        detail = None if isinstance(error, DagAgentsError) else _short_traceback(error)
+        self.emit("node_error", node=name, error=record.error, traceback=detail)
+        for skipped in self.sorter.fail(name):
+            self._mark_skipped(skipped, because=name)
+        if self.fail_fast:
+            for skipped in self.sorter.skip_all():
+                self._mark_skipped(skipped, because=f"fail_fast after '{name}' failed")
+            for task in list(self._running):
+                task.cancel()
+
+    def _mark_skipped(self, name: str, because: str) -> None:
+        record = self.records[name]
+        record.status = "skipped"
+        record.because = because
+        self.emit("node_skipped", node=name, because=because)
+
+    def _complete(self, name: str, value: Any) -> None:
+        spec = self.specs[name]
+        if spec.expand is not None:
+            try:
+                self._expand(name, spec.expand(value))
+            except DagAgentsError as exc:
+                self._settle(name, None, exc)
+                return
+            except Exception as exc:
+                self._settle(
+                    name, None, GraphError(f"expansion raised {type(exc).__name__}: {exc}")
+                )
+                return
+        self.outputs[name] = value
+        for newly in self.sorter.done(name):
+            del newly  # readiness is handled by _launch; nothing else to do here
+
+    # -------------------------------------------------------------- checkpoints
+    def _key(self, name: str) -> str | None:
+        if self.store is None:
+            return None
+        spec = self.specs[name]
+        spec_hash = self._spec_hash.get(name)
+        if spec_hash is None:
+            spec_hash = self._spec_hash[name] = spec_digest(spec, self._memo)
+        deps = [(d, self.digests[d]) for d in spec.depends_on]
+        # Steps are keyed by name too: closures from one factory share source code.
+        return node_key(spec_hash, deps, name if isinstance(spec, Step) else None)
+
+    def _try_cache(self, name: str) -> bool:
+        """Complete `name` from its checkpoint if one exists and is intact."""
+        key = self._key(name)
+        record = self.records[name]
+        record.key = key
+        if key is None or self.fresh or name in self.rerun or self.store is None:
+            return False
+        try:
+            stored = self.store.get(key)
+        except CorruptObject as exc:
+            self.emit(
+                "warning",
+                node=name,
+                message=f"checkpoint {key[:12]} is corrupt ({exc}); recomputing",
+            )
+            self.store.discard(key)
+            return False
+        if stored is None:
+            return False
+        spec = self.specs[name]
+        hint = spec.agent.output if isinstance(spec, AgentTask) else None
+        try:
+            value = codec.decode(stored.value, hint)
+        except Exception as exc:
+            self.emit("warning", node=name, message=f"checkpoint unreadable ({exc}); recomputing")
+            return False
+        now = self.tracer.now()
+        record.status = "cached"
+        record.start = record.end = now
+        record.digest = stored.digest
+        meta = stored.meta
+        record.cost_usd = float(meta.get("cost_usd", 0.0))
+        record.calls = int(meta.get("calls", 0))
+        record.simulated = bool(meta.get("simulated", False))
+        if meta.get("usage"):
+            record.usage = record.usage.model_validate(meta["usage"])
+        if meta.get("model"):
+            record.model = meta["model"]
+        self.digests[name] = stored.digest
+        self.emit("cache_hit", node=name, key=key, saved_cost=record.cost_usd)
+        self._complete(name, value)
+        return True
+
+    def _persist(self, name: str, value: Any, meta: dict[str, Any]) -> None:
+        """Store the output; sets its digest. Unserialisable outputs fail the node."""
+        record = self.records[name]
+        if self.store is None or record.key is None:
+            return
+        encoded = codec.encode(value)
+        self.digests[name] = record.digest = self.store.put(record.key, encoded, meta)
+
+    # -------------------------------------------------------------- node bodies
+    async def _body(self, name: str) -> Any:
+        spec = self.specs[name]
+        record = self.records[name]
+        inputs = {dep: self.outputs[dep] for dep in spec.depends_on}
+        record.start = self.tracer.now()
+        self.emit("node_start", node=name, kind=spec.kind, agent=record.agent, model=record.model)
+        for dep in spec.depends_on:
+            self.emit("message", src=dep, dst=name)
+        meta: dict[str, Any] = {"node": name, "graph": self.graph.name}
+        try:
+            async with asyncio.timeout(spec.timeout):
+                if isinstance(spec, AgentTask):
+                    value = await self._agent_body(spec, inputs, record, meta)
+                else:
+                    assert isinstance(spec, Step)
+                    kwargs = {p: inputs[p] for p in spec.params}
+                    value = await self.executor.run_step(spec, kwargs)
+        except TimeoutError:
+            if record.start is not None and spec.timeout is not None:
+                raise NodeTimeout(f"timed out after {spec.timeout:g}s") from None
+            raise
+        record.end = self.tracer.now()
+        meta["duration"] = record.duration
+        try:
+            self._persist(name, value, meta)
+        except codec.NotSerialisable as exc:
+            raise UserError(f"{exc}") from None
+        record.status = "done"
+        self.emit(
+            "node_complete",
+            node=name,
+            duration=record.duration,
+            model=record.model,
+            usage=record.usage.model_dump() if record.calls else None,
+            cost=record.cost_usd,
+            key=record.key,
+            simulated=record.simulated,
+        )
+        return value
+
+    async def _agent_body(
+        self,
+        spec: AgentTask,
+        inputs: dict[str, Any],
+        record: NodeRecord,
+        meta: dict[str, Any],
+    ) -> Any:
+        prompt = render_prompt(spec, {k: codec.as_text(v) for k, v in inputs.items()})
+        ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit)
+        for field_name, value in self.call_options.items():
+            setattr(ctx, field_name, value)
+        result = await self.executor.run_agent(spec, prompt, ctx)
+        from dagagents.pricing import cost_usd
+
+        record.usage = result.usage
+        record.model = result.model
+        record.calls = result.calls
+        record.simulated = result.simulated
+        record.cost_usd = cost_usd(result.model, result.usage)
+        meta.update(
+            usage=result.usage.model_dump(),
+            model=result.model,
+            calls=result.calls,
+            cost_usd=record.cost_usd,
+            simulated=result.simulated,
+        )
+        return result.output
+
+    # ---------------------------------------------------------------- expansion
+    def _expand(self, name: str, expansion: Expansion | None) -> None:
+        """Add nodes/edges from `name`'s output; reject clashes and cycles (graph unchanged)."""
+        if expansion is None:
+            return
+        if not isinstance(expansion, Expansion):
+            raise GraphError(
+                f"expand of node '{name}' must return an Expansion, not {type(expansion).__name__}"
+            )
+        new = {spec.name: spec for spec in expansion.nodes}
+        for spec_name in new:
+            if spec_name in self.specs:
+                raise GraphError(
+                    f"expansion from node '{name}' adds node '{spec_name}', which already exists"
+                )
+        for src, dst in expansion.edges:
+            if src not in new and src not in self.specs:
+                raise GraphError(
+                    f"expansion from node '{name}' adds an edge from unknown node '{src}'"
+                )
+            if dst in self.specs and self.sorter.state.get(dst) != "pending":
+                raise GraphError(
+                    f"expansion from node '{name}' adds an edge into '{dst}', which has already started"
+                )
+            if dst not in new and dst not in self.specs:
+                raise GraphError(
+                    f"expansion from node '{name}' adds an edge to unknown node '{dst}'"
+                )
+        trial = self.graph.nx.copy()
+        for spec in new.values():
+            trial.add_node(spec.name)
+            for dep in spec.depends_on:
+                trial.add_edge(dep, spec.name)
+        trial.add_edges_from(expansion.edges)
+        combined = {**self.specs, **new}
+        for spec in new.values():
+            validate_spec(f"expansion from node '{name}'", spec, combined)
+        try:
+            check_acyclic(f"expansion from node '{name}'", trial)
+        except GraphError as exc:
+            raise GraphError(
+                str(exc).rstrip(".") + " would be created; expansion rejected"
+            ) from None
+        # Accepted: grow the run's graph.
+        self.graph.nx = trial
+        for spec in new.values():
+            self.specs[spec.name] = spec
+            self.records[spec.name] = self._new_record(spec)
+        for src, dst in expansion.edges:
+            dst_spec = self.specs[dst]
+            if src not in dst_spec.depends_on:
+                self.specs[dst] = dst_spec.model_copy(
+                    update={"depends_on": (*dst_spec.depends_on, src)}
+                )
+                self.records[dst].depends_on = self.specs[dst].depends_on
+                self._spec_hash.pop(dst, None)
+        for spec_name, spec in new.items():
+            self._durations[spec_name] = (
+                0.5 + min(spec.agent.max_tokens, 600) / 80.0
+                if isinstance(spec, AgentTask)
+                else 0.001
+            )
+        priority = remaining_path_lengths(self.graph.nx, self._durations.__getitem__)
+        edges = [(d, s.name) for s in new.values() for d in s.depends_on] + list(expansion.edges)
+        self.sorter.add(new, edges, {n: priority[n] for n in priority})
+        self.emit("expand", node=name, added=list(new), edges=[list(e) for e in edges])
+
+    # ------------------------------------------------------------------ ending
+    async def _cancel_running(self, reason: str) -> None:
+        tasks = list(self._running)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        while not self._finished.empty():
+            name, value, error = self._finished.get_nowait()
+            if error is None:
+                self._complete_quietly(name, value)
+            else:
+                record = self.records[name]
+                if record.status not in ("done", "failed"):
+                    record.status = "cancelled"
+                    record.error = reason
+                    self.emit("node_error", node=name, error=reason)
+        for skipped in self.sorter.skip_all():
+            self._mark_skipped(skipped, because=reason)
+
+    def _complete_quietly(self, name: str, value: Any) -> None:
+        self.outputs[name] = value
+
+    def _finish(self, status: str) -> None:
+        counts: dict[str, int] = {}
+        for record in self.records.values():
+            if record.status == "pending":
+                record.status = "skipped"
+                record.because = record.because or status
+            counts[record.status] = counts.get(record.status, 0) + 1
+        self.wall = self.tracer.now()
+        self.emit(
+            "run_end",
+            status=status,
+            wall=self.wall,
+            counts=counts,
+            cost=sum(r.cost_usd for r in self.records.values() if r.status == "done"),
+        )
+        self.tracer.close()
+        self._write_manifest(status)
+
+    def _write_manifest(self, status: str) -> None:
+        if self.store is None:
+            return
+        self.store.write_manifest(self.run_id, self.manifest(status))
+
+    def manifest(self, status: str) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION,
+            "graph": self.graph.name,
+            "run_id": self.run_id,
+            "status": status,
+            "started": self._started_at,
+            "wall": getattr(self, "wall", None),
+            "pid": os.getpid(),
+            "concurrency": self.concurrency,
+            "provider": self.provider.name,
+            "executor": self.executor.name,
+            "nodes": {name: r.to_json() for name, r in self.records.items()},
+            "edges": [list(e) for e in self.graph.nx.edges],
+            "specs": {name: describe_spec(spec) for name, spec in self.specs.items()},
+        }
+
+    def _result(self, status: str) -> RunResult:
+        return RunResult(
+            graph=self.graph.name,
+            run_id=self.run_id,
+            records=self.records,
+            outputs=self.outputs,
+            wall=self.wall,
+            concurrency=self.concurrency,
+            provider=self.provider.name,
+            store=self.store.url if self.store else None,
+            interrupted=status == "interrupted",
+            events=self.tracer.events,
+            edges=list(self.graph.nx.edges),
+        )
+
+
+class NodeTimeout(DagAgentsError):
+    """A node exceeded its `timeout`."""
+
+
+def describe_spec(spec: NodeSpec) -> dict[str, Any]:
+    """What renderers and reports need to know about a node, without running anything."""
+    out: dict[str, Any] = {
+        "kind": spec.kind,
+        "depends_on": list(spec.depends_on),
+        "tags": spec.tags,
+    }
+    if isinstance(spec, AgentTask):
+        out.update(
+            agent=spec.agent.name,
+            model=spec.agent.model,
+            max_tokens=spec.agent.max_tokens,
+            prompt=spec.prompt[:500],
+        )
+    elif isinstance(spec, Step):
+        out.update(function=getattr(spec.fn, "__qualname__", repr(spec.fn)))
+    return out
+
+
+def previous_durations(store: Store, graph_name: str, lookback: int = 20) -> dict[str, float]:
+    """Node durations from the newest finished run of the same graph in `store`."""
+    for run_id in reversed(store.list_runs()[-lookback:]):
+        data = store.fs.read(store.manifest_path(run_id))
+        if data is None:
+            continue
+        manifest = orjson.loads(data)
+        if manifest.get("graph") != graph_name or manifest.get("status") == "running":
+            continue
+        return {
+            name: float(node["duration"])
+            for name, node in manifest.get("nodes", {}).items()
+            if node.get("status") == "done" and node.get("duration")
+        }
+    return {}
+
+
+def _error_text(name: str, error: BaseException) -> str:
+    if isinstance(error, DagAgentsError):
+        return str(error)
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _short_traceback(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error, limit=-3))[-2000:]

@@ -1,0 +1,146 @@
+"""The eager scheduler core: which node may start next. No I/O, no asyncio, no clocks.
+
+Modelled on `graphlib.TopologicalSorter` (prepare / get_ready / done): a node becomes ready the
+moment its last dependency is done, never at a level or superstep barrier. Among ready nodes
+the one with the longest remaining path to a sink goes first (critical-path list scheduling).
+A failed node skips exactly its descendants; the graph may grow while it runs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+
+import networkx as nx
+
+PENDING, READY, RUNNING, DONE, FAILED, SKIPPED = (
+    "pending",
+    "ready",
+    "running",
+    "done",
+    "failed",
+    "skipped",
+)
+TERMINAL = frozenset({DONE, FAILED, SKIPPED})
+
+
+def remaining_path_lengths(graph: nx.DiGraph, duration: Callable[[str], float]) -> dict[str, float]:
+    """For each node: its duration plus the longest chain of durations below it."""
+    longest: dict[str, float] = {}
+    for node in reversed(list(nx.topological_sort(graph))):
+        below = max((longest[s] for s in graph.successors(node)), default=0.0)
+        longest[node] = duration(node) + below
+    return longest
+
+
+class EagerSorter:
+    """Tracks readiness of every node; hands out ready nodes by priority."""
+
+    def __init__(self, graph: nx.DiGraph, priority: Mapping[str, float]) -> None:
+        self._succ: dict[str, list[str]] = {n: list(graph.successors(n)) for n in graph}
+        self._waiting: dict[str, int] = {n: graph.in_degree(n) for n in graph}
+        self._priority = dict(priority)
+        self.state: dict[str, str] = dict.fromkeys(graph, PENDING)
+        self._ready: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._open = len(self.state)
+        for node, count in self._waiting.items():
+            if count == 0:
+                self._push(node)
+
+    def _push(self, node: str) -> None:
+        self.state[node] = READY
+        self._seq += 1
+        heapq.heappush(self._ready, (-self._priority.get(node, 0.0), self._seq, node))
+
+    # ------------------------------------------------------------------ queries
+    def is_active(self) -> bool:
+        """True while some node is neither done, failed nor skipped."""
+        return self._open > 0
+
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    def pop_ready(self) -> str:
+        """The ready node with the longest remaining path; it is now running."""
+        node = heapq.heappop(self._ready)[2]
+        self.state[node] = RUNNING
+        return node
+
+    # ------------------------------------------------------------------ updates
+    def done(self, node: str) -> list[str]:
+        """Mark `node` done; return the successors that became ready."""
+        self.state[node] = DONE
+        self._open -= 1
+        newly: list[str] = []
+        for succ in self._succ[node]:
+            self._waiting[succ] -= 1
+            if self._waiting[succ] == 0 and self.state[succ] == PENDING:
+                self._push(succ)
+                newly.append(succ)
+        return newly
+
+    def fail(self, node: str) -> list[str]:
+        """Mark `node` failed and every not-yet-finished descendant skipped; return those."""
+        self.state[node] = FAILED
+        self._open -= 1
+        skipped: list[str] = []
+        stack = list(self._succ[node])
+        while stack:
+            succ = stack.pop()
+            if self.state[succ] in (PENDING, READY):
+                self.state[succ] = SKIPPED
+                self._open -= 1
+                skipped.append(succ)
+                stack.extend(self._succ[succ])
+        if skipped:
+            self._ready = [item for item in self._ready if self.state[item[2]] == READY]
+            heapq.heapify(self._ready)
+        return skipped
+
+    def skip_all(self) -> list[str]:
+        """Skip every node that has not started (fail-fast and interruption)."""
+        skipped = [n for n, s in self.state.items() if s in (PENDING, READY)]
+        for n in skipped:
+            self.state[n] = SKIPPED
+        self._open -= len(skipped)
+        self._ready.clear()
+        return skipped
+
+    def cancelled(self, node: str) -> None:
+        """A running node was cancelled: it counts as failed without skipping anything more."""
+        self.state[node] = FAILED
+        self._open -= 1
+
+    def add(
+        self,
+        nodes: Iterable[str],
+        edges: Iterable[tuple[str, str]],
+        priority: Mapping[str, float],
+    ) -> list[str]:
+        """Grow the graph (already validated acyclic by the caller). Returns new ready nodes.
+
+        An edge into an existing node is only allowed while that node is pending: the
+        caller checks this, since a started node cannot wait for new inputs.
+        """
+        new = list(nodes)
+        for n in new:
+            self._succ[n] = []
+            self._waiting[n] = 0
+            self.state[n] = PENDING
+        self._open += len(new)
+        self._priority.update(priority)
+        for src, dst in edges:
+            self._succ[src].append(dst)
+            if self.state[src] not in (DONE,):
+                self._waiting[dst] += 1
+            if self.state[src] in (FAILED, SKIPPED):
+                self.state[dst] = SKIPPED
+        ready: list[str] = []
+        for n in new:
+            if self.state[n] == SKIPPED:
+                self._open -= 1
+            elif self._waiting[n] == 0:
+                self._push(n)
+                ready.append(n)
+        return ready

@@ -1,0 +1,97 @@
+"""Structured run events: one orjson line per event, kept in memory and written to JSONL.
+
+Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (unix seconds) and
+`t` (seconds since the run started). Events and their extra fields:
+
+- `run_start`: graph, nodes, concurrency, provider, store
+- `node_ready`: node
+- `node_start`: node, kind, agent, model
+- `cache_hit`: node, key
+- `retry`: node, attempt, error, wait
+- `tool_call`: node, tool, input, duration, error
+- `message`: src, dst (an output delivered along an edge), bytes
+- `expand`: node, added (names), edges
+- `node_complete`: node, duration, model, usage {input_tokens, ...}, cost, key, simulated
+- `node_error`: node, error
+- `node_skipped`: node, because (the failed ancestor, or the reason)
+- `warning`: node, message
+- `run_end`: status, wall, counts {status: n}, cost
+
+Values are the caller's; the tracer never reads the environment, so no secret can leak in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import orjson
+
+TRACE_VERSION = 1
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class Tracer:
+    """Collects events for one run; optionally streams them to files and listeners."""
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        sinks: list[IO[bytes]] | None = None,
+        keep: bool = True,
+        flush_every: float = 0.25,
+    ) -> None:
+        self.run_id = run_id
+        self.t0 = time.time()
+        self._perf0 = time.perf_counter()
+        self.events: list[dict[str, Any]] = []
+        self._keep = keep
+        self._sinks = sinks or []
+        self._listeners: list[Listener] = []
+        self._flush_every = flush_every
+        self._last_flush = self._perf0
+
+    def now(self) -> float:
+        """Seconds since the run started (monotonic)."""
+        return time.perf_counter() - self._perf0
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def add_sink(self, sink: IO[bytes]) -> None:
+        self._sinks.append(sink)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        t = time.perf_counter() - self._perf0
+        record = {"v": TRACE_VERSION, "event": event, "run": self.run_id, "ts": self.t0 + t, "t": t}
+        record.update(fields)
+        if self._keep:
+            self.events.append(record)
+        if self._sinks:
+            line = orjson.dumps(record, default=str) + b"\n"
+            for sink in self._sinks:
+                sink.write(line)
+            if t - (self._last_flush - self._perf0) > self._flush_every:
+                self.flush()
+        for listener in self._listeners:
+            listener(record)
+
+    def flush(self) -> None:
+        self._last_flush = time.perf_counter()
+        for sink in self._sinks:
+            sink.flush()
+
+    def close(self) -> None:
+        self.flush()
+        for sink in self._sinks:
+            sink.close()
+        self._sinks = []
+
+
+def read_trace(path: str) -> list[dict[str, Any]]:
+    """Events of a JSONL trace file."""
+    with open(path, "rb") as fh:
+        return [orjson.loads(line) for line in fh if line.strip()]
