@@ -21,6 +21,7 @@ from dagagents.errors import GraphError, UserError
 from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, step_params
 
 if TYPE_CHECKING:
+    from dagagents.providers.base import Provider
     from dagagents.result import RunResult
 
 F = Callable[..., Any]
@@ -34,10 +35,12 @@ def _suggest(name: str, options: Iterable[str]) -> str:
 class Graph:
     """A DAG of agent tasks and Python steps. Build it, validate it, run it."""
 
-    def __init__(self, name: str = "graph") -> None:
+    def __init__(self, name: str = "graph", *, simulator: Provider | None = None) -> None:
         self.name = name
         self.nx: nx.DiGraph = nx.DiGraph()
         self._specs: dict[str, NodeSpec] = {}
+        # The provider used offline (no API key): lets example graphs script realistic answers.
+        self.simulator = simulator
 
     # ----------------------------------------------------------------- building
     def add(self, spec: NodeSpec) -> NodeSpec:
@@ -178,7 +181,7 @@ class Graph:
 
     def copy(self) -> Graph:
         """A shallow copy: runs expand the copy, never the user's graph."""
-        g = Graph(self.name)
+        g = Graph(self.name, simulator=self.simulator)
         g.nx = self.nx.copy()
         g._specs = dict(self._specs)
         return g

@@ -9,7 +9,6 @@ the run cancels what is in flight, waits for it, and writes its manifest before 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 import traceback
@@ -25,7 +24,8 @@ from dagagents.executors.base import Executor
 from dagagents.executors.local import LocalExecutor
 from dagagents.graph import Graph, check_acyclic, validate_spec
 from dagagents.invoke import CallContext
-from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt, spec_digest
+from dagagents.keys import checkpoint_key
+from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
 from dagagents.providers import Provider, resolve_provider
 from dagagents.result import NodeRecord, RunResult
 from dagagents.scheduler import EagerSorter, remaining_path_lengths
@@ -68,7 +68,7 @@ async def arun(
     run = _Run(
         graph,
         concurrency=concurrency,
-        provider=resolve_provider(provider),
+        provider=resolve_provider(provider, graph.simulator),
         store=_open_store(store),
         fresh=fresh,
         rerun=set(rerun),
@@ -86,12 +86,6 @@ def _open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
     if store is None or isinstance(store, Store):
         return store
     return Store(store)
-
-
-def node_key(spec_hash: str, deps: Iterable[tuple[str, str]], name: str | None = None) -> str:
-    """Checkpoint key: the node's fingerprint plus its dependencies' output digests."""
-    payload = orjson.dumps([spec_hash, sorted(deps), name], option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(payload).hexdigest()
 
 
 class _Run:
@@ -147,7 +141,6 @@ class _Run:
         self.outputs: dict[str, Any] = {}
         self.digests: dict[str, str] = {}
         self._memo: dict[int, Any] = {}
-        self._spec_hash: dict[str, str] = {}
         self._running: dict[asyncio.Task[Any], str] = {}
         self._finished: asyncio.Queue[tuple[str, Any, BaseException | None]] = asyncio.Queue()
         self._started_at = time.time()
@@ -291,13 +284,7 @@ class _Run:
     def _key(self, name: str) -> str | None:
         if self.store is None:
             return None
-        spec = self.specs[name]
-        spec_hash = self._spec_hash.get(name)
-        if spec_hash is None:
-            spec_hash = self._spec_hash[name] = spec_digest(spec, self._memo)
-        deps = [(d, self.digests[d]) for d in spec.depends_on]
-        # Steps are keyed by name too: closures from one factory share source code.
-        return node_key(spec_hash, deps, name if isinstance(spec, Step) else None)
+        return checkpoint_key(self.specs[name], self.digests, self._memo)
 
     def _try_cache(self, name: str) -> bool:
         """Complete `name` from its checkpoint if one exists and is intact."""
@@ -474,7 +461,6 @@ class _Run:
                     update={"depends_on": (*dst_spec.depends_on, src)}
                 )
                 self.records[dst].depends_on = self.specs[dst].depends_on
-                self._spec_hash.pop(dst, None)
         for spec_name, spec in new.items():
             self._durations[spec_name] = (
                 0.5 + min(spec.agent.max_tokens, 600) / 80.0

@@ -251,7 +251,7 @@ class Store:
         return self.fs.join("runs", run_id, "trace.jsonl")
 
     def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
-        data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
         path = self.manifest_path(run_id)
         if isinstance(self.fs, _LocalFS):
             os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -19,15 +19,17 @@ __all__ = [
 ]
 
 
-def resolve_provider(choice: str | Provider | None = None) -> Provider:
+def resolve_provider(
+    choice: str | Provider | None = None, simulator: Provider | None = None
+) -> Provider:
     """A provider object from a name ('simulated' | 'anthropic'), an instance, or None (auto:
-    Anthropic when ANTHROPIC_API_KEY is set, otherwise the simulator)."""
+    Anthropic when ANTHROPIC_API_KEY is set, otherwise `simulator` or a default simulator)."""
     if choice is not None and not isinstance(choice, str):
         return choice
     if choice is None:
         choice = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "simulated"
     if choice == "simulated":
-        return SimulatedProvider()
+        return simulator if simulator is not None else SimulatedProvider()
     if choice == "anthropic":
         if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
             raise UserError(

@@ -1,0 +1,164 @@
+"""The live terminal view of a run and its final summary table (rich).
+
+The view listens to trace events (cheap dictionary updates) and rich redraws it a few times a
+second from its own thread, so a 10,000-node run is not slowed by drawing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from dagagents.result import RunResult
+
+STYLE = {
+    "done": "green",
+    "cached": "cyan",
+    "failed": "bold red",
+    "skipped": "yellow",
+    "cancelled": "magenta",
+    "running": "bold blue",
+    "pending": "dim",
+}
+MAX_ROWS = 24
+
+
+def _tokens(usage: dict[str, Any] | None) -> str:
+    if not usage:
+        return ""
+    return f"{usage.get('input_tokens', 0):,} / {usage.get('output_tokens', 0):,}"
+
+
+class LiveProgress:
+    """Each node's state, elapsed time and tokens while the graph runs."""
+
+    def __init__(self, console: Console, title: str) -> None:
+        self.console = console
+        self.title = title
+        self.state: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.elapsed: dict[str, float] = {}
+        self.detail: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}
+        self.total = 0
+        self.t0 = time.perf_counter()
+        self._live = Live(
+            get_renderable=self.render, console=console, refresh_per_second=6, transient=False
+        )
+
+    def __enter__(self) -> LiveProgress:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._live.__exit__(*exc)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        node = event.get("node")
+        if kind == "run_start":
+            self.total = event["nodes"]
+        elif kind == "expand":
+            self.total += len(event["added"])
+        elif node is None:
+            return
+        elif kind == "node_start":
+            self.state[node] = "running"
+            self.started[node] = time.perf_counter()
+        elif kind == "cache_hit":
+            self.state[node] = "cached"
+        elif kind == "node_complete":
+            self.state[node] = "done"
+            self.elapsed[node] = event["duration"]
+            self.tokens[node] = _tokens(event.get("usage"))
+        elif kind == "node_error":
+            self.state[node] = (
+                "cancelled" if event["error"] in ("cancelled", "interrupted") else "failed"
+            )
+            self.detail[node] = event["error"]
+        elif kind == "node_skipped":
+            self.state[node] = "skipped"
+            self.detail[node] = f"because {event['because']}"
+        elif kind == "retry":
+            self.detail[node] = f"retry {event.get('attempt')} in {event.get('wait', 0):.1f}s"
+
+    def render(self) -> RenderableType:
+        now = time.perf_counter()
+        counts: dict[str, int] = {}
+        for s in self.state.values():
+            counts[s] = counts.get(s, 0) + 1
+        pending = max(0, self.total - len(self.state))
+        head = Text(f"{self.title}  ", style="bold")
+        head.append(f"{now - self.t0:5.1f}s  ", style="dim")
+        for s in ("running", "done", "cached", "failed", "skipped"):
+            if counts.get(s):
+                head.append(f"{s} {counts[s]}  ", style=STYLE[s])
+        head.append(f"pending {pending}", style="dim")
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
+        table.add_column("node")
+        table.add_column("state")
+        table.add_column("elapsed", justify="right")
+        table.add_column("tokens in / out", justify="right")
+        table.add_column("", overflow="ellipsis", no_wrap=True, max_width=60)
+        # Running first, then the most recent others, bounded for big graphs.
+        order = sorted(self.state, key=lambda n: (self.state[n] != "running", n))
+        for node in order[:MAX_ROWS]:
+            s = self.state[node]
+            if s == "running":
+                secs = now - self.started.get(node, now)
+            else:
+                secs = self.elapsed.get(node, 0.0)
+            table.add_row(
+                node,
+                Text(s, style=STYLE.get(s, "")),
+                f"{secs:.1f}s" if secs else "",
+                self.tokens.get(node, ""),
+                self.detail.get(node, ""),
+            )
+        if len(order) > MAX_ROWS:
+            table.add_row(f"… {len(order) - MAX_ROWS} more", "", "", "", "")
+        return Group(head, table)
+
+
+def summary_table(result: RunResult, max_rows: int = 60) -> Table:
+    """Per node: status, agent and model, duration, tokens, cost, and why it failed/skipped."""
+    table = Table(title=f"run {result.run_id} · {result.graph}", title_justify="left")
+    table.add_column("node")
+    table.add_column("status")
+    table.add_column("agent · model")
+    table.add_column("time", justify="right")
+    table.add_column("tokens in / out", justify="right")
+    table.add_column("cost", justify="right")
+    table.add_column("note", overflow="fold", max_width=70)
+    records = list(result.records.values())
+    if len(records) > max_rows:  # big graphs: only what needs attention
+        records = [r for r in records if r.status not in ("done", "cached")][:max_rows]
+    for r in records:
+        who = f"{r.agent} · {r.model}" if r.agent else "step"
+        note = r.error or (f"because {r.because}" if r.because else "")
+        if r.status == "cached" and r.cost_usd:
+            note = note or f"saved ${r.cost_usd:.4f}"
+        tokens = (
+            f"{r.usage.input_tokens:,} / {r.usage.output_tokens:,}" if r.calls and r.agent else ""
+        )
+        table.add_row(
+            r.name,
+            Text(r.status, style=STYLE.get(r.status, "")),
+            who,
+            f"{r.duration:.2f}s" if r.status == "done" else "",
+            tokens,
+            f"${r.cost_usd:.4f}" if r.agent and r.status == "done" else "",
+            note,
+        )
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts.items()))
+    sim = " (simulated provider)" if result.provider == "simulated" else ""
+    table.caption = f"{counts} · wall {result.wall:.2f}s · cost ${result.cost_usd:.4f}{sim}" + (
+        f" · store {result.store}" if result.store else ""
+    )
+    table.caption_justify = "left"
+    return table
