@@ -1,0 +1,246 @@
+"""Run one benchmark DAG on one engine and return its wall time and execution log.
+
+Every engine gets the same DAG, the same per-node durations (async nodes `await
+asyncio.sleep(d)`, threaded ones `time.sleep(d)`; zero-work nodes return at once) and the same
+concurrency. Each node body appends `(name, start, end)` to a shared log, which
+`dags.check_log` validates before the time counts. Building the engine's own graph object
+(dagagents `Graph`, LangGraph `compile()`, Dask `delayed` objects) is timed separately as
+`build`; `wall` is the call that executes the graph, from the caller's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from benchmarks.dags import LogEntry, durations, topological_levels
+
+clock = time.perf_counter
+
+
+@dataclass
+class EngineRun:
+    """What one engine run produced; `info` holds engine-specific facts (statuses, ...)."""
+
+    wall: float
+    build: float
+    log: list[LogEntry]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------- node bodies
+def async_node(name: str, seconds: float, log: list[LogEntry]) -> Callable[..., Awaitable[None]]:
+    """An async node body that takes any arguments, sleeps `seconds` and logs itself."""
+    append = log.append
+    if seconds > 0:
+
+        async def node(*_args: Any, **_deps: Any) -> None:
+            start = clock()
+            await asyncio.sleep(seconds)
+            append((name, start, clock()))
+
+    else:
+
+        async def node(*_args: Any, **_deps: Any) -> None:
+            start = clock()
+            append((name, start, clock()))
+
+    return node
+
+
+def thread_node(name: str, seconds: float, log: list[LogEntry]) -> Callable[..., None]:
+    """A blocking node body for thread-pool engines (Dask)."""
+    append = log.append
+    if seconds > 0:
+
+        def node(*_args: Any) -> None:
+            start = clock()
+            time.sleep(seconds)
+            append((name, start, clock()))
+
+    else:
+
+        def node(*_args: Any) -> None:
+            start = clock()
+            append((name, start, clock()))
+
+    return node
+
+
+# ---------------------------------------------------------------------------- engines
+def run_dagagents(
+    dag: nx.DiGraph,
+    concurrency: int,
+    store: str | None = None,
+    fresh: bool = False,
+    warmup: bool = False,
+    expect: str = "done",
+) -> EngineRun:
+    """dagagents with async Steps. `store=None`: no checkpoints. `warmup`: run once first
+    (untimed) so the store holds the previous run's durations, then time a `fresh` rerun.
+    `expect`: the status every node must end with ("cached" for a resume)."""
+    from dagagents import Graph
+
+    log: list[LogEntry] = []
+    dur = durations(dag)
+    t0 = clock()
+    graph = Graph(dag.graph["name"])
+    for name in nx.topological_sort(dag):
+        graph.add_step(name, async_node(name, dur[name], log), depends_on=list(dag.pred[name]))
+    build = clock() - t0
+    if warmup:
+        graph.run(concurrency=concurrency, store=store, fresh=True)
+        log.clear()
+    t0 = clock()
+    result = graph.run(concurrency=concurrency, store=store, fresh=fresh)
+    wall = clock() - t0
+    wrong = {n: s for n, s in result.status.items() if s != expect}
+    if wrong:
+        name, status = next(iter(wrong.items()))
+        raise RuntimeError(
+            f"dagagents: {len(wrong)} node(s) not {expect}, e.g. {name}={status} "
+            f"{result.errors.get(name, '')}"
+        )
+    return EngineRun(wall, build, log, {"internal_wall": result.wall, "run_id": result.run_id})
+
+
+def run_dagagents_ckpt(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
+    """dagagents writing a checkpoint per node into an empty store (a temp dir by default)."""
+    path = store or tempfile.mkdtemp(prefix="dagagents-bench-")
+    run = run_dagagents(dag, concurrency, store=path, fresh=True)
+    run.info["store"] = path
+    return run
+
+
+def run_dagagents_history(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
+    """dagagents with checkpoints after one earlier run: durations are known from the store's
+    last manifest, so priorities are true critical paths; `fresh` recomputes every node."""
+    path = store or tempfile.mkdtemp(prefix="dagagents-bench-")
+    run = run_dagagents(dag, concurrency, store=path, fresh=True, warmup=True)
+    run.info["store"] = path
+    return run
+
+
+def run_dagagents_resume(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
+    """dagagents rerunning a graph whose every node is already in `store`: nothing may run."""
+    if store is None:
+        raise ValueError("dagagents-resume needs the store of an earlier dagagents-ckpt run")
+    return run_dagagents(dag, concurrency, store=store, expect="cached")
+
+
+def run_gather(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
+    """The hand-written baseline: `asyncio.gather` one topological level at a time, each
+    node under a semaphore of size `concurrency`."""
+    log: list[LogEntry] = []
+    dur = durations(dag)
+    t0 = clock()
+    levels = topological_levels(dag)
+    bodies = {name: async_node(name, dur[name], log) for name in dag}
+    build = clock() - t0
+
+    async def main() -> None:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def guarded(name: str) -> None:
+            async with slots:
+                await bodies[name]()
+
+        for level in levels:
+            await asyncio.gather(*(guarded(name) for name in level))
+
+    t0 = clock()
+    asyncio.run(main())
+    return EngineRun(clock() - t0, build, log)
+
+
+def run_langgraph(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
+    """LangGraph: a StateGraph whose joins are `add_edge([preds], node)`, invoked with
+    `max_concurrency` (and a recursion limit above the DAG's depth)."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict, total=False):
+        unused: int
+
+    log: list[LogEntry] = []
+    dur = durations(dag)
+    t0 = clock()
+    builder = StateGraph(State)
+    for name in dag:
+        builder.add_node(name, async_node(name, dur[name], log))
+    for name in dag:
+        preds = list(dag.pred[name])
+        if not preds:
+            builder.add_edge(START, name)
+        elif len(preds) == 1:
+            builder.add_edge(preds[0], name)
+        else:
+            builder.add_edge(preds, name)
+        if not dag.succ[name]:
+            builder.add_edge(name, END)
+    app = builder.compile()
+    build = clock() - t0
+    depth = len(topological_levels(dag))
+    config = {"max_concurrency": concurrency, "recursion_limit": depth + 10}
+    t0 = clock()
+    asyncio.run(app.ainvoke({}, config=config))  # type: ignore[arg-type]
+    return EngineRun(clock() - t0, build, log)
+
+
+def run_dask(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
+    """Dask: one `dask.delayed` call per node, computed on the threaded scheduler with
+    `num_workers=concurrency`. A Delayed is dropped once all its dependents are built (each
+    one carries its ancestors' graph, so keeping all of them costs O(n^2) memory on chains)."""
+    import dask
+    from dask import delayed
+
+    log: list[LogEntry] = []
+    dur = durations(dag)
+    t0 = clock()
+    pending_succ = {name: len(dag.succ[name]) for name in dag}
+    live: dict[str, Any] = {}
+    sinks: list[Any] = []
+    for name in nx.topological_sort(dag):
+        deps = [live[p] for p in dag.pred[name]]
+        task = delayed(thread_node(name, dur[name], log), pure=False)(*deps, dask_key_name=name)
+        for p in dag.pred[name]:
+            pending_succ[p] -= 1
+            if pending_succ[p] == 0:
+                del live[p]
+        if pending_succ[name]:
+            live[name] = task
+        else:
+            sinks.append(task)
+    build = clock() - t0
+    t0 = clock()
+    dask.compute(*sinks, scheduler="threads", num_workers=concurrency)
+    return EngineRun(clock() - t0, build, log)
+
+
+Engine = Callable[..., EngineRun]
+ENGINES: dict[str, Engine] = {
+    "dagagents": run_dagagents,
+    "dagagents-ckpt": run_dagagents_ckpt,
+    "dagagents-history": run_dagagents_history,
+    "dagagents-resume": run_dagagents_resume,
+    "gather": run_gather,
+    "langgraph": run_langgraph,
+    "dask": run_dask,
+}
+# What each engine imports, loaded before the baseline RSS is read.
+IMPORTS: dict[str, tuple[str, ...]] = {
+    "dagagents": ("dagagents",),
+    "dagagents-ckpt": ("dagagents",),
+    "dagagents-history": ("dagagents",),
+    "dagagents-resume": ("dagagents",),
+    "gather": (),
+    "langgraph": ("langgraph.graph",),
+    "dask": ("dask", "dask.threaded"),
+}

@@ -1,0 +1,168 @@
+"""Measure engine runs, each batch in a fresh Python process so peak RSS belongs to one engine.
+
+The parent calls `measure_in_subprocess(engine, jobs)`; the child (`python -m
+benchmarks.runner JSON`) imports only that engine, runs the jobs, validates each execution log
+with `dags.check_log` and prints one JSON result per job. A run whose log fails the check is
+reported with `ok: false` and its time must not be used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from benchmarks import dags
+from benchmarks.engines import ENGINES, IMPORTS
+
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+@dataclass
+class Job:
+    """One engine run: a suite DAG at a concurrency (`store` links ckpt and resume runs)."""
+
+    dag: str
+    concurrency: int
+    quick: bool = False
+    store: str | None = None
+
+
+@dataclass
+class Measurement:
+    """One job's outcome; times in seconds, memory in MB (peak is the child process's)."""
+
+    engine: str
+    dag: str
+    concurrency: int
+    nodes: int
+    ok: bool
+    error: str | None = None
+    wall: float | None = None
+    build: float | None = None
+    ideal: float | None = None
+    lower_bound: float | None = None
+    rss_base_mb: float | None = None
+    rss_peak_mb: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_node_us(self) -> float | None:
+        return None if self.wall is None or not self.nodes else self.wall / self.nodes * 1e6
+
+    @property
+    def vs_ideal(self) -> float | None:
+        return _ratio(self.wall, self.ideal)
+
+    @property
+    def vs_lower_bound(self) -> float | None:
+        return _ratio(self.wall, self.lower_bound)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(
+            per_node_us=self.per_node_us, vs_ideal=self.vs_ideal, vs_lower_bound=self.vs_lower_bound
+        )
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Measurement:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or not base:
+        return None
+    return value / base
+
+
+def peak_rss_mb() -> float:
+    """This process's high-water resident set size (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(engine: str, job: Job) -> Measurement:
+    """Run one job in this process and validate its log (call in a fresh process for RSS)."""
+    for module in IMPORTS[engine]:
+        importlib.import_module(module)
+    dag = dags.build(job.dag, quick=job.quick)
+    dur = dags.durations(dag)
+    m = Measurement(
+        engine=engine,
+        dag=job.dag,
+        concurrency=job.concurrency,
+        nodes=dag.number_of_nodes(),
+        ok=False,
+        ideal=dags.ideal_makespan(dag, dur, job.concurrency),
+        lower_bound=dags.lower_bound(dag, dur, job.concurrency),
+        rss_base_mb=peak_rss_mb(),
+    )
+    try:
+        run = ENGINES[engine](dag, job.concurrency, store=job.store)
+        m.wall, m.build, m.info = run.wall, run.build, run.info
+        m.rss_peak_mb = peak_rss_mb()
+        if engine == "dagagents-resume":
+            if run.log:
+                raise dags.ScheduleError(f"{len(run.log)} node(s) ran again on a cached resume")
+        else:
+            dags.check_log(dag, run.log, job.concurrency)
+        m.ok = True
+    except Exception as exc:
+        m.error = f"{type(exc).__name__}: {exc}"
+        m.info["traceback"] = traceback.format_exc(limit=-4)
+    return m
+
+
+def measure_in_subprocess(
+    engine: str, jobs: list[Job], timeout: float = 240.0
+) -> list[Measurement]:
+    """Run `jobs` on `engine` in one fresh child process; failures become `ok: false` rows."""
+    payload = json.dumps({"engine": engine, "jobs": [asdict(j) for j in jobs]})
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.runner", payload],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        error = (
+            None
+            if proc.returncode == 0
+            else f"child exited {proc.returncode}: {proc.stderr[-800:]}"
+        )
+        stdout = proc.stdout
+    except subprocess.TimeoutExpired as exc:
+        error = f"timed out after {timeout:.0f}s"
+        stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    results = [
+        Measurement.from_json(json.loads(line[len(RESULT_PREFIX) :]))
+        for line in stdout.splitlines()
+        if line.startswith(RESULT_PREFIX)
+    ]
+    for job in jobs[len(results) :]:
+        results.append(
+            Measurement(engine, job.dag, job.concurrency, 0, ok=False, error=error or "no result")
+        )
+    return results
+
+
+def main(argv: list[str]) -> int:
+    """Child entry point: `python -m benchmarks.runner '{"engine": ..., "jobs": [...]}'`."""
+    spec = json.loads(argv[0])
+    for job in spec["jobs"]:
+        m = measure(spec["engine"], Job(**job))
+        print(RESULT_PREFIX + json.dumps(m.to_json()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
