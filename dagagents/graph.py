@@ -230,6 +230,13 @@ def validate_specs(graph_name: str, specs: dict[str, NodeSpec], g: nx.DiGraph) -
 
 def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
     """One node's dependencies, placeholders and step parameters against the `known` nodes."""
+    if isinstance(spec, Step):
+        for p in step_params(spec.fn):
+            if p.name not in known and (p.name in spec.params or p.default is p.empty):
+                raise GraphError(
+                    f"{where}: step '{spec.name}' parameter '{p.name}' names no node"
+                    f"{_suggest(p.name, known)}."
+                )
     for dep in spec.depends_on:
         if dep == spec.name:
             raise GraphError(f"{where}: node '{spec.name}' depends on itself.")
@@ -251,8 +258,8 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
         for p in step_params(spec.fn):
             if p.name not in spec.depends_on and p.default is p.empty:
                 raise GraphError(
-                    f"{where}: step '{spec.name}' parameter '{p.name}' names no node"
-                    f"{_suggest(p.name, known)}."
+                    f"{where}: step '{spec.name}' parameter '{p.name}' is not among its "
+                    f"dependencies ({', '.join(spec.depends_on) or 'none'})."
                 )
 
 

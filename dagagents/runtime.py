@@ -188,6 +188,7 @@ class _Run:
         )
         self._write_manifest("running")
         await self.executor.start(self.concurrency)
+        flusher = asyncio.create_task(self._flush_periodically())
         status = "done"
         try:
             self._launch()
@@ -206,9 +207,16 @@ class _Run:
                 r.status in ("failed", "cancelled") for r in self.records.values()
             ):
                 status = "failed"
+            flusher.cancel()
             await self.executor.close()
             self._finish(status)
         return self._result(status)
+
+    async def _flush_periodically(self, every: float = 0.2) -> None:
+        """Keep the on-disk trace current while nodes run (watchers and kill-resume rely on it)."""
+        while True:
+            await asyncio.sleep(every)
+            self.tracer.flush()
 
     def _launch(self) -> None:
         """Start ready nodes while slots are free; checkpoint hits complete immediately."""

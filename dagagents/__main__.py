@@ -1,0 +1,5 @@
+"""`python -m dagagents` is the CLI."""
+
+from dagagents.cli import main
+
+main()
