@@ -1,19 +1,35 @@
 """One invocation of an agent: the request, the tool-use loop, structured output, usage.
 
 The scheduler calls `invoke_agent` for each AgentTask node. Retries, rate limits and the cost
-budget wrap every provider call made here, so they are counted once and traced in one place.
+budget wrap every provider call made here, so they are counted once and traced in one place:
+each call passes the run's `Limiter` (buckets, adaptive concurrency, budget) inside the
+`RetryPolicy`, so a retried attempt queues for limits again like any other call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ValidationError
 
 from dagagents.agents import Agent
+from dagagents.errors import NodeFailed, ProviderError
+from dagagents.limits import Limiter
+from dagagents.pricing import Pricing
 from dagagents.providers.base import Provider, Request, Response, Usage
+from dagagents.retry import DEFAULT_RETRY, RetryPolicy, deadline
+from dagagents.tools import input_model, tool_schema
 
 Emit = Callable[..., None]
+OUTPUT_TOOL = "final_answer"
+_CACHEABLE_BLOCKS = {"text", "image", "document", "tool_result", "tool_use"}
 
 
 def _no_emit(event: str, **fields: Any) -> None:
@@ -22,12 +38,25 @@ def _no_emit(event: str, **fields: Any) -> None:
 
 @dataclass
 class CallContext:
-    """What an invocation needs from the run: the provider and the trace sink."""
+    """What an invocation needs from the run.
+
+    `limiter` must be shared by all nodes of one run (it holds the buckets, the adaptive
+    concurrency and the budget); `None` means no limits and no budget. `retry` is the run's
+    policy (agents may override attempts and timeout). `structured_output` picks how
+    `Agent(output=...)` is asked for: "auto" (native `output_config` where the model has it,
+    else a forced tool call), "native" or "tool". `auto_cache` marks long system prompts (and
+    long tool-loop conversations) with `cache_control`.
+    """
 
     provider: Provider
     node: str
     emit: Emit = _no_emit
-    # Filled in by the run: rate limiter, retry policy, pricing, budget (see limits/retry).
+    limiter: Limiter | None = None
+    retry: RetryPolicy = DEFAULT_RETRY
+    pricing: Pricing | None = None
+    auto_cache: bool = True
+    structured_output: Literal["auto", "native", "tool"] = "auto"
+    # Free-form extras for executors and providers that need more (kept for compatibility).
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -41,28 +70,362 @@ class AgentResult:
     calls: int = 1
     simulated: bool = False
     responses: list[Response] = field(default_factory=list)
+    cost_usd: float = 0.0
+    retries: int = 0
+    tool_calls: int = 0
+
+
+@lru_cache(maxsize=256)
+def _tool_defs(tools: tuple[Callable[..., Any], ...]) -> tuple[dict[str, Any], ...]:
+    return tuple(tool_schema(t) for t in tools)
+
+
+@cache
+def output_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema `messages.parse(output_format=model)` would send (strict-transformed)."""
+    from anthropic import transform_schema  # the SDK's own transform, so we send what it sends
+
+    return transform_schema(model.model_json_schema())
+
+
+def _estimate_tokens(*parts: Any) -> int:
+    chars = 0
+    for part in parts:
+        if isinstance(part, str):
+            chars += len(part)
+        elif part:
+            chars += len(orjson.dumps(part))
+    return chars // 4
+
+
+class _Invocation:
+    """State of one agent invocation across its turns."""
+
+    def __init__(self, agent: Agent, ctx: CallContext) -> None:
+        self.agent = agent
+        self.ctx = ctx
+        self.limiter = ctx.limiter or Limiter(pricing=ctx.pricing)
+        self.pricing = ctx.pricing or self.limiter.pricing
+        self.policy = ctx.retry.for_agent(agent)
+        self.price = self.pricing.lookup(agent.model)
+        self.tools = {fn.__name__: fn for fn in agent.tools}
+        self.tool_defs = list(_tool_defs(tuple(agent.tools)))
+        self.mode = self._structured_mode()
+        self.output_name = OUTPUT_TOOL
+        while self.output_name in self.tools:
+            self.output_name += "_"
+        self.usage = Usage()
+        self.cost = 0.0
+        self.calls = 0
+        self.retries = 0
+        self.tool_calls = 0
+        self.simulated = False
+        self.model = agent.model
+        self.responses: list[Response] = []
+
+    # ------------------------------------------------------------------ request shape
+    def _structured_mode(self) -> str | None:
+        if self.agent.output is None:
+            return None
+        if self.ctx.structured_output != "auto":
+            return self.ctx.structured_output
+        native = self.price.structured_outputs if self.price is not None else True
+        # The offline simulator answers `output_schema` but not forced tool calls.
+        if getattr(self.ctx.provider, "name", "") == "simulated":
+            native = True
+        return "native" if native else "tool"
+
+    @property
+    def min_cache_tokens(self) -> int:
+        return self.price.min_cache_tokens if self.price is not None else 1024
+
+    def system(self, tools: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
+        """The system prompt, as a cached block when it (with the tools) is long enough."""
+        text = self.agent.system
+        if not text:
+            return None
+        if self.ctx.auto_cache and _estimate_tokens(text, tools) >= self.min_cache_tokens:
+            return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
+        return text
+
+    def messages_for_request(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """In a long tool loop, cache the conversation so far (one breakpoint, on the last block)."""
+        if not self.ctx.auto_cache or len(messages) < 3:
+            return messages
+        if _estimate_tokens(messages) < self.min_cache_tokens:
+            return messages
+        last = messages[-1]
+        content = last.get("content")
+        if not isinstance(content, list) or not content:
+            return messages
+        tail = content[-1]
+        if not isinstance(tail, dict) or tail.get("type") not in _CACHEABLE_BLOCKS:
+            return messages
+        marked = {**tail, "cache_control": {"type": "ephemeral"}}
+        return [*messages[:-1], {**last, "content": [*content[:-1], marked]}]
+
+    def request(self, messages: list[dict[str, Any]], *, allow_tools: bool = True) -> Request:
+        agent = self.agent
+        tools = list(self.tool_defs) if allow_tools else []
+        tool_choice: dict[str, Any] | None = None
+        schema = None
+        if self.mode == "native":
+            schema = output_schema(agent.output)  # type: ignore[arg-type]
+        elif self.mode == "tool":
+            tools.append(
+                {
+                    "name": self.output_name,
+                    "description": "Give your final answer. Call this once, with the complete "
+                    "answer, when you are done.",
+                    "input_schema": output_schema(agent.output),  # type: ignore[arg-type]
+                }
+            )
+            tool_choice = (
+                {"type": "tool", "name": self.output_name} if len(tools) == 1 else {"type": "any"}
+            )
+        return Request(
+            model=agent.model,
+            system=self.system(tools),
+            messages=self.messages_for_request(messages),
+            max_tokens=agent.max_tokens,
+            tools=tools,
+            tool_choice=tool_choice,
+            temperature=agent.temperature,
+            output_schema=schema,
+            timeout=self.policy.timeout,
+            params=dict(agent.params),
+            node=self.ctx.node,
+            agent=agent.name,
+        )
+
+    # ------------------------------------------------------------------ one API call
+    async def call(self, request: Request, turn: int) -> Response:
+        """One provider call under the retry policy, each attempt admitted by the limiter."""
+        ctx = self.ctx
+        attempts = 0
+        cost = 0.0
+
+        async def attempt() -> Response:
+            nonlocal attempts, cost
+            attempts += 1
+            async with self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot:
+                async with deadline(self.policy.timeout, f"call to {request.model}"):
+                    response = await ctx.provider.complete(request)
+                cost = slot.done(response)
+            return response
+
+        started = time.perf_counter()
+        try:
+            response = await self.policy.call(attempt, node=ctx.node, emit=ctx.emit)
+        except ProviderError as exc:
+            self.retries += attempts - 1
+            tail = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
+            raise NodeFailed(ctx.node, f"{exc}{tail}") from exc
+        self.retries += attempts - 1
+        self.calls += 1
+        self.usage = self.usage + response.usage
+        self.cost += cost
+        self.simulated = self.simulated or response.simulated
+        self.model = response.model or self.model
+        self.responses.append(response)
+        ctx.emit(
+            "llm_call",
+            node=ctx.node,
+            model=request.model,
+            turn=turn,
+            attempts=attempts,
+            duration=round(time.perf_counter() - started, 6),
+            stop_reason=response.stop_reason,
+            usage=response.usage.model_dump(),
+            cost=cost,
+        )
+        return response
+
+    # ------------------------------------------------------------------ tools
+    async def run_tool(self, use: dict[str, Any]) -> dict[str, Any]:
+        """Run one tool call; a failing tool becomes an `is_error` result, never a node failure."""
+        name = use.get("name", "")
+        args = use.get("input") or {}
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            fn = self.tools.get(name)
+            if fn is None:
+                raise LookupError(f"unknown tool '{name}'; available: {sorted(self.tools)}")
+            parsed = input_model(fn).model_validate(args)
+            kwargs = {k: getattr(parsed, k) for k in type(parsed).model_fields}
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(**kwargs)
+            else:
+                result = await asyncio.to_thread(fn, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": use.get("id"),
+                "content": _tool_content(result),
+            }
+        except Exception as exc:  # the model sees the error and may recover
+            error = f"{type(exc).__name__}: {exc}"
+            block = {
+                "type": "tool_result",
+                "tool_use_id": use.get("id"),
+                "content": error,
+                "is_error": True,
+            }
+        self.tool_calls += 1
+        self.ctx.emit(
+            "tool_call",
+            node=self.ctx.node,
+            tool=name,
+            input=args,
+            duration=round(time.perf_counter() - started, 6),
+            error=error,
+        )
+        return block
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self, prompt: str) -> Any:
+        agent = self.agent
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+        tool_turns = 0
+        asked_again = False
+        turn = 0
+        while True:
+            turn += 1
+            response = await self.call(self.request(messages), turn)
+            if response.stop_reason == "refusal":
+                raise NodeFailed(self.ctx.node, f"the model refused to answer: {response.text!r}")
+            uses = response.tool_uses
+            final = next((u for u in uses if u.get("name") == self.output_name), None)
+            if self.mode == "tool" and final is not None:
+                try:
+                    return agent.output.model_validate(final.get("input") or {})  # type: ignore[union-attr]
+                except ValidationError as exc:
+                    if asked_again:
+                        raise self._invalid(exc, response) from None
+                    asked_again = True
+                    results = [await self._answer_use(u, exc) for u in uses]
+                    messages += [
+                        {"role": "assistant", "content": response.content},
+                        {"role": "user", "content": results},
+                    ]
+                    continue
+            if uses and response.stop_reason == "tool_use":
+                tool_turns += 1
+                if tool_turns >= agent.max_turns:
+                    names = ", ".join(sorted({u.get("name", "?") for u in uses}))
+                    raise NodeFailed(
+                        self.ctx.node,
+                        f"agent '{agent.name}' was still calling tools ({names}) after "
+                        f"max_turns={agent.max_turns}",
+                    )
+                results = await asyncio.gather(*(self.run_tool(u) for u in uses))
+                messages += [
+                    {"role": "assistant", "content": response.content},
+                    {"role": "user", "content": list(results)},
+                ]
+                continue
+            if response.stop_reason == "pause_turn":
+                tool_turns += 1
+                if tool_turns >= agent.max_turns:
+                    raise NodeFailed(
+                        self.ctx.node,
+                        f"agent '{agent.name}' paused past max_turns={agent.max_turns}",
+                    )
+                messages.append({"role": "assistant", "content": response.content})
+                continue
+            if agent.output is None:
+                return response.text
+            try:
+                return _parse_output(agent.output, response.text)
+            except ValidationError as exc:
+                if asked_again:
+                    raise self._invalid(exc, response) from None
+                asked_again = True
+                messages += [
+                    {
+                        "role": "assistant",
+                        "content": response.content or [{"type": "text", "text": "{}"}],
+                    },
+                    {
+                        "role": "user",
+                        "content": "Your reply did not match the required JSON schema: "
+                        f"{_short(exc)}\nReply again with only the corrected JSON.",
+                    },
+                ]
+
+    async def _answer_use(self, use: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
+        if use.get("name") == self.output_name:
+            return {
+                "type": "tool_result",
+                "tool_use_id": use.get("id"),
+                "content": f"Invalid answer: {_short(exc)}\nCall {self.output_name} again "
+                "with corrected input.",
+                "is_error": True,
+            }
+        return await self.run_tool(use)
+
+    def _invalid(self, exc: ValidationError, response: Response) -> NodeFailed:
+        cut = (
+            f" (the reply was cut off at max_tokens={self.agent.max_tokens})"
+            if response.stop_reason == "max_tokens"
+            else ""
+        )
+        name = self.agent.output.__name__ if self.agent.output else "output"
+        return NodeFailed(
+            self.ctx.node,
+            f"agent '{self.agent.name}' twice returned output that does not match "
+            f"{name}{cut}: {_short(exc)}",
+        )
+
+
+def _parse_output(model: type[BaseModel], text: str) -> BaseModel:
+    """Validate the reply; tolerate a ```json fence around it (seen with forced formats off)."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`")
+        body = body[4:] if body.startswith("json") else body
+    return model.model_validate_json(body)
+
+
+def _short(exc: ValidationError, limit: int = 1500) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _tool_content(result: Any) -> str | list[dict[str, Any]]:
+    """A tool's return value as tool_result content."""
+    if isinstance(result, str):
+        return result
+    if isinstance(result, BaseModel):
+        return result.model_dump_json()
+    if (
+        isinstance(result, list)
+        and result
+        and all(isinstance(b, dict) and "type" in b for b in result)
+    ):
+        return result
+    if result is None:
+        return ""
+    return orjson.dumps(result, default=str).decode()
 
 
 async def invoke_agent(agent: Agent, prompt: str, ctx: CallContext) -> AgentResult:
-    """Ask `agent` to answer `prompt`. Returns the text (or the parsed output model)."""
-    request = Request(
-        model=agent.model,
-        system=agent.system or None,
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=agent.max_tokens,
-        temperature=agent.temperature,
-        timeout=agent.timeout,
-        node=ctx.node,
-        agent=agent.name,
-    )
-    response = await ctx.provider.complete(request)
-    output: Any = response.text
-    if agent.output is not None:
-        output = agent.output.model_validate_json(response.text)
+    """Ask `agent` to answer `prompt`, running tools as asked. Output: text or the output model."""
+    inv = _Invocation(agent, ctx)
+    output = await inv.run(prompt)
     return AgentResult(
         output=output,
-        usage=response.usage,
-        model=response.model or agent.model,
-        simulated=response.simulated,
-        responses=[response],
+        usage=inv.usage,
+        model=inv.model,
+        calls=inv.calls,
+        simulated=inv.simulated,
+        responses=inv.responses,
+        cost_usd=inv.cost,
+        retries=inv.retries,
+        tool_calls=inv.tool_calls,
     )
+
+
+__all__: Sequence[str] = ["AgentResult", "CallContext", "invoke_agent", "output_schema"]

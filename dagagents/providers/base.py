@@ -48,6 +48,8 @@ class Request(BaseModel):
     # JSON schema the reply must match (sent as the API's `output_config` json_schema format).
     output_schema: dict[str, Any] | None = None
     timeout: float | None = None
+    # Other body parameters sent as given (top_p, stop_sequences, metadata, ...): Agent.params.
+    params: dict[str, Any] = Field(default_factory=dict)
     node: str | None = None
     agent: str | None = None
 

@@ -1,0 +1,524 @@
+"""API limits around every provider call: token buckets, adaptive concurrency, and the cost budget.
+
+The Messages API limits each model by requests, input tokens and output tokens per minute, as
+continuously refilled token buckets. Staying under them on the client side is cheaper than
+collecting 429s, so each model gets the same three buckets here. Input tokens are estimated
+before a call and reconciled with the reported usage after it (cache reads do not count);
+output tokens are reserved from `max_tokens` up front, as the API does, and the unused part is
+refunded. When a 429/529 still arrives the model's concurrency halves and its calls pause for
+the server's `retry-after`, then recover one slot at a time (AIMD). `anthropic-ratelimit-*`
+response headers calibrate the buckets. A run-wide `max_cost_usd` refuses to start a call whose
+worst case would exceed the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from dagagents.errors import BudgetExceeded, ProviderError, UserError
+from dagagents.pricing import Pricing, default_pricing
+from dagagents.providers.base import Request, Response, Usage
+
+Emit = Callable[..., None]
+_CACHE_TTL = 300.0  # the API's default (5 minute) prompt-cache lifetime
+
+
+def _no_emit(event: str, **fields: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Client-side limits per model: requests, input and output tokens per minute.
+
+    `per_model` maps a model id prefix to its own limits (the longest matching prefix wins);
+    unset fields fall back to the top-level values. `None` means "no limit known yet" (the
+    API's `anthropic-ratelimit-*` headers may still supply one).
+    """
+
+    rpm: float | None = None
+    itpm: float | None = None
+    otpm: float | None = None
+    per_model: Mapping[str, RateLimits] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "itpm", "otpm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"RateLimits: {name} must be positive, got {value}.")
+
+    def for_model(self, model: str) -> RateLimits:
+        best = max((p for p in self.per_model if model.startswith(p)), key=len, default=None)
+        if best is None:
+            return self
+        own = self.per_model[best]
+        return RateLimits(
+            rpm=own.rpm if own.rpm is not None else self.rpm,
+            itpm=own.itpm if own.itpm is not None else self.itpm,
+            otpm=own.otpm if own.otpm is not None else self.otpm,
+        )
+
+
+class TokenBucket:
+    """A continuously refilled bucket (`per_minute` tokens a minute, holding `capacity`).
+
+    Waiters are served in FIFO order. The level may go negative when a reconciliation finds a
+    call used more than estimated; later callers then wait for the debt to refill.
+    `slack` keeps a token or two of headroom so clock skew between us and the server cannot
+    turn an exactly-at-the-limit burst into a 429.
+    """
+
+    def __init__(self, per_minute: float, capacity: float | None = None, *, slack: float = 0.0):
+        self.rate = per_minute / 60.0
+        self.capacity = float(capacity if capacity is not None else per_minute)
+        self.slack = slack
+        self.level = self.capacity - slack
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def _refill(self, now: float) -> None:
+        top = self.capacity - self.slack
+        if self.level < top:
+            self.level = min(top, self.level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def try_take(self, n: float) -> bool:
+        """Take `n` now if available and nobody is queued (the fast path)."""
+        if self._lock.locked():
+            return False
+        self._refill(time.monotonic())
+        need = min(n, self.capacity - self.slack)
+        if self.level >= need:
+            self.level -= n
+            return True
+        return False
+
+    async def take(self, n: float) -> float:
+        """Wait until `n` tokens are available (FIFO), take them, return seconds waited."""
+        if self.try_take(n):
+            return 0.0
+        start = time.monotonic()
+        need = min(n, max(1.0, self.capacity - self.slack))
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._refill(now)
+                if self.level >= need:
+                    self.level -= n
+                    return now - start
+                await asyncio.sleep(max((need - self.level) / self.rate, 0.001))
+
+    def give(self, n: float) -> None:
+        """Return (positive) or charge (negative) tokens after the fact."""
+        self._refill(time.monotonic())
+        self.level = min(self.capacity - self.slack, self.level + n)
+
+    def calibrate(self, limit: float | None, remaining: float | None, tolerance: float) -> None:
+        """Adopt a lower server limit; drop to the server's `remaining` if others use the key."""
+        self._refill(time.monotonic())
+        if limit is not None and limit > 0 and limit < self.capacity:
+            self.rate = limit / 60.0
+            self.capacity = float(limit)
+            self.level = min(self.level, self.capacity - self.slack)
+        if remaining is not None and remaining + tolerance < self.level:
+            self.level = remaining
+
+
+class AdaptiveConcurrency:
+    """A semaphore whose size follows AIMD: halve on overload, +1/limit per success."""
+
+    def __init__(self, limit: float | None, minimum: float = 1.0) -> None:
+        self.ceiling = float(limit) if limit else math.inf
+        self.limit = self.ceiling
+        self.minimum = minimum
+        self.in_flight = 0
+        self.peak = 0
+        self.epoch = (
+            0  # bumped on each decrease; later overload reports from older calls are ignored
+        )
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> int:
+        if self.in_flight >= self.limit or self._waiters:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self.in_flight -= 1  # we were granted a slot but are going away
+                    self._wake()
+                elif fut in self._waiters:
+                    self._waiters.remove(fut)
+                raise
+        else:
+            self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        return self.epoch
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)
+
+    def success(self) -> None:
+        if self.limit < self.ceiling:
+            self.limit = min(self.ceiling, self.limit + 1.0 / max(self.limit, 1.0))
+            self._wake()
+
+    def overload(self, epoch: int) -> bool:
+        """Halve once per congestion event; returns True if the limit changed."""
+        if epoch != self.epoch:
+            return False
+        base = self.limit if self.limit != math.inf else max(self.in_flight, 1)
+        self.limit = max(self.minimum, math.floor(base / 2))
+        self.epoch += 1
+        return True
+
+
+class Budget:
+    """`max_cost_usd`: reserve each call's worst case before it starts, settle to actual after."""
+
+    def __init__(self, max_cost_usd: float | None, pricing: Pricing) -> None:
+        if max_cost_usd is not None and max_cost_usd < 0:
+            raise UserError(f"max_cost_usd must be >= 0, got {max_cost_usd}.")
+        self.max_cost_usd = max_cost_usd
+        self.pricing = pricing
+        self.spent_usd = 0.0
+        self.reserved_usd = 0.0
+        self.refused = 0
+
+    def reserve(self, model: str, input_tokens: int, max_tokens: int, node: str | None) -> float:
+        if self.max_cost_usd is None:
+            return 0.0
+        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens)
+        if worst is None:
+            raise UserError(
+                f"max_cost_usd is set but no price is known for model '{model}'; add it to a "
+                "pricing file named by DAGAGENTS_PRICING."
+            )
+        if self.spent_usd + self.reserved_usd + worst > self.max_cost_usd + 1e-12:
+            self.refused += 1
+            who = f"node '{node}'" if node else "the next call"
+            raise BudgetExceeded(
+                f"cost budget of ${self.max_cost_usd:.4f} reached: ${self.spent_usd:.4f} spent"
+                f" and ${self.reserved_usd:.4f} in flight, and {who} ({model}) could cost up to "
+                f"${worst:.4f}, so it was not started."
+            )
+        self.reserved_usd += worst
+        return worst
+
+    def settle(self, reserved: float, actual: float) -> None:
+        self.reserved_usd = max(0.0, self.reserved_usd - reserved)
+        self.spent_usd += actual
+
+
+def estimate_input_tokens(request: Request) -> tuple[int, int]:
+    """(total, cacheable prefix) input tokens, estimated at ~4 characters a token.
+
+    Deliberately a little high (JSON punctuation counts): under-estimating invites 429s.
+    """
+    system = request.system
+    if isinstance(system, list):
+        system_chars = sum(len(b.get("text", "")) for b in system)
+    else:
+        system_chars = len(system or "")
+    tools_chars = len(orjson.dumps(request.tools)) if request.tools else 0
+    msg_chars = len(orjson.dumps(request.messages))
+    prefix = (system_chars + tools_chars) // 4
+    return prefix + msg_chars // 4 + 4 * len(request.messages) + 8, prefix
+
+
+def _cache_key(request: Request) -> str | None:
+    """Identity of a request's cached prefix (tools + system), when it asks for caching."""
+    system = request.system
+    if not isinstance(system, list) or not any("cache_control" in b for b in system):
+        return None
+    h = hashlib.blake2b(orjson.dumps([request.model, request.tools, system]), digest_size=16)
+    return h.hexdigest()
+
+
+def _header_float(headers: Mapping[str, str], name: str) -> float | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+class ModelLimits:
+    """Buckets, adaptive concurrency and an overload pause for one model."""
+
+    def __init__(self, model: str, limits: RateLimits, concurrency: int | None) -> None:
+        self.model = model
+        self.requests = self._bucket(limits.rpm, request_bucket=True)
+        self.input = self._bucket(limits.itpm)
+        self.output = self._bucket(limits.otpm)
+        self.concurrency = AdaptiveConcurrency(concurrency)
+        self.resume_at = 0.0  # monotonic time before which no call starts (server asked)
+        self.cached: dict[str, float] = {}  # prefix key -> expiry (monotonic)
+        self.calls = 0
+        self.overloads = 0
+
+    @staticmethod
+    def _bucket(per_minute: float | None, request_bucket: bool = False) -> TokenBucket | None:
+        if per_minute is None:
+            return None
+        # One request (or 1% of a token limit) of headroom absorbs client/server clock skew.
+        slack = 1.0 if request_bucket else math.ceil(per_minute * 0.01)
+        return TokenBucket(per_minute, slack=min(slack, per_minute / 2))
+
+    def calibrate(self, headers: Mapping[str, str]) -> None:
+        """Learn limits from `anthropic-ratelimit-*` headers (never raise them above ours)."""
+        for kind, attr in (
+            ("requests", "requests"),
+            ("input-tokens", "input"),
+            ("output-tokens", "output"),
+        ):
+            limit = _header_float(headers, f"anthropic-ratelimit-{kind}-limit")
+            remaining = _header_float(headers, f"anthropic-ratelimit-{kind}-remaining")
+            if limit is None and remaining is None:
+                continue
+            bucket: TokenBucket | None = getattr(self, attr)
+            if bucket is None:
+                if limit is None or limit <= 0:
+                    continue
+                bucket = self._bucket(limit, request_bucket=(kind == "requests"))
+                assert bucket is not None
+                if remaining is not None:
+                    bucket.level = min(bucket.level, remaining)
+                setattr(self, attr, bucket)
+                continue
+            tolerance = max(1.0, bucket.capacity * 0.02) + (0 if kind == "requests" else 1000)
+            bucket.calibrate(limit, remaining, tolerance)
+
+
+class Slot:
+    """One admitted call. Use as `async with limiter.slot(req) as slot:` then `slot.done(resp)`."""
+
+    __slots__ = (
+        "limiter",
+        "model",
+        "node",
+        "emit",
+        "request",
+        "est_input",
+        "prefix",
+        "cache_key",
+        "out_reserved",
+        "cost_reserved",
+        "epoch",
+        "settled",
+        "acquired",
+        "waited",
+        "cost_usd",
+    )
+
+    def __init__(self, limiter: Limiter, request: Request, node: str | None, emit: Emit) -> None:
+        self.limiter = limiter
+        self.model = limiter.for_model(request.model)
+        self.node = node
+        self.emit = emit
+        self.request = request
+        self.est_input, self.prefix = estimate_input_tokens(request)
+        self.cache_key = _cache_key(request)
+        if self.cache_key and self.model.cached.get(self.cache_key, 0.0) > time.monotonic():
+            self.est_input -= self.prefix  # expected to be a cache read, which ITPM ignores
+        self.out_reserved = request.max_tokens
+        self.cost_reserved = 0.0
+        self.epoch = 0
+        self.settled = False
+        self.acquired = False
+        self.waited = 0.0
+        self.cost_usd = 0.0
+
+    async def __aenter__(self) -> Slot:
+        lim, m = self.limiter, self.model
+        self.cost_reserved = lim.budget.reserve(
+            self.request.model, self.est_input, self.request.max_tokens, self.node
+        )
+        start = time.monotonic()
+        reason = None
+        try:
+            pause = m.resume_at - start
+            if pause > 0:
+                reason = "retry-after"
+                await asyncio.sleep(pause)
+            self.epoch = await m.concurrency.acquire()
+            self.acquired = True
+            for name, bucket, n in (
+                ("rpm", m.requests, 1),
+                ("itpm", m.input, self.est_input),
+                ("otpm", m.output, self.out_reserved),
+            ):
+                if bucket is not None and await bucket.take(n) > 0.001:
+                    reason = name
+        except BaseException:
+            self._release(refund=True)
+            raise
+        self.waited = time.monotonic() - start
+        if reason is not None and self.waited >= 0.01:
+            self.emit(
+                "rate_limited",
+                node=self.node,
+                model=self.request.model,
+                wait=round(self.waited, 3),
+                limit=reason,
+            )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.settled:
+            if isinstance(exc, ProviderError):
+                self.failed(exc)
+            else:
+                self._release(refund=True)
+
+    def done(self, response: Response) -> float:
+        """Reconcile buckets, budget and AIMD with what the call really used; returns its cost."""
+        if self.settled:
+            return self.cost_usd
+        m, usage = self.model, response.usage
+        if m.input is not None:
+            m.input.give(self.est_input - (usage.input_tokens + usage.cache_creation_input_tokens))
+        if m.output is not None:
+            m.output.give(self.out_reserved - usage.output_tokens)
+        if self.cache_key and (usage.cache_creation_input_tokens or usage.cache_read_input_tokens):
+            m.cached[self.cache_key] = time.monotonic() + _CACHE_TTL
+        if response.headers:
+            m.calibrate(response.headers)
+        m.concurrency.success()
+        m.calls += 1
+        self.cost_usd = self.limiter.record_usage(self.request.model, usage)
+        self.limiter.budget.settle(self.cost_reserved, self.cost_usd)
+        self.cost_reserved = 0.0
+        self._release(refund=False)
+        return self.cost_usd
+
+    def failed(self, error: ProviderError) -> None:
+        """A failed attempt: on 429/529 slow this model down, honouring retry-after."""
+        m = self.model
+        if error.status in (429, 529) and error.kind != "spend_limit":
+            m.overloads += 1
+            if error.retry_after:
+                m.resume_at = max(m.resume_at, time.monotonic() + error.retry_after)
+            if m.concurrency.overload(self.epoch):
+                self.emit(
+                    "concurrency_reduced",
+                    node=self.node,
+                    model=self.request.model,
+                    limit=m.concurrency.limit,
+                    status=error.status,
+                )
+        headers = getattr(error, "headers", None)
+        if headers:
+            m.calibrate(headers)
+        self._release(refund=True)
+
+    def _release(self, refund: bool) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        m = self.model
+        if refund:
+            # The call produced nothing billable we know of: give back token reservations
+            # (not the request token; the server may have counted the attempt).
+            if m.input is not None:
+                m.input.give(self.est_input)
+            if m.output is not None:
+                m.output.give(self.out_reserved)
+            self.limiter.budget.settle(self.cost_reserved, 0.0)
+            self.cost_reserved = 0.0
+        if self.acquired:
+            self.acquired = False
+            m.concurrency.release()
+
+
+class Limiter:
+    """Run-wide limits, shared by every node of a run (and only one run).
+
+    `concurrency` caps API calls per model (the AIMD ceiling); the scheduler's own semaphore
+    still bounds nodes. `rate_limits=None` starts unlimited and learns from response headers.
+    """
+
+    def __init__(
+        self,
+        rate_limits: RateLimits | None = None,
+        *,
+        concurrency: int | None = None,
+        max_cost_usd: float | None = None,
+        pricing: Pricing | None = None,
+    ) -> None:
+        self.rate_limits = rate_limits or RateLimits()
+        self.concurrency = concurrency
+        self.pricing = pricing or default_pricing()
+        self.budget = Budget(max_cost_usd, self.pricing)
+        self.models: dict[str, ModelLimits] = {}
+        self.usage_by_model: dict[str, Usage] = {}
+        self.cost_by_model: dict[str, float] = {}
+
+    def for_model(self, model: str) -> ModelLimits:
+        m = self.models.get(model)
+        if m is None:
+            m = self.models[model] = ModelLimits(
+                model, self.rate_limits.for_model(model), self.concurrency
+            )
+        return m
+
+    def slot(self, request: Request, *, node: str | None = None, emit: Emit = _no_emit) -> Slot:
+        return Slot(self, request, node, emit)
+
+    def record_usage(self, model: str, usage: Usage) -> float:
+        cost = self.pricing.cost_usd(model, usage)
+        prev = self.usage_by_model.get(model)
+        self.usage_by_model[model] = usage if prev is None else prev + usage
+        self.cost_by_model[model] = self.cost_by_model.get(model, 0.0) + cost
+        return cost
+
+    @property
+    def spent_usd(self) -> float:
+        return self.budget.spent_usd
+
+    def summary(self) -> dict[str, Any]:
+        """Per-model calls, usage, cost, overloads and concurrency, for the run report."""
+        return {
+            "spent_usd": round(self.budget.spent_usd, 6),
+            "max_cost_usd": self.budget.max_cost_usd,
+            "refused_calls": self.budget.refused,
+            "models": {
+                name: {
+                    "calls": m.calls,
+                    "overloads": m.overloads,
+                    "peak_in_flight": m.concurrency.peak,
+                    "concurrency_limit": (
+                        None if m.concurrency.limit == math.inf else round(m.concurrency.limit, 2)
+                    ),
+                    "cost_usd": round(self.cost_by_model.get(name, 0.0), 6),
+                    "usage": self.usage_by_model.get(name, Usage()).model_dump(),
+                }
+                for name, m in self.models.items()
+            },
+        }

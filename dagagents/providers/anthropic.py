@@ -1,0 +1,260 @@
+"""`AnthropicProvider`: the real Messages API through `anthropic.AsyncAnthropic` (SDK 2.x).
+
+The SDK's retries are off (`max_retries=0`): dagagents' retry policy decides and traces every
+retry. Every SDK failure becomes a `ProviderError` whose `retryable`, `status` and
+`retry_after` the policy reads without knowing this backend. Responses are read raw (one
+`orjson` parse, no model objects) so the content blocks go straight back into the next turn,
+and the `anthropic-ratelimit-*` headers reach the limiter. No error message or header we keep
+can carry the API key: messages are built from the API's error body, and the key is scrubbed
+from them anyway.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+import httpx2
+import orjson
+
+from dagagents.errors import ProviderError
+from dagagents.providers.base import Request, Response, Usage
+
+# Above this many output tokens the SDK insists on streaming (10 minutes at its rate estimate).
+_STREAM_ABOVE_MAX_TOKENS = 21_000
+_KEEP_HEADERS = ("request-id", "retry-after", "retry-after-ms", "x-should-retry")
+_SPEND_CODES = {"enforced_spend_limit_reached", "contract_spend_limit_reached"}
+_SPEND_WORDS = ("spend limit", "usage limit", "credit balance", "billing")
+
+
+class AnthropicAPIError(ProviderError):
+    """A failed Messages API call; carries the response headers for limit calibration."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        kind: str = "api_error",
+        headers: dict[str, str] | None = None,
+        request_id: str | None = None,
+        api_message: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, status=status, retryable=retryable, retry_after=retry_after, kind=kind
+        )
+        self.headers = headers or {}
+        self.request_id = request_id
+        self.api_message = api_message
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks us to wait: `retry-after-ms`, else `retry-after` (secs or date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The response headers worth keeping: rate-limit ones, retry hints, the request id."""
+    return {
+        k.lower(): v
+        for k, v in headers.items()
+        if k.lower().startswith("anthropic-ratelimit-") or k.lower() in _KEEP_HEADERS
+    }
+
+
+def _clean_block(block: dict[str, Any]) -> dict[str, Any]:
+    """A response content block as a valid request block (drop null fields)."""
+    return {k: v for k, v in block.items() if v is not None}
+
+
+class AnthropicProvider:
+    """The Messages API via `AsyncAnthropic` (no threads, SDK retries off).
+
+    `api_key`/`base_url` default to `ANTHROPIC_API_KEY`/`ANTHROPIC_BASE_URL` (the SDK reads them).
+    `stream=None` streams only when `max_tokens` is too large for a plain request; `True`
+    always streams (SSE), `False` never does.
+    """
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 600.0,
+        stream: bool | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        client: anthropic.AsyncAnthropic | None = None,
+    ) -> None:
+        self._secret = api_key or os.environ.get("ANTHROPIC_API_KEY") or ""
+        self.timeout = timeout
+        self.stream = stream
+        self.client = client or anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=httpx2.Timeout(timeout, connect=min(10.0, timeout)),
+            default_headers=dict(default_headers) if default_headers else None,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return str(self.client.base_url)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"AnthropicProvider(base_url={self.base_url!r})"
+
+    def request_kwargs(self, request: Request) -> dict[str, Any]:
+        """The `messages.create` arguments for a `Request` (what goes on the wire)."""
+        kw: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": request.messages,
+        }
+        if request.system:
+            kw["system"] = request.system
+        if request.tools:
+            kw["tools"] = request.tools
+        if request.tool_choice is not None:
+            kw["tool_choice"] = request.tool_choice
+        if request.output_schema is not None:
+            # Exactly what `messages.parse(output_format=...)` sends.
+            kw["output_config"] = {
+                "format": {"type": "json_schema", "schema": request.output_schema}
+            }
+        # SDK 2.x dropped sampling keywords (temperature, top_p, top_k) from `create()`; the API
+        # still takes them where the model supports them, so they travel in the body, only if set.
+        extra = dict(request.params)
+        if request.temperature is not None:
+            extra["temperature"] = request.temperature
+        if extra:
+            kw["extra_body"] = extra
+        timeout = request.timeout or self.timeout
+        kw["timeout"] = httpx2.Timeout(timeout, connect=min(10.0, timeout))
+        return kw
+
+    async def complete(self, request: Request) -> Response:
+        kw = self.request_kwargs(request)
+        streaming = self.stream if self.stream is not None else None
+        if streaming is None:
+            streaming = request.max_tokens > _STREAM_ABOVE_MAX_TOKENS
+        try:
+            if streaming:
+                return await self._complete_streaming(kw)
+            raw = await self.client.messages.with_raw_response.create(**kw)
+            data = orjson.loads(await raw.read())
+            headers = kept_headers(raw.headers)
+        except anthropic.APIStatusError as e:
+            raise self._status_error(e, request) from None
+        except anthropic.APITimeoutError:
+            raise AnthropicAPIError(
+                "Anthropic API call timed out",
+                retryable=True,
+                kind="timeout",
+            ) from None
+        except (anthropic.APIConnectionError, httpx2.TransportError) as e:
+            raise AnthropicAPIError(
+                "Anthropic API connection failed: "
+                + self._scrub(str(e.__cause__ or e) or type(e).__name__),
+                retryable=True,
+                kind="connection",
+            ) from None
+        except anthropic.AnthropicError as e:
+            raise AnthropicAPIError(
+                f"Anthropic SDK error: {self._scrub(str(e))}",
+                kind="client_error",
+            ) from None
+        except orjson.JSONDecodeError as e:
+            raise AnthropicAPIError(
+                f"Anthropic API sent a malformed response: {e}",
+                retryable=True,
+                kind="bad_response",
+            ) from None
+        except TypeError as e:  # the SDK's "Could not resolve authentication method"
+            if "authentication" in str(e):
+                raise AnthropicAPIError(
+                    "no Anthropic credentials: set ANTHROPIC_API_KEY (or pass api_key=)",
+                    kind="authentication_error",
+                ) from None
+            raise
+        return _to_response(data, headers)
+
+    async def _complete_streaming(self, kw: dict[str, Any]) -> Response:
+        async with self.client.messages.stream(**kw) as stream:
+            message = await stream.get_final_message()
+            headers = kept_headers(stream.response.headers)
+        data = message.model_dump(mode="json", exclude_none=True)
+        return _to_response(data, headers)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _status_error(self, e: anthropic.APIStatusError, request: Request) -> AnthropicAPIError:
+        status = e.status_code
+        headers = kept_headers(e.response.headers)
+        api_message = e.api_message or (e.body if isinstance(e.body, str) else None) or ""
+        error_type = e.type or f"http_{status}"
+        code = e.error_code
+        retry_after = parse_retry_after(e.response.headers)
+        spend = status == 429 and (
+            code in _SPEND_CODES or any(w in api_message.lower() for w in _SPEND_WORDS)
+        )
+        retryable = (status in (408, 409, 429) or status >= 500) and not spend
+        should = e.response.headers.get("x-should-retry")
+        if should == "false" or spend:
+            retryable = False
+        elif should == "true":
+            retryable = True
+        kind = "spend_limit" if spend else error_type
+        message = f"Anthropic API error {status} {error_type}"
+        if code:
+            message += f" ({code})"
+        message += f": {self._scrub(api_message) or 'no message'}"
+        if e.request_id:
+            message += f" [request-id {e.request_id}]"
+        return AnthropicAPIError(
+            message,
+            status=status,
+            retryable=retryable,
+            retry_after=retry_after if retryable else None,
+            kind=kind,
+            headers=headers,
+            request_id=e.request_id,
+            api_message=self._scrub(api_message),
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def _to_response(data: dict[str, Any], headers: dict[str, str]) -> Response:
+    usage = {k: v for k, v in (data.get("usage") or {}).items() if isinstance(v, int)}
+    return Response(
+        content=[_clean_block(b) for b in data.get("content") or []],
+        stop_reason=data.get("stop_reason"),
+        model=data.get("model") or "",
+        usage=Usage.model_validate(usage),
+        headers=headers,
+    )
