@@ -1,0 +1,370 @@
+"""Calculate before committing: predicted wall time, cost and coordination overhead of a graph.
+
+The blueprint's question, answered before anything is spent: does the time parallelism saves
+outweigh the planner and synthesis calls it takes? Node durations and token counts come from
+earlier runs of the same graph in the store when there are any, otherwise from the agent's
+token budget and the simulated provider's latency model (time to first token + output tokens /
+tokens per second). The wall time is predicted by replaying the scheduler's own policy —
+critical-path list scheduling under the concurrency limit — over those durations.
+
+Orchestrator graphs grow at run time: the estimate uses the subtasks of the previous run's
+manifest when there is one and says plainly when it cannot see them yet.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import orjson
+
+from dagagents.graph import Graph
+from dagagents.nodes import AgentTask, NodeSpec
+from dagagents.pricing import cost_usd
+from dagagents.providers.base import Usage
+from dagagents.providers.simulated import SimulatedProvider
+from dagagents.scheduler import remaining_path_lengths
+from dagagents.store import Store
+
+# `tags={"role": ...}` values that mark coordination work rather than the task itself.
+COORDINATION_ROLES = frozenset(
+    {"planner", "orchestrator", "plan", "synthesis", "synthesizer", "synthesis_step", "judge"}
+)
+STEP_SECONDS = 0.001
+CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class NodeEstimate:
+    """One node's predicted duration, tokens and cost, and where the figures came from."""
+
+    name: str
+    kind: str
+    agent: str | None
+    model: str | None
+    duration: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    source: str = "budget"  # "history" (an earlier run) | "budget" (token-budget model) | "step"
+    role: str = "work"  # "work" | "planner" | "synthesis"
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass
+class Estimate:
+    """The prediction for one run of a graph under a concurrency limit."""
+
+    graph: str
+    concurrency: int
+    nodes: dict[str, NodeEstimate]
+    edges: list[tuple[str, str]]
+    wall: float
+    sequential: float
+    critical_path: list[str]
+    critical_time: float
+    history_runs: list[str] = field(default_factory=list)
+    # Nodes that expand the graph at run time whose subtasks this estimate cannot see.
+    unseen_expansions: list[str] = field(default_factory=list)
+    expanded_from: str | None = None  # the run whose manifest supplied the planned subtasks
+    cached: list[str] = field(default_factory=list)  # already checkpointed in the store
+
+    @property
+    def saved(self) -> float:
+        """Seconds parallelism saves against running every node one after another."""
+        return max(0.0, self.sequential - self.wall)
+
+    @property
+    def speedup(self) -> float:
+        return self.sequential / self.wall if self.wall > 0 else 1.0
+
+    @property
+    def cost(self) -> float:
+        return sum(n.cost for n in self.nodes.values())
+
+    def cost_by_model(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for n in self.nodes.values():
+            if n.model:
+                out[n.model] = out.get(n.model, 0.0) + n.cost
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def tokens_by_model(self) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for n in self.nodes.values():
+            if n.model:
+                i, o = out.get(n.model, (0, 0))
+                out[n.model] = (i + n.input_tokens, o + n.output_tokens)
+        return out
+
+    @property
+    def coordination(self) -> list[NodeEstimate]:
+        return [n for n in self.nodes.values() if n.role != "work"]
+
+    @property
+    def coordination_time(self) -> float:
+        return sum(n.duration for n in self.coordination)
+
+    @property
+    def coordination_cost(self) -> float:
+        return sum(n.cost for n in self.coordination)
+
+    @property
+    def from_history(self) -> int:
+        return sum(1 for n in self.nodes.values() if n.source == "history")
+
+    def recommendation(self) -> str:
+        """A plain answer to "does the parallelism savings outweigh the coordination overhead?"."""
+        coord = self.coordination
+        if self.unseen_expansions:
+            return (
+                f"Not enough to go on: {', '.join(self.unseen_expansions)} plans its subtasks at "
+                "run time and no earlier run shows them; run it once (the simulated provider "
+                "costs nothing) and estimate again."
+            )
+        if self.sequential <= 0 or self.saved < 0.05 * self.sequential:
+            return (
+                "Parallelism saves almost nothing here: the nodes mostly depend on each other, "
+                "so this is a pipeline. Keep it if you need its checkpoints; otherwise one agent "
+                "with good tools is simpler and as fast."
+            )
+        if coord and self.coordination_time >= self.saved:
+            return (
+                f"Coordination costs more than parallelism saves: {len(coord)} planner/synthesis "
+                f"call(s) take {self.coordination_time:.2f}s and ${self.coordination_cost:.4f}, "
+                f"while running in parallel saves only {self.saved:.2f}s. Consider one agent "
+                "with tools, or fewer, larger subtasks."
+            )
+        overhead = (
+            f" against {self.coordination_time:.2f}s and ${self.coordination_cost:.4f} of "
+            f"coordination ({len(coord)} planner/synthesis call(s))"
+            if coord
+            else " with no planner or synthesis overhead"
+        )
+        return (
+            f"Parallelism pays: it saves {self.saved:.2f}s ({self.speedup:.1f}x faster than "
+            f"sequential){overhead}."
+        )
+
+
+# ------------------------------------------------------------------ history
+@dataclass
+class History:
+    """What earlier runs of one graph tell us: per node duration and usage, newest first."""
+
+    durations: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    runs: list[str] = field(default_factory=list)
+    expanded: dict[str, Any] | None = None  # newest manifest whose graph grew at run time
+
+
+def read_history(
+    store: Store | None, graph_name: str, static: set[str], lookback: int = 20
+) -> History:
+    """Per node the newest finished (`done`) duration and usage among recent runs of the graph.
+
+    Cached nodes carry no duration, so older runs fill them in; the newest manifest with nodes
+    the static graph lacks supplies an orchestrator's planned subtasks.
+    """
+    history = History()
+    if store is None:
+        return history
+    for run_id in reversed(store.list_runs()[-lookback:]):
+        data = store.fs.read(store.manifest_path(run_id))
+        if data is None:
+            continue
+        try:
+            manifest = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if manifest.get("graph") != graph_name or manifest.get("status") == "running":
+            continue
+        used = False
+        for name, node in manifest.get("nodes", {}).items():
+            if node.get("status") != "done" or not node.get("duration"):
+                continue
+            if name not in history.durations:
+                history.durations[name] = float(node["duration"])
+                if node.get("calls"):
+                    history.usage[name] = dict(node.get("usage") or {})
+                used = True
+        if used:
+            history.runs.append(run_id)
+        if history.expanded is None and set(manifest.get("nodes", {})) - static:
+            history.expanded = manifest
+    return history
+
+
+# ------------------------------------------------------------------ budget model
+def budget_estimate(
+    spec: NodeSpec, simulator: SimulatedProvider, dep_output_tokens: int
+) -> tuple[float, int, int]:
+    """(seconds, input tokens, output tokens) from the agent's token budget alone."""
+    if not isinstance(spec, AgentTask):
+        return STEP_SECONDS, 0, 0
+    cap = min(spec.agent.max_tokens, simulator.max_output_tokens)
+    low = min(simulator.min_output_tokens, cap)
+    out = (low + cap) // 2
+    seconds = simulator.ttft + out / simulator.tokens_per_second
+    text = len(spec.prompt) + len(spec.agent.system)
+    return seconds, text // CHARS_PER_TOKEN + dep_output_tokens, out
+
+
+def _role(spec: NodeSpec | None, described: Mapping[str, Any], g: nx.DiGraph) -> str:
+    tags = (spec.tags if spec is not None else described.get("tags")) or {}
+    role = str(tags.get("role", "")).lower()
+    if role in COORDINATION_ROLES:
+        return "synthesis" if role.startswith("synth") or role == "judge" else "planner"
+    if role:
+        return "work"
+    if spec is not None and spec.expand is not None:
+        return "planner"
+    name = spec.name if spec is not None else str(described.get("name"))
+    kind = spec.kind if spec is not None else described.get("kind")
+    if kind == "agent" and name in g and g.out_degree(name) == 0 and g.in_degree(name) >= 2:
+        return "synthesis"
+    return "work"
+
+
+# ------------------------------------------------------------------ scheduling
+def simulate_schedule(
+    dag: nx.DiGraph, duration: Mapping[str, float], concurrency: int
+) -> dict[str, tuple[float, float]]:
+    """(start, end) per node under critical-path list scheduling with `concurrency` slots —
+    the policy the real scheduler follows, with zero overhead."""
+    priority = remaining_path_lengths(dag, lambda n: duration.get(n, 0.0))
+    waiting = {n: dag.in_degree(n) for n in dag}
+    ready: list[tuple[float, str]] = [(-priority[n], n) for n in dag if waiting[n] == 0]
+    heapq.heapify(ready)
+    running: list[tuple[float, str]] = []
+    times: dict[str, tuple[float, float]] = {}
+    now = 0.0
+    while ready or running:
+        while ready and len(running) < concurrency:
+            _, node = heapq.heappop(ready)
+            end = now + duration.get(node, 0.0)
+            times[node] = (now, end)
+            heapq.heappush(running, (end, node))
+        now, node = heapq.heappop(running)
+        finished = [node]
+        while running and running[0][0] <= now:
+            finished.append(heapq.heappop(running)[1])
+        for done in finished:
+            for succ in dag.successors(done):
+                waiting[succ] -= 1
+                if waiting[succ] == 0:
+                    heapq.heappush(ready, (-priority[succ], succ))
+    return times
+
+
+# ------------------------------------------------------------------ the estimate
+def estimate(
+    graph: Graph,
+    *,
+    concurrency: int = 8,
+    store: Store | None = None,
+    simulator: SimulatedProvider | None = None,
+) -> Estimate:
+    """Predict one fresh run of `graph` with `concurrency` slots (nothing is called)."""
+    from dagagents.runtime import describe_spec  # runtime imports much; keep it lazy
+
+    sim = simulator or (
+        graph.simulator if isinstance(graph.simulator, SimulatedProvider) else SimulatedProvider()
+    )
+    specs: dict[str, NodeSpec] = dict(graph.specs)
+    history = read_history(store, graph.name, set(specs))
+    described: dict[str, dict[str, Any]] = {n: describe_spec(s) for n, s in specs.items()}
+    dag = graph.nx.copy()
+    expanding = [n for n, s in specs.items() if s.expand is not None]
+    expanded_from = None
+    if history.expanded is not None:
+        manifest = history.expanded
+        expanded_from = str(manifest.get("run_id"))
+        for name, desc in manifest.get("specs", {}).items():
+            if name not in described:
+                described[name] = dict(desc)
+                dag.add_node(name)
+        for node in manifest.get("nodes", {}):
+            dag.add_node(node)
+        dag.add_edges_from(
+            (a, b) for a, b in manifest.get("edges", []) if a in described and b in described
+        )
+    unseen = expanding if expanding and expanded_from is None else []
+
+    order = list(nx.topological_sort(dag))
+    nodes: dict[str, NodeEstimate] = {}
+    for name in order:
+        desc = described.get(name, {"kind": "node"})
+        spec = specs.get(name)
+        preds = list(dag.predecessors(name))
+        dep_out = sum(nodes[p].output_tokens for p in preds if p in nodes)
+        if spec is not None:
+            seconds, tin, tout = budget_estimate(spec, sim, dep_out)
+        elif desc.get("kind") == "agent":
+            cap = min(int(desc.get("max_tokens") or 1024), sim.max_output_tokens)
+            tout = (min(sim.min_output_tokens, cap) + cap) // 2
+            seconds = sim.ttft + tout / sim.tokens_per_second
+            tin = len(str(desc.get("prompt", ""))) // CHARS_PER_TOKEN + dep_out
+        else:
+            seconds, tin, tout = STEP_SECONDS, 0, 0
+        source = "budget" if desc.get("kind") == "agent" else "step"
+        if name in history.durations:
+            seconds, source = history.durations[name], "history"
+            used = history.usage.get(name)
+            if used:
+                tin = (
+                    int(used.get("input_tokens", 0))
+                    + int(used.get("cache_read_input_tokens", 0))
+                    + int(used.get("cache_creation_input_tokens", 0))
+                )
+                tout = int(used.get("output_tokens", 0))
+        model = desc.get("model")
+        agent = desc.get("agent")
+        cost = 0.0
+        if model and desc.get("kind") == "agent":
+            usage = Usage(input_tokens=tin, output_tokens=tout)
+            if source == "history" and history.usage.get(name):
+                usage = Usage.model_validate(history.usage[name])
+            cost = cost_usd(str(model), usage)
+        nodes[name] = NodeEstimate(
+            name=name,
+            kind=str(desc.get("kind", "node")),
+            agent=agent,
+            model=model,
+            duration=seconds,
+            input_tokens=tin,
+            output_tokens=tout,
+            cost=cost,
+            source=source,
+            role=_role(spec, {**desc, "name": name}, dag),
+            depends_on=tuple(preds),
+        )
+
+    durations = {n: e.duration for n, e in nodes.items()}
+    times = simulate_schedule(dag, durations, concurrency)
+    wall = max((end for _, end in times.values()), default=0.0)
+    from dagagents.summary import critical_path
+
+    path, path_time = critical_path(dag, durations)
+    cached: list[str] = []
+    if store is not None and not unseen:
+        from dagagents.resume import plan_resume
+
+        cached = sorted(n for n, v in plan_resume(graph, store).items() if v == "cached")
+    return Estimate(
+        graph=graph.name,
+        concurrency=concurrency,
+        nodes=nodes,
+        edges=list(dag.edges),
+        wall=wall,
+        sequential=sum(durations.values()),
+        critical_path=path,
+        critical_time=path_time,
+        history_runs=history.runs,
+        unseen_expansions=unseen,
+        expanded_from=expanded_from,
+        cached=cached,
+    )

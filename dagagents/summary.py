@@ -1,0 +1,476 @@
+"""Where a run's time and money went, from its trace and manifest.
+
+One normalised view of a finished run (`RunData`, built from a RunResult, a store run or a bare
+JSONL trace file) and the figures users ask about (`summarize`): per agent calls, tokens, cost
+and latency p50/p95; the slowest nodes; the critical path and its share of the wall time;
+retries; failures and skips; tool calls per agent; messages along edges; parallel efficiency.
+Renderers, the timeline, the HTML report and `estimate` all read `RunData`, so they agree.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import orjson
+
+from dagagents.errors import UserError
+from dagagents.result import RunResult
+from dagagents.store import Store
+
+RAN = frozenset({"done", "failed", "cancelled"})
+_USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+@dataclass
+class NodeRun:
+    """One node of a finished run. Times are seconds since the run started."""
+
+    name: str
+    status: str = "pending"
+    kind: str = "node"
+    agent: str | None = None
+    model: str | None = None
+    start: float | None = None
+    end: float | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    cost: float = 0.0
+    calls: int = 0
+    error: str | None = None
+    because: str | None = None
+    retries: int = 0
+    tool_calls: int = 0
+
+    @property
+    def duration(self) -> float:
+        if self.start is None or self.end is None:
+            return 0.0
+        return max(0.0, self.end - self.start)
+
+    @property
+    def ran(self) -> bool:
+        """Did this node take a slot (done, failed or cancelled), as opposed to cached/skipped?"""
+        return self.status in RAN and self.start is not None
+
+
+@dataclass
+class RunData:
+    """A finished (or interrupted) run, whatever it was read from."""
+
+    run_id: str
+    graph: str
+    status: str
+    wall: float
+    concurrency: int
+    provider: str = ""
+    nodes: dict[str, NodeRun] = field(default_factory=dict)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    # `describe_spec` output by node when known (manifests have it; bare traces do not).
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    # ------------------------------------------------------------- building
+    @classmethod
+    def from_events(cls, events: Sequence[dict[str, Any]]) -> RunData:
+        """Rebuild a run from its trace alone (edges from `message` and `expand` events)."""
+        if not events:
+            raise UserError("the trace is empty (no events).")
+        start = next((e for e in events if e["event"] == "run_start"), {})
+        end = next((e for e in reversed(events) if e["event"] == "run_end"), None)
+        data = cls(
+            run_id=str(events[0].get("run", "")),
+            graph=str(start.get("graph", "")),
+            status=str(end["status"]) if end else "interrupted",
+            wall=float(end["wall"]) if end else float(events[-1].get("t", 0.0)),
+            concurrency=int(start.get("concurrency") or 1),
+            provider=str(start.get("provider") or ""),
+            events=list(events),
+        )
+        nodes = data.nodes
+        edges: dict[tuple[str, str], None] = {}
+
+        def node(name: str) -> NodeRun:
+            if name not in nodes:
+                nodes[name] = NodeRun(name)
+            return nodes[name]
+
+        for e in events:
+            kind = e["event"]
+            if kind == "message":
+                edges[(e["src"], e["dst"])] = None
+            elif kind == "expand":
+                for src, dst in e.get("edges", []):
+                    edges[(src, dst)] = None
+                for name in e.get("added", []):
+                    node(name)
+            elif kind == "node_ready":
+                node(e["node"])
+            elif kind == "node_start":
+                n = node(e["node"])
+                n.status, n.start = "running", float(e["t"])
+                n.kind = e.get("kind") or n.kind
+                n.agent, n.model = e.get("agent"), e.get("model")
+            elif kind == "cache_hit":
+                n = node(e["node"])
+                n.status, n.start, n.end = "cached", float(e["t"]), float(e["t"])
+                n.cost = float(e.get("saved_cost") or 0.0)
+            elif kind == "node_complete":
+                n = node(e["node"])
+                n.status, n.end = "done", float(e["t"])
+                if e.get("duration") is not None:
+                    n.start = n.end - float(e["duration"])
+                n.model = e.get("model") or n.model
+                n.usage = _usage(e.get("usage"))
+                n.cost = float(e.get("cost") or 0.0)
+                n.calls = int(e.get("calls") or (1 if e.get("usage") else 0))
+            elif kind == "node_error":
+                n = node(e["node"])
+                n.error = e.get("error")
+                n.status = "cancelled" if n.error in ("cancelled", "interrupted") else "failed"
+                if n.start is not None:
+                    n.end = float(e["t"])
+            elif kind == "node_skipped":
+                n = node(e["node"])
+                n.status, n.because = "skipped", e.get("because")
+            elif kind == "retry" and e.get("node"):
+                node(e["node"]).retries += 1
+            elif kind == "tool_call" and e.get("node"):
+                node(e["node"]).tool_calls += 1
+        data.edges = list(edges)
+        return data
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: Mapping[str, Any], events: Sequence[dict[str, Any]] = ()
+    ) -> RunData:
+        """A store run: the manifest is authoritative for nodes and edges, the trace adds
+        retries, tool calls and messages."""
+        data = cls(
+            run_id=str(manifest.get("run_id", "")),
+            graph=str(manifest.get("graph", "")),
+            status=str(manifest.get("status", "")),
+            wall=float(manifest.get("wall") or _last_t(events)),
+            concurrency=int(manifest.get("concurrency") or 1),
+            provider=str(manifest.get("provider") or ""),
+            edges=[(str(a), str(b)) for a, b in manifest.get("edges", [])],
+            specs=dict(manifest.get("specs", {})),
+            events=list(events),
+        )
+        for name, n in manifest.get("nodes", {}).items():
+            data.nodes[name] = NodeRun(
+                name=name,
+                status=n.get("status", "pending"),
+                kind=n.get("kind") or "node",
+                agent=n.get("agent"),
+                model=n.get("model"),
+                start=n.get("start"),
+                end=n.get("end"),
+                usage=_usage(n.get("usage")),
+                cost=float(n.get("cost_usd") or 0.0),
+                calls=int(n.get("calls") or 0),
+                error=n.get("error"),
+                because=n.get("because"),
+            )
+        data._count_from_events()
+        return data
+
+    @classmethod
+    def from_result(cls, result: RunResult) -> RunData:
+        """A RunResult from `Graph.run` (its events are the trace)."""
+        end = next((e for e in reversed(result.events) if e["event"] == "run_end"), None)
+        status = "interrupted" if result.interrupted else str(end["status"]) if end else "unknown"
+        data = cls(
+            run_id=result.run_id,
+            graph=result.graph,
+            status=status,
+            wall=result.wall,
+            concurrency=result.concurrency,
+            provider=result.provider,
+            edges=[(str(a), str(b)) for a, b in result.edges],
+            events=list(result.events),
+        )
+        for name, r in result.records.items():
+            data.nodes[name] = NodeRun(
+                name=name,
+                status=r.status,
+                kind=r.kind,
+                agent=r.agent,
+                model=r.model,
+                start=r.start,
+                end=r.end,
+                usage=_usage(r.usage.model_dump()),
+                cost=r.cost_usd,
+                calls=r.calls,
+                error=r.error,
+                because=r.because,
+            )
+        data._count_from_events()
+        return data
+
+    def _count_from_events(self) -> None:
+        for e in self.events:
+            node = e.get("node")
+            if node in self.nodes:
+                if e["event"] == "retry":
+                    self.nodes[node].retries += 1
+                elif e["event"] == "tool_call":
+                    self.nodes[node].tool_calls += 1
+
+    # ------------------------------------------------------------- queries
+    def dag(self) -> nx.DiGraph:
+        g = nx.DiGraph()
+        g.add_nodes_from(self.nodes)
+        g.add_edges_from(self.edges)
+        return g
+
+    def start_order(self) -> list[NodeRun]:
+        """Nodes that started (or hit the cache), earliest first."""
+        started = [n for n in self.nodes.values() if n.start is not None]
+        return sorted(started, key=lambda n: (n.start, n.name))
+
+
+def load_run(target: str | None = None, store: str | os.PathLike[str] = ".dagagents") -> RunData:
+    """A run from a trace file (JSONL; its folder's manifest.json is used when present),
+    a run folder, or a run id (prefix, or `latest`) in `store`."""
+    if target is not None and os.path.exists(target):
+        path = Path(target)
+        if path.is_dir():
+            path = path / "trace.jsonl"
+        events = read_events(path)
+        manifest_path = path.parent / "manifest.json"
+        if manifest_path.is_file():
+            return RunData.from_manifest(orjson.loads(manifest_path.read_bytes()), events)
+        return RunData.from_events(events)
+    st = Store(store)
+    manifest = st.read_manifest(target)
+    return RunData.from_manifest(manifest, st.read_trace(manifest["run_id"]))
+
+
+def load_graph_run(store: Store, run: str, graph_name: str) -> RunData:
+    """Run `run` of graph `graph_name`; `latest` means that graph's newest run in the store."""
+    if run != "latest":
+        manifest = store.read_manifest(run)
+        if manifest.get("graph") != graph_name:
+            raise UserError(
+                f"run '{manifest['run_id']}' is of graph '{manifest.get('graph')}', "
+                f"not '{graph_name}'."
+            )
+    else:
+        for run_id in reversed(store.list_runs()):
+            data = store.fs.read(store.manifest_path(run_id))
+            if data is not None and orjson.loads(data).get("graph") == graph_name:
+                manifest = orjson.loads(data)
+                break
+        else:
+            raise UserError(f"store '{store.url}' has no run of graph '{graph_name}' yet.")
+    return RunData.from_manifest(manifest, store.read_trace(manifest["run_id"]))
+
+
+def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The events of a JSONL trace; a damaged line is a one-sentence UserError."""
+    events = []
+    try:
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    raise UserError(f"trace '{path}' line {number} is not JSON.") from None
+                if not isinstance(event, dict) or "event" not in event:
+                    raise UserError(f"trace '{path}' line {number} is not a trace event.")
+                events.append(event)
+    except OSError as exc:
+        raise UserError(f"trace '{path}' cannot be read: {exc.strerror}.") from None
+    return events
+
+
+# ------------------------------------------------------------------ figures
+@dataclass
+class AgentStats:
+    """One agent's share of the run. Latency covers nodes that completed (not cached)."""
+
+    agent: str
+    models: list[str]
+    nodes: int = 0
+    calls: int = 0
+    cached: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    time: float = 0.0
+    p50: float = 0.0
+    p95: float = 0.0
+    retries: int = 0
+    tools: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    """The answers to "which agent cost most, which stage was slowest, what was the critical
+    path, which node failed and why"."""
+
+    run_id: str
+    graph: str
+    status: str
+    wall: float
+    concurrency: int
+    provider: str
+    counts: dict[str, int]
+    agents: list[AgentStats]
+    slowest: list[NodeRun]
+    critical_path: list[str]
+    critical_time: float
+    node_time: float
+    retries: list[dict[str, Any]]
+    failures: list[tuple[str, str]]
+    skipped: list[tuple[str, str]]
+    cache_hits: int
+    saved_cost: float
+    messages: int
+    undelivered: list[tuple[str, str]]
+    cost: float
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def critical_share(self) -> float:
+        """Fraction of the wall time the critical path accounts for (1.0 = no waiting)."""
+        return self.critical_time / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def efficiency(self) -> float:
+        """Parallel efficiency: node time / (wall x concurrency); 1.0 = every slot busy."""
+        denominator = self.wall * self.concurrency
+        return self.node_time / denominator if denominator > 0 else 0.0
+
+    def most_expensive_agent(self) -> AgentStats | None:
+        return max(self.agents, key=lambda a: a.cost, default=None)
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default method); 0.0 for no values."""
+    data = sorted(values)
+    if not data:
+        return 0.0
+    pos = (len(data) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def critical_path(dag: nx.DiGraph, duration: Mapping[str, float]) -> tuple[list[str], float]:
+    """The chain of dependent nodes with the largest total duration (networkx longest path)."""
+    if dag.number_of_nodes() == 0:
+        return [], 0.0
+    weighted = nx.DiGraph()
+    root = object()  # a virtual source so each path's first node counts too
+    for node in dag.nodes:
+        weighted.add_edge(root, node, w=duration.get(node, 0.0))
+    for src, dst in dag.edges:
+        weighted.add_edge(src, dst, w=duration.get(dst, 0.0))
+    path = [n for n in nx.dag_longest_path(weighted, weight="w", default_weight=0) if n is not root]
+    return path, sum(duration.get(n, 0.0) for n in path)
+
+
+def summarize(run: RunData, top: int = 5) -> Summary:
+    """Every figure of `dagagents trace summary`, computed from one RunData."""
+    agents: dict[str, AgentStats] = {}
+    latencies: dict[str, list[float]] = {}
+    for n in run.nodes.values():
+        if n.agent is None:
+            continue
+        stats = agents.setdefault(n.agent, AgentStats(n.agent, []))
+        if n.model and n.model not in stats.models:
+            stats.models.append(n.model)
+        stats.retries += n.retries
+        if n.status == "cached":
+            stats.cached += 1
+            continue
+        if not n.ran:
+            continue
+        stats.nodes += 1
+        stats.calls += n.calls
+        stats.time += n.duration
+        if n.status == "done":
+            stats.input_tokens += n.usage.get("input_tokens", 0)
+            stats.output_tokens += n.usage.get("output_tokens", 0)
+            stats.cost += n.cost
+            latencies.setdefault(n.agent, []).append(n.duration)
+        else:
+            stats.failed += 1
+    for e in run.events:
+        if e["event"] == "tool_call" and e.get("node") in run.nodes:
+            agent = run.nodes[e["node"]].agent
+            if agent in agents:
+                tools = agents[agent].tools
+                tools[e.get("tool", "?")] = tools.get(e.get("tool", "?"), 0) + 1
+    for name, values in latencies.items():
+        agents[name].p50 = percentile(values, 50)
+        agents[name].p95 = percentile(values, 95)
+
+    ran = [n for n in run.nodes.values() if n.ran]
+    durations = {n.name: n.duration for n in ran}
+    path, path_time = critical_path(run.dag(), durations)
+    done = [n for n in run.nodes.values() if n.status == "done"]
+    messages = [e for e in run.events if e["event"] == "message"]
+    delivered = {(e["src"], e["dst"]) for e in messages}
+    undelivered = [
+        (src, dst)
+        for src, dst in run.edges
+        if src in run.nodes
+        and dst in run.nodes
+        and run.nodes[src].status in ("done", "cached")
+        and run.nodes[dst].status in ("skipped", "cancelled")
+        and (src, dst) not in delivered
+    ]
+    return Summary(
+        run_id=run.run_id,
+        graph=run.graph,
+        status=run.status,
+        wall=run.wall,
+        concurrency=run.concurrency,
+        provider=run.provider,
+        counts=dict(Counter(n.status for n in run.nodes.values())),
+        agents=sorted(agents.values(), key=lambda a: (-a.cost, a.agent)),
+        slowest=sorted(ran, key=lambda n: (-n.duration, n.name))[:top],
+        critical_path=path,
+        critical_time=path_time,
+        node_time=sum(durations.values()),
+        retries=[
+            {k: e.get(k) for k in ("node", "attempt", "error", "wait", "t")}
+            for e in run.events
+            if e["event"] == "retry"
+        ],
+        failures=[(n.name, n.error or "") for n in run.nodes.values() if n.status == "failed"],
+        skipped=[(n.name, n.because or "") for n in run.nodes.values() if n.status == "skipped"],
+        cache_hits=sum(1 for n in run.nodes.values() if n.status == "cached"),
+        saved_cost=sum(n.cost for n in run.nodes.values() if n.status == "cached"),
+        messages=len(messages),
+        undelivered=undelivered,
+        cost=sum(n.cost for n in done),
+        input_tokens=sum(n.usage.get("input_tokens", 0) for n in done),
+        output_tokens=sum(n.usage.get("output_tokens", 0) for n in done),
+    )
+
+
+def _usage(raw: Mapping[str, Any] | None) -> dict[str, int]:
+    if not raw:
+        return {}
+    return {k: int(raw.get(k) or 0) for k in _USAGE_KEYS}
+
+
+def _last_t(events: Sequence[dict[str, Any]]) -> float:
+    return float(events[-1].get("t", 0.0)) if events else 0.0

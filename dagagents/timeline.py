@@ -1,0 +1,181 @@
+"""Timeline (Gantt) pictures of runs with matplotlib: where the wall time went.
+
+One row per node in start order, bars coloured by agent, cache hits and retries marked, the
+critical path outlined in black, failures hatched. `compare_with` draws a second run (typically
+the same graph with concurrency 1) below on the same time axis, so the saving is visible at a
+glance; `dagagents bench` uses that too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window, safe in threads and on servers
+
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from dagagents.result import RunResult  # noqa: E402
+from dagagents.summary import RunData, critical_path  # noqa: E402
+
+RunLike = RunData | RunResult | Mapping[str, Any]
+MAX_LABELLED_ROWS = 80
+STEP_COLOUR = "#9e9e9e"
+_PALETTE = [
+    "#4e79a7",
+    "#f28e2b",
+    "#59a14f",
+    "#b07aa1",
+    "#76b7b2",
+    "#edc948",
+    "#ff9da7",
+    "#9c755f",
+    "#e15759",
+    "#bab0ac",
+]
+
+
+def as_run_data(run: RunLike) -> RunData:
+    """Accept a RunData, a RunResult, or a manifest dict (optionally with an "events" list)."""
+    if isinstance(run, RunData):
+        return run
+    if isinstance(run, RunResult):
+        return RunData.from_result(run)
+    return RunData.from_manifest(run, list(run.get("events", [])))
+
+
+def agent_colours(*runs: RunData) -> dict[str, str]:
+    """A stable colour per agent across all given runs (steps share one grey)."""
+    agents = sorted({n.agent for r in runs for n in r.nodes.values() if n.agent})
+    return {a: _PALETTE[i % len(_PALETTE)] for i, a in enumerate(agents)}
+
+
+def timeline_figure(run: RunLike, compare_with: RunLike | None = None) -> Figure:
+    """The Gantt chart as a matplotlib Figure (one panel, or two sharing the time axis)."""
+    runs = [as_run_data(run)] + ([as_run_data(compare_with)] if compare_with is not None else [])
+    colours = agent_colours(*runs)
+    rows = [max(1, len(r.start_order())) for r in runs]
+    height = min(40.0, 1.2 + 0.26 * sum(rows) + 0.9 * len(runs))
+    fig = Figure(figsize=(11, max(3.0, height)), layout="constrained")
+    axes = fig.subplots(
+        len(runs), 1, sharex=True, height_ratios=[r + 2 for r in rows], squeeze=False
+    )
+    for ax, data in zip(axes[:, 0], runs, strict=True):
+        _draw(ax, data, colours)
+    if len(runs) == 2:
+        fast, slow = runs
+        if fast.wall > 0 and slow.wall > 0:
+            fig.suptitle(
+                f"{fast.graph}: {_mode(fast)} {fast.wall:.2f}s vs {_mode(slow)} {slow.wall:.2f}s "
+                f"({slow.wall / fast.wall:.1f}x)",
+                fontsize=12,
+            )
+    axes[-1, 0].set_xlabel("seconds since the run started")
+    handles: list[Any] = [Patch(facecolor=c, label=a) for a, c in colours.items()]
+    if any(n.kind == "step" for r in runs for n in r.nodes.values()):
+        handles.append(Patch(facecolor=STEP_COLOUR, label="step"))
+    handles += [
+        Patch(facecolor="white", edgecolor="black", linewidth=2, label="critical path"),
+        Patch(facecolor="white", edgecolor="#c62828", hatch="xxx", label="failed"),
+        Line2D([], [], marker="D", linestyle="", color="#00acc1", label="cache hit"),
+        Line2D([], [], marker="v", linestyle="", color="#c62828", label="retry"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8)
+    return fig
+
+
+def _mode(run: RunData) -> str:
+    return "sequential" if run.concurrency == 1 else f"concurrency {run.concurrency}"
+
+
+def _draw(ax: Any, run: RunData, colours: Mapping[str, str]) -> None:
+    order = run.start_order()
+    durations = {n.name: n.duration for n in run.nodes.values() if n.ran}
+    path, path_time = critical_path(run.dag(), durations)
+    on_path = set(path) if durations else set()
+    retries: dict[str, list[float]] = {}
+    for e in run.events:
+        if e["event"] == "retry" and e.get("node"):
+            retries.setdefault(e["node"], []).append(float(e.get("t", 0.0)))
+    for row, n in enumerate(order):
+        colour = colours.get(n.agent or "", STEP_COLOUR)
+        if n.status == "cached":
+            ax.plot([n.start], [row], marker="D", color="#00acc1", markersize=7, zorder=3)
+            ax.annotate(
+                "cached",
+                (n.start or 0.0, row),
+                xytext=(7, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+                color="#00838f",
+            )
+            continue
+        end = n.end if n.end is not None else run.wall
+        width = max(0.0, end - (n.start or 0.0))
+        failed = n.status in ("failed", "cancelled")
+        ax.barh(
+            row,
+            width,
+            left=n.start,
+            height=0.72,
+            color=colour,
+            alpha=0.55 if failed else 0.9,
+            edgecolor="black" if n.name in on_path else ("#c62828" if failed else colour),
+            linewidth=2.0 if n.name in on_path else 0.8,
+            hatch="xxx" if failed else None,
+            zorder=2,
+        )
+        for t in retries.get(n.name, []):
+            ax.plot([t], [row + 0.42], marker="v", color="#c62828", markersize=6, zorder=4)
+    ax.set_ylim(len(order) - 0.4, -0.6)
+    if len(order) <= MAX_LABELLED_ROWS:
+        ax.set_yticks(range(len(order)), [n.name for n in order], fontsize=8)
+    else:
+        ax.set_yticks([])
+        ax.set_ylabel(f"{len(order)} nodes in start order")
+    ax.set_xlim(0, max(run.wall, 1e-3) * 1.02)
+    ax.axvline(run.wall, color="#555555", linestyle=":", linewidth=1)
+    ax.grid(axis="x", alpha=0.3)
+    skipped = sum(1 for n in run.nodes.values() if n.status == "skipped")
+    extra = f" · {skipped} skipped" if skipped else ""
+    share = f" · critical path {path_time:.2f}s ({path_time / run.wall:.0%})" if run.wall else ""
+    ax.set_title(
+        f"{run.graph} · run {run.run_id} · {_mode(run)} · wall {run.wall:.2f}s{share}{extra}",
+        fontsize=9,
+        loc="left",
+    )
+
+
+def timeline_png(
+    run: RunLike,
+    path: str | os.PathLike[str],
+    compare_with: RunLike | None = None,
+    *,
+    dpi: int = 110,
+) -> Path:
+    """Write the timeline PNG of `run` (beside `compare_with`, e.g. a sequential run) to `path`.
+
+    `run` and `compare_with` may be RunResults, RunData, or manifest dicts.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(timeline_png_bytes(run, compare_with, dpi=dpi))
+    return out
+
+
+def timeline_png_bytes(
+    run: RunLike, compare_with: RunLike | None = None, *, dpi: int = 110
+) -> bytes:
+    """The timeline PNG as bytes (the HTML report inlines it as base64)."""
+    fig = timeline_figure(run, compare_with)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
