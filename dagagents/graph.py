@@ -264,6 +264,8 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
 
 
 def check_acyclic(where: str, g: nx.DiGraph) -> None:
+    if nx.is_directed_acyclic_graph(g):
+        return
     try:
         cycle = nx.find_cycle(g)
     except nx.NetworkXNoCycle:

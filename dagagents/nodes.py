@@ -7,17 +7,20 @@ in the style of Hamilton). Either may `expand` the running graph from its output
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hashlib
 import inspect
 import string
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from dagagents.agents import Agent, source_hash
+
+if TYPE_CHECKING:
+    from dagagents.invoke import AgentResult, CallContext
 
 _formatter = string.Formatter()
 
@@ -70,6 +73,13 @@ class AgentTask(NodeSpec):
     def label(self) -> str:
         return f"{self.name}\n{self.agent.name} · {self.agent.model}"
 
+    async def call(self, prompt: str, ctx: CallContext) -> AgentResult:
+        """Invoke this node's agent on its rendered prompt (executors call this). Subclasses
+        may wrap it: the orchestrator's planner checks its plan and asks once more."""
+        from dagagents.invoke import invoke_agent
+
+        return await invoke_agent(self.agent, prompt, ctx)
+
 
 class Step(NodeSpec):
     """A Python function node, sync (run in a thread) or async. Parameters name dependencies."""
@@ -83,12 +93,13 @@ class Step(NodeSpec):
 
     @property
     def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.fn)
+        return is_coroutine_fn(self.fn)
 
     def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
         return {
             "kind": "step",
-            "source": _memoized(memo, self.fn, lambda: source_hash(self.fn)),
+            # Memoized per code object: 10,000 closures of one factory share one source.
+            "source": _memoized(memo, _code_identity(self.fn), lambda: step_source(self.fn)),
             "version": self.version,
             "depends_on": list(self.depends_on),
         }
@@ -130,6 +141,20 @@ def _memoized(memo: dict[int, Any] | None, obj: object, compute: Callable[[], An
     return value
 
 
+def _code_identity(fn: Callable[..., Any]) -> object:
+    target = inspect.unwrap(fn)
+    return getattr(target, "__code__", target)
+
+
+def step_source(fn: Callable[..., Any]) -> str:
+    """Hash of what a step runs: its source and, for a functools.partial, the bound arguments
+    (hashing the partial's repr would include a memory address and never resume)."""
+    if isinstance(fn, functools.partial):
+        bound = orjson.dumps([fn.args, fn.keywords], default=repr, option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(step_source(fn.func).encode() + bound).hexdigest()
+    return source_hash(fn)
+
+
 def spec_digest(spec: NodeSpec, memo: dict[int, Any] | None = None) -> str:
     """sha256 of a node's canonical fingerprint (orjson, sorted keys)."""
     fp = spec.fingerprint(memo)
@@ -151,13 +176,18 @@ def render_prompt(task: AgentTask, inputs: dict[str, str]) -> str:
     return text
 
 
-def step_params(fn: Callable[..., Any]) -> list[inspect.Parameter]:
-    return [
+@functools.lru_cache(maxsize=4096)
+def step_params(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
+    """Named parameters of a step function (cached: 10,000 nodes may share one function)."""
+    return tuple(
         p
         for p in inspect.signature(fn).parameters.values()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
+    )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_coroutine_fn(fn: Callable[..., Any]) -> bool:
-    return asyncio.iscoroutinefunction(fn) or inspect.iscoroutinefunction(fn)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    )

@@ -3,16 +3,19 @@
 Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (unix seconds) and
 `t` (seconds since the run started). Events and their extra fields:
 
-- `run_start`: graph, nodes, concurrency, provider, store
+- `run_start`: graph, nodes, concurrency, provider, store, executor
 - `node_ready`: node
 - `node_start`: node, kind, agent, model
-- `cache_hit`: node, key
-- `retry`: node, attempt, error, wait
+- `cache_hit`: node, key, saved_cost (what computing it cost when it was checkpointed)
+- `retry`: node, attempt, error, wait, status, kind
+- `llm_call`: node, model, turn, attempts, duration, stop_reason, usage, cost (one API call)
+- `rate_limited`: node, model, wait, limit (which client-side bucket made the call wait)
+- `concurrency_reduced`: node, model, limit, status (a 429/529 halved that model's slots)
 - `tool_call`: node, tool, input, duration, error
 - `message`: src, dst (an output delivered along an edge), bytes
 - `expand`: node, added (names), edges
 - `node_complete`: node, duration, model, usage {input_tokens, ...}, cost, key, simulated
-- `node_error`: node, error
+- `node_error`: node, error, traceback (last frames, for non-dagagents exceptions)
 - `node_skipped`: node, because (the failed ancestor, or the reason)
 - `warning`: node, message
 - `run_end`: status, wall, counts {status: n}, cost
@@ -95,3 +98,32 @@ def read_trace(path: str) -> list[dict[str, Any]]:
     """Events of a JSONL trace file."""
     with open(path, "rb") as fh:
         return [orjson.loads(line) for line in fh if line.strip()]
+
+
+def nodes_from_trace(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-node state rebuilt from trace events, for runs that never wrote a final manifest
+    (killed, or still running): a started node with no outcome is 'in flight'."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for e in events:
+        node = e.get("node")
+        if node is None:
+            continue
+        rec = nodes.setdefault(node, {"status": "pending"})
+        kind = e["event"]
+        if kind == "node_start":
+            rec.update(status="in flight", start=e["t"])
+        elif kind == "cache_hit":
+            rec.update(status="cached", key=e.get("key"))
+        elif kind == "node_complete":
+            rec.update(
+                status="done",
+                key=e.get("key"),
+                duration=e.get("duration"),
+                cost_usd=e.get("cost"),
+                model=e.get("model"),
+            )
+        elif kind == "node_error":
+            rec.update(status="failed", error=e.get("error"))
+        elif kind == "node_skipped":
+            rec.update(status="skipped", because=e.get("because"))
+    return nodes

@@ -11,6 +11,7 @@ from rich.text import Text
 from dagagents.cli.app import app, console, load_target, user_errors
 from dagagents.progress import STYLE
 from dagagents.store import Store
+from dagagents.trace import nodes_from_trace
 
 
 @app.command()
@@ -41,7 +42,10 @@ def status(
     if would is not None:
         table.add_column("next run")
     total = 0.0
-    for name, node in manifest["nodes"].items():
+    nodes = manifest.get("nodes")
+    if nodes is None:  # killed or still running: rebuild from the trace
+        nodes = nodes_from_trace(st.read_trace(manifest["run_id"]))
+    for name, node in nodes.items():
         s = node["status"]
         total += node.get("cost_usd") or 0.0 if s == "done" else 0.0
         row = [
