@@ -44,7 +44,7 @@ th, td { border-bottom: 1px solid #eaeef2; padding: 4px 8px; text-align: left;
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .diagram { overflow: auto; border: 1px solid #d0d7de; border-radius: 8px; padding: 8px; }
 .diagram svg { max-width: 100%; height: auto; }
-img.timeline { max-width: 100%; border: 1px solid #d0d7de; border-radius: 8px; }
+img.timeline { width: 100%; max-width: 1100px; border: 1px solid #d0d7de; border-radius: 8px; }
 .status { font-weight: 600; } pre { background: #f6f8fa; padding: 8px; overflow: auto; }
 .path { font-family: ui-monospace, Menlo, monospace; }
 """
@@ -171,8 +171,8 @@ def _agents_table(s: Summary) -> str:
             f"{a.input_tokens:,}",
             f"{a.output_tokens:,}",
             f"${a.cost:.4f}",
-            f"{a.p50:.2f}s",
-            f"{a.p95:.2f}s",
+            f"{a.p50:.2f}s" if a.nodes > a.failed else "–",
+            f"{a.p95:.2f}s" if a.nodes > a.failed else "–",
             f"{a.time:.2f}s",
             e(
                 "; ".join(
@@ -180,7 +180,9 @@ def _agents_table(s: Summary) -> str:
                     for x in (
                         f"{a.cached} cached" if a.cached else "",
                         f"{a.failed} failed" if a.failed else "",
-                        f"{a.retries} retries" if a.retries else "",
+                        (f"{a.retries} retr" + ("y" if a.retries == 1 else "ies"))
+                        if a.retries
+                        else "",
                     )
                     if x
                 )

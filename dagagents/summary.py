@@ -99,6 +99,7 @@ class RunData:
         )
         nodes = data.nodes
         edges: dict[tuple[str, str], None] = {}
+        llm_calls: dict[str, int] = {}
 
         def node(name: str) -> NodeRun:
             if name not in nodes:
@@ -147,6 +148,10 @@ class RunData:
                 node(e["node"]).retries += 1
             elif kind == "tool_call" and e.get("node"):
                 node(e["node"]).tool_calls += 1
+            elif kind == "llm_call" and e.get("node"):
+                llm_calls[e["node"]] = llm_calls.get(e["node"], 0) + 1
+        for name, count in llm_calls.items():
+            nodes[name].calls = count
         data.edges = list(edges)
         return data
 

@@ -92,6 +92,7 @@ def resolve_diagram(
         data = load_run(target, store)
     except StoreError as exc:
         raise UserError(
-            f"'{target}' is neither a graph file (.py, .json) nor a run in the store ({exc})"
+            f"'{target}' is neither a graph file (.py, .json) nor a run in the store "
+            f"({str(exc).rstrip('.')})."
         ) from None
     return diagram_from_run(data)

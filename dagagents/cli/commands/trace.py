@@ -86,7 +86,7 @@ def summary_renderable(s: Summary) -> RenderableType:
         if a.failed:
             notes.append(f"{a.failed} failed")
         if a.retries:
-            notes.append(f"{a.retries} retries")
+            notes.append(f"{a.retries} retr" + ("y" if a.retries == 1 else "ies"))
         if a.tools:
             notes.append("tools " + ", ".join(f"{t}x{c}" for t, c in sorted(a.tools.items())))
         agents.add_row(
@@ -96,8 +96,8 @@ def summary_renderable(s: Summary) -> RenderableType:
             str(a.calls),
             f"{a.input_tokens:,} / {a.output_tokens:,}",
             f"${a.cost:.4f}",
-            f"{a.p50:.2f}s",
-            f"{a.p95:.2f}s",
+            f"{a.p50:.2f}s" if a.nodes > a.failed else "–",
+            f"{a.p95:.2f}s" if a.nodes > a.failed else "–",
             "; ".join(notes),
         )
     parts.append(agents)
