@@ -2,14 +2,16 @@
 
 Canonical (orjson, sorted keys) so that equal outputs have equal digests: that is what lets an
 upstream rerun with an identical output invalidate nothing downstream (early cutoff).
-Pydantic models round-trip to the same type.
+Pydantic models, also inside lists and dicts, round-trip to the same type.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import sys
+import typing
 from typing import Any
 
 import orjson
@@ -17,34 +19,48 @@ from pydantic import BaseModel
 
 _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _PYDANTIC = "__dagagents_pydantic__"
+_PYDANTIC_BYTES = b'"' + _PYDANTIC.encode() + b'"'
 
 
 class NotSerialisable(TypeError):
     """An output that cannot be stored; the message names the offending type."""
 
 
+class UnknownModel(ValueError):
+    """A stored pydantic output whose class cannot be found in this process."""
+
+
+def _tag(obj: Any) -> Any:
+    """orjson `default`: pydantic models become tagged dicts; anything else is refused."""
+    if isinstance(obj, BaseModel):
+        cls = type(obj)
+        return {
+            _PYDANTIC: f"{cls.__module__}:{cls.__qualname__}",
+            "data": obj.model_dump(mode="json"),
+        }
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
 def encode(value: Any) -> bytes:
     """Canonical JSON bytes of an output (pydantic models are tagged with their class)."""
-    if isinstance(value, BaseModel):
-        cls = type(value)
-        value = {
-            _PYDANTIC: f"{cls.__module__}:{cls.__qualname__}",
-            "data": value.model_dump(mode="json"),
-        }
     try:
-        return orjson.dumps(value, option=_OPTS)
+        return orjson.dumps(value, default=_tag, option=_OPTS)
     except TypeError as exc:
         raise NotSerialisable(_describe(value, exc)) from None
 
 
 def _describe(value: Any, exc: TypeError) -> str:
+    """'an output of type X[ containing a Y], which ...' for the error that names the node."""
     text = str(exc)
+    outer = type(value).__name__
     if "not JSON serializable" in text:
-        kind = text.split("Type is not JSON serializable:")[-1].strip() or type(value).__name__
+        inner = text.split("not JSON serializable:")[-1].strip() or outer
+        what = outer if inner == outer else f"{outer} containing a {inner}"
         return (
-            f"output of type {kind} is not JSON-serialisable (return JSON data or a pydantic model)"
+            f"an output of type {what}, which is not JSON-serialisable "
+            "(return JSON data or a pydantic model)"
         )
-    return f"output of type {type(value).__name__} cannot be stored: {text}"
+    return f"an output of type {outer} that cannot be stored ({text})"
 
 
 def digest(data: bytes) -> str:
@@ -52,12 +68,36 @@ def digest(data: bytes) -> str:
 
 
 def decode(data: bytes, hint: type[BaseModel] | None = None) -> Any:
-    """Inverse of `encode`; `hint` is the expected model class when the caller knows it."""
+    """Inverse of `encode`. `hint` is the expected model class when the caller knows it
+    (a Step's return annotation, an agent's output model): it finds classes that cannot be
+    imported by name, such as ones defined inside a function. Raises UnknownModel if a
+    stored model's class cannot be found, so the caller recomputes rather than hand a dict
+    to code that expects the model."""
     value = orjson.loads(data)
-    if isinstance(value, dict) and _PYDANTIC in value:
-        cls = hint if hint is not None else _import_class(value[_PYDANTIC])
-        return cls.model_validate(value["data"]) if cls is not None else value["data"]
-    return value
+    if _PYDANTIC_BYTES not in data:  # the common case: no models, no walk
+        return value
+    return _untag(value, hint)
+
+
+def _untag(value: Any, hint: type[BaseModel] | None) -> Any:
+    if isinstance(value, list):
+        return [_untag(v, hint) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if _PYDANTIC in value and len(value) == 2 and "data" in value:
+        cls = _resolve(value[_PYDANTIC], hint)
+        # Nested models are rebuilt by the outer model's own validation.
+        return cls.model_validate(value["data"])
+    return {k: _untag(v, hint) for k, v in value.items()}
+
+
+def _resolve(path: str, hint: type[BaseModel] | None) -> type[BaseModel]:
+    if hint is not None and f"{hint.__module__}:{hint.__qualname__}" == path:
+        return hint
+    cls = _import_class(path)
+    if cls is None:
+        raise UnknownModel(f"pydantic class {path} of a stored output cannot be found")
+    return cls
 
 
 def _import_class(path: str) -> type[BaseModel] | None:
@@ -66,7 +106,7 @@ def _import_class(path: str) -> type[BaseModel] | None:
     if module is None:
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
+        except Exception:  # missing, or fails to import: the output cannot be rebuilt
             return None
     obj: Any = module
     for part in qualname.split("."):
@@ -76,6 +116,25 @@ def _import_class(path: str) -> type[BaseModel] | None:
     return obj if isinstance(obj, type) and issubclass(obj, BaseModel) else None
 
 
+def output_hint(spec: Any) -> type[BaseModel] | None:
+    """The pydantic class a node declares it returns: an agent's `output`, or a Step's
+    return annotation (also `list[Model]` and `dict[str, Model]`)."""
+    agent = getattr(spec, "agent", None)
+    if agent is not None:
+        return getattr(agent, "output", None)
+    fn = getattr(spec, "fn", None)
+    if fn is None:
+        return None
+    try:
+        ann = typing.get_type_hints(inspect.unwrap(fn)).get("return")
+    except Exception:  # unresolvable forward references: fall back to import by name
+        return None
+    for candidate in (ann, *typing.get_args(ann)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def as_text(value: Any) -> str:
     """How an output appears inside a downstream prompt."""
     if isinstance(value, str):
@@ -83,6 +142,12 @@ def as_text(value: Any) -> str:
     if isinstance(value, BaseModel):
         return value.model_dump_json(indent=2)
     try:
-        return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+        return orjson.dumps(value, default=_plain, option=orjson.OPT_INDENT_2).decode()
     except TypeError:
         return str(value)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    raise TypeError

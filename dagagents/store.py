@@ -8,19 +8,23 @@ may share a store: identical work maps to the same key and is stored once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 import os
 import secrets
+import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
 from dagagents.errors import StoreError
 
-MAGIC = b"dagagents-object 1"
+MAGIC = b"dagagents-object 2"
 TMP_PREFIX = ".tmp-"
 
 
@@ -38,12 +42,15 @@ class CorruptObject(Exception):
 
 
 def pack(value: bytes, meta: dict[str, Any]) -> tuple[bytes, str]:
-    """Object file bytes and the output digest (sha256 of the encoded value alone)."""
+    """Object file bytes and the output digest (sha256 of the encoded value alone).
+
+    Layout: `MAGIC check digest\n meta-json\n value`; `check` covers the digest, the meta
+    line and the value, so any flipped or missing byte after the magic is detected."""
     meta_line = orjson.dumps(meta, option=orjson.OPT_SORT_KEYS) + b"\n"
-    value_digest = hashlib.sha256(value).hexdigest()
-    check = hashlib.sha256(meta_line + value).hexdigest()
-    header = b"%s %s %s\n" % (MAGIC, check.encode(), value_digest.encode())
-    return header + meta_line + value, value_digest
+    value_digest = hashlib.sha256(value).hexdigest().encode()
+    check = hashlib.sha256(value_digest + meta_line + value).hexdigest().encode()
+    header = MAGIC + b" " + check + b" " + value_digest + b"\n"
+    return header + meta_line + value, value_digest.decode()
 
 
 def unpack(data: bytes) -> StoredOutput:
@@ -56,9 +63,13 @@ def unpack(data: bytes) -> StoredOutput:
         raise CorruptObject("malformed header") from None
     if magic_a + b" " + magic_b != MAGIC:
         raise CorruptObject("not a dagagents object")
-    if hashlib.sha256(meta_line + b"\n" + value).hexdigest().encode() != check:
+    if hashlib.sha256(value_digest + meta_line + b"\n" + value).hexdigest().encode() != check:
         raise CorruptObject("checksum mismatch (truncated or modified)")
-    return StoredOutput(value=value, digest=value_digest.decode(), meta=orjson.loads(meta_line))
+    try:
+        meta = orjson.loads(meta_line)
+    except orjson.JSONDecodeError:  # only reachable if sha256 collides; never trust it
+        raise CorruptObject("unreadable metadata") from None
+    return StoredOutput(value=value, digest=value_digest.decode(), meta=meta)
 
 
 class _LocalFS:
@@ -66,6 +77,7 @@ class _LocalFS:
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._made: set[str] = set()
 
     def join(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
@@ -74,51 +86,69 @@ class _LocalFS:
         try:
             with open(path, "rb") as fh:
                 return fh.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def write_atomic(self, path: str, data: bytes) -> None:
+        """Temp file in the target's directory, then rename: readers never see a partial file."""
         directory = os.path.dirname(path)
         tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            fh = open(tmp, "wb")
-        except FileNotFoundError:
+        if directory not in self._made:
             os.makedirs(directory, exist_ok=True)
-            fh = open(tmp, "wb")
-        with fh:
-            fh.write(data)
-        os.replace(tmp, path)
+            self._made.add(directory)
+        try:
+            try:
+                _write_file(tmp, data)
+            except FileNotFoundError:  # removed under us (gc, rm -rf): make it again
+                os.makedirs(directory, exist_ok=True)
+                _write_file(tmp, data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
 
-    def append(self, path: str, data: bytes) -> None:
+    def open_append(self, path: str) -> IO[bytes]:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "ab") as fh:
-            fh.write(data)
+        return open(path, "ab")  # noqa: SIM115 - the caller closes it
 
     def listdir(self, path: str) -> list[str]:
         try:
             return os.listdir(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
 
     def size(self, path: str) -> int:
-        return os.path.getsize(path)
+        try:
+            return os.path.getsize(path)
+        except FileNotFoundError:
+            return 0
 
     def mtime(self, path: str) -> float:
-        return os.path.getmtime(path)
+        try:
+            return os.path.getmtime(path)
+        except FileNotFoundError:
+            return 0.0
 
     def remove(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(path)
-        except FileNotFoundError:
-            pass
 
-    def isdir(self, path: str) -> bool:
-        return os.path.isdir(path)
+    def du(self, path: str) -> int:
+        total = 0
+        for directory, _, files in os.walk(path):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.path.getsize(os.path.join(directory, name))
+        return total
 
     def rmdir(self, path: str) -> None:
-        import shutil
-
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
 
 
 class _FsspecFS:
@@ -127,9 +157,10 @@ class _FsspecFS:
     def __init__(self, url: str) -> None:
         import fsspec
 
-        self.fs, self.root = fsspec.core.url_to_fs(url)
-        self.protocol = url.split("://", 1)[0]
-        self._prefix = f"{self.protocol}://" if self.protocol not in ("file", "local") else ""
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:  # unknown protocol, missing extra (s3fs)
+            raise StoreError(f"store '{url}' cannot be used: {exc}") from None
         try:
             self.fs.makedirs(self.root, exist_ok=True)
         except Exception as exc:  # unreachable bucket, bad credentials, ...
@@ -148,9 +179,9 @@ class _FsspecFS:
         # Object stores write whole objects atomically; rename is a copy there.
         self.fs.pipe_file(path, data)
 
-    def append(self, path: str, data: bytes) -> None:
-        old = self.read(path) or b""
-        self.fs.pipe_file(path, old + data)
+    def open_append(self, path: str) -> IO[bytes]:
+        # Object stores cannot append: the trace is uploaded whole when the run closes it.
+        return self.fs.open(path, "wb")  # type: ignore[no-any-return]
 
     def listdir(self, path: str) -> list[str]:
         try:
@@ -159,28 +190,39 @@ class _FsspecFS:
             return []
 
     def size(self, path: str) -> int:
-        return int(self.fs.size(path))
+        try:
+            return int(self.fs.size(path))
+        except FileNotFoundError:
+            return 0
 
     def mtime(self, path: str) -> float:
         try:
             return float(self.fs.modified(path).timestamp())
-        except Exception:
+        except Exception:  # not every backend records it
             return 0.0
 
     def remove(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
 
-    def isdir(self, path: str) -> bool:
-        return bool(self.fs.isdir(path))
+    def du(self, path: str) -> int:
+        try:
+            return int(self.fs.du(path))
+        except FileNotFoundError:
+            return 0
 
     def rmdir(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm(path, recursive=True)
-        except FileNotFoundError:
-            pass
+
+
+class GcResult(NamedTuple):
+    """What `Store.gc` removed."""
+
+    objects_removed: int
+    bytes_freed: int
+    runs_removed: int
+    objects_kept: int
 
 
 class Store:
@@ -201,6 +243,9 @@ class Store:
                 raise StoreError(f"store '{loc}' cannot be created: {exc.strerror}.") from None
             self.fs = _LocalFS(path)
             self.url = str(Path(path).resolve())
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
 
     @property
     def is_local(self) -> bool:
@@ -236,10 +281,29 @@ class Store:
                     out.append((prefix + rest, self.fs.join("objects", prefix, rest)))
         return out
 
+    def verify(self) -> dict[str, str]:
+        """Key -> problem for every object that fails its checksum (temp files excluded)."""
+        bad: dict[str, str] = {}
+        for key, path in self.iter_objects():
+            try:
+                unpack(self.fs.read(path) or b"")
+            except CorruptObject as exc:
+                bad[key] = str(exc)
+        return bad
+
     # --------------------------------------------------------------------- runs
     @staticmethod
+    def host() -> str:
+        """This machine's name, recorded in manifests to tell a live run from a killed one."""
+        return socket.gethostname()
+
+    @staticmethod
     def new_run_id() -> str:
-        return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+        """UTC start time to the microsecond, then random: ids sort in start order."""
+        now = time.time()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+        micros = int((now % 1) * 1_000_000)
+        return f"{stamp}.{micros:06d}-{secrets.token_hex(3)}"
 
     def run_dir(self, run_id: str) -> str:
         return self.fs.join("runs", run_id)
@@ -250,12 +314,13 @@ class Store:
     def trace_path(self, run_id: str) -> str:
         return self.fs.join("runs", run_id, "trace.jsonl")
 
+    def open_trace(self, run_id: str) -> IO[bytes]:
+        """A binary sink for the run's JSONL trace (local: appended as it goes)."""
+        return self.fs.open_append(self.trace_path(run_id))
+
     def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
         data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
-        path = self.manifest_path(run_id)
-        if isinstance(self.fs, _LocalFS):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.fs.write_atomic(path, data)
+        self.fs.write_atomic(self.manifest_path(run_id), data)
 
     def list_runs(self) -> list[str]:
         """Run ids, oldest first (ids start with a UTC timestamp)."""
@@ -281,49 +346,131 @@ class Store:
         data = self.fs.read(self.manifest_path(run_id))
         if data is None:
             raise StoreError(f"run '{run_id}' in '{self.url}' has no manifest.")
-        return dict(orjson.loads(data))
+        try:
+            return dict(orjson.loads(data))
+        except orjson.JSONDecodeError:
+            raise StoreError(
+                f"run '{run_id}' in '{self.url}' has an unreadable manifest."
+            ) from None
 
     def read_trace(self, run: str | None = None) -> list[dict[str, Any]]:
+        """The run's events; a line cut short by a kill is ignored."""
         run_id = self.resolve_run(run)
         data = self.fs.read(self.trace_path(run_id)) or b""
-        return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+        events = []
+        for line in data.splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                if line.strip():
+                    events.append(orjson.loads(line))
+        return events
 
     # ----------------------------------------------------------------------- gc
-    def gc(self, keep_runs: int = 10, *, tmp_age: float = 3600.0) -> tuple[int, int, int]:
+    def gc(self, keep_runs: int = 10, *, tmp_age: float = 3600.0) -> GcResult:
         """Delete runs beyond the newest `keep_runs`, then objects no kept run references,
-        then stale temp files. Returns (objects removed, bytes freed, runs removed)."""
+        then stale temp files.
+
+        Never touches a run that is still going (nor objects written since it started), and
+        keeps what an unfinished (killed) kept run finished, so resuming it stays free."""
+        if keep_runs < 0:
+            raise StoreError(f"--keep-runs must be 0 or more (got {keep_runs}).")
+        gc_started = time.time()
         runs = self.list_runs()
-        drop = runs[: max(0, len(runs) - keep_runs)]
-        for run_id in drop:
+        manifests = {run_id: self._manifest_or_none(run_id) for run_id in runs}
+        live = {r for r, m in manifests.items() if m is not None and run_state(m) == "running"}
+        # The newest `keep_runs` runs stay; a live run is never dropped, however old.
+        droppable = [r for r in runs if r not in live]
+        drop = set(droppable[: max(0, len(runs) - keep_runs)])
+        kept_order = [r for r in runs if r not in drop]
+        freed = 0
+        for run_id in sorted(drop):
+            freed += self.fs.du(self.run_dir(run_id))
             self.fs.rmdir(self.run_dir(run_id))
         referenced: set[str] = set()
-        # Objects written since a still-running run started may belong to it: keep them.
-        protect_after = float("inf")
-        for run_id in runs[len(drop) :]:
-            data = self.fs.read(self.manifest_path(run_id))
-            if data is None:
+        # (from, to) mtime windows of objects some unfinished run may still need, or that
+        # were written while gc itself runs.
+        windows: list[tuple[float, float]] = [(gc_started - 1.0, math.inf)]
+        for run_id in kept_order:
+            manifest = manifests[run_id]
+            if manifest is None:  # just starting (or broken): spare the last hour's objects
+                windows.append((gc_started - 3600.0, math.inf))
                 continue
-            manifest = orjson.loads(data)
-            if manifest.get("status") == "running" and _alive(manifest.get("pid")):
-                protect_after = min(protect_after, float(manifest.get("started", 0.0)) - 1.0)
-            for node in manifest.get("nodes", {}).values():
-                if node.get("key"):
-                    referenced.add(node["key"])
-        removed = freed = 0
+            referenced.update(manifest_keys(manifest))
+            state = run_state(manifest)
+            if state in ("running", "killed"):
+                referenced.update(trace_keys(self.read_trace(run_id)))
+                windows.append(
+                    (float(manifest.get("started", 0.0)) - 1.0, self._last_activity(run_id, state))
+                )
+        removed = kept = 0
         for key, path in self.iter_objects():
-            if key not in referenced and self.fs.mtime(path) < protect_after:
-                freed += self.fs.size(path)
-                self.fs.remove(path)
-                removed += 1
-        now = time.time()
+            if key in referenced or _in_windows(self.fs.mtime(path), windows):
+                kept += 1
+                continue
+            freed += self.fs.size(path)
+            self.fs.remove(path)
+            removed += 1
         objects = self.fs.join("objects")
         for prefix in self.fs.listdir(objects):
             for name in self.fs.listdir(self.fs.join("objects", prefix)):
                 path = self.fs.join("objects", prefix, name)
-                if name.startswith(TMP_PREFIX) and now - self.fs.mtime(path) > tmp_age:
+                if name.startswith(TMP_PREFIX) and gc_started - self.fs.mtime(path) > tmp_age:
                     freed += self.fs.size(path)
                     self.fs.remove(path)
-        return removed, freed, len(drop)
+        return GcResult(removed, freed, len(drop), kept)
+
+    def _last_activity(self, run_id: str, state: str) -> float:
+        """Until when an unfinished run may have written objects. A killed run wrote each
+        object just before an event its trace flushes within a fraction of a second."""
+        if state == "running":
+            return math.inf
+        trace = self.trace_path(run_id)
+        last = self.fs.mtime(trace)
+        if not last or not self.fs.size(trace):
+            return math.inf  # no trace to go by (object stores upload it at the end)
+        return max(last, self.fs.mtime(self.manifest_path(run_id))) + 5.0
+
+    def _manifest_or_none(self, run_id: str) -> dict[str, Any] | None:
+        data = self.fs.read(self.manifest_path(run_id))
+        if data is None:
+            return None
+        try:
+            return dict(orjson.loads(data))
+        except orjson.JSONDecodeError:
+            return None
+
+
+def _in_windows(mtime: float, windows: list[tuple[float, float]]) -> bool:
+    return any(start <= mtime <= end for start, end in windows)
+
+
+def manifest_keys(manifest: dict[str, Any]) -> set[str]:
+    """Keys of the outputs a run produced or reused."""
+    return {
+        node["key"]
+        for node in manifest.get("nodes", {}).values()
+        if node.get("key") and node.get("status") in ("done", "cached")
+    }
+
+
+def trace_keys(events: list[dict[str, Any]]) -> set[str]:
+    """Keys a run finished or reused, from its trace (for runs killed before their manifest)."""
+    return {
+        e["key"]
+        for e in events
+        if e.get("event") in ("node_complete", "cache_hit") and e.get("key")
+    }
+
+
+def run_state(manifest: dict[str, Any]) -> str:
+    """The manifest's status, except that a 'running' run whose process is gone is 'killed'."""
+    status = str(manifest.get("status", "unknown"))
+    if status != "running":
+        return status
+    host = manifest.get("host")
+    if host is not None and host != socket.gethostname():
+        # Another machine's run: trust it for a day, then assume it died.
+        return "running" if time.time() - float(manifest.get("started", 0.0)) < 86400 else "killed"
+    return "running" if _alive(manifest.get("pid")) else "killed"
 
 
 def _alive(pid: Any) -> bool:
