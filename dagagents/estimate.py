@@ -159,6 +159,8 @@ class History:
     usage: dict[str, dict[str, int]] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
     expanded: dict[str, Any] | None = None  # newest manifest whose graph grew at run time
+    # (expander, added) from that run's trace: added nodes wait for the node that planned them.
+    expansions: list[tuple[str, str]] = field(default_factory=list)
 
 
 def read_history(
@@ -195,6 +197,12 @@ def read_history(
             history.runs.append(run_id)
         if history.expanded is None and set(manifest.get("nodes", {})) - static:
             history.expanded = manifest
+            history.expansions = [
+                (e["node"], added)
+                for e in store.read_trace(run_id)
+                if e.get("event") == "expand"
+                for added in e.get("added", [])
+            ]
     return history
 
 
@@ -290,7 +298,9 @@ def estimate(
         for node in manifest.get("nodes", {}):
             dag.add_node(node)
         dag.add_edges_from(
-            (a, b) for a, b in manifest.get("edges", []) if a in described and b in described
+            (a, b)
+            for a, b in [*manifest.get("edges", []), *history.expansions]
+            if a in described and b in described
         )
     unseen = expanding if expanding and expanded_from is None else []
 

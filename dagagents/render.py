@@ -55,6 +55,8 @@ class Diagram:
     edges: list[tuple[str, str]]
     critical: list[str] = field(default_factory=list)
     run_id: str | None = None
+    # Dashed "planned" edges: expander -> the nodes its output added that have no data edge in.
+    planned: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def critical_edges(self) -> set[tuple[str, str]]:
@@ -119,12 +121,15 @@ def diagram_from_run(run: RunData) -> Diagram:
         nodes[name] = node
     durations = {n.name: n.duration for n in run.nodes.values() if n.ran}
     path, _ = critical_path(run.dag(), durations)
+    has_input = {dst for _, dst in run.edges}
+    planned = [(a, b) for a, b in run.expansions if b not in has_input and b in nodes]
     return Diagram(
         name=run.graph,
         nodes=nodes,
         edges=list(run.edges),
         critical=path if len(path) > 1 or durations else [],
         run_id=run.run_id,
+        planned=planned,
     )
 
 
@@ -157,6 +162,13 @@ def to_mermaid(d: Diagram) -> str:
         lines.append(f"    {ids[src]} --> {ids[dst]}")
         if (src, dst) in critical:
             critical_links.append(index)
+    link = sum(1 for e in d.edges if e[0] in ids and e[1] in ids)
+    for src, dst in d.planned:
+        if src in ids and dst in ids:
+            lines.append(f"    {ids[src]} -. plans .-> {ids[dst]}")
+            if (src, dst) in critical:
+                critical_links.append(link)
+            link += 1
     for status, fill in FILL.items():
         lines.append(f"    classDef {status} fill:{fill},stroke:#555,color:#000")
     lines.append(f"    classDef critical stroke:{CRITICAL},stroke-width:3px")
@@ -212,6 +224,17 @@ def to_dot(d: Diagram) -> graphviz.Digraph:
             dot.edge(src, dst, color=CRITICAL, penwidth="2.5")
         else:
             dot.edge(src, dst)
+    for src, dst in d.planned:
+        if src in d.nodes and dst in d.nodes:
+            hot = (src, dst) in critical
+            dot.edge(
+                src,
+                dst,
+                style="dashed",
+                color=CRITICAL if hot else "#999999",
+                penwidth="2.5" if hot else "1",
+                tooltip=f"{src} planned {dst}",
+            )
     return dot
 
 

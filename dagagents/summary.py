@@ -233,10 +233,23 @@ class RunData:
                     self.nodes[node].tool_calls += 1
 
     # ------------------------------------------------------------- queries
+    @property
+    def expansions(self) -> list[tuple[str, str]]:
+        """(expander, added node) pairs: a node added at run time cannot start before the
+        node whose output planned it finished, though no data edge says so."""
+        return [
+            (e["node"], added)
+            for e in self.events
+            if e["event"] == "expand"
+            for added in e.get("added", [])
+        ]
+
     def dag(self) -> nx.DiGraph:
+        """Data edges plus the implicit expander -> added-node edges: every real ordering."""
         g = nx.DiGraph()
         g.add_nodes_from(self.nodes)
         g.add_edges_from(self.edges)
+        g.add_edges_from((a, b) for a, b in self.expansions if a in g and b in g)
         return g
 
     def start_order(self) -> list[NodeRun]:

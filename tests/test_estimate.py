@@ -1,0 +1,152 @@
+"""`dagagents estimate`: predictions before spending, checked against the runs that follow."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+# The planner's structured output imports the SDK on its first call (about a second); import it
+# now so that one-off cost does not land inside the first run's timings only.
+import anthropic  # noqa: F401
+import networkx as nx
+import pytest
+from conftest import ROOT, cli_env, dagagents_cmd
+
+from dagagents import Agent, Graph, SimulatedProvider, Store
+from dagagents.estimate import estimate, simulate_schedule
+
+GRAPHS = ROOT / "graphs"
+
+
+def test_list_schedule_matches_hand_computed_cases() -> None:
+    chain = nx.DiGraph([("a", "b"), ("b", "c")])
+    wide = nx.DiGraph()
+    wide.add_nodes_from("wxyz")
+    d = {"a": 1.0, "b": 2.0, "c": 3.0, "w": 4.0, "x": 3.0, "y": 2.0, "z": 1.0}
+    assert max(e for _, e in simulate_schedule(chain, d, 8).values()) == 6.0
+    assert max(e for _, e in simulate_schedule(wide, d, 8).values()) == 4.0
+    assert max(e for _, e in simulate_schedule(wide, d, 1).values()) == 10.0
+    # Two slots, longest first: w and x start; y takes x's slot at 3, z takes w's at 4.
+    times = simulate_schedule(wide, d, 2)
+    assert max(e for _, e in times.values()) == 5.0
+    assert times["w"] == (0.0, 4.0) and times["x"] == (0.0, 3.0)
+    assert times["y"] == (3.0, 5.0) and times["z"] == (4.0, 5.0)
+
+
+def test_without_history_the_estimate_uses_token_budgets() -> None:
+    graph = Graph.load(str(GRAPHS / "fanout.py"))
+    e = estimate(graph, concurrency=8, store=Store(".dagagents"))
+    assert e.from_history == 0 and not e.history_runs
+    assert all(n.source == "budget" for n in e.nodes.values())
+    # Five independent workers then the synthesis: wall = slowest worker + synthesis.
+    workers = [e.nodes[n].duration for n in e.nodes if n != "synthesis"]
+    assert e.wall == pytest.approx(max(workers) + e.nodes["synthesis"].duration)
+    assert e.sequential == pytest.approx(sum(n.duration for n in e.nodes.values()))
+    assert [n.name for n in e.coordination] == ["synthesis"]
+    assert set(e.cost_by_model()) == {"claude-sonnet-4-6", "claude-opus-4-6"}
+    assert e.cost > 0 and "Parallelism pays" in e.recommendation()
+    sequential = estimate(graph, concurrency=1)
+    assert sequential.wall == pytest.approx(e.sequential)
+
+
+def test_a_chain_is_told_that_parallelism_saves_nothing() -> None:
+    g = Graph("chain")
+    agent = Agent("a", max_tokens=300)
+    g.task("one", agent, "First.")
+    g.task("two", agent, "Second: {one}", depends_on=["one"])
+    g.task("three", agent, "Third: {two}", depends_on=["two"])
+    e = estimate(g, concurrency=8)
+    assert e.wall == pytest.approx(e.sequential)
+    assert "pipeline" in e.recommendation()
+
+
+def test_coordination_heavier_than_the_saving_is_called_out() -> None:
+    g = Graph("tiny-fanout")
+    worker = Agent("worker", max_tokens=50)
+    boss = Agent("boss", model="claude-opus-4-6", max_tokens=2000)
+    g.task("a", worker, "A.")
+    g.task("b", worker, "B.")
+    g.task("merge", boss, "Merge.", depends_on=["a", "b"], tags={"role": "synthesis"})
+    e = estimate(g, concurrency=8)
+    assert e.coordination_time > e.saved
+    assert "Coordination costs more than parallelism saves" in e.recommendation()
+
+
+def test_estimate_after_one_run_predicts_the_next_fanout_run(tmp_path: Path) -> None:
+    graph = Graph.load(str(GRAPHS / "fanout.py"))
+    store = Store(tmp_path / "st")
+    sim = SimulatedProvider(time_scale=0.1)
+    first = graph.run(provider=sim, store=store, concurrency=3)
+    predicted = estimate(graph, concurrency=3, store=store)
+    assert predicted.from_history == len(graph)
+    assert predicted.cost == pytest.approx(first.cost_usd, rel=1e-6)
+    second = graph.run(provider=sim, store=store, concurrency=3, fresh=True)
+    assert predicted.wall == pytest.approx(second.wall, rel=0.2)
+    assert set(predicted.cached) == set(graph.specs)  # a non-fresh rerun would be all cached
+
+
+def test_estimate_on_market_report_after_one_simulated_run(tmp_path: Path) -> None:
+    graph = Graph.load(str(GRAPHS / "market_report.py"))
+    assert graph.simulator is not None
+    graph.simulator.time_scale = 0.1  # the demo's scripted latencies, ten times faster
+    store = Store(tmp_path / "st")
+    try:
+        blind = estimate(graph, concurrency=8, store=store)
+        assert blind.unseen_expansions and "run it once" in blind.recommendation()
+        first = graph.run(store=store, concurrency=8)
+        assert first.ok
+        predicted = estimate(graph, concurrency=8, store=store)
+        assert predicted.expanded_from == first.run_id
+        assert set(predicted.nodes) == set(first.records)  # the planned subtasks are seen
+        assert not predicted.unseen_expansions
+        second = graph.run(store=store, concurrency=8, fresh=True)
+        assert second.ok
+    finally:
+        graph.simulator.time_scale = 1.0
+    assert predicted.wall == pytest.approx(second.wall, rel=0.2)
+    assert predicted.sequential > predicted.wall
+    assert {n.role for n in predicted.coordination} == {"planner", "synthesis"}
+
+
+def write_expanding_graph(path: Path) -> None:
+    path.write_text(
+        "from dagagents import Expansion, Graph, Step\n"
+        "graph = Graph('grows')\n"
+        "def more(n):\n"
+        "    return Expansion(nodes=[Step(name=f'part{i}', fn=lambda: i) for i in range(n)])\n"
+        "@graph.step(expand=more)\n"
+        "def plan() -> int:\n    return 3\n"
+    )
+
+
+def test_cli_estimate(tmp_path: Path) -> None:
+    out = subprocess.run(
+        dagagents_cmd("estimate", str(GRAPHS / "fanout.py"), "-c", "2", "--nodes"),
+        capture_output=True,
+        text=True,
+        env=cli_env(COLUMNS="200"),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    for needle in (
+        "predicted, 2 at once",
+        "sequential",
+        "claude-opus-4-6",
+        "coordination overhead",
+        "recommendation:",
+        "token budgets",
+    ):
+        assert needle in out.stdout
+    grows = tmp_path / "grows.py"
+    write_expanding_graph(grows)
+    blind = subprocess.run(
+        dagagents_cmd("estimate", str(grows)), capture_output=True, text=True, env=cli_env()
+    )
+    assert blind.returncode == 0 and "cannot see the planned subtasks" in blind.stdout
+    bad = subprocess.run(
+        dagagents_cmd("estimate", str(GRAPHS / "fanout.py"), "-c", "0"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert bad.returncode == 2 and "--concurrency" in bad.stderr and "Traceback" not in bad.stderr
