@@ -14,12 +14,14 @@ from dagagents.errors import (
     StoreError,
     UserError,
 )
+from dagagents.estimate import Estimate, estimate
 from dagagents.executors import Executor, LocalExecutor
 from dagagents.graph import Graph
 from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step
 from dagagents.providers import Provider, Script, SimulatedProvider
 from dagagents.result import NodeRecord, RunFailed, RunResult
 from dagagents.store import Store
+from dagagents.summary import RunData, Summary, load_run, summarize
 
 __version__ = "0.1.0"
 
@@ -28,6 +30,7 @@ __all__ = [
     "AgentTask",
     "BudgetExceeded",
     "DagAgentsError",
+    "Estimate",
     "Executor",
     "Expansion",
     "Graph",
@@ -39,12 +42,17 @@ __all__ = [
     "Provider",
     "ProviderError",
     "RunFailed",
+    "RunData",
     "RunResult",
     "Script",
     "SimulatedProvider",
     "Step",
     "Store",
     "StoreError",
+    "Summary",
     "UserError",
+    "estimate",
+    "load_run",
+    "summarize",
     "__version__",
 ]
