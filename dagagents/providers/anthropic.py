@@ -11,10 +11,11 @@ from them anyway.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anthropic
@@ -111,17 +112,60 @@ class AnthropicProvider:
         self._secret = api_key or os.environ.get("ANTHROPIC_API_KEY") or ""
         self.timeout = timeout
         self.stream = stream
-        self.client = client or anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(timeout, connect=min(10.0, timeout)),
-            default_headers=dict(default_headers) if default_headers else None,
-        )
+        self._options: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "max_retries": 0,
+            "timeout": httpx2.Timeout(timeout, connect=min(10.0, timeout)),
+            "default_headers": dict(default_headers) if default_headers else None,
+        }
+        self._fixed = client is not None
+        self._client = client or self._new_client()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._guard: AsyncIterator[None] | None = None
+
+    def _new_client(self) -> anthropic.AsyncAnthropic:
+        # Our own httpx2 client (the SDK's defaults, without its wrapper's `__del__`, which
+        # would schedule a close on whatever loop runs at GC time, not the one that owns it).
+        http = anthropic.DefaultAsyncHttpxClient(timeout=self._options["timeout"])
+        return anthropic.AsyncAnthropic(**self._options, http_client=http)
+
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        """The SDK client currently in use (see `_bound_client`)."""
+        return self._client
+
+    async def _bound_client(self) -> anthropic.AsyncAnthropic:
+        """The SDK client for the running event loop.
+
+        Pooled connections belong to the loop that opened them, and `Graph.run` starts a fresh
+        loop per run, so a provider reused across runs gets a fresh client per loop. The client
+        is closed when its loop shuts down (`asyncio.run` finalises async generators, and a
+        suspended one here holds the close), so no connection outlives its loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and not self._closed:
+            return self._client
+        if (self._loop is not None or self._closed) and not self._fixed:
+            self._client = self._new_client()
+        self._closed = False
+        self._loop = loop
+        if not self._fixed:
+            self._guard = self._close_at_loop_end(self._client)
+            await self._guard.__anext__()
+        return self._client
+
+    @staticmethod
+    async def _close_at_loop_end(client: anthropic.AsyncAnthropic) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await client.close()
 
     @property
     def base_url(self) -> str:
-        return str(self.client.base_url)
+        return str(self._client.base_url)
 
     def __repr__(self) -> str:  # never show the key
         return f"AnthropicProvider(base_url={self.base_url!r})"
@@ -162,8 +206,9 @@ class AnthropicProvider:
             streaming = request.max_tokens > _STREAM_ABOVE_MAX_TOKENS
         try:
             if streaming:
-                return await self._complete_streaming(kw)
-            raw = await self.client.messages.with_raw_response.create(**kw)
+                return await self._complete_streaming(await self._bound_client(), kw)
+            client = await self._bound_client()
+            raw = await client.messages.with_raw_response.create(**kw)
             data = orjson.loads(await raw.read())
             headers = kept_headers(raw.headers)
         except anthropic.APIStatusError as e:
@@ -201,8 +246,9 @@ class AnthropicProvider:
             raise
         return _to_response(data, headers)
 
-    async def _complete_streaming(self, kw: dict[str, Any]) -> Response:
-        async with self.client.messages.stream(**kw) as stream:
+    @staticmethod
+    async def _complete_streaming(client: anthropic.AsyncAnthropic, kw: dict[str, Any]) -> Response:
+        async with client.messages.stream(**kw) as stream:
             message = await stream.get_final_message()
             headers = kept_headers(stream.response.headers)
         data = message.model_dump(mode="json", exclude_none=True)
@@ -246,7 +292,8 @@ class AnthropicProvider:
         )
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self._client.close()
+        self._closed = True
 
 
 def _to_response(data: dict[str, Any], headers: dict[str, str]) -> Response:

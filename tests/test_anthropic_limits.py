@@ -1,0 +1,134 @@
+"""Retries, rate limits, concurrency and the budget, end to end through the real SDK.
+
+Every graph here runs `AnthropicProvider` (anthropic.AsyncAnthropic, SDK retries off) against
+the loopback fake Messages API; nothing in the SDK is patched.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from _anthropic_support import provider_for, run_graph
+
+from dagagents import Agent, Graph
+from dagagents.limits import RateLimits
+from dagagents.testing import FakeAnthropic, text
+
+pytest_plugins = ["dagagents.testing"]  # the `fake_anthropic` fixture
+
+WORKER = Agent("worker", model="claude-sonnet-4-6", max_tokens=200)
+
+
+def fan(n: int, agent: Agent = WORKER, name: str = "fan") -> Graph:
+    g = Graph(name)
+    for i in range(n):
+        g.task(f"n{i}", agent, f"task number {i}")
+    return g
+
+
+def events(result, kind: str) -> list[dict]:
+    return [e for e in result.events if e.get("event") == kind]
+
+
+def test_429_with_retry_after_is_retried_no_sooner_and_succeeds(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.fail(429, retry_after=1)
+    result = run_graph(fan(1), provider=provider_for(fake_anthropic))
+    assert result.status == {"n0": "done"}
+    first, second = fake_anthropic.requests
+    assert first.status == 429 and second.status == 200
+    assert first.finished is not None and second.started - first.finished >= 1.0
+    (retry,) = events(result, "retry")
+    assert retry["node"] == "n0" and retry["attempt"] == 1 and retry["wait"] >= 1.0
+    assert "429" in retry["error"]
+
+
+def test_529_overloaded_is_retried(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.fail(529, times=2)
+    result = run_graph(fan(1), provider=provider_for(fake_anthropic))
+    assert result.status == {"n0": "done"}
+    assert [r.status for r in fake_anthropic.requests] == [529, 529, 200]
+    assert [e["attempt"] for e in events(result, "retry")] == [1, 2]
+
+
+def test_400_fails_the_node_at_once_skips_descendants_other_branch_finishes(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.fail(400, times=None, pattern="^bad", message="messages.0.content: too long")
+    g = Graph("branches")
+    g.task("bad", WORKER, "bad request here")
+    g.task("after_bad", WORKER, "continue: {bad}", depends_on=["bad"])
+    g.task("good", WORKER, "good request")
+    g.task("after_good", WORKER, "continue: {good}", depends_on=["good"])
+    result = run_graph(g, provider=provider_for(fake_anthropic))
+    assert result.status == {
+        "bad": "failed",
+        "after_bad": "skipped",
+        "good": "done",
+        "after_good": "done",
+    }
+    error = result.errors["bad"]
+    assert "'bad'" in error and "messages.0.content: too long" in error and "400" in error
+    assert sum(1 for r in fake_anthropic.requests if r.status == 400) == 1  # never retried
+    assert not events(result, "retry")
+
+
+def test_concurrency_3_means_at_most_3_requests_in_flight(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.latency = 0.1
+    result = run_graph(fan(12), provider=provider_for(fake_anthropic), concurrency=3)
+    assert result.ok
+    assert fake_anthropic.max_in_flight == 3
+
+
+def test_client_limit_too_high_429s_are_absorbed_by_backoff(fake_anthropic: FakeAnthropic) -> None:
+    # The server allows 600/min with a burst of 5; the client believes it may send 10,000/min.
+    fake_anthropic.rate_limit(rpm=600, capacity=5)
+    start = time.monotonic()
+    result = run_graph(
+        fan(30),
+        provider=provider_for(fake_anthropic),
+        concurrency=30,
+        rate_limits=RateLimits(rpm=10_000),
+    )
+    wall = time.monotonic() - start
+    assert result.ok, result.errors
+    statuses = fake_anthropic.statuses()
+    assert statuses[429] > 0 and statuses[200] == 30
+    assert events(result, "retry") and events(result, "concurrency_reduced")
+    assert wall < 20
+
+
+def test_budget_stops_new_calls(fake_anthropic: FakeAnthropic) -> None:
+    # Each call really costs $0.003 (1k input) + $0.015 (1k output) on claude-sonnet-4-6.
+    fake_anthropic.reply(text("done", usage={"input_tokens": 1000, "output_tokens": 1000}))
+    agent = Agent("w", model="claude-sonnet-4-6", max_tokens=1000)
+    result = run_graph(
+        fan(6, agent), provider=provider_for(fake_anthropic), concurrency=1, max_cost_usd=0.05
+    )
+    statuses = list(result.status.values())
+    assert statuses.count("done") == 2 and statuses.count("failed") == 4
+    assert len(fake_anthropic.requests) == 2  # refused calls never reached the API
+    refused = [e for n, e in result.errors.items() if result.status[n] == "failed"]
+    assert all("budget" in e and "$0.0500" in e for e in refused)
+    assert result.cost_usd <= 0.05
+
+
+@pytest.mark.slow
+def test_rpm_120_token_bucket_150_calls_without_a_single_429(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.rate_limit(rpm=120, capacity=120)
+    start = time.monotonic()
+    result = run_graph(
+        fan(150),
+        provider=provider_for(fake_anthropic),
+        concurrency=50,
+        rate_limits=RateLimits(rpm=120),
+    )
+    wall = time.monotonic() - start
+    assert result.ok, result.errors
+    assert fake_anthropic.statuses() == {200: 150}
+    # 120 at once, then 30 more at 2/s: the limit allows it in 15 s (one token of headroom: 15.5).
+    assert 14.5 <= wall <= 19.0, wall
