@@ -20,9 +20,9 @@ SEED = 7
 TIMED = ("fanout", "heterogeneous", "random100")
 ZERO_WORK = ("wide10k", "chain10k")
 ALL = TIMED + ZERO_WORK
-# --quick: same shapes, durations x 0.1 and 500 instead of 10,000 zero-work nodes.
-QUICK_TIME_SCALE = 0.1
-QUICK_ZERO_WORK_NODES = 500
+# --quick: same shapes, durations x 0.05 and 200 instead of 10,000 zero-work nodes.
+QUICK_TIME_SCALE = 0.05
+QUICK_ZERO_WORK_NODES = 200
 
 # One executed node: (name, start, end), seconds on any single monotonic clock.
 LogEntry = tuple[str, float, float]
@@ -117,6 +117,15 @@ def chain(n: int = 10_000) -> nx.DiGraph:
     dag = _new(f"chain{n}")
     dag.add_nodes_from((f"n{i}" for i in range(n)), duration=0.0)
     nx.add_path(dag, [f"n{i}" for i in range(n)])
+    return dag
+
+
+def warmup() -> nx.DiGraph:
+    """A 4-node diamond run once before measuring, so one-time costs (lazy imports, thread
+    pools) are not charged to the measured run."""
+    dag = _new("warmup")
+    dag.add_nodes_from("abcd", duration=0.001)
+    dag.add_edges_from([("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")])
     return dag
 
 

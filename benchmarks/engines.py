@@ -32,6 +32,28 @@ class EngineRun:
     build: float
     log: list[LogEntry]
     info: dict[str, Any] = field(default_factory=dict)
+    started: float = 0.0  # clock() when the timed call began, to split wall from the log
+    cpu: float = 0.0  # process CPU seconds (all threads) during the timed call
+
+
+class Stopwatch:
+    """Wall and process CPU time of the timed call. CPU time is reported beside wall because
+    a shared machine's contention inflates wall but not CPU much."""
+
+    started = wall = cpu = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self.started, self._cpu0 = clock(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = clock() - self.started
+        self.cpu = time.process_time() - self._cpu0
+
+    def result(
+        self, build: float, log: list[LogEntry], info: dict[str, Any] | None = None
+    ) -> EngineRun:
+        return EngineRun(self.wall, build, log, info or {}, started=self.started, cpu=self.cpu)
 
 
 # ------------------------------------------------------------------------- node bodies
@@ -97,9 +119,8 @@ def run_dagagents(
     if warmup:
         graph.run(concurrency=concurrency, store=store, fresh=True)
         log.clear()
-    t0 = clock()
-    result = graph.run(concurrency=concurrency, store=store, fresh=fresh)
-    wall = clock() - t0
+    with Stopwatch() as sw:
+        result = graph.run(concurrency=concurrency, store=store, fresh=fresh)
     wrong = {n: s for n, s in result.status.items() if s != expect}
     if wrong:
         name, status = next(iter(wrong.items()))
@@ -107,7 +128,7 @@ def run_dagagents(
             f"dagagents: {len(wrong)} node(s) not {expect}, e.g. {name}={status} "
             f"{result.errors.get(name, '')}"
         )
-    return EngineRun(wall, build, log, {"internal_wall": result.wall, "run_id": result.run_id})
+    return sw.result(build, log, {"internal_wall": result.wall, "run_id": result.run_id})
 
 
 def run_dagagents_ckpt(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
@@ -154,9 +175,9 @@ def run_gather(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> E
         for level in levels:
             await asyncio.gather(*(guarded(name) for name in level))
 
-    t0 = clock()
-    asyncio.run(main())
-    return EngineRun(clock() - t0, build, log)
+    with Stopwatch() as sw:
+        asyncio.run(main())
+    return sw.result(build, log)
 
 
 def run_langgraph(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
@@ -189,9 +210,9 @@ def run_langgraph(dag: nx.DiGraph, concurrency: int, store: str | None = None) -
     build = clock() - t0
     depth = len(topological_levels(dag))
     config = {"max_concurrency": concurrency, "recursion_limit": depth + 10}
-    t0 = clock()
-    asyncio.run(app.ainvoke({}, config=config))  # type: ignore[arg-type]
-    return EngineRun(clock() - t0, build, log)
+    with Stopwatch() as sw:
+        asyncio.run(app.ainvoke({}, config=config))  # type: ignore[arg-type]
+    return sw.result(build, log)
 
 
 def run_dask(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
@@ -219,9 +240,9 @@ def run_dask(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> Eng
         else:
             sinks.append(task)
     build = clock() - t0
-    t0 = clock()
-    dask.compute(*sinks, scheduler="threads", num_workers=concurrency)
-    return EngineRun(clock() - t0, build, log)
+    with Stopwatch() as sw:
+        dask.compute(*sinks, scheduler="threads", num_workers=concurrency)
+    return sw.result(build, log)
 
 
 Engine = Callable[..., EngineRun]
@@ -233,6 +254,12 @@ ENGINES: dict[str, Engine] = {
     "gather": run_gather,
     "langgraph": run_langgraph,
     "dask": run_dask,
+}
+# The engine that warms a process up for each engine (a resume needs a filled store first).
+WARMUP_ENGINE = {
+    **{name: name for name in ENGINES},
+    "dagagents-history": "dagagents-ckpt",
+    "dagagents-resume": "dagagents-ckpt",
 }
 # What each engine imports, loaded before the baseline RSS is read.
 IMPORTS: dict[str, tuple[str, ...]] = {

@@ -12,14 +12,18 @@ import importlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks import dags
-from benchmarks.engines import ENGINES, IMPORTS
+from benchmarks.engines import ENGINES, IMPORTS, WARMUP_ENGINE
 
 RESULT_PREFIX = "BENCH-RESULT "
 
@@ -45,6 +49,7 @@ class Measurement:
     ok: bool
     error: str | None = None
     wall: float | None = None
+    cpu: float | None = None
     build: float | None = None
     ideal: float | None = None
     lower_bound: float | None = None
@@ -57,6 +62,10 @@ class Measurement:
         return None if self.wall is None or not self.nodes else self.wall / self.nodes * 1e6
 
     @property
+    def cpu_per_node_us(self) -> float | None:
+        return None if self.cpu is None or not self.nodes else self.cpu / self.nodes * 1e6
+
+    @property
     def vs_ideal(self) -> float | None:
         return _ratio(self.wall, self.ideal)
 
@@ -67,7 +76,10 @@ class Measurement:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(
-            per_node_us=self.per_node_us, vs_ideal=self.vs_ideal, vs_lower_bound=self.vs_lower_bound
+            per_node_us=self.per_node_us,
+            cpu_per_node_us=self.cpu_per_node_us,
+            vs_ideal=self.vs_ideal,
+            vs_lower_bound=self.vs_lower_bound,
         )
         return out
 
@@ -88,10 +100,34 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(engine: str, job: Job) -> Measurement:
-    """Run one job in this process and validate its log (call in a fresh process for RSS)."""
+def fs_object_cost_us(directory: str, n: int = 300) -> float:
+    """Microseconds to create one small file and rename it into place in `directory`: what
+    the disk alone charges per checkpoint object, to tell dagagents' cost from the disk's."""
+    with tempfile.TemporaryDirectory(dir=directory, prefix="fs-probe-") as tmp:
+        started = time.perf_counter()
+        for i in range(n):
+            path = os.path.join(tmp, f"{i}.tmp")
+            with open(path, "wb") as fh:
+                fh.write(b"x" * 200)
+            os.replace(path, os.path.join(tmp, str(i)))
+        return (time.perf_counter() - started) / n * 1e6
+
+
+def warm_up(engine: str) -> None:
+    """Import the engine and run it once on a tiny DAG (lazy imports, pools, first-call
+    caches), as a long-lived user process would have; its time never counts."""
     for module in IMPORTS[engine]:
         importlib.import_module(module)
+    tiny = dags.warmup()
+    warm = WARMUP_ENGINE[engine]
+    with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp:
+        run = ENGINES[warm](tiny, 2, store=tmp if warm == "dagagents-ckpt" else None)
+    dags.check_log(tiny, run.log, 2)
+
+
+def measure(engine: str, job: Job) -> Measurement:
+    """Run one job in this process and validate its log (call in a fresh process for RSS)."""
+    warm_up(engine)
     dag = dags.build(job.dag, quick=job.quick)
     dur = dags.durations(dag)
     m = Measurement(
@@ -106,7 +142,14 @@ def measure(engine: str, job: Job) -> Measurement:
     )
     try:
         run = ENGINES[engine](dag, job.concurrency, store=job.store)
-        m.wall, m.build, m.info = run.wall, run.build, run.info
+        m.wall, m.cpu, m.build, m.info = run.wall, run.cpu, run.build, run.info
+        m.info["load_avg_1m"] = os.getloadavg()[0]
+        if job.store is not None and job.dag in dags.ZERO_WORK:  # where per-node cost matters
+            probe_dir = os.path.dirname(job.store) or "."
+            m.info["fs_object_us"] = fs_object_cost_us(probe_dir, 50 if job.quick else 500)
+        if run.log:  # wall = startup + first start..last end + teardown
+            m.info["startup"] = min(start for _, start, _ in run.log) - run.started
+            m.info["teardown"] = run.started + run.wall - max(end for _, _, end in run.log)
         m.rss_peak_mb = peak_rss_mb()
         if engine == "dagagents-resume":
             if run.log:
@@ -125,7 +168,9 @@ def measure_in_subprocess(
 ) -> list[Measurement]:
     """Run `jobs` on `engine` in one fresh child process; failures become `ok: false` rows."""
     payload = json.dumps({"engine": engine, "jobs": [asdict(j) for j in jobs]})
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": path}
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.runner", payload],
@@ -153,6 +198,48 @@ def measure_in_subprocess(
             Measurement(engine, job.dag, job.concurrency, 0, ok=False, error=error or "no result")
         )
     return results
+
+
+# Engines that need a checkpoint store; a resume reads the one its dagagents-ckpt run filled.
+STORE_ENGINES = ("dagagents-ckpt", "dagagents-history", "dagagents-resume")
+Batches = list[tuple[str, list[Job]]]
+
+
+def store_for(root: str, engine: str, dag: str, concurrency: int) -> str | None:
+    """The store directory a job uses under `root` (None: the engine keeps no checkpoints)."""
+    if engine not in STORE_ENGINES:
+        return None
+    owner = "dagagents-ckpt" if engine == "dagagents-resume" else engine
+    return os.path.join(root, f"{owner}-{dag}-c{concurrency}")
+
+
+def run_plan(
+    make_batches: Callable[[str], Batches], progress: Callable[[str], None] = print
+) -> list[Measurement]:
+    """Run `(engine, jobs)` batches, one fresh process each, in order, with their checkpoint
+    stores under a temporary root that is removed afterwards."""
+    root = tempfile.mkdtemp(prefix="dagagents-bench-")
+    results: list[Measurement] = []
+    try:
+        for engine, jobs in make_batches(root):
+            for m in measure_in_subprocess(engine, jobs):
+                results.append(m)
+                progress(summary_line(m))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def summary_line(m: Measurement) -> str:
+    """One progress line per measurement."""
+    head = f"{m.engine:<18} {m.dag:<14} c={m.concurrency:<3}"
+    if not m.ok:
+        return f"{head} FAILED: {m.error}"
+    ratio = f" {m.vs_ideal:.3f}x ideal" if m.ideal else ""
+    return (
+        f"{head} wall {m.wall:8.3f} s{ratio}  {m.per_node_us:9.1f} us/node "
+        f"(cpu {m.cpu_per_node_us:7.1f})  peak {m.rss_peak_mb:4.0f} MB"
+    )
 
 
 def main(argv: list[str]) -> int:
