@@ -160,7 +160,15 @@ class RunData:
         cls, manifest: Mapping[str, Any], events: Sequence[dict[str, Any]] = ()
     ) -> RunData:
         """A store run: the manifest is authoritative for nodes and edges, the trace adds
-        retries, tool calls and messages."""
+        retries, tool calls and messages. A run still going (or killed) has only a manifest
+        header, so its nodes come from the trace."""
+        if "nodes" not in manifest:
+            if not events:
+                raise UserError(f"run '{manifest.get('run_id')}' has no trace events yet.")
+            partial = cls.from_events(events)
+            if partial.status == "interrupted" and manifest.get("status") == "running":
+                partial.status = "running or killed"
+            return partial
         data = cls(
             run_id=str(manifest.get("run_id", "")),
             graph=str(manifest.get("graph", "")),

@@ -66,3 +66,20 @@ def test_spans_from_a_stored_trace(tmp_path: Path) -> None:
     # No prompt or output text is attached anywhere.
     text = " ".join(str(v) for s in spans for v in s.attributes.values())
     assert "Write the memo" not in text and "Fetch the numbers" not in text
+
+
+def test_live_listener_during_a_run() -> None:
+    from dagagents import Agent, Graph, SimulatedProvider
+    from dagagents.otel import OtelListener
+
+    g = Graph("live")
+    g.task("a", Agent("solo", max_tokens=100), "Say hi.")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    result = g.run(
+        provider=SimulatedProvider(time_scale=0.0), store=None, listener=OtelListener(provider)
+    )
+    assert result.ok
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == ["chat claude-sonnet-4-6", "invoke_agent solo", "invoke_workflow live"]

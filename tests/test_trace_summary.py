@@ -239,3 +239,17 @@ def test_trace_summary_user_errors(tmp_path: Path) -> None:
         env=cli_env(),
     )
     assert empty_store.returncode == 2 and "has no runs yet" in empty_store.stderr
+
+
+def test_a_run_without_a_final_manifest_is_summarised_from_its_trace(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    events = stored_events(run_dir)
+    cut = next(i for i, e in enumerate(events) if e["event"] == "node_complete")
+    partial = events[: cut + 1]  # killed after the first node finished
+    manifest = {"version": 1, "graph": "eventful", "run_id": partial[0]["run"], "status": "running"}
+    data = RunData.from_manifest(manifest, partial)
+    assert data.status == "running or killed"
+    s = summarize(data)
+    assert s.counts.get("done") == 1 and s.wall == pytest.approx(partial[-1]["t"])
+    assert "running" in {n.status for n in data.nodes.values()}  # started, never finished
