@@ -14,8 +14,9 @@ redacted) and the peak number in flight is tracked.
         api.fail(429, times=1, retry_after=1)
         provider = AnthropicProvider(base_url=api.url, api_key="test-key")
 
-In pytest: `pytest_plugins = ["dagagents.testing"]` (or import the fixture) and take the
-`fake_anthropic` fixture. From a shell: `python -m dagagents.testing --port 8080 --latency 0.5`.
+In pytest, take the `fake_anthropic` fixture after either `pytest_plugins = ["dagagents.testing"]`
+in your root conftest.py or `from dagagents.testing import fake_anthropic_fixture` in the test
+module. From a shell: `python -m dagagents.testing --port 8080 --latency 0.5`.
 The server runs an asyncio loop on its own thread, so it serves hundreds of concurrent
 connections and never blocks the test's own event loop.
 """
@@ -986,9 +987,11 @@ except ImportError:  # pragma: no cover - pytest is only needed for the fixture
     pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
-
-    @pytest.fixture
-    def fake_anthropic() -> Iterator[FakeAnthropic]:
+    # Registered as `fake_anthropic`; the function's own name differs so that importing it
+    # into a test module (`from dagagents.testing import fake_anthropic_fixture`) does not
+    # clash with test parameters named `fake_anthropic` (flake8/ruff F811).
+    @pytest.fixture(name="fake_anthropic")
+    def fake_anthropic_fixture() -> Iterator[FakeAnthropic]:
         """A started `FakeAnthropic` on a free loopback port, stopped after the test."""
         server = FakeAnthropic().start()
         try:

@@ -11,12 +11,11 @@ from dagagents import Agent, Graph
 from dagagents.pricing import default_pricing
 from dagagents.testing import (
     FakeAnthropic,
+    fake_anthropic_fixture,  # noqa: F401 (the `fake_anthropic` fixture)
     json_reply,
     tool_call,
     tool_results,
 )
-
-pytest_plugins = ["dagagents.testing"]  # the `fake_anthropic` fixture
 
 
 def add(a: int, b: int) -> int:

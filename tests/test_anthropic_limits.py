@@ -13,9 +13,7 @@ from _anthropic_support import provider_for, run_graph
 
 from dagagents import Agent, Graph
 from dagagents.limits import RateLimits
-from dagagents.testing import FakeAnthropic, text
-
-pytest_plugins = ["dagagents.testing"]  # the `fake_anthropic` fixture
+from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, text  # noqa: F401
 
 WORKER = Agent("worker", model="claude-sonnet-4-6", max_tokens=200)
 

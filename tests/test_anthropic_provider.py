@@ -13,9 +13,7 @@ from dagagents.errors import ProviderError
 from dagagents.invoke import output_schema
 from dagagents.providers.anthropic import AnthropicProvider, parse_retry_after
 from dagagents.providers.base import Request
-from dagagents.testing import FakeAnthropic, tool_call
-
-pytest_plugins = ["dagagents.testing"]  # the `fake_anthropic` fixture
+from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, tool_call  # noqa: F401
 
 MODEL = "claude-sonnet-4-6"
 
