@@ -125,14 +125,26 @@ def output_hint(spec: Any) -> type[BaseModel] | None:
     fn = getattr(spec, "fn", None)
     if fn is None:
         return None
-    try:
-        ann = typing.get_type_hints(inspect.unwrap(fn)).get("return")
-    except Exception:  # unresolvable forward references: fall back to import by name
-        return None
+    ann = _return_annotation(inspect.unwrap(fn))
     for candidate in (ann, *typing.get_args(ann)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
+
+
+def _return_annotation(fn: Any) -> Any:
+    """The evaluated return annotation; string annotations (`from __future__ import
+    annotations`) are resolved like typing does, plus the function's closure, so a model
+    class defined in an enclosing function is found too."""
+    ann = getattr(fn, "__annotations__", {}).get("return")
+    if not isinstance(ann, str):
+        return ann
+    try:
+        namespace = dict(getattr(fn, "__globals__", {}))
+        namespace.update(inspect.getclosurevars(fn).nonlocals)
+        return eval(ann, namespace)  # noqa: S307 - the user's own annotation, as typing does
+    except Exception:  # unresolvable: fall back to finding the class by name
+        return None
 
 
 def as_text(value: Any) -> str:
