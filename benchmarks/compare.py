@@ -116,7 +116,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("dagagents", "langgraph", "dask", "networkx"):
         try:
             versions[pkg] = importlib.metadata.version(pkg)

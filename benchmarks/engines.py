@@ -185,6 +185,7 @@ def run_langgraph(dag: nx.DiGraph, concurrency: int, store: str | None = None) -
     `max_concurrency` (and a recursion limit above the DAG's depth)."""
     from typing import TypedDict
 
+    from langchain_core.runnables import RunnableConfig
     from langgraph.graph import END, START, StateGraph
 
     class State(TypedDict, total=False):
@@ -209,9 +210,9 @@ def run_langgraph(dag: nx.DiGraph, concurrency: int, store: str | None = None) -
     app = builder.compile()
     build = clock() - t0
     depth = len(topological_levels(dag))
-    config = {"max_concurrency": concurrency, "recursion_limit": depth + 10}
+    config: RunnableConfig = {"max_concurrency": concurrency, "recursion_limit": depth + 10}
     with Stopwatch() as sw:
-        asyncio.run(app.ainvoke({}, config=config))  # type: ignore[arg-type]
+        asyncio.run(app.ainvoke(State(), config=config))
     return sw.result(build, log)
 
 
