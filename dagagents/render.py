@@ -93,12 +93,11 @@ def diagram_from_graph(graph: Graph, run: RunData | None = None) -> Diagram:
 
     predicted = estimate(graph, concurrency=1)
     path = predicted.critical_path if len(predicted.nodes) > 1 else []
-    return Diagram(
-        name=graph.name,
-        nodes={name: _node(name, desc, None) for name, desc in specs.items()},
-        edges=list(graph.nx.edges),
-        critical=path,
-    )
+    nodes = {name: _node(name, desc, None) for name, desc in specs.items()}
+    for name, spec in graph.specs.items():
+        if spec.expand is not None:  # an orchestrator's planner: its subtasks come later
+            nodes[name].detail = "adds nodes at run time"
+    return Diagram(name=graph.name, nodes=nodes, edges=list(graph.nx.edges), critical=path)
 
 
 def diagram_from_run(run: RunData) -> Diagram:

@@ -19,6 +19,7 @@ from dagagents.summary import RunData, Summary, summarize
 from dagagents.timeline import timeline_png_bytes
 
 MAX_NODE_ROWS = 500
+MAX_DIAGRAM_NODES = 400
 STATUS_COLOUR = {
     "done": "#2e7d32",
     "cached": "#00838f",
@@ -123,6 +124,11 @@ def _cards(s: Summary) -> str:
 
 
 def _diagram(run: RunData) -> str:
+    if len(run.nodes) > MAX_DIAGRAM_NODES:  # Graphviz layout of thousands of nodes takes minutes
+        return (
+            f"<p>{len(run.nodes):,} nodes are too many to lay out here; draw them with "
+            f"<code>dagagents render {html.escape(run.run_id)} -f svg -o dag.svg</code>.</p>"
+        )
     diagram = diagram_from_run(run)
     try:
         return f'<div class="diagram">{svg_inline(diagram)}</div>'

@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window, safe in threads and on servers
 
+from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
@@ -104,37 +105,76 @@ def _draw(ax: Any, run: RunData, colours: Mapping[str, str]) -> None:
     for e in run.events:
         if e["event"] == "retry" and e.get("node"):
             retries.setdefault(e["node"], []).append(float(e.get("t", 0.0)))
+    # One barh call per kind of bar (not per node): thousands of rows stay fast.
+    bars: dict[bool, dict[str, list[Any]]] = {
+        failed: {k: [] for k in ("y", "width", "left", "color", "edge", "lw")}
+        for failed in (False, True)
+    }
+    cached_rows: list[tuple[int, float]] = []
+    retry_marks: list[tuple[float, float]] = []
     for row, n in enumerate(order):
-        colour = colours.get(n.agent or "", STEP_COLOUR)
         if n.status == "cached":
-            ax.plot([n.start], [row], marker="D", color="#00acc1", markersize=7, zorder=3)
-            ax.annotate(
-                "cached",
-                (n.start or 0.0, row),
-                xytext=(7, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=7,
-                color="#00838f",
-            )
+            cached_rows.append((row, n.start or 0.0))
             continue
-        end = n.end if n.end is not None else run.wall
-        width = max(0.0, end - (n.start or 0.0))
+        colour = colours.get(n.agent or "", STEP_COLOUR)
         failed = n.status in ("failed", "cancelled")
-        ax.barh(
-            row,
-            width,
-            left=n.start,
-            height=0.72,
-            color=colour,
-            alpha=0.55 if failed else 0.9,
-            edgecolor="black" if n.name in on_path else ("#c62828" if failed else colour),
-            linewidth=2.0 if n.name in on_path else 0.8,
-            hatch="xxx" if failed else None,
-            zorder=2,
+        end = n.end if n.end is not None else run.wall
+        b = bars[failed]
+        b["y"].append(row)
+        b["left"].append(n.start or 0.0)
+        b["width"].append(max(0.0, end - (n.start or 0.0)))
+        b["color"].append(colour)
+        b["edge"].append("black" if n.name in on_path else ("#c62828" if failed else colour))
+        b["lw"].append(2.0 if n.name in on_path else 0.8)
+        retry_marks += [(t, row - 0.45) for t in retries.get(n.name, [])]
+    for failed, b in bars.items():
+        if not b["y"]:
+            continue
+        # A single PolyCollection draws thousands of bars in one artist (barh makes one each).
+        verts = [
+            [(x, y - 0.36), (x + w, y - 0.36), (x + w, y + 0.36), (x, y + 0.36)]
+            for x, w, y in zip(b["left"], b["width"], b["y"], strict=True)
+        ]
+        ax.add_collection(
+            PolyCollection(
+                verts,
+                facecolors=b["color"],
+                edgecolors=b["edge"],
+                linewidths=b["lw"],
+                alpha=0.55 if failed else 0.9,
+                hatch="xxx" if failed else None,
+                zorder=2,
+            )
         )
-        for t in retries.get(n.name, []):
-            ax.plot([t], [row + 0.42], marker="v", color="#c62828", markersize=6, zorder=4)
+    if cached_rows:
+        ax.plot(
+            [t for _, t in cached_rows],
+            [r for r, _ in cached_rows],
+            "D",
+            color="#00acc1",
+            markersize=7,
+            zorder=3,
+        )
+        if len(order) <= MAX_LABELLED_ROWS:
+            for row, t in cached_rows:
+                ax.annotate(
+                    "cached",
+                    (t, row),
+                    xytext=(7, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=7,
+                    color="#00838f",
+                )
+    if retry_marks:
+        ax.plot(
+            [t for t, _ in retry_marks],
+            [y for _, y in retry_marks],
+            "v",
+            color="#c62828",
+            markersize=6,
+            zorder=4,
+        )
     ax.set_ylim(len(order) - 0.4, -0.6)
     if len(order) <= MAX_LABELLED_ROWS:
         ax.set_yticks(range(len(order)), [n.name for n in order], fontsize=8)
