@@ -288,7 +288,7 @@ def estimate(
     dag = graph.nx.copy()
     expanding = [n for n, s in specs.items() if s.expand is not None]
     expanded_from = None
-    if history.expanded is not None:
+    if history.expanded is not None and expanding:  # only graphs that grow take planned nodes
         manifest = history.expanded
         expanded_from = str(manifest.get("run_id"))
         for name, desc in manifest.get("specs", {}).items():
