@@ -18,6 +18,8 @@ from dagagents.estimate import Estimate, estimate
 from dagagents.executors import Executor, LocalExecutor
 from dagagents.graph import Graph
 from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step
+from dagagents.orchestrator import Orchestrator
+from dagagents.plan import Plan, Subtask
 from dagagents.providers import Provider, Script, SimulatedProvider
 from dagagents.result import NodeRecord, RunFailed, RunResult
 from dagagents.store import Store
@@ -38,6 +40,8 @@ __all__ = [
     "LocalExecutor",
     "NodeRecord",
     "NodeSpec",
+    "Orchestrator",
+    "Plan",
     "PlanError",
     "Provider",
     "ProviderError",
@@ -50,6 +54,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Summary",
+    "Subtask",
     "UserError",
     "estimate",
     "load_run",

@@ -15,7 +15,10 @@ peers = {
         "optimist", model="claude-sonnet-4-6", system="You argue for bold change.", max_tokens=600
     ),
     "skeptic": Agent(
-        "skeptic", model="claude-sonnet-4-6", system="You find the risks others miss.", max_tokens=600
+        "skeptic",
+        model="claude-sonnet-4-6",
+        system="You find the risks others miss.",
+        max_tokens=600,
     ),
     "economist": Agent(
         "economist",

@@ -21,7 +21,8 @@ class Executor(Protocol):
         """Call the step's function with its dependency outputs."""
 
     async def run_agent(self, spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:
-        """Invoke the node's agent on the rendered prompt."""
+        """Invoke the node's agent on the rendered prompt via `spec.call(prompt, ctx)`
+        (never `invoke_agent` directly: node kinds such as the planner wrap the call)."""
 
     async def close(self) -> None:
         """Release resources; must not wait for abandoned (timed-out) work."""

@@ -12,7 +12,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dagagents.invoke import AgentResult, CallContext, invoke_agent
+from dagagents.invoke import AgentResult, CallContext
 from dagagents.nodes import AgentTask, Step
 
 
@@ -40,7 +40,7 @@ class LocalExecutor:
         return await asyncio.get_running_loop().run_in_executor(self._get_pool(), call)
 
     async def run_agent(self, spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:
-        return await invoke_agent(spec.agent, prompt, ctx)
+        return await spec.call(prompt, ctx)
 
     async def close(self) -> None:
         if self._pool is not None:

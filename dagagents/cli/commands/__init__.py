@@ -1,3 +1,11 @@
 """Importing a command module registers its commands on the app."""
 
-from dagagents.cli.commands import estimate, render, report, run, store, trace  # noqa: F401
+from dagagents.cli.commands import (  # noqa: F401
+    estimate,
+    plan,
+    render,
+    report,
+    run,
+    store,
+    trace,
+)
