@@ -67,7 +67,7 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode(data: bytes, hint: type[BaseModel] | None = None) -> Any:
+def decode(data: bytes, hint: type[BaseModel] | Hint | None = None) -> Any:
     """Inverse of `encode`. `hint` is the expected model class when the caller knows it
     (a Step's return annotation, an agent's output model): it finds classes that cannot be
     imported by name, such as ones defined inside a function. Raises UnknownModel if a
@@ -76,7 +76,7 @@ def decode(data: bytes, hint: type[BaseModel] | None = None) -> Any:
     value = orjson.loads(data)
     if _PYDANTIC_BYTES not in data:  # the common case: no models, no walk
         return value
-    return _untag(value, hint)
+    return _untag(value, hint.resolve() if isinstance(hint, Hint) else hint)
 
 
 def _untag(value: Any, hint: type[BaseModel] | None) -> Any:
@@ -116,20 +116,34 @@ def _import_class(path: str) -> type[BaseModel] | None:
     return obj if isinstance(obj, type) and issubclass(obj, BaseModel) else None
 
 
-def output_hint(spec: Any) -> type[BaseModel] | None:
-    """The pydantic class a node declares it returns: an agent's `output`, or a Step's
-    return annotation (also `list[Model]` and `dict[str, Model]`)."""
-    agent = getattr(spec, "agent", None)
-    if agent is not None:
-        return getattr(agent, "output", None)
-    fn = getattr(spec, "fn", None)
-    if fn is None:
+class Hint:
+    """The pydantic class a node declares it returns, looked up only when a stored output
+    actually holds a model (most don't, and a 10,000-node resume asks 10,000 times)."""
+
+    __slots__ = ("_spec",)
+
+    def __init__(self, spec: Any) -> None:
+        self._spec = spec
+
+    def resolve(self) -> type[BaseModel] | None:
+        """An agent's `output`, or a Step's return annotation (also `list[Model]`,
+        `dict[str, Model]`)."""
+        agent = getattr(self._spec, "agent", None)
+        if agent is not None:
+            return getattr(agent, "output", None)
+        fn = getattr(self._spec, "fn", None)
+        if fn is None:
+            return None
+        ann = _return_annotation(inspect.unwrap(fn))
+        for candidate in (ann, *typing.get_args(ann)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                return candidate
         return None
-    ann = _return_annotation(inspect.unwrap(fn))
-    for candidate in (ann, *typing.get_args(ann)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
+
+
+def output_hint(spec: Any) -> Hint:
+    """A lazy hint for `decode`: the model class `spec` declares it returns."""
+    return Hint(spec)
 
 
 def _return_annotation(fn: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 import os
 import secrets
@@ -72,6 +73,15 @@ def unpack(data: bytes) -> StoredOutput:
     return StoredOutput(value=value, digest=value_digest.decode(), meta=meta)
 
 
+_TMP_COUNTER = itertools.count()
+_TMP_TOKEN = secrets.token_hex(4)  # per process: pids repeat across hosts sharing a store
+
+
+def _tmp_name() -> str:
+    """Unique among every writer: pid, a random per-process token, a counter."""
+    return f"{TMP_PREFIX}{os.getpid()}-{_TMP_TOKEN}-{next(_TMP_COUNTER)}"
+
+
 class _LocalFS:
     """Plain files, the fast default."""
 
@@ -83,16 +93,24 @@ class _LocalFS:
         return os.path.join(self.root, *parts)
 
     def read(self, path: str) -> bytes | None:
+        # Raw fd reads: half the cost of open().read() on small files, which a 10,000-node
+        # resume does 10,000 times.
         try:
-            with open(path, "rb") as fh:
-                return fh.read()
+            fd = os.open(path, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        try:
+            parts = [os.read(fd, 65536)]
+            while parts[-1]:
+                parts.append(os.read(fd, 1 << 20))
+        finally:
+            os.close(fd)
+        return parts[0] if len(parts) == 2 else b"".join(parts)
 
     def write_atomic(self, path: str, data: bytes) -> None:
         """Temp file in the target's directory, then rename: readers never see a partial file."""
         directory = os.path.dirname(path)
-        tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = os.path.join(directory, _tmp_name())
         if directory not in self._made:
             os.makedirs(directory, exist_ok=True)
             self._made.add(directory)
@@ -146,9 +164,17 @@ class _LocalFS:
         shutil.rmtree(path, ignore_errors=True)
 
 
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+
+
 def _write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
+    fd = os.open(path, _WRITE_FLAGS, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 class _FsspecFS:
@@ -243,6 +269,8 @@ class Store:
                 raise StoreError(f"store '{loc}' cannot be created: {exc.strerror}.") from None
             self.fs = _LocalFS(path)
             self.url = str(Path(path).resolve())
+        self._sep = os.sep if isinstance(self.fs, _LocalFS) else "/"
+        self._objects = self.fs.join("objects") + self._sep
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -253,7 +281,8 @@ class Store:
 
     # ------------------------------------------------------------------ objects
     def object_path(self, key: str) -> str:
-        return self.fs.join("objects", key[:2], key[2:])
+        """`objects/ab/cdef...`: 256 fan-out directories keep each one small."""
+        return f"{self._objects}{key[:2]}{self._sep}{key[2:]}"
 
     def get(self, key: str) -> StoredOutput | None:
         """The verified object for `key`, None if absent. Raises CorruptObject if damaged."""
