@@ -19,15 +19,18 @@ from typing import IO, Any
 import orjson
 
 from dagagents import codec
-from dagagents.errors import DagAgentsError, GraphError, UserError
+from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
 from dagagents.executors.base import Executor
 from dagagents.executors.local import LocalExecutor
 from dagagents.graph import Graph, check_acyclic, validate_spec
-from dagagents.invoke import CallContext
+from dagagents.invoke import AgentResult, CallContext
 from dagagents.keys import checkpoint_key
+from dagagents.limits import Limiter, RateLimits
 from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
+from dagagents.pricing import Pricing, cost_usd
 from dagagents.providers import Provider, resolve_provider
 from dagagents.result import NodeRecord, RunResult
+from dagagents.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.scheduler import EagerSorter, remaining_path_lengths
 from dagagents.store import CorruptObject, Store
 from dagagents.trace import Tracer
@@ -55,30 +58,52 @@ async def arun(
     executor: Executor | None = None,
     listener: Callable[[dict[str, Any]], None] | None = None,
     keep_events: bool = True,
+    rate_limits: RateLimits | None = None,
+    max_cost_usd: float | None = None,
+    retry: RetryPolicy | int | None = None,
+    pricing: Pricing | None = None,
     call_options: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
 
     `store=None` disables checkpoints; `fresh=True` ignores existing ones; `rerun` names nodes
-    to recompute even if checkpointed. `call_options` are passed to every agent invocation
-    (rate limits, retries, budget). Raises UserError for an invalid graph or option.
+    to recompute even if checkpointed. `rate_limits` (requests/tokens per minute per model),
+    `max_cost_usd` (no call starts that could exceed it) and `retry` (a RetryPolicy or a number
+    of attempts) govern every agent call; `call_options` are extra CallContext fields
+    (`auto_cache`, `structured_output`). Raises UserError for an invalid graph or option.
     """
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
-    run = _Run(
-        graph,
-        concurrency=concurrency,
-        provider=resolve_provider(provider, graph.simulator),
-        store=_open_store(store),
-        fresh=fresh,
-        rerun=set(rerun),
-        fail_fast=fail_fast,
-        trace=trace,
-        executor=executor or LocalExecutor(),
-        listener=listener,
-        keep_events=keep_events,
-        call_options=call_options or {},
-    )
+    opened = _open_store(store)
+    executor = executor or LocalExecutor()
+    prepare = getattr(executor, "prepare", None)  # optional hook, see executors/base.py
+    if prepare is not None:
+        await prepare(opened, concurrency)
+    try:
+        run = _Run(
+            graph,
+            concurrency=concurrency,
+            provider=resolve_provider(provider, graph.simulator),
+            store=opened,
+            fresh=fresh,
+            rerun=set(rerun),
+            fail_fast=fail_fast,
+            trace=trace,
+            executor=executor,
+            listener=listener,
+            keep_events=keep_events,
+            limiter=Limiter(
+                rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd, pricing=pricing
+            ),
+            retry=RetryPolicy(max_attempts=retry)
+            if isinstance(retry, int)
+            else retry or DEFAULT_RETRY,
+            call_options=call_options or {},
+        )
+    except BaseException:
+        if prepare is not None:
+            await executor.close()
+        raise
     return await run.execute()
 
 
@@ -105,6 +130,8 @@ class _Run:
         executor: Executor,
         listener: Callable[[dict[str, Any]], None] | None,
         keep_events: bool,
+        limiter: Limiter,
+        retry: RetryPolicy,
         call_options: dict[str, Any],
     ) -> None:
         graph.validate()
@@ -121,6 +148,9 @@ class _Run:
         self.fail_fast = fail_fast
         self.executor = executor
         self.call_options = call_options
+        self.limiter = limiter
+        self.retry = retry
+        self.pricing = limiter.pricing
         self.run_id = Store.new_run_id()
         sinks: list[IO[bytes]] = []
         self._trace_files: list[str] = []
@@ -193,7 +223,11 @@ class _Run:
             self._launch()
             await self._all_done
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt) else "crashed"
+            status = (
+                "interrupted"
+                if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+                else "crashed"
+            )
             await self._cancel_running(status)
             raise
         finally:
@@ -266,6 +300,10 @@ class _Run:
         self.emit("node_error", node=name, error=record.error, traceback=detail)
         for skipped in self.sorter.fail(name):
             self._mark_skipped(skipped, because=name)
+        if isinstance(error, BudgetExceeded):
+            # No new call may start; in-flight calls finish (their cost was reserved).
+            for skipped in self.sorter.skip_all():
+                self._mark_skipped(skipped, because="cost budget reached")
         if self.fail_fast:
             for skipped in self.sorter.skip_all():
                 self._mark_skipped(skipped, because=f"fail_fast after '{name}' failed")
@@ -357,8 +395,8 @@ class _Run:
     def _persist(self, name: str, value: Any, meta: dict[str, Any]) -> None:
         """Store the output; sets its digest. Unserialisable outputs fail the node."""
         record = self.records[name]
-        if self.store is None or record.key is None:
-            return
+        if self.store is None or record.key is None or record.digest is not None:
+            return  # no store, or the executor already stored it where the body ran
         encoded = codec.encode(value)
         self.digests[name] = record.digest = self.store.put(record.key, encoded, meta)
 
@@ -405,7 +443,13 @@ class _Run:
         if isinstance(spec, AgentTask):
             return await self._agent_body(spec, inputs, record, meta)
         assert isinstance(spec, Step)
-        return await self.executor.run_step(spec, {p: inputs[p] for p in spec.params})
+        kwargs = {p: inputs[p] for p in spec.params}
+        stored = getattr(self.executor, "run_step_stored", None)  # see executors/base.py
+        if stored is not None and self.store is not None and record.key is not None:
+            value, digest = await stored(spec, kwargs, self.store, record.key, meta)
+            self.digests[spec.name] = record.digest = digest
+            return value
+        return await self.executor.run_step(spec, kwargs)
 
     async def _agent_body(
         self,
@@ -415,17 +459,32 @@ class _Run:
         meta: dict[str, Any],
     ) -> Any:
         prompt = render_prompt(spec, {k: codec.as_text(v) for k, v in inputs.items()})
-        ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit)
-        for field_name, value in self.call_options.items():
-            setattr(ctx, field_name, value)
-        result = await self.executor.run_agent(spec, prompt, ctx)
-        from dagagents.pricing import cost_usd
+        ctx = CallContext(
+            provider=self.provider,
+            node=spec.name,
+            emit=self.emit,
+            limiter=self.limiter,
+            retry=self.retry,
+            pricing=self.pricing,
+            **self.call_options,
+        )
+        try:
+            result = await self.executor.run_agent(spec, prompt, ctx)
+        except Exception as exc:
+            # Calls made before the failure were still paid for: keep them on the record.
+            spent = getattr(exc, "spent", None)
+            if isinstance(spent, AgentResult):
+                self._record_usage(record, spent, meta)
+            raise
+        self._record_usage(record, result, meta)
+        return result.output
 
+    def _record_usage(self, record: NodeRecord, result: AgentResult, meta: dict[str, Any]) -> None:
         record.usage = result.usage
         record.model = result.model
         record.calls = result.calls
         record.simulated = result.simulated
-        record.cost_usd = cost_usd(result.model, result.usage)
+        record.cost_usd = result.cost_usd or cost_usd(result.model, result.usage, self.pricing)
         meta.update(
             usage=result.usage.model_dump(),
             model=result.model,
@@ -433,7 +492,6 @@ class _Run:
             cost_usd=record.cost_usd,
             simulated=result.simulated,
         )
-        return result.output
 
     # ---------------------------------------------------------------- expansion
     def _expand(self, name: str, expansion: Expansion | None) -> None:
@@ -499,7 +557,14 @@ class _Run:
         priority = remaining_path_lengths(self.graph.nx, self._durations.__getitem__)
         edges = [(d, s.name) for s in new.values() for d in s.depends_on] + list(expansion.edges)
         self.sorter.add(new, edges, {n: priority[n] for n in priority})
-        self.emit("expand", node=name, added=list(new), edges=[list(e) for e in edges])
+        self.emit(
+            "expand",
+            node=name,
+            added=list(new),
+            edges=[list(e) for e in edges],
+            agents={n: self.records[n].agent for n in new},
+            models={n: self.records[n].model for n in new},
+        )
 
     # ------------------------------------------------------------------ ending
     async def _cancel_running(self, reason: str) -> None:

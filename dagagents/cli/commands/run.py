@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
+from dagagents.executors.choice import executor_from_options
+from dagagents.limits import RateLimits
 from dagagents.progress import LiveProgress, summary_table
 from dagagents.result import RunResult
 
@@ -38,6 +41,27 @@ def run(
         str | None, typer.Option(help="Workers module for plan files (graphs/workers.py).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view or table.")] = False,
+    executor: Annotated[
+        str, typer.Option(help="Where node bodies run: local | dask | dask-local.")
+    ] = "local",
+    scheduler_address: Annotated[
+        str | None, typer.Option(help="Dask scheduler for --executor dask (tcp://HOST:PORT).")
+    ] = None,
+    dask_workers: Annotated[
+        int | None, typer.Option(help="Worker processes for --executor dask-local.")
+    ] = None,
+    dask_semaphore: Annotated[
+        str | None, typer.Option(help="Dask semaphore name bounding all drivers that share it.")
+    ] = None,
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute per model.")] = None,
+    itpm: Annotated[float | None, typer.Option(help="Input tokens per minute per model.")] = None,
+    otpm: Annotated[float | None, typer.Option(help="Output tokens per minute per model.")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="Budget in USD: no call starts that could exceed it.")
+    ] = None,
+    retries: Annotated[
+        int | None, typer.Option(help="Attempts per API call, the first included.")
+    ] = None,
 ) -> None:
     """Run a graph: ready nodes start at once under the concurrency limit; finished nodes
     are checkpointed so a rerun resumes."""
@@ -51,6 +75,15 @@ def run(
             "rerun": rerun or [],
             "fail_fast": fail_fast,
             "trace": trace,
+            "rate_limits": RateLimits(rpm=rpm, itpm=itpm, otpm=otpm),
+            "max_cost_usd": max_cost,
+            "retry": retries,
+            "executor": executor_from_options(
+                executor,
+                scheduler_address=scheduler_address,
+                dask_workers=dask_workers,
+                semaphore=dask_semaphore,
+            ),
         }
         for hook in RUN_OPTIONS_HOOKS:
             options = hook(options)
@@ -58,17 +91,33 @@ def run(
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
-def run_with_view(graph: Any, *, quiet: bool = False, **options: Any) -> RunResult:
-    """Run with the live view on a terminal (plain start/finish lines otherwise)."""
+def run_with_view(
+    graph: Any,
+    *,
+    quiet: bool = False,
+    listener: Callable[[dict[str, Any]], None] | None = None,
+    **options: Any,
+) -> RunResult:
+    """Run with the live view on a terminal (plain start/finish lines otherwise);
+    `listener` also sees every trace event."""
     live = not quiet and console.is_terminal
     if not quiet and not live:
         console.print(f"running [bold]{graph.name}[/] ({len(graph)} nodes)", highlight=False)
     if live:
         view = LiveProgress(console, graph.name)
+
+        def both(event: dict[str, Any]) -> None:
+            view(event)
+            if listener is not None:
+                listener(event)
+
         with view:
-            result = graph.run(listener=view, **options)
+            result = graph.run(listener=both, **options)
     else:
-        result = graph.run(**options)
+        result = graph.run(listener=listener, **options)
+    for event in result.events:  # e.g. a corrupt checkpoint that was recomputed
+        if event["event"] == "warning":
+            print(f"warning: {event.get('node')}: {event['message']}", file=sys.stderr)
     if not quiet:
         console.print(summary_table(result))
         for name, error in result.errors.items():

@@ -1,0 +1,115 @@
+"""`dagagents demo`: the offline tour `make demo` runs.
+
+An orchestrator plans a market report, the plan compiles into the DAG, workers run in parallel
+with live progress, the synthesizer writes the report; then the diagram, the timeline and the
+HTML run report land in one folder, named at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.table import Table
+
+from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
+from dagagents.cli.commands.run import run_with_view
+from dagagents.graph import Graph
+from dagagents.result import RunResult
+
+
+def _show_plan(graph: Graph, event: dict[str, Any]) -> None:
+    """Print the subtasks an expansion added, the moment the planner's plan is compiled."""
+    if event["event"] != "expand":
+        return
+    table = Table(title=f"Planned DAG (from node '{event['node']}')", title_justify="left")
+    for col in ("subtask", "worker · model", "depends on"):
+        table.add_column(col)
+    deps: dict[str, list[str]] = {name: [] for name in event["added"]}
+    for src, dst in event["edges"]:
+        if dst in deps:
+            deps[dst].append(src)
+    agents, models = event.get("agents", {}), event.get("models", {})
+    for name in event["added"]:
+        who = f"{agents[name]} · {models[name]}" if agents.get(name) else "step"
+        table.add_row(name, who, ", ".join(deps[name]) or "—")
+    console.print(table)
+
+
+def _write_artifacts(result: RunResult, out: Path) -> dict[str, Path]:
+    """Diagram (SVG, PNG, Mermaid), timeline PNG, HTML report and trace for one run."""
+    from dagagents.render import diagram_from_run, render_bytes
+    from dagagents.report import write_report
+    from dagagents.summary import load_run
+    from dagagents.timeline import timeline_png
+
+    assert result.store is not None
+    run = load_run(result.run_id, store=result.store)
+    diagram = diagram_from_run(run)
+    files: dict[str, Path] = {}
+    for fmt, suffix in (("mermaid", "mmd"), ("svg", "svg"), ("png", "png")):
+        path = out / f"dag.{suffix}"
+        path.write_bytes(render_bytes(diagram, fmt))
+        files[f"diagram ({fmt})"] = path
+    files["timeline"] = timeline_png(run, out / "timeline.png")
+    files["report"] = write_report(run, out / "report.html")
+    trace = Path(result.store) / "runs" / result.run_id / "trace.jsonl"
+    if trace.is_file():
+        files["trace"] = Path(shutil.copyfile(trace, out / "trace.jsonl"))
+    return files
+
+
+@app.command()
+def demo(
+    graph: Annotated[str, typer.Argument(help="The orchestrator graph to run.")] = (
+        "graphs/market_report.py"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for the diagram and the report.")] = Path(
+        "demo-output"
+    ),
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 4,
+    provider: Annotated[str | None, typer.Option(help="simulated | anthropic.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Reuse the demo's checkpoints instead of running fresh.")
+    ] = False,
+) -> None:
+    """Plan -> parallel workers -> synthesis, offline by default; writes diagram and report."""
+    with user_errors():
+        target = load_target(graph)
+        out.mkdir(parents=True, exist_ok=True)
+        store = out / "store"
+        console.rule("[bold]dagagents demo")
+        console.print(
+            f"graph [bold]{target.name}[/] from {graph}: a planner node plans the work at run "
+            "time; its subtasks run in parallel as soon as their inputs exist.\n"
+            "No ANTHROPIC_API_KEY needed: answers come from the simulated provider (offline)."
+            if provider != "anthropic"
+            else f"graph [bold]{target.name}[/] on the Anthropic API.",
+            highlight=False,
+        )
+        options: dict[str, Any] = {
+            "concurrency": concurrency,
+            "provider": provider,
+            "store": store,
+            "fresh": not resume,
+        }
+        result = run_with_view(target, listener=lambda e: _show_plan(target, e), **options)
+        final = result.outputs.get("synthesis")
+        if final is not None:
+            console.print(Panel(Markdown(str(final)), title="synthesis", border_style="green"))
+        files = _write_artifacts(result, out)
+    table = Table(title=f"written to {out.resolve()}", title_justify="left", show_header=False)
+    for what, path in files.items():
+        table.add_row(what, str(path))
+    console.print(table)
+    console.print(
+        f"next: [bold]dagagents run {graph}[/] twice (the second run is all cache hits), "
+        f"[bold]dagagents trace summary --store {store}[/], "
+        f"[bold]dagagents estimate {graph}[/]",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
