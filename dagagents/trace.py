@@ -12,8 +12,8 @@ Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (uni
 - `rate_limited`: node, model, wait, limit (which client-side bucket made the call wait)
 - `concurrency_reduced`: node, model, limit, status (a 429/529 halved that model's slots)
 - `tool_call`: node, tool, input, duration, error
-- `message`: src, dst (an output delivered along an edge), bytes
-- `expand`: node, added (names), edges
+- `message`: src, dst (an output delivered along an edge, when dst starts)
+- `expand`: node, added (names), edges, agents {node: agent}, models {node: model}
 - `node_complete`: node, duration, model, usage {input_tokens, ...}, cost, key, simulated
 - `node_error`: node, error, traceback (last frames, for non-dagagents exceptions)
 - `node_skipped`: node, because (the failed ancestor, or the reason)
