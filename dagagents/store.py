@@ -254,7 +254,11 @@ class GcResult(NamedTuple):
 class Store:
     """A checkpoint store at a local directory (default `./.dagagents`) or an fsspec URL."""
 
-    def __init__(self, location: str | os.PathLike[str] = ".dagagents") -> None:
+    def __init__(
+        self, location: str | os.PathLike[str] = ".dagagents", *, create: bool = True
+    ) -> None:
+        """`create=False` (status, gc) refuses a local directory that does not exist yet
+        rather than making an empty store where a typo pointed."""
         loc = os.fspath(location)
         self.url = loc
         self.fs: _LocalFS | _FsspecFS
@@ -262,6 +266,8 @@ class Store:
             self.fs = _FsspecFS(loc)
         else:
             path = loc.removeprefix("file://")
+            if not create and not os.path.isdir(path):
+                raise StoreError(f"store '{loc}' does not exist.")
             try:
                 os.makedirs(os.path.join(path, "objects"), exist_ok=True)
                 os.makedirs(os.path.join(path, "runs"), exist_ok=True)

@@ -314,3 +314,9 @@ def test_encoding_is_canonical() -> None:
 def test_unserialisable_outputs_name_the_type(value: object, words: str) -> None:
     with pytest.raises(codec.NotSerialisable, match=words):
         codec.encode(value)
+
+
+def test_reading_commands_do_not_create_a_store(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(tmp_path / "typo", create=False)
+    assert not (tmp_path / "typo").exists()

@@ -32,7 +32,7 @@ def status(
     Without --graph the next run is judged from the run's own records and the store, assuming
     the graph is unchanged."""
     with user_errors():
-        st = Store(store)
+        st = Store(store, create=False)
         manifest = st.read_manifest(run)
         run_id = manifest["run_id"]
         state = run_state(manifest)
@@ -124,7 +124,7 @@ def gc(
 ) -> None:
     """Delete runs beyond the newest N and every object no kept run references."""
     with user_errors():
-        result = Store(store).gc(keep_runs=keep_runs)
+        result = Store(store, create=False).gc(keep_runs=keep_runs)
     console.print(
         f"removed {result.objects_removed} object(s) and {result.runs_removed} run(s), "
         f"freed {result.bytes_freed:,} bytes; kept {result.objects_kept} object(s)",
