@@ -11,6 +11,8 @@ from typing import Any
 
 import networkx as nx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from dagagents import Agent, Graph, SimulatedProvider, Store
@@ -273,6 +275,28 @@ def test_model_defined_inside_a_function_round_trips_via_annotation(tmp_path: Pa
     assert cached(result) == {"make"} and result.outputs["make"] == Local(n=3)
 
 
+def test_model_class_that_cannot_be_found_is_recomputed_not_handed_out_as_dict(
+    tmp_path: Path,
+) -> None:
+    class Hidden(BaseModel):
+        n: int
+
+    def build() -> Graph:
+        g = Graph("hidden")
+
+        def make():  # no annotation: nothing tells us the class
+            return Hidden(n=3)
+
+        g.add_step("make", make)
+        return g
+
+    build().run(store=str(tmp_path / "s"))
+    result = build().run(store=str(tmp_path / "s"))
+    warnings = [e["message"] for e in result.events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "Hidden" in warnings[0] and "recomputing" in warnings[0]
+    assert ran(result) == {"make"} and type(result.outputs["make"]) is Hidden
+
+
 def test_unserialisable_step_output_fails_naming_node_and_type(tmp_path: Path) -> None:
     g = Graph("bad")
 
@@ -383,3 +407,34 @@ def test_expanded_nodes_are_checkpointed_too(tmp_path: Path) -> None:
     first = build().run(store=store)
     assert ran(first) == {"plan", "work_a", "work_b"}
     assert cached(build().run(store=store)) == {"plan", "work_a", "work_b"}
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_edit_reruns_exactly_the_descendants(tmp_path: Path, data: st.DataObject) -> None:
+    """On random DAGs: editing one node's prompt reruns that node and its descendants."""
+    n = data.draw(st.integers(min_value=2, max_value=8), label="nodes")
+    deps = {
+        i: sorted(data.draw(st.sets(st.integers(min_value=0, max_value=i - 1), max_size=3)))
+        if i
+        else []
+        for i in range(n)
+    }
+    edited = data.draw(st.integers(min_value=0, max_value=n - 1), label="edited")
+    store = f"memory://prop-{os.getpid()}-{time.time_ns()}"
+
+    def build(edit: int | None) -> Graph:
+        g = Graph("random", simulator=SimulatedProvider(time_scale=0))
+        agent = Agent("a", model="claude-haiku-4-5", max_tokens=40)
+        for i in range(n):
+            prompt = f"Task {i}" + (" (revised)" if i == edit else "")
+            g.task(f"t{i}", agent, prompt, depends_on=[f"t{d}" for d in deps[i]])
+        return g
+
+    build(None).run(store=store)
+    result = build(edited).run(store=store)
+    expected = {f"t{edited}"} | nx.descendants(build(edited).nx, f"t{edited}")
+    assert ran(result) == expected
+    assert cached(result) == set(result.status) - expected
