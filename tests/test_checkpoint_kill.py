@@ -268,8 +268,5 @@ def test_sigkill_during_checkpoint_writes_leaves_no_partial_object(tmp_path: Pat
     trace = store.read_trace()
     hits = {e["key"] for e in trace if e["event"] == "cache_hit"}
     assert hits == at_kill
-    outputs = {
-        n: decode(store.get(v["key"]).value) for n, v in store.read_manifest()["nodes"].items()
-    }  # type: ignore[union-attr]
-    assert outputs == {f"n{i}": f"{i}:" + "x" * 40_000 for i in range(1000)}
+    assert final_outputs(store) == {f"n{i}": f"{i}:" + "x" * 40_000 for i in range(1000)}
     assert store.verify() == {}
