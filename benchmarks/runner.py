@@ -144,7 +144,7 @@ def measure(engine: str, job: Job) -> Measurement:
         run = ENGINES[engine](dag, job.concurrency, store=job.store)
         m.wall, m.cpu, m.build, m.info = run.wall, run.cpu, run.build, run.info
         m.info["load_avg_1m"] = os.getloadavg()[0]
-        if job.store is not None and job.dag in dags.ZERO_WORK:  # where per-node cost matters
+        if engine == "dagagents-ckpt" and job.store and job.dag in dags.ZERO_WORK:
             probe_dir = os.path.dirname(job.store) or "."
             m.info["fs_object_us"] = fs_object_cost_us(probe_dir, 50 if job.quick else 500)
         if run.log:  # wall = startup + first start..last end + teardown
