@@ -9,6 +9,7 @@ the run cancels what is in flight, waits for it, and writes its manifest before 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import time
 import traceback
@@ -216,6 +217,10 @@ class _Run:
         )
         self._write_manifest("running")
         await self.executor.start(self.concurrency)
+        if any(isinstance(s, AgentTask) and s.agent.output for s in self.specs.values()):
+            # Structured output uses the SDK's schema transform; importing the SDK takes about
+            # a second, which must not stall the event loop in the middle of the run.
+            await asyncio.to_thread(importlib.import_module, "anthropic")
         flusher = asyncio.create_task(self._flush_periodically())
         self._all_done = asyncio.get_running_loop().create_future()
         status = "done"
