@@ -15,11 +15,14 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from benchmarks.dags import LogEntry, durations, topological_levels
+
+if TYPE_CHECKING:
+    from dagagents import Graph
 
 clock = time.perf_counter
 
@@ -96,6 +99,17 @@ def thread_node(name: str, seconds: float, log: list[LogEntry]) -> Callable[...,
 
 
 # ---------------------------------------------------------------------------- engines
+def dagagents_graph(dag: nx.DiGraph, log: list[LogEntry]) -> Graph:
+    """The DAG as a dagagents Graph of async Steps (`fn(**deps)` gets dependency outputs)."""
+    from dagagents import Graph
+
+    dur = durations(dag)
+    graph = Graph(dag.graph["name"])
+    for name in nx.topological_sort(dag):
+        graph.add_step(name, async_node(name, dur[name], log), depends_on=list(dag.pred[name]))
+    return graph
+
+
 def run_dagagents(
     dag: nx.DiGraph,
     concurrency: int,
@@ -107,14 +121,9 @@ def run_dagagents(
     """dagagents with async Steps. `store=None`: no checkpoints. `warmup`: run once first
     (untimed) so the store holds the previous run's durations, then time a `fresh` rerun.
     `expect`: the status every node must end with ("cached" for a resume)."""
-    from dagagents import Graph
-
     log: list[LogEntry] = []
-    dur = durations(dag)
     t0 = clock()
-    graph = Graph(dag.graph["name"])
-    for name in nx.topological_sort(dag):
-        graph.add_step(name, async_node(name, dur[name], log), depends_on=list(dag.pred[name]))
+    graph = dagagents_graph(dag, log)
     build = clock() - t0
     if warmup:
         graph.run(concurrency=concurrency, store=store, fresh=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import checkpoint_overhead, compare, dags, scheduler_overhead
+from benchmarks import checkpoint_overhead, compare, dags, profile, scheduler_overhead
 from benchmarks.runner import Measurement
 
 
@@ -96,3 +96,8 @@ def test_checker_rejects_bad_logs() -> None:
         dags.check_log(dag, [("a", 0.0, 1.0), ("b", 0.5, 2.0), *good[2:]])
     with pytest.raises(dags.ScheduleError, match="at once"):
         dags.check_log(dag, good, concurrency=1)
+
+
+def test_profile_helper_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert profile.main(["chain10k", "--quick", "--mode", "resume", "--top", "3"]) == 0
+    assert "dagagents" in capsys.readouterr().out
