@@ -142,7 +142,7 @@ def _memoized(memo: dict[int, Any] | None, obj: object, compute: Callable[[], An
 
 
 def _code_identity(fn: Callable[..., Any]) -> object:
-    target = inspect.unwrap(fn)
+    target = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
     return getattr(target, "__code__", target)
 
 
@@ -176,7 +176,7 @@ def render_prompt(task: AgentTask, inputs: dict[str, str]) -> str:
     return text
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=65536)
 def step_params(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
     """Named parameters of a step function (cached: 10,000 nodes may share one function)."""
     return tuple(
@@ -186,7 +186,7 @@ def step_params(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
     )
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=65536)
 def is_coroutine_fn(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - async callable objects

@@ -464,15 +464,13 @@ class _Run:
         meta: dict[str, Any],
     ) -> Any:
         prompt = render_prompt(spec, {k: codec.as_text(v) for k, v in inputs.items()})
-        ctx = CallContext(
-            provider=self.provider,
-            node=spec.name,
-            emit=self.emit,
-            limiter=self.limiter,
-            retry=self.retry,
-            pricing=self.pricing,
-            **self.call_options,
-        )
+        fields: dict[str, Any] = {
+            "limiter": self.limiter,
+            "retry": self.retry,
+            "pricing": self.pricing,
+            **self.call_options,  # explicit CallContext fields win
+        }
+        ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit, **fields)
         try:
             result = await self.executor.run_agent(spec, prompt, ctx)
         except Exception as exc:
