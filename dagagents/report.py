@@ -16,7 +16,6 @@ from pathlib import Path
 from dagagents.errors import UserError
 from dagagents.render import diagram_from_run, svg_inline, to_mermaid
 from dagagents.summary import RunData, Summary, summarize
-from dagagents.timeline import timeline_png_bytes
 
 MAX_NODE_ROWS = 500
 MAX_DIAGRAM_NODES = 400
@@ -137,6 +136,8 @@ def _diagram(run: RunData) -> str:
 
 
 def _timeline(run: RunData, compare_with: RunData | None) -> str:
+    from dagagents.timeline import timeline_png_bytes  # matplotlib: import only when drawing
+
     png = base64.b64encode(timeline_png_bytes(run, compare_with, dpi=100)).decode()
     alt = f"timeline of run {run.run_id}: one bar per node in start order"
     return f'<img class="timeline" alt="{html.escape(alt)}" src="data:image/png;base64,{png}">'
