@@ -355,6 +355,19 @@ class _Invocation:
                     },
                 ]
 
+    def result(self, output: Any) -> AgentResult:
+        return AgentResult(
+            output=output,
+            usage=self.usage,
+            model=self.model,
+            calls=self.calls,
+            simulated=self.simulated,
+            responses=self.responses,
+            cost_usd=self.cost,
+            retries=self.retries,
+            tool_calls=self.tool_calls,
+        )
+
     async def _answer_use(self, use: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
         if use.get("name") == self.output_name:
             return {
@@ -414,18 +427,13 @@ def _tool_content(result: Any) -> str | list[dict[str, Any]]:
 async def invoke_agent(agent: Agent, prompt: str, ctx: CallContext) -> AgentResult:
     """Ask `agent` to answer `prompt`, running tools as asked. Output: text or the output model."""
     inv = _Invocation(agent, ctx)
-    output = await inv.run(prompt)
-    return AgentResult(
-        output=output,
-        usage=inv.usage,
-        model=inv.model,
-        calls=inv.calls,
-        simulated=inv.simulated,
-        responses=inv.responses,
-        cost_usd=inv.cost,
-        retries=inv.retries,
-        tool_calls=inv.tool_calls,
-    )
+    try:
+        output = await inv.run(prompt)
+    except Exception as exc:
+        # Calls made before a failure were paid for; the runtime reads `exc.spent`.
+        exc.spent = inv.result(None)  # type: ignore[attr-defined]
+        raise
+    return inv.result(output)
 
 
 __all__: Sequence[str] = ["AgentResult", "CallContext", "invoke_agent", "output_schema"]
