@@ -11,7 +11,6 @@ concurrency. Each node body appends `(name, start, end)` to a shared log, which
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -140,28 +139,29 @@ def run_dagagents(
     return sw.result(build, log, {"internal_wall": result.wall, "run_id": result.run_id})
 
 
+def _need_store(store: str | None, engine: str) -> str:
+    """Checkpointing engines write where the caller says (and the caller cleans up)."""
+    if store is None:
+        raise ValueError(f"{engine} needs a store directory")
+    return store
+
+
 def run_dagagents_ckpt(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
-    """dagagents writing a checkpoint per node into an empty store (a temp dir by default)."""
-    path = store or tempfile.mkdtemp(prefix="dagagents-bench-")
-    run = run_dagagents(dag, concurrency, store=path, fresh=True)
-    run.info["store"] = path
-    return run
+    """dagagents writing a checkpoint per node into an empty store."""
+    return run_dagagents(dag, concurrency, store=_need_store(store, "dagagents-ckpt"), fresh=True)
 
 
 def run_dagagents_history(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
     """dagagents with checkpoints after one earlier run: durations are known from the store's
     last manifest, so priorities are true critical paths; `fresh` recomputes every node."""
-    path = store or tempfile.mkdtemp(prefix="dagagents-bench-")
-    run = run_dagagents(dag, concurrency, store=path, fresh=True, warmup=True)
-    run.info["store"] = path
-    return run
+    path = _need_store(store, "dagagents-history")
+    return run_dagagents(dag, concurrency, store=path, fresh=True, warmup=True)
 
 
 def run_dagagents_resume(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
     """dagagents rerunning a graph whose every node is already in `store`: nothing may run."""
-    if store is None:
-        raise ValueError("dagagents-resume needs the store of an earlier dagagents-ckpt run")
-    return run_dagagents(dag, concurrency, store=store, expect="cached")
+    path = _need_store(store, "dagagents-resume (the store of an earlier dagagents-ckpt run)")
+    return run_dagagents(dag, concurrency, store=path, expect="cached")
 
 
 def run_gather(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:

@@ -27,14 +27,15 @@ def profile(dag_name: str, mode: str, quick: bool = False) -> pstats.Stats:
     """Profile one dagagents run of a suite DAG; returns the stats."""
     warm_up("dagagents-ckpt")
     dag = dags.build(dag_name, quick=quick)
-    store = tempfile.mkdtemp(prefix="dagagents-profile-") if mode != "plain" else None
-    if mode == "resume":
-        dagagents_graph(dag, []).run(concurrency=ZERO_WORK_CONCURRENCY, store=store, fresh=True)
-    graph = dagagents_graph(dag, [])
     profiler = cProfile.Profile()
-    profiler.enable()
-    result = graph.run(concurrency=ZERO_WORK_CONCURRENCY, store=store, fresh=mode == "ckpt")
-    profiler.disable()
+    with tempfile.TemporaryDirectory(prefix="dagagents-profile-") as tmp:
+        store = tmp if mode != "plain" else None
+        if mode == "resume":
+            dagagents_graph(dag, []).run(concurrency=ZERO_WORK_CONCURRENCY, store=store, fresh=True)
+        graph = dagagents_graph(dag, [])
+        profiler.enable()
+        result = graph.run(concurrency=ZERO_WORK_CONCURRENCY, store=store, fresh=mode == "ckpt")
+        profiler.disable()
     expected = {"cached"} if mode == "resume" else {"done"}
     if set(result.status.values()) != expected:
         raise SystemExit(f"unexpected statuses {set(result.status.values())}")
