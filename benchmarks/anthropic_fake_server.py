@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each; the best counts")
     args = parser.parse_args(argv)
     ideal = math.ceil(args.nodes / args.concurrency) * args.latency
     proc, url = start_server(args.latency)

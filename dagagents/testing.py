@@ -394,10 +394,15 @@ class FakeAnthropic:
         model: str | None = None,
         pattern: str | None = None,
         when: Callable[[Json], bool] | None = None,
+        mid_stream: bool = False,
     ) -> Fault:
-        """Answer the next `times` matching requests (None: all) with an HTTP error."""
+        """Answer the next `times` matching requests (None: all) with an HTTP error.
+
+        `mid_stream=True` applies to streaming requests only: the response starts (200) and an
+        SSE `error` event carries the error, as the API does when it overloads mid-answer.
+        """
         fault = Fault(
-            "status",
+            "status_mid_stream" if mid_stream else "status",
             _Match(model, re.compile(pattern) if pattern else None, when),
             status=status,
             times=times,
@@ -656,8 +661,8 @@ class FakeAnthropic:
             latency = self.latency(body) if callable(self.latency) else self.latency
         extra = self._limit_headers()
         if body.get("stream"):
-            mid_drop = fault is not None and fault.kind == "drop_mid_stream"
-            return await self._send_stream(writer, record, message, latency, extra, mid_drop)
+            mid = fault if fault is not None and fault.kind.endswith("mid_stream") else None
+            return await self._send_stream(writer, record, message, latency, extra, mid)
         if latency > 0:
             await asyncio.sleep(latency)
         return await self._send_json(writer, record, 200, message, extra)
@@ -665,6 +670,8 @@ class FakeAnthropic:
     def _take_fault(self, body: Json) -> Fault | None:
         for fault in self.faults:
             if fault.times is not None and fault.used >= fault.times:
+                continue
+            if fault.kind.endswith("mid_stream") and not body.get("stream"):
                 continue
             if not fault.match(body):
                 continue
@@ -787,7 +794,7 @@ class FakeAnthropic:
         message: Json,
         latency: float,
         headers: dict[str, str],
-        drop_mid_stream: bool,
+        fault: Fault | None,
     ) -> bool:
         head = {
             "content-type": "text/event-stream; charset=utf-8",
@@ -802,19 +809,35 @@ class FakeAnthropic:
         if latency > 0:
             await asyncio.sleep(latency)
         for i, (event, data) in enumerate(_sse_events(message)):
-            if drop_mid_stream and i == 3:
-                record.outcome, record.status = "dropped", 0
-                writer.transport.abort()
-                return False
+            if fault is not None and i == 3:
+                if fault.kind == "drop_mid_stream":
+                    record.outcome, record.status = "dropped", 0
+                    writer.transport.abort()
+                    return False
+                event, data = "error", _error_body(fault)
+                record.status, record.outcome = fault.status, "error"
             chunk = f"event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
             writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             await writer.drain()
+            if event == "error":
+                break
             if self.stream_delay > 0:
                 await asyncio.sleep(self.stream_delay)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
-        record.outcome = "ok"
+        if record.outcome == "pending":
+            record.outcome = "ok"
         return True
+
+
+def _error_body(fault: Fault) -> Json:
+    error: Json = {
+        "type": fault.error_type or _ERROR_TYPES.get(fault.status, "api_error"),
+        "message": fault.message or _DEFAULT_MESSAGES.get(fault.status, f"error {fault.status}"),
+    }
+    if fault.error_code:
+        error["details"] = {"error_code": fault.error_code}
+    return {"type": "error", "error": error, "request_id": _new_id("req")}
 
 
 def _sse_events(message: Json) -> Iterator[tuple[str, Json]]:

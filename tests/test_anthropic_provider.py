@@ -142,6 +142,22 @@ async def test_stream_dropped_mid_way_is_retryable(fake_anthropic: FakeAnthropic
     assert info.value.retryable
 
 
+async def test_error_event_mid_stream_keeps_its_meaning(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.fail(529, mid_stream=True)
+    fake_anthropic.fail(400, mid_stream=True, message="bad block")
+    provider = provider_for(fake_anthropic, stream=True)
+    errors = []
+    for _ in range(2):
+        with pytest.raises(ProviderError) as info:
+            await provider.complete(req("a long enough prompt to stream in pieces"))
+        errors.append(info.value)
+    ok = await provider.complete(req())
+    await provider.aclose()
+    assert [(e.status, e.retryable) for e in errors] == [(529, True), (400, False)]
+    assert "bad block" in str(errors[1]) and ok.text
+    assert [r.status for r in fake_anthropic.requests] == [529, 400, 200]
+
+
 async def test_large_max_tokens_streams_automatically(fake_anthropic: FakeAnthropic) -> None:
     provider = provider_for(fake_anthropic)
     await provider.complete(req(max_tokens=64_000))

@@ -30,6 +30,18 @@ from dagagents.providers.base import Request, Response, Usage
 _STREAM_ABOVE_MAX_TOKENS = 21_000
 _KEEP_HEADERS = ("request-id", "retry-after", "retry-after-ms", "x-should-retry")
 _SPEND_CODES = {"enforced_spend_limit_reached", "contract_spend_limit_reached"}
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 _SPEND_WORDS = ("spend limit", "usage limit", "credit balance", "billing")
 
 
@@ -215,6 +227,15 @@ class AnthropicProvider:
     def base_url(self) -> str:
         return str(self._pool.clients[0].base_url)
 
+    def settings(self) -> dict[str, Any]:
+        """What another process needs to rebuild this provider: never the key or headers."""
+        return {
+            "base_url": self._options["base_url"],
+            "timeout": self.timeout,
+            "stream": self.stream,
+            "pool_shards": self.pool_shards,
+        }
+
     def __repr__(self) -> str:  # never show the key
         return f"AnthropicProvider(base_url={self.base_url!r})"
 
@@ -311,6 +332,8 @@ class AnthropicProvider:
 
     def _status_error(self, e: anthropic.APIStatusError, request: Request) -> AnthropicAPIError:
         status = e.status_code
+        if status < 400:  # an SSE `error` event after a 200: the error type tells what it was
+            status = _STATUS_OF_TYPE.get(e.type or "", 500)
         headers = kept_headers(e.response.headers)
         api_message = e.api_message or (e.body if isinstance(e.body, str) else None) or ""
         error_type = e.type or f"http_{status}"
