@@ -133,3 +133,31 @@ def test_rpm_120_token_bucket_150_calls_without_a_single_429(
     assert fake_anthropic.statuses() == {200: 150}
     # 120 at once, then 30 more at 2/s: the limit allows it in 15 s (one token of headroom: 15.5).
     assert 14.5 <= wall <= 19.0, wall
+
+
+def test_per_agent_attempts_and_timeout(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.fail(500, times=None, pattern="^flaky")
+    fake_anthropic.slow(3.0, pattern="^slow")
+    g = Graph("overrides")
+    g.task("flaky", Agent("f", retries=2), "flaky call")
+    g.task("slow", Agent("s", timeout=0.5), "slow call")
+    result = run_graph(g, provider=provider_for(fake_anthropic))
+    assert result.status == {"flaky": "failed", "slow": "done"}
+    assert "gave up after 2 attempts" in result.errors["flaky"]
+    assert sum(1 for r in fake_anthropic.requests if r.status == 500) == 2
+    (timeout,) = [e for e in events(result, "retry") if e["node"] == "slow"]
+    assert timeout["kind"] == "timeout"
+
+
+def test_spend_limit_fails_at_once_with_the_api_message(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.fail(
+        429,
+        times=None,
+        retry_after=1,
+        error_code="enforced_spend_limit_reached",
+        message="Your organization has reached its monthly usage threshold.",
+    )
+    result = run_graph(fan(1), provider=provider_for(fake_anthropic))
+    assert result.status == {"n0": "failed"}
+    assert "monthly usage threshold" in result.errors["n0"]
+    assert len(fake_anthropic.requests) == 1 and not events(result, "retry")
