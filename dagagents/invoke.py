@@ -172,14 +172,15 @@ class _Invocation:
         if self.mode == "native":
             schema = output_schema(agent.output)  # type: ignore[arg-type]
         elif self.mode == "tool":
-            tools.append(
-                {
-                    "name": self.output_name,
-                    "description": "Give your final answer. Call this once, with the complete "
-                    "answer, when you are done.",
-                    "input_schema": output_schema(agent.output),  # type: ignore[arg-type]
-                }
-            )
+            answer: dict[str, Any] = {
+                "name": self.output_name,
+                "description": "Give your final answer. Call this once, with the complete "
+                "answer, when you are done.",
+                "input_schema": output_schema(agent.output),  # type: ignore[arg-type]
+            }
+            if self.price is not None and self.price.structured_outputs:
+                answer["strict"] = True  # grammar-constrained where the model supports it
+            tools.append(answer)
             tool_choice = (
                 {"type": "tool", "name": self.output_name} if len(tools) == 1 else {"type": "any"}
             )

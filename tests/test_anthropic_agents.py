@@ -183,3 +183,31 @@ def test_long_shared_system_prompt_is_cached_and_priced_as_cache_reads(
     assert first.usage.cache_creation_input_tokens > 0
     assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
     assert second.cost_usd < first.cost_usd / 5  # reads at $0.30 vs writes at $3.75 per MTok
+
+
+def test_forced_tool_mode_is_strict_where_the_model_supports_it(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    g = Graph("strict")
+    g.task("plan", Agent("planner", model="claude-sonnet-4-6", output=Plan), "Plan.")
+    result = run_graph(
+        g, provider=provider_for(fake_anthropic), call_options={"structured_output": "tool"}
+    )
+    assert isinstance(result.outputs["plan"], Plan)
+    (tool,) = (fake_anthropic.requests[0].body or {})["tools"]
+    assert tool["strict"] is True and tool["name"] == "final_answer"
+
+
+def test_tools_and_structured_output_together(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.reply(tool_call("add", {"a": 40, "b": 2}), when=first_turn)
+    fake_anthropic.reply(
+        lambda r: json_reply(
+            {"title": "sum", "steps": [str(tool_results(r)[0]["content"])], "risk": 0}
+        )
+    )
+    g = Graph("both")
+    g.task("plan", Agent("planner", tools=[add], output=Plan), "Add 40 and 2, then plan.")
+    result = run_graph(g, provider=provider_for(fake_anthropic))
+    assert result.outputs["plan"] == Plan(title="sum", steps=["42"], risk=0)
+    first = fake_anthropic.requests[0].body or {}
+    assert first["tools"][0]["name"] == "add" and "output_config" in first
