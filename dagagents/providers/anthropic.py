@@ -159,7 +159,16 @@ class AnthropicProvider:
         client: anthropic.AsyncAnthropic | None = None,
         pool_shards: int = 8,
     ) -> None:
-        self._secret = api_key or os.environ.get("ANTHROPIC_API_KEY") or ""
+        # Scrubbed from any message we build (they come from the API, but be sure).
+        self._secrets = tuple(
+            v
+            for v in (
+                api_key,
+                os.environ.get("ANTHROPIC_API_KEY"),
+                os.environ.get("ANTHROPIC_AUTH_TOKEN"),
+            )
+            if v and len(v) >= 8
+        )
         self.timeout = timeout
         self.stream = stream
         self._options: dict[str, Any] = {
@@ -328,7 +337,9 @@ class AnthropicProvider:
         return _to_response(data, headers)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _status_error(self, e: anthropic.APIStatusError, request: Request) -> AnthropicAPIError:
         status = e.status_code
