@@ -6,7 +6,8 @@ On 10,000 zero-work async Steps (wide and chain): per-node wall with a checkpoin
 every node into an empty store (target <= 300 us), the same without checkpoints (so the
 checkpoint's own share is the difference), and the wall time of rerunning the graph in a new
 process against the filled store, where every node must come back "cached" and none may run
-(target <= 1 s). Each run is one fresh process.
+(target <= 1 s). Each run is one fresh process. Stores live under $TMPDIR: run with
+TMPDIR=/dev/shm to see dagagents' own cost without the disk's.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ def checkpoint_share(results: list[Measurement]) -> list[str]:
         on = find(results, "dagagents-ckpt", d, ZERO_WORK_CONCURRENCY)
         off = find(results, "dagagents", d, ZERO_WORK_CONCURRENCY)
         if on and off and on.ok and off.ok and on.per_node_us and off.per_node_us:
+            disk = on.info.get("fs_object_us")
             lines.append(
                 f"{d}: {on.per_node_us:.1f} us/node with checkpoints, {off.per_node_us:.1f} "
                 f"without: checkpointing costs {on.per_node_us - off.per_node_us:.1f} us/node"
+                + (f" (the filesystem alone: {disk:.1f} us per object)" if disk else "")
             )
     return lines
 

@@ -8,6 +8,7 @@ reported with `ok: false` and its time must not be used.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -100,16 +101,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fs_object_cost_us(directory: str, n: int = 300) -> float:
-    """Microseconds to create one small file and rename it into place in `directory`: what
-    the disk alone charges per checkpoint object, to tell dagagents' cost from the disk's."""
+def fs_object_cost_us(directory: str, n: int = 1000) -> float:
+    """Microseconds the filesystem alone charges per checkpoint-like object in `directory`:
+    a temp file created and renamed into one of 256 prefix directories, as the store lays
+    objects out (on ext4 this is mostly kernel time and varies with other I/O)."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="fs-probe-") as tmp:
         started = time.perf_counter()
         for i in range(n):
-            path = os.path.join(tmp, f"{i}.tmp")
+            key = hashlib.sha256(b"%d" % i).hexdigest()
+            shard = os.path.join(tmp, key[:2])
+            os.makedirs(shard, exist_ok=True)
+            path = os.path.join(shard, f".tmp-{key[2:10]}")
             with open(path, "wb") as fh:
-                fh.write(b"x" * 200)
-            os.replace(path, os.path.join(tmp, str(i)))
+                fh.write(b"x" * 300)
+            os.replace(path, os.path.join(shard, key[2:]))
         return (time.perf_counter() - started) / n * 1e6
 
 
@@ -146,7 +151,7 @@ def measure(engine: str, job: Job) -> Measurement:
         m.info["load_avg_1m"] = os.getloadavg()[0]
         if engine == "dagagents-ckpt" and job.store and job.dag in dags.ZERO_WORK:
             probe_dir = os.path.dirname(job.store) or "."
-            m.info["fs_object_us"] = fs_object_cost_us(probe_dir, 50 if job.quick else 500)
+            m.info["fs_object_us"] = fs_object_cost_us(probe_dir, 50 if job.quick else 1000)
         if run.log:  # wall = startup + first start..last end + teardown
             m.info["startup"] = min(start for _, start, _ in run.log) - run.started
             m.info["teardown"] = run.started + run.wall - max(end for _, _, end in run.log)
