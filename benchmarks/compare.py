@@ -182,6 +182,11 @@ def markdown(report: dict[str, Any], results: list[Measurement], verdicts: list[
     zero_engines = [e for e in report["engines"] if e != "dagagents-history"]
     lines += [
         "",
+        "compare.json also holds, per run: CPU time, startup (call to first node), build time "
+        "(engine graph construction, not in wall), peak RSS, and the ideal recomputed with the "
+        "durations the nodes really took (timers overshoot a little), to tell scheduling from "
+        "sleep inaccuracy.",
+        "",
         f"**Zero-work DAGs** (c={ZERO_WORK_CONCURRENCY}) — per-node overhead (wall / nodes; "
         "process CPU time / nodes in brackets), peak RSS of the whole process:",
         "",

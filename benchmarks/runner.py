@@ -148,6 +148,7 @@ def measure(engine: str, job: Job) -> Measurement:
     try:
         run = ENGINES[engine](dag, job.concurrency, store=job.store)
         m.wall, m.cpu, m.build, m.info = run.wall, run.cpu, run.build, run.info
+        m.rss_peak_mb = peak_rss_mb()
         m.info["load_avg_1m"] = os.getloadavg()[0]
         if engine == "dagagents-ckpt" and job.store and job.dag in dags.ZERO_WORK:
             probe_dir = os.path.dirname(job.store) or "."
@@ -155,12 +156,14 @@ def measure(engine: str, job: Job) -> Measurement:
         if run.log:  # wall = startup + first start..last end + teardown
             m.info["startup"] = min(start for _, start, _ in run.log) - run.started
             m.info["teardown"] = run.started + run.wall - max(end for _, _, end in run.log)
-        m.rss_peak_mb = peak_rss_mb()
         if engine == "dagagents-resume":
             if run.log:
                 raise dags.ScheduleError(f"{len(run.log)} node(s) ran again on a cached resume")
         else:
             dags.check_log(dag, run.log, job.concurrency)
+            if m.ideal:  # the ideal again, with the durations the nodes really took
+                took = {name: end - start for name, start, end in run.log}
+                m.info["ideal_measured_durations"] = dags.ideal_makespan(dag, took, job.concurrency)
         m.ok = True
     except Exception as exc:
         m.error = f"{type(exc).__name__}: {exc}"
