@@ -330,6 +330,8 @@ class Slot:
         "acquired",
         "waited",
         "cost_usd",
+        "in_bucket",
+        "out_bucket",
     )
 
     def __init__(self, limiter: Limiter, request: Request, node: str | None, emit: Emit) -> None:
@@ -349,6 +351,8 @@ class Slot:
         self.acquired = False
         self.waited = 0.0
         self.cost_usd = 0.0
+        self.in_bucket: TokenBucket | None = None
+        self.out_bucket: TokenBucket | None = None
 
     async def __aenter__(self) -> Slot:
         lim, m = self.limiter, self.model
@@ -364,13 +368,18 @@ class Slot:
                 await asyncio.sleep(pause)
             self.epoch = await m.concurrency.acquire()
             self.acquired = True
-            for name, bucket, n in (
-                ("rpm", m.requests, 1),
-                ("itpm", m.input, self.est_input),
-                ("otpm", m.output, self.out_reserved),
-            ):
-                if bucket is not None and await bucket.take(n) > 0.001:
-                    reason = name
+            if m.requests is not None and await m.requests.take(1) > 0.001:
+                reason = "rpm"
+            if m.input is not None:
+                bucket, self.in_bucket = m.input, None
+                waited = await bucket.take(self.est_input)
+                self.in_bucket = bucket  # reserved: reconciled or refunded later
+                reason = "itpm" if waited > 0.001 else reason
+            if m.output is not None:
+                bucket, self.out_bucket = m.output, None
+                waited = await bucket.take(self.out_reserved)
+                self.out_bucket = bucket
+                reason = "otpm" if waited > 0.001 else reason
         except BaseException:
             self._release(refund=True)
             raise
@@ -402,10 +411,14 @@ class Slot:
         if self.settled:
             return self.cost_usd
         m, usage = self.model, response.usage
-        if m.input is not None:
-            m.input.give(self.est_input - (usage.input_tokens + usage.cache_creation_input_tokens))
-        if m.output is not None:
-            m.output.give(self.out_reserved - usage.output_tokens)
+        # Reconcile only the buckets this call reserved from (headers may add buckets mid-call).
+        if self.in_bucket is not None:
+            used_in = usage.input_tokens + usage.cache_creation_input_tokens  # reads are free
+            self.in_bucket.give(self.est_input - used_in)
+            self.in_bucket = None
+        if self.out_bucket is not None:
+            self.out_bucket.give(self.out_reserved - usage.output_tokens)
+            self.out_bucket = None
         if self.cache_key and (usage.cache_creation_input_tokens or usage.cache_read_input_tokens):
             m.cached[self.cache_key] = time.monotonic() + _CACHE_TTL
         if response.headers:
@@ -442,19 +455,18 @@ class Slot:
         if self.settled:
             return
         self.settled = True
-        m = self.model
         if refund:
             # The call produced nothing billable we know of: give back token reservations
             # (not the request token; the server may have counted the attempt).
-            if m.input is not None:
-                m.input.give(self.est_input)
-            if m.output is not None:
-                m.output.give(self.out_reserved)
+            if self.in_bucket is not None:
+                self.in_bucket.give(self.est_input)
+            if self.out_bucket is not None:
+                self.out_bucket.give(self.out_reserved)
             self.limiter.budget.settle(self.cost_reserved, 0.0)
             self.cost_reserved = 0.0
         if self.acquired:
             self.acquired = False
-            m.concurrency.release()
+            self.model.concurrency.release()
 
 
 class Limiter:

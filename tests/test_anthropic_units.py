@@ -88,6 +88,22 @@ async def test_a_failed_call_gives_its_token_reservations_back() -> None:
     assert m.output.level == pytest.approx(out0, abs=5)
 
 
+async def test_a_call_cancelled_while_queued_gives_back_only_what_it_took() -> None:
+    limiter = Limiter(RateLimits(rpm=60, itpm=100_000))
+    m = limiter.for_model(MODEL)
+    assert m.requests is not None and m.input is not None
+    m.requests.level = 0.0  # the next call must wait ~1 s for a request token
+    m.input.level = in0 = 50_000.0
+    waiter = asyncio.ensure_future(limiter.slot(request("x" * 40_000)).__aenter__())
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    m.input.give(0)  # refill to now
+    assert m.input.level == pytest.approx(in0, abs=300)  # no credit for ~10k tokens never taken
+    assert m.concurrency.in_flight == 0
+
+
 def test_estimate_counts_system_tools_and_messages() -> None:
     small, _ = estimate_input_tokens(request("hello"))
     req = Request(
