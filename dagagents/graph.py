@@ -6,6 +6,7 @@ reports the first problem as one sentence naming the node (and, for files, the f
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib.util
@@ -301,10 +302,8 @@ def load_graph(target: str) -> Graph:
             f"{path}: loading the graph raised {type(exc).__name__}: {exc}".rstrip(".") + "."
         ) from None
     finally:
-        try:
+        with contextlib.suppress(ValueError):
             sys.path.remove(str(path.parent.resolve()))
-        except ValueError:
-            pass
     obj = getattr(module, attr, None)
     if callable(obj) and not isinstance(obj, Graph):
         obj = obj()

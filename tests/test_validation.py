@@ -33,7 +33,9 @@ def test_unknown_dependency_suggests_a_name() -> None:
     g = Graph("g")
     g.task("size", A, "x")
     g.task("summary", A, "Summarise", depends_on=["siz"])
-    with pytest.raises(GraphError, match=r"node 'summary' depends on unknown node 'siz' \(did you mean 'size'\?\)"):
+    with pytest.raises(
+        GraphError, match=r"node 'summary' depends on unknown node 'siz' \(did you mean 'size'\?\)"
+    ):
         g.validate()
 
 
@@ -41,7 +43,9 @@ def test_placeholder_must_be_a_dependency() -> None:
     g = Graph("g")
     g.task("size", A, "x")
     g.task("summary", A, "Summarise {size} and {growth}", depends_on=["size"])
-    with pytest.raises(GraphError, match=r"placeholder '\{growth\}' is not one of its dependencies"):
+    with pytest.raises(
+        GraphError, match=r"placeholder '\{growth\}' is not one of its dependencies"
+    ):
         g.validate()
 
 
@@ -66,7 +70,10 @@ def test_step_parameter_must_name_a_node() -> None:
     def word_count(summry: str) -> int:
         return len(summry.split())
 
-    with pytest.raises(GraphError, match=r"step 'word_count' parameter 'summry' names no node \(did you mean 'summary'\?\)"):
+    with pytest.raises(
+        GraphError,
+        match=r"step 'word_count' parameter 'summry' names no node \(did you mean 'summary'\?\)",
+    ):
         g.validate()
 
 
@@ -99,7 +106,9 @@ def test_nothing_runs_when_invalid() -> None:
 def test_cli_exits_2_with_one_sentence(tmp_path: Path, body: str, expected: str) -> None:
     path = tmp_path / "bad.py"
     path.write_text(
-        "from dagagents import Agent, Graph\nA = Agent('a')\ng = Graph('bad')\n" + body + "\ngraph = g\n"
+        "from dagagents import Agent, Graph\nA = Agent('a')\ng = Graph('bad')\n"
+        + body
+        + "\ngraph = g\n"
     )
     proc = subprocess.run(
         dagagents_cmd("run", str(path)), capture_output=True, text=True, env=cli_env(), timeout=60
@@ -120,6 +129,10 @@ def test_cli_missing_file_and_attr(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "graph file 'nope.py' does not exist" in proc.stderr
     (tmp_path / "g.py").write_text("x = 1\n")
     proc = subprocess.run(
-        dagagents_cmd("run", "g.py:pipeline"), capture_output=True, text=True, env=cli_env(), timeout=60
+        dagagents_cmd("run", "g.py:pipeline"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
     )
     assert proc.returncode == 2 and "no Graph named 'pipeline'" in proc.stderr
