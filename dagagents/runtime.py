@@ -154,7 +154,6 @@ class _Run:
         self.pricing = limiter.pricing
         self.run_id = Store.new_run_id()
         sinks: list[IO[bytes]] = []
-        self._trace_files: list[str] = []
         if store is not None:
             sinks.append(store.open_trace(self.run_id))  # closed by the tracer
         if trace is not None:
@@ -186,24 +185,21 @@ class _Run:
         )
 
     # ------------------------------------------------------------ estimation
-    def _estimated_durations(self) -> dict[str, float]:
-        """Earlier runs' durations for this graph's nodes, else an estimate from token budgets."""
-        history: dict[str, float] = {}
-        if self.store is not None:
-            history = previous_durations(self.store, self.graph.name)
-        estimates: dict[str, float] = {}
-        for name, spec in self.specs.items():
-            if name in history:
-                estimates[name] = history[name]
-            elif isinstance(spec, AgentTask):
-                estimates[name] = 0.5 + min(spec.agent.max_tokens, 600) / 80.0
-            else:
-                estimates[name] = 0.001
-        return estimates
+    def _estimate(self, name: str, spec: NodeSpec) -> float:
+        """A node's expected duration for prioritising: its last run's, else a guess from its
+        token budget (time to first token + output at a typical speed); steps are cheap."""
+        if name in self._history:
+            return self._history[name]
+        if isinstance(spec, AgentTask):
+            return 0.5 + min(spec.agent.max_tokens, 600) / 80.0
+        return 0.001
 
     # ------------------------------------------------------------------ loop
     async def execute(self) -> RunResult:
-        self._durations = self._estimated_durations()
+        self._history = (
+            previous_durations(self.store, self.graph.name) if self.store is not None else {}
+        )
+        self._durations = {name: self._estimate(name, spec) for name, spec in self.specs.items()}
         priority = remaining_path_lengths(self.graph.nx, self._durations.__getitem__)
         self.sorter = EagerSorter(self.graph.nx, priority)
         self.emit(
@@ -552,11 +548,7 @@ class _Run:
                 )
                 self.records[dst].depends_on = self.specs[dst].depends_on
         for spec_name, spec in new.items():
-            self._durations[spec_name] = (
-                0.5 + min(spec.agent.max_tokens, 600) / 80.0
-                if isinstance(spec, AgentTask)
-                else 0.001
-            )
+            self._durations[spec_name] = self._estimate(spec_name, spec)
         priority = remaining_path_lengths(self.graph.nx, self._durations.__getitem__)
         edges = [(d, s.name) for s in new.values() for d in s.depends_on] + list(expansion.edges)
         self.sorter.add(new, edges, {n: priority[n] for n in priority})
