@@ -3,4 +3,13 @@
 from dagagents.executors.base import Executor
 from dagagents.executors.local import LocalExecutor
 
-__all__ = ["Executor", "LocalExecutor"]
+__all__ = ["DaskExecutor", "Executor", "LocalExecutor"]
+
+
+def __getattr__(name: str) -> object:
+    """`DaskExecutor` is imported on first use: the local executor needs no Dask."""
+    if name == "DaskExecutor":
+        from dagagents.executors.dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module 'dagagents.executors' has no attribute {name!r}")

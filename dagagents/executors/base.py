@@ -6,6 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from dagagents.invoke import AgentResult, CallContext
 from dagagents.nodes import AgentTask, Step
+from dagagents.store import Store
 
 
 @runtime_checkable
@@ -26,3 +27,21 @@ class Executor(Protocol):
 
     async def close(self) -> None:
         """Release resources; must not wait for abandoned (timed-out) work."""
+
+
+class RemoteExecutor(Protocol):
+    """Optional hooks the runtime looks up with `getattr` (the Dask executor has both).
+
+    `prepare` runs before anything is written or started: it may refuse the run (a store the
+    executor's workers cannot reach) with a UserError. `run_step_stored` runs a Step where it
+    executes and checkpoints its output from there, so the result lands in the store even if
+    the driver never receives it; the runtime then skips its own write.
+    """
+
+    async def prepare(self, store: Store | None, concurrency: int) -> None: ...
+
+    async def run_step_stored(
+        self, spec: Step, kwargs: dict[str, Any], store: Store, key: str, meta: dict[str, Any]
+    ) -> tuple[Any, str]:
+        """Return the step's value and the digest of its stored output."""
+        ...
