@@ -23,19 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import distributed
 import fsspec
 import pytest
 from conftest import cli_env, dagagents_cmd
 from fsspec.implementations.memory import MemoryFileSystem
+from typer.testing import CliRunner
 
 from dagagents import Agent, Graph, SimulatedProvider, StoreError, UserError
+from dagagents.cli import app
+from dagagents.cli import commands as _commands  # noqa: F401 - registers `run`
 from dagagents.executors.dask import DaskExecutor, refuse_secrets
 from dagagents.providers.anthropic import AnthropicProvider
 from dagagents.providers.base import Request
 from dagagents.store import Store
 from dagagents.testing import FakeAnthropic
-
-distributed = pytest.importorskip("distributed")
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -428,6 +430,8 @@ def test_cli_runs_on_a_scheduler_address_and_refuses_bad_options(
     assert manifest["executor"] == "dask"
     assert {n["status"] for n in manifest["nodes"].values()} == {"done"}
 
+    # Bad combinations: exit 2 with one sentence, checked in-process (no cluster is started).
+    runner = CliRunner()
     for args, words in [
         (["--executor", "dask"], "--executor dask needs --scheduler-address"),
         (["--dask-workers", "2"], "--dask-workers needs --executor dask"),
@@ -441,11 +445,12 @@ def test_cli_runs_on_a_scheduler_address_and_refuses_bad_options(
         ),
         (["--executor", "spark"], "unknown executor 'spark'"),
     ]:
-        bad = cli(*args)
-        assert bad.returncode == 2, (args, bad.stderr)
-        assert words in bad.stderr
-        assert "Traceback" not in bad.stderr
-        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        bad = runner.invoke(app, ["run", str(path), "--quiet", *args])
+        assert bad.exit_code == 2, (args, bad.output)
+        message = " ".join(bad.stderr.split())
+        assert words in message, message
+        assert message.startswith("error: ") and message.count("error:") == 1
+        assert bad.exception is None or isinstance(bad.exception, SystemExit)
 
 
 @pytest.mark.slow
@@ -561,3 +566,45 @@ def test_anthropic_requests_run_on_workers_with_their_own_key(
         assert all(r.usage.output_tokens > 0 for r in result.records.values())
     finally:
         api.stop()
+
+
+# ------------------------------------------------------------------ timeouts, benchmark
+def _stubborn(stop: str) -> Callable[..., Any]:
+    def body() -> str:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(stop) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return "late"
+
+    return body
+
+
+def test_a_timed_out_step_fails_like_locally_and_its_task_is_cancelled(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    stop = str(tmp_path / "stop")
+    g = Graph("timeouts")
+    g.add_step("slow", _stubborn(stop), depends_on=[], timeout=0.3)
+    g.add_step("after", lambda slow: slow, depends_on=["slow"])
+    g.add_step("other", lambda: "fine", depends_on=[])
+    try:
+        result = g.run(store=tmp_path / "s", executor=DaskExecutor(dask_client))
+    finally:
+        Path(stop).touch()  # the worker thread cannot be interrupted; let it return
+    assert result.status == {"slow": "failed", "after": "skipped", "other": "done"}
+    assert result.errors["slow"] == "timed out after 0.3s"
+    assert not dask_client.run_on_scheduler(_tasks_named, "slow-")  # nothing left behind
+
+
+def _tasks_named(prefix: str, dask_scheduler: Any = None) -> list[str]:
+    return [str(k) for k in dask_scheduler.tasks if str(k).startswith(prefix)]
+
+
+def test_benchmark_code_runs_at_tiny_size(dask_client: Any, tmp_path: Path) -> None:
+    from benchmarks import dask_steps
+
+    report = dask_steps.measure(
+        dask_client, nodes=8, step_ms=1.0, workers=2, concurrency=4, root=str(tmp_path)
+    )
+    assert report["nodes"] == 8 and report["speedup"] > 0
+    assert set(report["noop_ms_per_node"]) == {"local", "dask"}

@@ -265,9 +265,8 @@ class DaskExecutor:
         replies: dict[str, str] = {}
         try:
             async with asyncio.timeout(self.probe_timeout):
-                if not (await client.scheduler.identity(n_workers=-1)).get("workers"):
-                    await client.wait_for_workers(1)
-                workers = (await client.scheduler.identity(n_workers=-1)).get("workers", {})
+                while not (workers := await _workers(client)):
+                    await asyncio.sleep(0.2)  # an adaptive cluster may still be starting one
                 replies = {addr: f"{probe}-{secrets.token_hex(6)}" for addr in workers}
                 results = await asyncio.gather(
                     *(
@@ -561,6 +560,11 @@ def _ship_loaded_modules(forced: tuple[str, ...]) -> None:
             continue
         if "." not in name and _needs_shipping(module, forced):
             cloudpickle.register_pickle_by_value(module)
+
+
+async def _workers(client: Client) -> dict[str, Any]:
+    identity = await client.scheduler.identity(n_workers=-1)
+    return dict(identity.get("workers") or {})
 
 
 def _remove_quietly(store: Store, paths: list[str]) -> None:
