@@ -40,7 +40,7 @@ async def test_serves_many_concurrent_connections(fake_anthropic: FakeAnthropic)
     wall = time.monotonic() - start
     await client.close()
     assert len(answers) == 64 and fake_anthropic.max_in_flight == 64
-    assert wall < 1.5  # all 64 overlapped; one 0.3 s wave, not 64 of them
+    assert wall < 4.0  # all 64 overlapped: one 0.3 s wave, not 64 of them (19 s)
 
 
 async def test_scripting_by_model_pattern_sequence_and_times(fake_anthropic: FakeAnthropic) -> None:

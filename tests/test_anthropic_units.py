@@ -38,7 +38,7 @@ async def test_bucket_serves_the_burst_then_refills_continuously() -> None:
         assert await bucket.take(1) == 0.0
     for _ in range(5):
         await bucket.take(1)
-    assert 0.45 <= time.monotonic() - start <= 0.8
+    assert 0.45 <= time.monotonic() - start <= 1.5  # 5 tokens at 10/s; slack for a busy box
 
 
 async def test_bucket_waiters_are_served_in_order() -> None:
