@@ -69,6 +69,7 @@ class Graph:
         timeout: float | None = None,
         expand: Callable[[Any], Expansion] | None = None,
         tags: dict[str, str] | None = None,
+        estimate: float | None = None,
     ) -> AgentTask:
         """An agent node. `{dep}` placeholders in `prompt` take dependency outputs."""
         spec = AgentTask(
@@ -79,6 +80,7 @@ class Graph:
             timeout=timeout,
             expand=expand,
             tags=tags or {},
+            estimate=estimate,
         )
         self.add(spec)
         return spec
@@ -96,6 +98,7 @@ class Graph:
         timeout: float | None = None,
         expand: Callable[[Any], Expansion] | None = None,
         version: str = "",
+        estimate: float | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -108,6 +111,7 @@ class Graph:
         timeout: float | None = None,
         expand: Callable[[Any], Expansion] | None = None,
         version: str = "",
+        estimate: float | None = None,
     ) -> F | Callable[[F], F]:
         """Decorator: a Python node whose parameter names are its dependencies."""
 
@@ -119,6 +123,7 @@ class Graph:
                 timeout=timeout,
                 expand=expand,
                 version=version,
+                estimate=estimate,
             )
             return f
 
@@ -134,6 +139,7 @@ class Graph:
         expand: Callable[[Any], Expansion] | None = None,
         version: str = "",
         tags: dict[str, str] | None = None,
+        estimate: float | None = None,
     ) -> Step:
         """Programmatic form of `@g.step`. With `depends_on`, `fn` receives those outputs as
         keyword arguments (so `fn(**deps)` works); otherwise its parameters name them."""
@@ -155,6 +161,7 @@ class Graph:
             expand=expand,
             version=version,
             tags=tags or {},
+            estimate=estimate,
         )
         self.add(spec)
         return spec

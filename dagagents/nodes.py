@@ -38,6 +38,8 @@ class NodeSpec(BaseModel):
     expand: Callable[[Any], Expansion] | None = None
     # Free-form labels for rendering and reports (e.g. {"role": "planner"}).
     tags: dict[str, str] = Field(default_factory=dict)
+    # Expected seconds, used to prioritise the critical path before any run has timed it.
+    estimate: float | None = Field(default=None, ge=0)
 
     kind: str = "node"
 
@@ -176,18 +178,37 @@ def render_prompt(task: AgentTask, inputs: dict[str, str]) -> str:
     return text
 
 
-@functools.lru_cache(maxsize=65536)
+def _code_key(fn: Callable[..., Any]) -> Any:
+    """Closures made by one `def` share a code object: cache by it, not by the function
+    (10,000 closures then cost one lookup, and the cache keeps no closure alive)."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and not getattr(fn, "__wrapped__", None):
+        return (code, len(getattr(fn, "__defaults__", None) or ()))
+    return fn
+
+
 def step_params(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
-    """Named parameters of a step function (cached: 10,000 nodes may share one function)."""
-    return tuple(
-        p
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    )
+    """Named parameters of a step function (their names, kinds and whether they default)."""
+    key = _code_key(fn)
+    params = _PARAMS.get(key)
+    if params is None:
+        params = _PARAMS[key] = tuple(
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
+    return params
 
 
-@functools.lru_cache(maxsize=65536)
 def is_coroutine_fn(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
-    )
+    key = _code_key(fn)
+    found = _ASYNC.get(key)
+    if found is None:
+        found = _ASYNC[key] = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+        )
+    return found
+
+
+_PARAMS: dict[Any, tuple[inspect.Parameter, ...]] = {}
+_ASYNC: dict[Any, bool] = {}

@@ -139,8 +139,10 @@ class _Run:
         unknown = sorted(rerun - set(graph.specs))
         if unknown:
             raise UserError(f"--rerun names unknown node '{unknown[0]}' in graph '{graph.name}'.")
-        self.graph = graph.copy()
-        self.specs = self.graph.specs
+        # The user's graph is copied only if an expansion is about to grow it.
+        self.graph = graph
+        self.specs = graph.specs
+        self._owns_graph = False
         self.concurrency = concurrency
         self.provider = provider
         self.store = store
@@ -186,10 +188,13 @@ class _Run:
 
     # ------------------------------------------------------------ estimation
     def _estimate(self, name: str, spec: NodeSpec) -> float:
-        """A node's expected duration for prioritising: its last run's, else a guess from its
-        token budget (time to first token + output at a typical speed); steps are cheap."""
+        """A node's expected duration for prioritising: its last run's, else the user's
+        `estimate=`, else a guess from its token budget (time to first token + output at a
+        typical speed); steps default to cheap."""
         if name in self._history:
             return self._history[name]
+        if spec.estimate is not None:
+            return spec.estimate
         if isinstance(spec, AgentTask):
             return 0.5 + min(spec.agent.max_tokens, 600) / 80.0
         return 0.001
@@ -535,7 +540,11 @@ class _Run:
             raise GraphError(
                 str(exc).rstrip(".") + " would be created; expansion rejected"
             ) from None
-        # Accepted: grow the run's graph.
+        # Accepted: grow the run's graph (a copy: the user's graph never changes).
+        if not self._owns_graph:
+            self.graph = self.graph.copy()
+            self.specs = self.graph.specs
+            self._owns_graph = True
         self.graph.nx = trial
         for spec in new.values():
             self.specs[spec.name] = spec
