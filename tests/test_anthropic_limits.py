@@ -132,7 +132,7 @@ def test_rpm_120_token_bucket_150_calls_without_a_single_429(
     assert result.ok, result.errors
     assert fake_anthropic.statuses() == {200: 150}
     # 120 at once, then 30 more at 2/s: the limit allows it in 15 s (one token of headroom: 15.5).
-    assert 14.5 <= wall <= 19.0, wall
+    assert 14.5 <= wall <= 21.0, wall  # (upper bound leaves room for a busy machine)
 
 
 def test_per_agent_attempts_and_timeout(fake_anthropic: FakeAnthropic) -> None:
