@@ -423,7 +423,9 @@ class Store:
         referenced: set[str] = set()
         # (from, to) mtime windows of objects some unfinished run may still need, or that
         # were written while gc itself runs.
-        windows: list[tuple[float, float]] = [(gc_started - 1.0, math.inf)]
+        # (The kernel stamps files from a coarse clock: 0.1 s of slack, not more, or the
+        # objects of a run that ended just before gc would be spared too.)
+        windows: list[tuple[float, float]] = [(gc_started - 0.1, math.inf)]
         for run_id in kept_order:
             manifest = manifests[run_id]
             if manifest is None:  # just starting (or broken): spare the last hour's objects
