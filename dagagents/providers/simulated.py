@@ -24,7 +24,38 @@ from dagagents.providers.base import Request, Response, Usage
 
 Responder = Callable[[Request], "str | dict[str, Any] | BaseModel | list[dict[str, Any]]"]
 
-_WORDS = ["market", "demand", "growth", "segment", "pricing", "risk", "signal", "customer", "channel", "margin", "evidence", "forecast", "trend", "supply", "adoption", "cost", "revenue", "share", "region", "competitor", "insight", "model", "analysis", "scenario", "baseline", "driver", "constraint", "opportunity", "outlook", "estimate"]
+_WORDS = [
+    "market",
+    "demand",
+    "growth",
+    "segment",
+    "pricing",
+    "risk",
+    "signal",
+    "customer",
+    "channel",
+    "margin",
+    "evidence",
+    "forecast",
+    "trend",
+    "supply",
+    "adoption",
+    "cost",
+    "revenue",
+    "share",
+    "region",
+    "competitor",
+    "insight",
+    "model",
+    "analysis",
+    "scenario",
+    "baseline",
+    "driver",
+    "constraint",
+    "opportunity",
+    "outlook",
+    "estimate",
+]
 
 
 @dataclass
