@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -162,3 +163,50 @@ def summary_table(result: RunResult, max_rows: int = 60) -> Table:
     )
     table.caption_justify = "left"
     return table
+
+
+class PlainProgress:
+    """One line per finished node for logs and pipes (no live redraw); quiet on big graphs,
+    where only failures and every 10% of progress are printed."""
+
+    def __init__(self, console: Console, verbose_limit: int = 200) -> None:
+        self.console = console
+        self.verbose_limit = verbose_limit
+        self.total = 0
+        self.finished = 0
+        self._next_report = 0.1
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "run_start":
+            self.total = event["nodes"]
+            return
+        if kind == "expand":
+            self.total += len(event["added"])
+            return
+        line = self._line(event)
+        if line is None:
+            return
+        self.finished += 1
+        quiet = self.total > self.verbose_limit
+        if not quiet or kind == "node_error":
+            self.console.print(f"{event['t']:7.2f}s  {line}", highlight=False)
+        elif self.total and self.finished / self.total >= self._next_report:
+            self._next_report += 0.1
+            self.console.print(
+                f"{event['t']:7.2f}s  {self.finished}/{self.total} nodes finished", highlight=False
+            )
+
+    @staticmethod
+    def _line(event: dict[str, Any]) -> str | None:
+        kind, node = event["event"], escape(str(event.get("node")))
+        if kind == "node_complete":
+            cost = f" ${event['cost']:.4f}" if event.get("cost") else ""
+            return f"done     {node} ({event['duration']:.2f}s{cost})"
+        if kind == "cache_hit":
+            return f"cached   {node}"
+        if kind == "node_error":
+            return f"[red]failed[/]   {node}: {escape(str(event['error']))}"
+        if kind == "node_skipped":
+            return f"skipped  {node} (because {escape(str(event['because']))})"
+        return None

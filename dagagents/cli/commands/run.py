@@ -12,7 +12,7 @@ import typer
 from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
 from dagagents.executors.choice import executor_from_options
 from dagagents.limits import RateLimits
-from dagagents.progress import LiveProgress, summary_table
+from dagagents.progress import LiveProgress, PlainProgress, summary_table
 from dagagents.result import RunResult
 
 RUN_OPTIONS_HOOKS: list[Any] = []  # callables(options: dict) -> dict, for extensions
@@ -114,7 +114,15 @@ def run_with_view(
         with view:
             result = graph.run(listener=both, **options)
     else:
-        result = graph.run(listener=listener, **options)
+        plain = None if quiet else PlainProgress(console)
+
+        def lines(event: dict[str, Any]) -> None:
+            if plain is not None:
+                plain(event)
+            if listener is not None:
+                listener(event)
+
+        result = graph.run(listener=lines, **options)
     for event in result.events:  # e.g. a corrupt checkpoint that was recomputed
         if event["event"] == "warning":
             print(f"warning: {event.get('node')}: {event['message']}", file=sys.stderr)
