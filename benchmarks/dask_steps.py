@@ -4,8 +4,10 @@
 
 Every Step runs a pure-Python busy loop calibrated to `--step-ms`. The local executor runs sync
 Steps in a thread pool, so the GIL makes them take turns; Dask runs them in `--workers`
-single-threaded worker processes (a LocalCluster on 127.0.0.1, started before timing). Both
-runs checkpoint every node into a fresh store, as a real run would.
+single-threaded worker processes. The cluster is deployed as the README describes, on
+127.0.0.1 and started before timing: `dask scheduler` in its own process and `dask worker
+--nworkers N --nthreads 1` (a LocalCluster would put the scheduler in this process, where it
+competes with the driver for the GIL). Both runs checkpoint every node into a fresh store.
 
 Reported (JSON on stdout and in benchmarks/results/dask_steps.json):
 - `speedup`: local wall / Dask wall.
@@ -22,12 +24,15 @@ Reported (JSON on stdout and in benchmarks/results/dask_steps.json):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -100,16 +105,20 @@ def measure(
     """Run all four variants against `client`'s cluster; return the report."""
     from dagagents.executors.dask import DaskExecutor
 
+    def dask_executor() -> DaskExecutor:
+        # `dask worker` processes do not have this checkout on sys.path: send our code along.
+        return DaskExecutor(client, ship_modules=("benchmarks",))
+
     load_before = os.getloadavg()[0]
     iterations = calibrate(step_ms)
     step_s = _timed(lambda: spin(iterations))
     pool = pool_wall(iterations, nodes, workers)
+    # Warm-up: workers import dagagents and connections open before anything is timed.
+    timed_run(build(4 * workers, 0, "warmup"), dask_executor(), concurrency, f"{root}/w")
     local = timed_run(build(nodes, iterations, "cpu"), LocalExecutor(), concurrency, f"{root}/l")
-    dask = timed_run(
-        build(nodes, iterations, "cpu"), DaskExecutor(client), concurrency, f"{root}/d"
-    )
+    dask = timed_run(build(nodes, iterations, "cpu"), dask_executor(), concurrency, f"{root}/d")
     local_noop = timed_run(build(nodes, 0, "noop"), LocalExecutor(), concurrency, f"{root}/ln")
-    dask_noop = timed_run(build(nodes, 0, "noop"), DaskExecutor(client), concurrency, f"{root}/dn")
+    dask_noop = timed_run(build(nodes, 0, "noop"), dask_executor(), concurrency, f"{root}/dn")
     ideal = nodes * step_s / workers
     return {
         "benchmark": "dask_steps",
@@ -117,6 +126,7 @@ def measure(
         "step_ms": round(step_s * 1000, 2),
         "workers": workers,
         "concurrency": concurrency,
+        "cluster": f"dask scheduler + dask worker --nworkers {workers} --nthreads 1, 127.0.0.1",
         "cpu_count": os.cpu_count(),
         "local_wall_s": round(local, 3),
         "dask_wall_s": round(dask, 3),
@@ -131,6 +141,33 @@ def measure(
         },
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
+
+
+@contextlib.contextmanager
+def dask_cluster(workers: int) -> Iterator[str]:
+    """`dask scheduler` and `dask worker` processes on 127.0.0.1; yields the address."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [os.path.join(os.path.dirname(sys.executable), "dask")]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    common = ["--host", "127.0.0.1", "--no-dashboard"]
+    scheduler = subprocess.Popen([*dask, "scheduler", "--port", str(port), *common], **quiet)
+    worker = subprocess.Popen(
+        [*dask, "worker", address, "--nworkers", str(workers), "--nthreads", "1", *common],
+        **quiet,
+    )
+    try:
+        yield address
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,17 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     import distributed
 
     with (
-        distributed.LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster, set_as_default=False) as client,
+        dask_cluster(args.workers) as address,
+        distributed.Client(address, set_as_default=False) as client,
         tempfile.TemporaryDirectory(prefix="dagagents-bench-") as root,
     ):
-        client.wait_for_workers(args.workers)
+        client.wait_for_workers(args.workers, timeout=60)
         report = measure(
             client,
             nodes=args.nodes,

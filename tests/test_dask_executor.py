@@ -608,3 +608,28 @@ def test_benchmark_code_runs_at_tiny_size(dask_client: Any, tmp_path: Path) -> N
     )
     assert report["nodes"] == 8 and report["speedup"] > 0
     assert set(report["noop_ms_per_node"]) == {"local", "dask"}
+
+
+def test_a_module_the_workers_cannot_import_is_named_or_shipped(
+    dask_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Importable here (its directory joins sys.path after the workers started), not there.
+    (tmp_path / "dask_only_here.py").write_text("def triple(one):\n    return 3 * one\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "dask_only_here", raising=False)
+    import dask_only_here  # type: ignore[import-not-found]
+
+    g = Graph("helpers")
+    g.add_step("one", lambda: 1, depends_on=[])
+    g.add_step("tripled", dask_only_here.triple, depends_on=["one"])
+    refused = g.run(store=None, executor=DaskExecutor(dask_client))
+    assert refused.status == {"one": "done", "tripled": "failed"}
+    assert refused.errors["tripled"] == (
+        "node 'tripled' needs module 'dask_only_here', which this Dask worker cannot import; "
+        "install it on the workers or pass DaskExecutor(ship_modules=('dask_only_here',))."
+    )
+    shipped = g.run(
+        store=None, executor=DaskExecutor(dask_client, ship_modules=("dask_only_here",))
+    )
+    assert shipped.outputs == {"one": 1, "tripled": 3}
+    monkeypatch.delitem(sys.modules, "dask_only_here")

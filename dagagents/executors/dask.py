@@ -153,6 +153,9 @@ class DaskExecutor:
 
     async def start(self, concurrency: int) -> None:
         self._writer = secrets.token_hex(8)
+        # Code the workers cannot import travels by value: graph files loaded from a path,
+        # their helper modules, and whatever `ship_modules` names.
+        _ship_loaded_modules(self.ship_modules)
         if not self._prepared:  # a caller that skipped `prepare` (no store check then)
             client = await self._connect()
             await self._register_semaphore(client, concurrency)
@@ -202,6 +205,7 @@ class DaskExecutor:
                 set_as_default=False,
                 timeout=self.connect_timeout,
                 name="dagagents-driver",
+                direct_to_workers=True,
             )
         except (OSError, TimeoutError, ValueError) as exc:
             raise UserError(
@@ -336,7 +340,7 @@ class DaskExecutor:
             ) from None
         task = dask_tasks.arun_step if spec.is_async else dask_tasks.run_step
         async with self._lease():
-            blob = await self._call(spec.name, task, fn_blob, args_blob, target)
+            blob = await self._call(spec.name, task, spec.name, fn_blob, args_blob, target)
         value, digest, encoded = cloudpickle.loads(blob)
         if encoded is not None:  # an earlier attempt's checkpoint, reused after its worker died
             value = codec.decode(encoded, codec.output_hint(spec))
@@ -556,9 +560,9 @@ def _ship_loaded_modules(forced: tuple[str, ...]) -> None:
     """Register every loaded module workers could not import (graph files, forced ones)."""
     registered = cloudpickle.list_registry_pickle_by_value()
     for name, module in list(sys.modules.items()):
-        if name in registered or not isinstance(module, ModuleType):
-            continue
-        if "." not in name and _needs_shipping(module, forced):
+        if "." in name or name in registered or not isinstance(module, ModuleType):
+            continue  # a registered package covers its submodules
+        if _needs_shipping(module, forced):
             cloudpickle.register_pickle_by_value(module)
 
 
