@@ -633,3 +633,44 @@ def test_a_module_the_workers_cannot_import_is_named_or_shipped(
     )
     assert shipped.outputs == {"one": 1, "tripled": 3}
     monkeypatch.delitem(sys.modules, "dask_only_here")
+
+
+def _suicidal(marker: str) -> Callable[..., Any]:
+    def body() -> str:
+        if not os.path.exists(marker):
+            Path(marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "survived"
+
+    return body
+
+
+def _set_allowed_failures(value: int, dask_scheduler: Any = None) -> int:
+    old = int(dask_scheduler.allowed_failures)
+    dask_scheduler.allowed_failures = value
+    return old
+
+
+@pytest.mark.slow
+def test_killed_worker_is_resubmitted_then_reported(dask_client: Any, tmp_path: Path) -> None:
+    # With allowed-failures 0 the scheduler gives up (KilledWorker) at the first death.
+    old = dask_client.run_on_scheduler(_set_allowed_failures, 0)
+    try:
+        g = Graph("poison")
+        g.add_step("poison", _suicidal(str(tmp_path / "once")), depends_on=[])
+        result = g.run(store=tmp_path / "s1", executor=DaskExecutor(dask_client))
+        assert result.outputs == {"poison": "survived"}  # resubmitted once, then it lived
+
+        dask_client.wait_for_workers(2, timeout=60)
+        g = Graph("poison2")
+        g.add_step("poison", _suicidal(str(tmp_path / "twice")), depends_on=[])
+        failed = g.run(
+            store=tmp_path / "s2", executor=DaskExecutor(dask_client, killed_worker_retries=0)
+        )
+        assert failed.status == {"poison": "failed"}
+        assert failed.errors["poison"] == (
+            "node 'poison' failed: Dask gave up after the workers running it died 1 time(s) "
+            "(KilledWorker); it may be crashing them (memory, segfault)."
+        )
+    finally:
+        dask_client.run_on_scheduler(_set_allowed_failures, old)

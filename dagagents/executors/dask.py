@@ -371,10 +371,12 @@ class DaskExecutor:
                 raise
             except distributed.KilledWorker as exc:
                 if resubmitted >= self.killed_worker_retries:
+                    deaths = exc.allowed_failures + 1
+                    again = f", also after {resubmitted} resubmission(s)" if resubmitted else ""
                     raise WorkerLost(
-                        f"node '{node}' failed: every Dask worker that ran it died "
-                        f"({exc.allowed_failures + 1} workers, resubmitted {resubmitted} times); "
-                        "it may be crashing them (memory, segfault)."
+                        f"node '{node}' failed: Dask gave up after the workers running it died "
+                        f"{deaths} time(s) (KilledWorker){again}; it may be crashing them "
+                        "(memory, segfault)."
                     ) from None
                 resubmitted += 1
             except distributed.client.FutureCancelledError as exc:
