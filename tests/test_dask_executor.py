@@ -674,3 +674,34 @@ def test_killed_worker_is_resubmitted_then_reported(dask_client: Any, tmp_path: 
         )
     finally:
         dask_client.run_on_scheduler(_set_allowed_failures, old)
+
+
+async def test_an_async_client_on_the_runs_loop_is_used_as_is(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    async with distributed.Client(
+        dask_client.scheduler.address, asynchronous=True, set_as_default=False
+    ) as client:
+        g = Graph("async-client")
+        g.add_step("a", lambda: 2, depends_on=[])
+        g.add_step("b", lambda a: a * 21, depends_on=["a"])
+        executor = DaskExecutor(client)
+        result = await g.arun(store=tmp_path / "s", executor=executor)
+        assert result.outputs == {"a": 2, "b": 42}
+        assert client.status == "running"  # the caller's client is not closed for them
+
+
+def test_the_runs_cost_budget_holds_when_requests_run_on_workers(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    def graph() -> Graph:
+        g = Graph("budget", simulator=SimulatedProvider(time_scale=0))
+        for i in range(6):
+            g.task(f"q{i}", Agent("a", model="claude-haiku-4-5", max_tokens=1000), f"Q{i}?")
+        return g
+
+    options: dict[str, Any] = {"concurrency": 1, "max_cost_usd": 0.0065}
+    local = graph().run(store=tmp_path / "l", **options)
+    remote = graph().run(store=tmp_path / "d", executor=DaskExecutor(dask_client), **options)
+    assert remote.status == local.status
+    assert 0 < list(local.status.values()).count("done") < 6  # the budget stopped some calls
