@@ -705,3 +705,16 @@ def test_the_runs_cost_budget_holds_when_requests_run_on_workers(
     remote = graph().run(store=tmp_path / "d", executor=DaskExecutor(dask_client), **options)
     assert remote.status == local.status
     assert 0 < list(local.status.values()).count("done") < 6  # the budget stopped some calls
+
+
+def test_only_code_the_workers_cannot_import_is_sent_by_value(tmp_path: Path) -> None:
+    from dagagents.executors.dask import _needs_shipping
+
+    path = tmp_path / "shipme.py"
+    path.write_text("from dagagents import Graph\ngraph = Graph('shipme')\n")
+    Graph.load(path)
+    loaded = [m for n, m in sys.modules.items() if n.startswith("dagagents_user_shipme_")]
+    assert loaded and _needs_shipping(loaded[0], ())  # loaded from a path: by value
+    for installed in (sys.modules["dagagents"], sys.modules["distributed"], sys.modules["json"]):
+        assert not _needs_shipping(installed, ())  # workers import these (editable or not)
+    assert _needs_shipping(sys.modules["json"], ("json",))  # unless asked to

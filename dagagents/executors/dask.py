@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import importlib.machinery
 import logging
 import os
 import re
@@ -161,6 +160,8 @@ class DaskExecutor:
             await self._register_semaphore(client, concurrency)
 
     async def close(self) -> None:
+        if self._background:  # lease releases and task cancels already sent; let them land
+            await asyncio.wait(list(self._background), timeout=5)
         sem, self._sem = self._sem, None
         if sem is not None:
             # Stop refreshing our leases; never `sem.close()`: other drivers may share it.
@@ -551,11 +552,25 @@ def _needs_shipping(module: ModuleType, forced: tuple[str, ...]) -> bool:
         return False
     findable = _FINDABLE.get(top)
     if findable is None:
-        findable = _FINDABLE[top] = (
-            top in sys.builtin_module_names
-            or importlib.machinery.PathFinder.find_spec(top) is not None
-        )
+        findable = _FINDABLE[top] = _findable_by_name(top)
     return not findable
+
+
+def _findable_by_name(top: str) -> bool:
+    """Would a fresh interpreter with this sys.path find `top`? (Editable installs have their
+    own meta-path finder, so every finder is asked, not just the path-based one.)"""
+    if top in sys.builtin_module_names:
+        return True
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is None:
+            continue
+        try:
+            if find_spec(top, None) is not None:
+                return True
+        except Exception:
+            continue
+    return False
 
 
 def _ship_loaded_modules(forced: tuple[str, ...]) -> None:
