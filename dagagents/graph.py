@@ -10,9 +10,11 @@ import contextlib
 import difflib
 import hashlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, overload
 
 import networkx as nx
@@ -282,22 +284,22 @@ def check_acyclic(where: str, g: nx.DiGraph) -> None:
     raise GraphError(f"{where}: dependency cycle {' -> '.join(path)}.")
 
 
-def load_graph(target: str) -> Graph:
-    """Import a Python file and return its Graph (`graph` attribute unless `path:attr`)."""
-    path_str, _, attr = target.partition(":")
-    attr = attr or "graph"
-    path = Path(path_str)
+def load_module(path: str | os.PathLike[str], what: str = "module") -> ModuleType:
+    """Import a Python file under a stable name (so pydantic classes it defines decode on
+    resume); errors become one-sentence UserErrors naming the file. Its folder is importable
+    while it loads, so a graph file can import its neighbours (e.g. a workers module)."""
+    path = Path(path)
     if not path.is_file():
-        raise UserError(f"graph file '{path}' does not exist.")
-    # A stable module name: pydantic output classes defined in the file decode on resume.
+        raise UserError(f"{what} '{path}' does not exist.")
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     module_name = f"dagagents_user_{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise UserError(f"graph file '{path}' is not a Python module.")
+        raise UserError(f"{what} '{path}' is not a Python module.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    sys.path.insert(0, str(path.parent.resolve()))
+    parent = str(path.parent.resolve())
+    sys.path.insert(0, parent)
     try:
         spec.loader.exec_module(module)
     except UserError as exc:
@@ -306,11 +308,20 @@ def load_graph(target: str) -> Graph:
         raise UserError(f"{path}:{exc.lineno}: syntax error: {exc.msg}.") from None
     except Exception as exc:
         raise UserError(
-            f"{path}: loading the graph raised {type(exc).__name__}: {exc}".rstrip(".") + "."
+            f"{path}: importing the {what} raised {type(exc).__name__}: {exc}".rstrip(".") + "."
         ) from None
     finally:
         with contextlib.suppress(ValueError):
-            sys.path.remove(str(path.parent.resolve()))
+            sys.path.remove(parent)
+    return module
+
+
+def load_graph(target: str) -> Graph:
+    """Import a Python file and return its Graph (`graph` attribute unless `path:attr`)."""
+    path_str, _, attr = target.partition(":")
+    attr = attr or "graph"
+    path = Path(path_str)
+    module = load_module(path, "graph file")
     obj = getattr(module, attr, None)
     if callable(obj) and not isinstance(obj, Graph):
         obj = obj()

@@ -10,19 +10,14 @@ a user reading a plan file) sees all of them at once.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import hashlib
-import importlib.util
 import json
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import networkx as nx
@@ -30,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dagagents.agents import DEFAULT_STRONG_MODEL, Agent
 from dagagents.errors import PlanError, UserError
-from dagagents.graph import Graph
+from dagagents.graph import Graph, load_module
 from dagagents.nodes import AgentTask, Expansion
 
 DEFAULT_MAX_SUBTASKS = 50
@@ -422,37 +417,6 @@ class Team:
     synthesizer: Agent | None = None
     simulator: Any = None
     max_subtasks: int = DEFAULT_MAX_SUBTASKS
-
-
-def load_module(path: str | os.PathLike[str], what: str = "module") -> ModuleType:
-    """Import a Python file under a stable name (so pydantic classes it defines decode on
-    resume); errors become one-sentence UserErrors naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} '{path}' does not exist.")
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    module_name = f"dagagents_user_{path.stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"{what} '{path}' is not a Python module.")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    parent = str(path.parent.resolve())
-    sys.path.insert(0, parent)
-    try:
-        spec.loader.exec_module(module)
-    except UserError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
-    except SyntaxError as exc:
-        raise UserError(f"{path}:{exc.lineno}: syntax error: {exc.msg}.") from None
-    except Exception as exc:
-        raise UserError(
-            f"{path}: importing the {what} raised {type(exc).__name__}: {exc}".rstrip(".") + "."
-        ) from None
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(parent)
-    return module
 
 
 def load_team(path: str | os.PathLike[str]) -> Team:
