@@ -266,7 +266,12 @@ class DaskExecutor:
         """Every connected worker reads a file the driver wrote and writes one back."""
         token = secrets.token_hex(8)
         probe = store.fs.join(f".dask-probe-{token}")
-        await asyncio.to_thread(store.fs.write_atomic, probe, token.encode())
+        try:
+            await asyncio.to_thread(store.fs.write_atomic, probe, token.encode())
+        except Exception as exc:
+            raise StoreError(
+                f"store '{store.url}' cannot be written from this machine ({_one_line(exc)})."
+            ) from None
         replies: dict[str, str] = {}
         try:
             async with asyncio.timeout(self.probe_timeout):
