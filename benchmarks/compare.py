@@ -31,12 +31,15 @@ from benchmarks import dags, targets
 from benchmarks.runner import Batches, Job, Measurement, run_plan, store_for
 from benchmarks.targets import CONCURRENCIES, ZERO_WORK_CONCURRENCY, Target, find
 
-DAGAGENTS = ("dagagents", "dagagents-ckpt", "dagagents-history")
+DAGAGENTS = ("dagagents", "dagagents-ckpt", "dagagents-history", "dagagents-estimate")
+# Variants whose point is priorities: moot on zero-work DAGs.
+PRIORITY_ONLY = ("dagagents-history", "dagagents-estimate")
 OPTIONAL = {"langgraph": "langgraph", "dask": "dask"}  # engine -> module of the `bench` extra
 ENGINE_NOTES = {
     "dagagents": "no checkpoints, first run (no duration history)",
     "dagagents-ckpt": "checkpoints into an empty store",
     "dagagents-history": "checkpoints, rerun with --fresh after one run (durations known)",
+    "dagagents-estimate": "no checkpoints, first run, each step declares estimate= seconds",
     "dagagents-resume": "rerun of a fully checkpointed graph",
     "gather": "asyncio.gather per topological level + semaphore",
     "langgraph": "StateGraph, add_edge([preds], node), max_concurrency",
@@ -68,7 +71,7 @@ def plan(engines: list[str], quick: bool, root: str) -> Batches:
 
     for engine in engines:
         jobs = [job(engine, d, c) for d in dags.TIMED for c in CONCURRENCIES]
-        if engine != "dagagents-history":  # its point is priorities, moot without work
+        if engine not in PRIORITY_ONLY:
             jobs += [job(engine, d, ZERO_WORK_CONCURRENCY) for d in dags.ZERO_WORK]
         add(engine, jobs)
         if engine == "dagagents-ckpt":  # resume the zero-work stores it just filled
@@ -85,7 +88,7 @@ def evaluate(results: list[Measurement]) -> list[Target]:
     out = [targets.makespan(results, engine) for engine in DAGAGENTS]
     out += [
         targets.faster_than(results, e, "langgraph", 1.5)
-        for e in ("dagagents", "dagagents-history")
+        for e in ("dagagents", "dagagents-history", "dagagents-estimate")
     ]
     out += [
         targets.per_node(results, "dagagents", 50),
@@ -179,7 +182,7 @@ def markdown(report: dict[str, Any], results: list[Measurement], verdicts: list[
             lb = _fmt(any_m.lower_bound if any_m else None, "{:.3f} s")
             cells = [_cell(find(results, e, dag, c), "timed") for e in engines]
             lines.append(f"| {dag} | {c} | {ideal} | {lb} | " + " | ".join(cells) + " |")
-    zero_engines = [e for e in report["engines"] if e != "dagagents-history"]
+    zero_engines = [e for e in report["engines"] if e not in PRIORITY_ONLY]
     lines += [
         "",
         "compare.json also holds, per run: CPU time, startup (call to first node), build time "

@@ -98,14 +98,21 @@ def thread_node(name: str, seconds: float, log: list[LogEntry]) -> Callable[...,
 
 
 # ---------------------------------------------------------------------------- engines
-def dagagents_graph(dag: nx.DiGraph, log: list[LogEntry]) -> Graph:
-    """The DAG as a dagagents Graph of async Steps (`fn(**deps)` gets dependency outputs)."""
+def dagagents_graph(dag: nx.DiGraph, log: list[LogEntry], estimates: bool = False) -> Graph:
+    """The DAG as a dagagents Graph of async Steps (`fn(**deps)` gets dependency outputs).
+    With `estimates`, each Step declares its duration (`estimate=`), as a user who knows
+    which steps are slow would."""
     from dagagents import Graph
 
     dur = durations(dag)
     graph = Graph(dag.graph["name"])
     for name in nx.topological_sort(dag):
-        graph.add_step(name, async_node(name, dur[name], log), depends_on=list(dag.pred[name]))
+        graph.add_step(
+            name,
+            async_node(name, dur[name], log),
+            depends_on=list(dag.pred[name]),
+            estimate=dur[name] if estimates else None,
+        )
     return graph
 
 
@@ -116,13 +123,14 @@ def run_dagagents(
     fresh: bool = False,
     warmup: bool = False,
     expect: str = "done",
+    estimates: bool = False,
 ) -> EngineRun:
     """dagagents with async Steps. `store=None`: no checkpoints. `warmup`: run once first
     (untimed) so the store holds the previous run's durations, then time a `fresh` rerun.
     `expect`: the status every node must end with ("cached" for a resume)."""
     log: list[LogEntry] = []
     t0 = clock()
-    graph = dagagents_graph(dag, log)
+    graph = dagagents_graph(dag, log, estimates)
     build = clock() - t0
     if warmup:
         graph.run(concurrency=concurrency, store=store, fresh=True)
@@ -156,6 +164,13 @@ def run_dagagents_history(dag: nx.DiGraph, concurrency: int, store: str | None =
     last manifest, so priorities are true critical paths; `fresh` recomputes every node."""
     path = _need_store(store, "dagagents-history")
     return run_dagagents(dag, concurrency, store=path, fresh=True, warmup=True)
+
+
+def run_dagagents_estimate(
+    dag: nx.DiGraph, concurrency: int, store: str | None = None
+) -> EngineRun:
+    """dagagents, first run, no checkpoints, each Step declaring its duration (`estimate=`)."""
+    return run_dagagents(dag, concurrency, estimates=True)
 
 
 def run_dagagents_resume(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
@@ -260,6 +275,7 @@ ENGINES: dict[str, Engine] = {
     "dagagents": run_dagagents,
     "dagagents-ckpt": run_dagagents_ckpt,
     "dagagents-history": run_dagagents_history,
+    "dagagents-estimate": run_dagagents_estimate,
     "dagagents-resume": run_dagagents_resume,
     "gather": run_gather,
     "langgraph": run_langgraph,
@@ -276,6 +292,7 @@ IMPORTS: dict[str, tuple[str, ...]] = {
     "dagagents": ("dagagents",),
     "dagagents-ckpt": ("dagagents",),
     "dagagents-history": ("dagagents",),
+    "dagagents-estimate": ("dagagents",),
     "dagagents-resume": ("dagagents",),
     "gather": (),
     "langgraph": ("langgraph.graph",),
