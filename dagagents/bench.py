@@ -150,8 +150,8 @@ def bench(
     mode = "simulated"
     manifest: dict[str, Any] | None = None
     if replay is not None:
-        store, run = replay
-        manifest = store.read_manifest(run)
+        store, run_id = replay
+        manifest = store.read_manifest(run_id)
         if manifest.get("graph") != graph.name:
             raise UserError(
                 f"run '{manifest['run_id']}' is of graph '{manifest.get('graph')}', "
@@ -173,10 +173,9 @@ def bench(
             failed = {n: e for n, e in result.errors.items() if result.status[n] == "failed"}
             name, error = next(iter(failed.items()), ("?", "the run did not finish"))
             raise UserError(f"benchmark run of '{graph.name}' failed at node '{name}': {error}")
-    middle = sorted(parallel, key=lambda r: r.wall)[len(parallel) // 2]
-    run = RunData.from_result(middle)
-    durations = {n.name: n.duration for n in run.nodes.values() if n.ran}
-    path, length = critical_path(run.dag(), durations)
+    middle = RunData.from_result(sorted(parallel, key=lambda r: r.wall)[len(parallel) // 2])
+    durations = {n.name: n.duration for n in middle.nodes.values() if n.ran}
+    path, length = critical_path(middle.dag(), durations)
     return BenchReport(
         graph=graph.name,
         concurrency=concurrency,
