@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
-import orjson
 
 from dagagents.graph import Graph
 from dagagents.nodes import AgentTask, NodeSpec
@@ -174,16 +173,8 @@ def read_history(
     history = History()
     if store is None:
         return history
-    for run_id in reversed(store.list_runs()[-lookback:]):
-        data = store.fs.read(store.manifest_path(run_id))
-        if data is None:
-            continue
-        try:
-            manifest = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        if manifest.get("graph") != graph_name or manifest.get("status") == "running":
-            continue
+    for manifest in store.recent_manifests(graph_name, lookback=lookback, finished=True):
+        run_id = manifest["run_id"]
         used = False
         for name, node in manifest.get("nodes", {}).items():
             if node.get("status") != "done" or not node.get("duration"):

@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
 from dagagents import codec
 from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
 from dagagents.executors.base import Executor
@@ -346,8 +344,7 @@ class _Run:
                 )
                 return
         self.outputs[name] = value
-        for newly in self.sorter.done(name):
-            del newly  # readiness is handled by _launch; nothing else to do here
+        self.sorter.done(name)  # what became ready is started by the next _launch
 
     # -------------------------------------------------------------- checkpoints
     def _key(self, name: str) -> str | None:
@@ -360,7 +357,7 @@ class _Run:
         key = self._key(name)
         record = self.records[name]
         record.key = key
-        if key is None or self.fresh or name in self.rerun or self.store is None:
+        if key is None or self.store is None or self.fresh or name in self.rerun:
             return False
         try:
             stored = self.store.get(key)
@@ -560,7 +557,7 @@ class _Run:
             self._durations[spec_name] = self._estimate(spec_name, spec)
         priority = remaining_path_lengths(self.graph.nx, self._durations.__getitem__)
         edges = [(d, s.name) for s in new.values() for d in s.depends_on] + list(expansion.edges)
-        self.sorter.add(new, edges, {n: priority[n] for n in priority})
+        self.sorter.add(new, edges, priority)
         self.emit(
             "expand",
             node=name,
@@ -619,14 +616,8 @@ class _Run:
         if status == "running":
             return head
         return {
-            "version": MANIFEST_VERSION,
-            "graph": self.graph.name,
-            "run_id": self.run_id,
-            "status": status,
-            "started": self._started_at,
+            **head,
             "wall": getattr(self, "wall", None),
-            "pid": os.getpid(),
-            "host": Store.host(),
             "concurrency": self.concurrency,
             "provider": self.provider.name,
             "executor": self.executor.name,
@@ -676,13 +667,7 @@ def describe_spec(spec: NodeSpec) -> dict[str, Any]:
 
 def previous_durations(store: Store, graph_name: str, lookback: int = 20) -> dict[str, float]:
     """Node durations from the newest finished run of the same graph in `store`."""
-    for run_id in reversed(store.list_runs()[-lookback:]):
-        data = store.fs.read(store.manifest_path(run_id))
-        if data is None:
-            continue
-        manifest = orjson.loads(data)
-        if manifest.get("graph") != graph_name or manifest.get("status") == "running":
-            continue
+    for manifest in store.recent_manifests(graph_name, lookback=lookback, finished=True):
         return {
             name: float(node["duration"])
             for name, node in manifest.get("nodes", {}).items()

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -306,15 +307,19 @@ class Store:
     def discard(self, key: str) -> None:
         self.fs.remove(self.object_path(key))
 
+    def _object_files(self) -> Iterator[tuple[str, str, str]]:
+        """(shard, file name, path) of every file under objects/, temp files included."""
+        for prefix in self.fs.listdir(self.fs.join("objects")):
+            for name in self.fs.listdir(self.fs.join("objects", prefix)):
+                yield prefix, name, self.fs.join("objects", prefix, name)
+
     def iter_objects(self) -> list[tuple[str, str]]:
         """(key, path) of every stored object, temp files excluded."""
-        out = []
-        objects = self.fs.join("objects")
-        for prefix in self.fs.listdir(objects):
-            for rest in self.fs.listdir(self.fs.join("objects", prefix)):
-                if not rest.startswith(TMP_PREFIX):
-                    out.append((prefix + rest, self.fs.join("objects", prefix, rest)))
-        return out
+        return [
+            (prefix + name, path)
+            for prefix, name, path in self._object_files()
+            if not name.startswith(TMP_PREFIX)
+        ]
 
     def verify(self) -> dict[str, str]:
         """Key -> problem for every object that fails its checksum (temp files excluded)."""
@@ -446,13 +451,10 @@ class Store:
             freed += self.fs.size(path)
             self.fs.remove(path)
             removed += 1
-        objects = self.fs.join("objects")
-        for prefix in self.fs.listdir(objects):
-            for name in self.fs.listdir(self.fs.join("objects", prefix)):
-                path = self.fs.join("objects", prefix, name)
-                if name.startswith(TMP_PREFIX) and gc_started - self.fs.mtime(path) > tmp_age:
-                    freed += self.fs.size(path)
-                    self.fs.remove(path)
+        for _, name, path in self._object_files():
+            if name.startswith(TMP_PREFIX) and gc_started - self.fs.mtime(path) > tmp_age:
+                freed += self.fs.size(path)
+                self.fs.remove(path)
         return GcResult(removed, freed, len(drop), kept)
 
     def _last_activity(self, run_id: str, state: str) -> float:
@@ -465,6 +467,20 @@ class Store:
         if not last or not self.fs.size(trace):
             return math.inf  # no trace to go by (object stores upload it at the end)
         return max(last, self.fs.mtime(self.manifest_path(run_id))) + 5.0
+
+    def recent_manifests(
+        self, graph: str, *, lookback: int | None = None, finished: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Readable manifests of `graph`'s runs, newest first, among the last `lookback` runs
+        of the store; `finished` leaves out runs still marked running."""
+        runs = self.list_runs()
+        for run_id in reversed(runs[-lookback:] if lookback else runs):
+            manifest = self._manifest_or_none(run_id)
+            if manifest is None or manifest.get("graph") != graph:
+                continue
+            if finished and manifest.get("status") == "running":
+                continue
+            yield manifest
 
     def _manifest_or_none(self, run_id: str) -> dict[str, Any] | None:
         data = self.fs.read(self.manifest_path(run_id))

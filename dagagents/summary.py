@@ -293,13 +293,10 @@ def load_graph_run(store: Store, run: str, graph_name: str) -> RunData:
                 f"not '{graph_name}'."
             )
     else:
-        for run_id in reversed(store.list_runs()):
-            data = store.fs.read(store.manifest_path(run_id))
-            if data is not None and orjson.loads(data).get("graph") == graph_name:
-                manifest = orjson.loads(data)
-                break
-        else:
+        found = next(store.recent_manifests(graph_name), None)
+        if found is None:
             raise UserError(f"store '{store.url}' has no run of graph '{graph_name}' yet.")
+        manifest = found
     return RunData.from_manifest(manifest, store.read_trace(manifest["run_id"]))
 
 
