@@ -557,7 +557,9 @@ class _Run:
             self._durations[spec_name] = self._estimate(spec_name, spec)
         priority = remaining_path_lengths(self.graph.nx, self._durations.__getitem__)
         edges = [(d, s.name) for s in new.values() for d in s.depends_on] + list(expansion.edges)
-        self.sorter.add(new, edges, priority)
+        for skipped, blocker in self.sorter.add(new, edges, priority):
+            because = self.records[blocker].because or blocker  # name the failed ancestor
+            self._mark_skipped(skipped, because=because)
         self.emit(
             "expand",
             node=name,

@@ -84,8 +84,12 @@ class EagerSorter:
         """Mark `node` failed and every not-yet-finished descendant skipped; return those."""
         self.state[node] = FAILED
         self._open -= 1
+        return self._skip_from(self._succ[node])
+
+    def _skip_from(self, starts: Iterable[str]) -> list[str]:
+        """Skip `starts` and everything below them that has not started; return those."""
         skipped: list[str] = []
-        stack = list(self._succ[node])
+        stack = list(starts)
         while stack:
             succ = stack.pop()
             if self.state[succ] in (PENDING, READY):
@@ -117,12 +121,13 @@ class EagerSorter:
         nodes: Iterable[str],
         edges: Iterable[tuple[str, str]],
         priority: Mapping[str, float],
-    ) -> list[str]:
-        """Grow the graph (already validated acyclic by the caller). Returns new ready nodes.
+    ) -> list[tuple[str, str]]:
+        """Grow the graph (already validated acyclic by the caller).
 
         An edge into an existing node is only allowed while that node is pending: the
-        caller checks this, since a started node cannot wait for new inputs.
-        """
+        caller checks this, since a started node cannot wait for new inputs. An edge from a
+        failed or skipped node skips its target and what lies below, exactly as `fail` does;
+        returns those as (skipped node, the failed or skipped node that blocked it)."""
         new = list(nodes)
         for n in new:
             self._succ[n] = []
@@ -130,17 +135,15 @@ class EagerSorter:
             self.state[n] = PENDING
         self._open += len(new)
         self._priority.update(priority)
+        blocked: list[tuple[str, str]] = []
         for src, dst in edges:
             self._succ[src].append(dst)
-            if self.state[src] not in (DONE,):
+            if self.state[src] != DONE:
                 self._waiting[dst] += 1
             if self.state[src] in (FAILED, SKIPPED):
-                self.state[dst] = SKIPPED
-        ready: list[str] = []
+                blocked.append((src, dst))
+        skipped = [(n, src) for src, dst in blocked for n in self._skip_from([dst])]
         for n in new:
-            if self.state[n] == SKIPPED:
-                self._open -= 1
-            elif self._waiting[n] == 0:
+            if self.state[n] == PENDING and self._waiting[n] == 0:
                 self._push(n)
-                ready.append(n)
-        return ready
+        return skipped

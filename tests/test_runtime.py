@@ -202,3 +202,40 @@ def test_arun_inside_a_running_loop() -> None:
         return await g.arun(store=None)
 
     assert asyncio.run(main()).outputs["y"] == 42
+
+
+def test_expansion_wired_to_a_failed_node_skips_instead_of_hanging() -> None:
+    """New nodes (and edges into waiting nodes) fed by a failed node are skipped, naming it."""
+    from dagagents import Expansion, Step
+
+    g = Graph("grow")
+
+    @g.step
+    def broken() -> int:
+        raise ValueError("no data")
+
+    async def slowish() -> str:
+        await asyncio.sleep(0.1)  # lets `broken` fail before the planner expands
+        return "x"
+
+    def grow(_: str) -> Expansion:
+        child = Step(name="child", fn=lambda **_: 1, depends_on=("broken",))
+        return Expansion(nodes=[child], edges=[("broken", "sink")])
+
+    g.add_step("slowish", slowish)
+    g.add_step("planner", lambda slowish: "plan", expand=grow)
+    g.add_step("sink", lambda **_: "sink", depends_on=["slowish", "planner"])
+
+    async def main() -> Any:
+        return await asyncio.wait_for(g.arun(store=None), 30)
+
+    result = asyncio.run(main())
+    assert result.status == {
+        "broken": "failed",
+        "slowish": "done",
+        "planner": "done",
+        "sink": "skipped",
+        "child": "skipped",
+    }
+    assert result.records["sink"].because == "broken"
+    assert result.records["child"].because == "broken"
