@@ -21,7 +21,7 @@ import networkx as nx
 
 from dagagents.agents import Agent
 from dagagents.errors import GraphError, UserError
-from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, step_params
+from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, step_params, takes_var_keyword
 
 if TYPE_CHECKING:
     from dagagents.providers.base import Provider
@@ -146,7 +146,7 @@ class Graph:
         """Programmatic form of `@g.step`. With `depends_on`, `fn` receives those outputs as
         keyword arguments (so `fn(**deps)` works); otherwise its parameters name them."""
         params = step_params(fn)
-        has_var_kw = any(p.kind == p.VAR_KEYWORD for p in _all_params(fn))
+        has_var_kw = takes_var_keyword(fn)
         if depends_on is None:
             deps = tuple(p.name for p in params if p.default is p.empty or p.name in self._specs)
             passed = deps
@@ -222,12 +222,6 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, nodes={len(self._specs)})"
-
-
-def _all_params(fn: F) -> list[Any]:
-    import inspect
-
-    return list(inspect.signature(fn).parameters.values())
 
 
 def validate_specs(graph_name: str, specs: dict[str, NodeSpec], g: nx.DiGraph) -> None:

@@ -187,17 +187,24 @@ def _code_key(fn: Callable[..., Any]) -> Any:
     return fn
 
 
-def step_params(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
-    """Named parameters of a step function (their names, kinds and whether they default)."""
+def _parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
+    """All parameters of `fn`, cached by code object. Only names, kinds and whether a default
+    exists are meant to be read: default values may differ between closures of one `def`."""
     key = _code_key(fn)
     params = _PARAMS.get(key)
     if params is None:
-        params = _PARAMS[key] = tuple(
-            p
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        )
+        params = _PARAMS[key] = tuple(inspect.signature(fn).parameters.values())
     return params
+
+
+def step_params(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
+    """Named parameters of a step function (their names, kinds and whether they default)."""
+    return tuple(p for p in _parameters(fn) if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+def takes_var_keyword(fn: Callable[..., Any]) -> bool:
+    """Does `fn` accept `**kwargs` (so it can be handed every dependency output by name)?"""
+    return any(p.kind == p.VAR_KEYWORD for p in _parameters(fn))
 
 
 def is_coroutine_fn(fn: Callable[..., Any]) -> bool:
