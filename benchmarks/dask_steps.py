@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dagagents import Graph
-from dagagents.executors.local import LocalExecutor
+from dagagents.engine.executors.local import LocalExecutor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dask_steps.json"
 
@@ -103,7 +103,7 @@ def measure(
     client: Any, *, nodes: int, step_ms: float, workers: int, concurrency: int, root: str
 ) -> dict[str, Any]:
     """Run all four variants against `client`'s cluster; return the report."""
-    from dagagents.executors.dask import DaskExecutor
+    from dagagents.engine.executors.dask import DaskExecutor
 
     def dask_executor() -> DaskExecutor:
         # `dask worker` processes do not have this checkout on sys.path: send our code along.

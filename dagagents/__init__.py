@@ -4,7 +4,9 @@ Eager scheduling under concurrency and rate limits, content-addressed checkpoint
 graphs resume, and traces that tell which agent cost what.
 """
 
-from dagagents.agents import Agent
+from dagagents.engine.executors import Executor, LocalExecutor
+from dagagents.engine.limits import RateLimits
+from dagagents.engine.retry import RetryPolicy
 from dagagents.errors import (
     BudgetExceeded,
     DagAgentsError,
@@ -14,19 +16,17 @@ from dagagents.errors import (
     StoreError,
     UserError,
 )
-from dagagents.estimate import Estimate, estimate
-from dagagents.executors import Executor, LocalExecutor
-from dagagents.graph import Graph
-from dagagents.limits import RateLimits
-from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step
-from dagagents.orchestrator import Orchestrator
-from dagagents.plan import Plan, Subtask
-from dagagents.pricing import Pricing, cost_usd
+from dagagents.model.agents import Agent
+from dagagents.model.graph import Graph
+from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step
+from dagagents.model.orchestrator import Orchestrator
+from dagagents.model.plan import Plan, Subtask
+from dagagents.observe.estimate import Estimate, estimate
+from dagagents.observe.pricing import Pricing, cost_usd
+from dagagents.observe.runs import NodeRecord, RunFailed, RunResult
+from dagagents.observe.summary import RunData, Summary, load_run, summarize
 from dagagents.providers import Provider, Script, SimulatedProvider
-from dagagents.result import NodeRecord, RunFailed, RunResult
-from dagagents.retry import RetryPolicy
 from dagagents.store import Store
-from dagagents.summary import RunData, Summary, load_run, summarize
 
 __version__ = "0.1.0"
 
@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 # and Dask is an extra (`pip install dagagents[dask]`).
 _LAZY = {
     "AnthropicProvider": "dagagents.providers.anthropic",
-    "DaskExecutor": "dagagents.executors.dask",
+    "DaskExecutor": "dagagents.engine.executors.dask",
 }
 
 

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from dagagents import Graph, Store
-from dagagents.render import diagram_from_run, render_bytes
-from dagagents.summary import load_run
-from dagagents.timeline import timeline_png
+from dagagents.observe.render import diagram_from_run, render_bytes
+from dagagents.observe.summary import load_run
+from dagagents.observe.timeline import timeline_png
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

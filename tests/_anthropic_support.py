@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from dagagents.graph import Graph
-from dagagents.limits import Limiter, RateLimits
+from dagagents.engine.limits import RateLimits
+from dagagents.engine.retry import RetryPolicy
+from dagagents.model.graph import Graph
 from dagagents.providers.anthropic import AnthropicProvider
-from dagagents.retry import RetryPolicy
 from dagagents.testing import FakeAnthropic
 
 KEY = "sk-ant-test-Zq8xW4vT2mN7pL0kR5sY"
@@ -30,27 +29,9 @@ def run_graph(
     store: Any = None,
     **options: Any,
 ) -> Any:
-    """`g.run(...)` with the Anthropic-path options.
-
-    Uses the runtime's own `rate_limits=` / `max_cost_usd=` / `retry=` arguments when it has
-    them, else hands a per-run `Limiter` and the policy over through `call_options`.
-    """
-    from dagagents import runtime
-
-    params = inspect.signature(runtime.arun).parameters
-    call_options: dict[str, Any] = dict(options.pop("call_options", {}) or {})
+    """`g.run(...)` with the Anthropic-path options and a fast retry policy."""
     kwargs: dict[str, Any] = {"concurrency": concurrency, "provider": provider, "store": store}
-    if "rate_limits" in params and "max_cost_usd" in params:
-        kwargs["rate_limits"] = rate_limits
-        kwargs["max_cost_usd"] = max_cost_usd
-    else:
-        call_options["limiter"] = Limiter(
-            rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd
-        )
+    kwargs.update(rate_limits=rate_limits, max_cost_usd=max_cost_usd)
     if retry is not None:
-        if "retry" in params:
-            kwargs["retry"] = retry
-        else:
-            call_options["retry"] = retry
-    kwargs["call_options"] = call_options
+        kwargs["retry"] = retry
     return g.run(**kwargs, **options)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dagagents import Agent, Graph, ProviderError, RunResult, Script, SimulatedProvider
-from dagagents.retry import RetryPolicy
+from dagagents.engine.retry import RetryPolicy
 
 FAST = {"time_scale": 0.02, "jitter": 0.0}
 

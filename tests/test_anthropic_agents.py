@@ -8,7 +8,7 @@ from _anthropic_support import provider_for, run_graph
 from pydantic import BaseModel, Field
 
 from dagagents import Agent, Graph
-from dagagents.pricing import default_pricing
+from dagagents.observe.pricing import default_pricing
 from dagagents.testing import (
     FakeAnthropic,
     fake_anthropic_fixture,  # noqa: F401 (the `fake_anthropic` fixture)

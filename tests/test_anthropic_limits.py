@@ -12,7 +12,7 @@ import pytest
 from _anthropic_support import provider_for, run_graph
 
 from dagagents import Agent, Graph
-from dagagents.limits import RateLimits
+from dagagents.engine.limits import RateLimits
 from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, text  # noqa: F401
 
 WORKER = Agent("worker", model="claude-sonnet-4-6", max_tokens=200)

@@ -9,8 +9,8 @@ import pytest
 from _anthropic_support import KEY, provider_for
 from pydantic import BaseModel
 
+from dagagents.engine.invoke import output_schema
 from dagagents.errors import ProviderError
-from dagagents.invoke import output_schema
 from dagagents.providers.anthropic import AnthropicProvider, parse_retry_after
 from dagagents.providers.base import Request
 from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, tool_call  # noqa: F401

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from dagagents import Agent
-from dagagents.errors import BudgetExceeded, ProviderError, UserError
-from dagagents.limits import (
+from dagagents.engine.limits import (
     AdaptiveConcurrency,
     Limiter,
     RateLimits,
     TokenBucket,
     estimate_input_tokens,
 )
-from dagagents.pricing import Pricing, cost_usd, default_pricing
+from dagagents.engine.retry import RetryPolicy, deadline
+from dagagents.errors import BudgetExceeded, ProviderError, UserError
+from dagagents.observe.pricing import Pricing, cost_usd, default_pricing
 from dagagents.providers.base import Request, Response, Usage
-from dagagents.retry import RetryPolicy, deadline
 
 MODEL = "claude-sonnet-4-6"
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import cli_env, dagagents_cmd
 
 from dagagents import Agent, Graph, SimulatedProvider
-from dagagents.bench import bench
+from dagagents.observe.bench import bench
 
 GRAPH = """
 from dagagents import Agent, Graph, SimulatedProvider

@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import cli_env, dagagents_cmd
 
 from dagagents import Store
-from dagagents.codec import decode
+from dagagents.store.codec import decode
 
 GRAPH = """
 import asyncio, os, time

@@ -14,8 +14,8 @@ from typing import Any
 from conftest import cli_env, dagagents_cmd
 
 from dagagents import Store
-from dagagents.codec import decode
 from dagagents.store import TMP_PREFIX
+from dagagents.store.codec import decode
 
 GRAPH = '''
 import asyncio, os

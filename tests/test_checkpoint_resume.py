@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from dagagents import Agent, Graph, SimulatedProvider, Store
-from dagagents.result import RunResult
-from dagagents.resume import plan_resume
+from dagagents.observe.resume import plan_resume
+from dagagents.observe.runs import RunResult
 
 
 class Finding(BaseModel):

@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from dagagents import Agent, Graph, SimulatedProvider, StoreError, UserError
 from dagagents.cli import app
 from dagagents.cli import commands as _commands  # noqa: F401 - registers `run`
-from dagagents.executors.dask import DaskExecutor, refuse_secrets
+from dagagents.engine.executors.dask import DaskExecutor, refuse_secrets
 from dagagents.providers.anthropic import AnthropicProvider
 from dagagents.providers.base import Request
 from dagagents.store import Store
@@ -292,7 +292,7 @@ def test_worker_killed_mid_run_loses_no_finished_node(dask_client: Any, tmp_path
 
 def _crash_after_storing(marker: str, node: str) -> None:
     """Installed on the workers: die right after `node`'s checkpoint is written, once."""
-    from dagagents.executors import dask_tasks
+    from dagagents.engine.executors import dask_tasks
 
     original = getattr(dask_tasks.store_output, "original", dask_tasks.store_output)
 
@@ -308,7 +308,7 @@ def _crash_after_storing(marker: str, node: str) -> None:
 
 
 def _uninstall_crash() -> None:
-    from dagagents.executors import dask_tasks
+    from dagagents.engine.executors import dask_tasks
 
     dask_tasks.store_output = getattr(dask_tasks.store_output, "original", dask_tasks.store_output)
 
@@ -486,7 +486,7 @@ def test_provider_errors_are_retried_by_the_driver_policy(dask_client: Any, tmp_
     sim.script(error=ProviderError("overloaded", status=529, retryable=True), times=1)
     g = Graph("retrying", simulator=sim)
     g.task("ask", Agent("a", model="claude-haiku-4-5"), "Say something.")
-    from dagagents.retry import RetryPolicy
+    from dagagents.engine.retry import RetryPolicy
 
     result = g.run(
         store=tmp_path / "s",
@@ -708,7 +708,7 @@ def test_the_runs_cost_budget_holds_when_requests_run_on_workers(
 
 
 def test_only_code_the_workers_cannot_import_is_sent_by_value(tmp_path: Path) -> None:
-    from dagagents.executors.dask import _needs_shipping
+    from dagagents.engine.executors.dask import _needs_shipping
 
     path = tmp_path / "shipme.py"
     path.write_text("from dagagents import Graph\ngraph = Graph('shipme')\n")

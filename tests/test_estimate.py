@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, cli_env, dagagents_cmd
 
 from dagagents import Agent, Graph, SimulatedProvider, Store
-from dagagents.estimate import estimate, simulate_schedule
+from dagagents.observe.estimate import estimate, simulate_schedule
 
 GRAPHS = ROOT / "graphs"
 

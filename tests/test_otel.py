@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 )
 from opentelemetry.trace import StatusCode  # noqa: E402
 
-from dagagents.otel import export_trace  # noqa: E402
+from dagagents.observe.otel import export_trace  # noqa: E402
 from dagagents.store import Store  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def test_spans_from_a_stored_trace(tmp_path: Path) -> None:
 
 def test_live_listener_during_a_run() -> None:
     from dagagents import Agent, Graph, SimulatedProvider
-    from dagagents.otel import OtelListener
+    from dagagents.observe.otel import OtelListener
 
     g = Graph("live")
     g.task("a", Agent("solo", max_tokens=100), "Say hi.")

@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT, cli_env, dagagents_cmd
 
 from dagagents import Agent, Plan, PlanError, Subtask
-from dagagents.invoke import output_schema
-from dagagents.plan import (
+from dagagents.engine.invoke import output_schema
+from dagagents.model.plan import (
     InvalidPlan,
     load_plan_graph,
     plan_problems,
@@ -164,7 +164,7 @@ def test_two_subtasks_of_one_worker_become_two_nodes_keyed_by_id() -> None:
     assert g["compare"].depends_on == ("us_market", "eu_market")
     assert set(g["synthesis"].depends_on) == {"us_market", "eu_market", "compare"}
     g.validate()  # braces in task text are literal, not placeholders
-    from dagagents.nodes import render_prompt
+    from dagagents.model.nodes import render_prompt
 
     text = render_prompt(g["compare"], {"us_market": "US", "eu_market": "EU"})
     assert text.startswith("Compare {both} markets.")

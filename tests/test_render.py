@@ -13,7 +13,7 @@ from conftest import ROOT, cli_env, dagagents_cmd
 from eventful import eventful_run
 
 from dagagents import Graph
-from dagagents.render import (
+from dagagents.observe.render import (
     FILL,
     diagram_from_graph,
     diagram_from_run,
@@ -21,7 +21,7 @@ from dagagents.render import (
     to_dot,
     to_mermaid,
 )
-from dagagents.summary import load_run
+from dagagents.observe.summary import load_run
 
 FANOUT = str(ROOT / "graphs" / "fanout.py")
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` not installed")

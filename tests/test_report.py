@@ -14,7 +14,7 @@ from eventful import eventful_run
 from matplotlib import image as mpimg
 
 from dagagents import Graph, SimulatedProvider
-from dagagents.timeline import timeline_png
+from dagagents.observe.timeline import timeline_png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -13,9 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from dagagents import codec
 from dagagents.errors import StoreError
-from dagagents.store import TMP_PREFIX, CorruptObject, Store, pack, run_state, unpack
+from dagagents.store import TMP_PREFIX, CorruptObject, Store, codec, pack, run_state, unpack
 
 
 class Finding(BaseModel):

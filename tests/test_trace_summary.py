@@ -12,8 +12,8 @@ import pytest
 from conftest import cli_env, dagagents_cmd
 from eventful import eventful_run
 
-from dagagents.summary import RunData, load_run, summarize
-from dagagents.trace import TRACE_VERSION
+from dagagents.observe.summary import RunData, load_run, summarize
+from dagagents.observe.trace import TRACE_VERSION
 
 NODE_EVENTS = ("node_ready", "node_start", "cache_hit", "node_complete", "node_error")
 

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from dagagents.errors import UserError
-from dagagents.graph import Graph
+from dagagents.model.graph import Graph
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -1,4 +1,9 @@
-"""Providers: where agent calls go. Anthropic when a key is set, else the offline simulator."""
+"""Providers: where agent calls go. Anthropic when a key is set, else the offline simulator.
+
+A provider turns one request into one response (text or tool calls, usage, headers) and declares
+what it can do; retries, limits and checkpoints live in the engine.
+May import: `dagagents.errors` only (never the store, the engine, the model or observe).
+"""
 
 from __future__ import annotations
 

@@ -35,9 +35,9 @@ def bench_command(
     """Run a graph in parallel and one node at a time (simulated provider, or a recorded
     run's durations); print wall times, the lower bound, speedup and efficiency."""
     with user_errors():
-        from dagagents.bench import bench
+        from dagagents.observe.bench import bench
+        from dagagents.observe.timeline import timeline_png
         from dagagents.store import Store
-        from dagagents.timeline import timeline_png
 
         graph = load_target(target, workers=workers)
         replay = (Store(store), from_run) if from_run else None

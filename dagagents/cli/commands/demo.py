@@ -18,8 +18,8 @@ from rich.table import Table
 
 from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
 from dagagents.cli.commands.run import run_with_view
-from dagagents.graph import Graph
-from dagagents.result import RunResult
+from dagagents.model.graph import Graph
+from dagagents.observe.runs import RunResult
 
 
 def _show_plan(graph: Graph, event: dict[str, Any]) -> None:
@@ -42,10 +42,10 @@ def _show_plan(graph: Graph, event: dict[str, Any]) -> None:
 
 def _write_artifacts(result: RunResult, out: Path) -> dict[str, Path]:
     """Diagram (SVG, PNG, Mermaid), timeline PNG, HTML report and trace for one run."""
-    from dagagents.render import diagram_from_run, render_bytes
-    from dagagents.report import write_report
-    from dagagents.summary import load_run
-    from dagagents.timeline import timeline_png
+    from dagagents.observe.render import diagram_from_run, render_bytes
+    from dagagents.observe.report import write_report
+    from dagagents.observe.summary import load_run
+    from dagagents.observe.timeline import timeline_png
 
     assert result.store is not None
     run = load_run(result.run_id, store=result.store)

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from dagagents.cli.app import app, console, load_target, user_errors
 from dagagents.errors import UserError
-from dagagents.estimate import Estimate, estimate
+from dagagents.observe.estimate import Estimate, estimate
 from dagagents.store import Store
 
 

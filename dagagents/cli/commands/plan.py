@@ -21,8 +21,8 @@ from dagagents.cli.app import (
     err_console,
     user_errors,
 )
-from dagagents.orchestrator import Orchestrator
-from dagagents.plan import PLAN_NODE, Plan, load_plan_graph, load_team, save_plan
+from dagagents.model.orchestrator import Orchestrator
+from dagagents.model.plan import PLAN_NODE, Plan, load_plan_graph, load_team, save_plan
 
 TARGET_LOADERS[".json"] = load_plan_graph
 

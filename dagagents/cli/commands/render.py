@@ -10,9 +10,15 @@ import typer
 
 from dagagents.cli.app import TARGET_LOADERS, app, console, load_target, user_errors
 from dagagents.errors import StoreError, UserError
-from dagagents.render import FORMATS, Diagram, diagram_from_graph, diagram_from_run, render_bytes
+from dagagents.observe.render import (
+    FORMATS,
+    Diagram,
+    diagram_from_graph,
+    diagram_from_run,
+    render_bytes,
+)
+from dagagents.observe.summary import load_graph_run, load_run
 from dagagents.store import Store
-from dagagents.summary import load_graph_run, load_run
 
 SUFFIX_FORMATS = {
     ".mmd": "mermaid",

@@ -9,8 +9,8 @@ import typer
 
 from dagagents.cli.app import app as cli_app
 from dagagents.cli.app import console, user_errors
-from dagagents.report import write_report
-from dagagents.summary import load_run
+from dagagents.observe.report import write_report
+from dagagents.observe.summary import load_run
 
 
 @cli_app.command("report")

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 
 from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
-from dagagents.executors.choice import executor_from_options
-from dagagents.limits import RateLimits
-from dagagents.progress import LiveProgress, PlainProgress, summary_table
-from dagagents.result import RunResult
+from dagagents.engine.executors.choice import executor_from_options
+from dagagents.engine.limits import RateLimits
+from dagagents.observe.progress import LiveProgress, PlainProgress, summary_table
+from dagagents.observe.runs import RunResult
 
 RUN_OPTIONS_HOOKS: list[Any] = []  # callables(options: dict) -> dict, for extensions
 

@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from dagagents.cli.app import app, console, load_target, user_errors
-from dagagents.progress import STYLE
-from dagagents.resume import CACHED, COMPUTE, MAYBE, plan_from_run, plan_resume, run_nodes
+from dagagents.observe.progress import STYLE
+from dagagents.observe.resume import CACHED, COMPUTE, MAYBE, plan_from_run, plan_resume, run_nodes
 from dagagents.store import Store, run_state
 
 NEXT_STYLE = {CACHED: "cyan", COMPUTE: "bold", MAYBE: "yellow", "new": "bold"}

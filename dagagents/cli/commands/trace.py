@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from dagagents.cli.app import app, console, user_errors
-from dagagents.progress import STYLE
-from dagagents.summary import RunData, Summary, load_run, summarize
+from dagagents.observe.progress import STYLE
+from dagagents.observe.summary import RunData, Summary, load_run, summarize
 
 trace_app = typer.Typer(
     help="Read a run's trace: summary figures or the event timeline.", no_args_is_help=True

@@ -18,10 +18,9 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from dagagents import codec
 from dagagents.errors import ProviderError, UserError
 from dagagents.providers.base import Provider, Request, Response
-from dagagents.store import CorruptObject, Store
+from dagagents.store import CorruptObject, Store, codec
 
 
 class Target(NamedTuple):

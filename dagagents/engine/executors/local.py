@@ -12,8 +12,8 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dagagents.invoke import AgentResult, CallContext
-from dagagents.nodes import AgentTask, Step
+from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.model.nodes import AgentTask, Step
 
 
 class LocalExecutor:

@@ -1,6 +1,6 @@
 """Agent: who answers a task (model, system prompt, limits, tools, output schema).
 
-An Agent is configuration only; `dagagents.invoke` runs one invocation of it. Its fingerprint
+An Agent is configuration only; `dagagents.engine.invoke` runs one invocation of it. Its fingerprint
 is part of every checkpoint key, so changing any field that changes answers invalidates the
 nodes that use it, and nothing else.
 """
@@ -51,7 +51,7 @@ class Agent(BaseModel):
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything about this agent that can change its answers (not its name)."""
-        from dagagents.tools import tool_schemas  # local: tools imports pydantic machinery
+        from dagagents.model.tools import tool_schemas  # local: tools imports pydantic machinery
 
         return {
             "model": self.model,

@@ -18,12 +18,11 @@ from typing import Any
 
 from pydantic import Field
 
-from dagagents.agents import DEFAULT_STRONG_MODEL, Agent
-from dagagents.codec import as_text
-from dagagents.graph import Graph
-from dagagents.invoke import AgentResult, CallContext, invoke_agent
-from dagagents.nodes import AgentTask, Expansion
-from dagagents.plan import (
+from dagagents.engine.invoke import AgentResult, CallContext, invoke_agent
+from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
+from dagagents.model.graph import Graph
+from dagagents.model.nodes import AgentTask, Expansion
+from dagagents.model.plan import (
     DEFAULT_MAX_SUBTASKS,
     PLAN_NODE,
     SYNTHESIS_NODE,
@@ -39,6 +38,7 @@ from dagagents.plan import (
 )
 from dagagents.providers.base import Usage
 from dagagents.providers.simulated import SimulatedProvider
+from dagagents.store.codec import as_text
 
 PLANNER_SYSTEM = (
     "You are a task orchestrator. You break a complex task into well-scoped subtasks for "

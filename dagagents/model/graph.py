@@ -19,13 +19,20 @@ from typing import TYPE_CHECKING, Any, overload
 
 import networkx as nx
 
-from dagagents.agents import Agent
 from dagagents.errors import GraphError, UserError
-from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, step_params, takes_var_keyword
+from dagagents.model.agents import Agent
+from dagagents.model.nodes import (
+    AgentTask,
+    Expansion,
+    NodeSpec,
+    Step,
+    step_params,
+    takes_var_keyword,
+)
 
 if TYPE_CHECKING:
+    from dagagents.observe.runs import RunResult
     from dagagents.providers.base import Provider
-    from dagagents.result import RunResult
 
 F = Callable[..., Any]
 
@@ -203,14 +210,14 @@ class Graph:
 
     # ------------------------------------------------------------------ running
     def run(self, **options: Any) -> RunResult:
-        """Run synchronously. Options: see `dagagents.runtime.arun`."""
-        from dagagents.runtime import run_sync
+        """Run synchronously. Options: see `dagagents.engine.run.arun`."""
+        from dagagents.engine.run import run_sync
 
         return run_sync(self, **options)
 
     async def arun(self, **options: Any) -> RunResult:
         """Run inside an existing event loop."""
-        from dagagents.runtime import arun
+        from dagagents.engine.run import arun
 
         return await arun(self, **options)
 

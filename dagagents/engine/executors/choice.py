@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dagagents.engine.executors.base import Executor
 from dagagents.errors import UserError
-from dagagents.executors.base import Executor
 
 EXECUTORS = ("local", "dask", "dask-local")
 
@@ -36,7 +36,7 @@ def executor_from_options(
         if stray:
             raise UserError(f"{stray[0]} needs --executor dask or --executor dask-local.")
         return None
-    from dagagents.executors.dask import DaskExecutor, require_distributed
+    from dagagents.engine.executors.dask import DaskExecutor, require_distributed
 
     require_distributed()
     if kind == "dask":

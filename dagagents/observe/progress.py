@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from dagagents.result import RunResult
+from dagagents.observe.runs import RunResult
 
 STYLE = {
     "done": "green",

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dagagents.errors import UserError
-from dagagents.render import diagram_from_run, svg_inline, to_mermaid
-from dagagents.summary import RunData, Summary, summarize
+from dagagents.observe.render import diagram_from_run, svg_inline, to_mermaid
+from dagagents.observe.summary import RunData, Summary, summarize
 
 MAX_NODE_ROWS = 500
 MAX_DIAGRAM_NODES = 400
@@ -136,7 +136,9 @@ def _diagram(run: RunData) -> str:
 
 
 def _timeline(run: RunData, compare_with: RunData | None) -> str:
-    from dagagents.timeline import timeline_png_bytes  # matplotlib: import only when drawing
+    from dagagents.observe.timeline import (
+        timeline_png_bytes,
+    )  # matplotlib: import only when drawing
 
     png = base64.b64encode(timeline_png_bytes(run, compare_with, dpi=100)).decode()
     alt = f"timeline of run {run.run_id}: one bar per node in start order"

@@ -17,22 +17,21 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from dagagents import codec
+from dagagents.engine.checkpoints import checkpoint_key
+from dagagents.engine.executors.base import Executor
+from dagagents.engine.executors.local import LocalExecutor
+from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.engine.limits import Limiter, RateLimits
+from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
+from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
 from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
-from dagagents.executors.base import Executor
-from dagagents.executors.local import LocalExecutor
-from dagagents.graph import Graph, check_acyclic, validate_spec
-from dagagents.invoke import AgentResult, CallContext
-from dagagents.keys import checkpoint_key
-from dagagents.limits import Limiter, RateLimits
-from dagagents.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
-from dagagents.pricing import Pricing, cost_usd
+from dagagents.model.graph import Graph, check_acyclic, validate_spec
+from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
+from dagagents.observe.pricing import Pricing, cost_usd
+from dagagents.observe.runs import NodeRecord, RunResult
+from dagagents.observe.trace import Tracer
 from dagagents.providers import Provider, resolve_provider
-from dagagents.result import NodeRecord, RunResult
-from dagagents.retry import DEFAULT_RETRY, RetryPolicy
-from dagagents.scheduler import EagerSorter, remaining_path_lengths
-from dagagents.store import CorruptObject, Store
-from dagagents.trace import Tracer
+from dagagents.store import CorruptObject, Store, codec
 
 MANIFEST_VERSION = 1
 DEFAULT_STORE = ".dagagents"

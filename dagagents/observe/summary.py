@@ -21,7 +21,7 @@ import networkx as nx
 import orjson
 
 from dagagents.errors import UserError
-from dagagents.result import RunResult
+from dagagents.observe.runs import RunResult
 from dagagents.store import Store
 
 RAN = frozenset({"done", "failed", "cancelled"})

@@ -13,17 +13,16 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from dagagents import codec
+from dagagents.engine.executors.local import LocalExecutor
+from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.errors import UserError
-from dagagents.executors.local import LocalExecutor
-from dagagents.graph import Graph
-from dagagents.invoke import AgentResult, CallContext
-from dagagents.nodes import AgentTask, Step
+from dagagents.model.graph import Graph
+from dagagents.model.nodes import AgentTask, Step
+from dagagents.observe.runs import RunResult
+from dagagents.observe.summary import RunData, critical_path
 from dagagents.providers.base import Provider, Usage
 from dagagents.providers.simulated import SimulatedProvider
-from dagagents.result import RunResult
-from dagagents.store import CorruptObject, Store
-from dagagents.summary import RunData, critical_path
+from dagagents.store import CorruptObject, Store, codec
 
 
 @dataclass

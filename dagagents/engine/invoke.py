@@ -19,13 +19,13 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from dagagents.agents import Agent
+from dagagents.engine.limits import Limiter
+from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy, deadline
 from dagagents.errors import NodeFailed, ProviderError
-from dagagents.limits import Limiter
-from dagagents.pricing import Pricing
+from dagagents.model.agents import Agent
+from dagagents.model.tools import input_model, tool_schema
+from dagagents.observe.pricing import Pricing
 from dagagents.providers.base import Provider, Request, Response, Usage
-from dagagents.retry import DEFAULT_RETRY, RetryPolicy, deadline
-from dagagents.tools import input_model, tool_schema
 
 Emit = Callable[..., None]
 OUTPUT_TOOL = "final_answer"

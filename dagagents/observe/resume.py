@@ -14,10 +14,10 @@ from typing import Any
 
 import networkx as nx
 
-from dagagents.graph import Graph
-from dagagents.keys import checkpoint_key
+from dagagents.engine.checkpoints import checkpoint_key
+from dagagents.model.graph import Graph
+from dagagents.observe.trace import nodes_from_trace
 from dagagents.store import CorruptObject, Store, run_state
-from dagagents.trace import nodes_from_trace
 
 CACHED, COMPUTE, MAYBE = "cached", "compute", "maybe"
 

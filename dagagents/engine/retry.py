@@ -22,7 +22,7 @@ from dagagents.errors import ProviderError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from dagagents.agents import Agent
+    from dagagents.model.agents import Agent
 
 T = TypeVar("T")
 _RNG = random.Random()

@@ -14,8 +14,8 @@ from typing import Any
 import graphviz
 
 from dagagents.errors import UserError
-from dagagents.graph import Graph
-from dagagents.summary import RunData, critical_path
+from dagagents.model.graph import Graph
+from dagagents.observe.summary import RunData, critical_path
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 # Fill colours by status: the same meaning as the terminal's STYLE, in print-friendly tints.
@@ -76,7 +76,7 @@ class Diagram:
 # ------------------------------------------------------------------ building
 def diagram_from_graph(graph: Graph, run: RunData | None = None) -> Diagram:
     """A graph's diagram; with a run, its statuses (and the nodes its expansions added)."""
-    from dagagents.runtime import describe_spec
+    from dagagents.engine.run import describe_spec
 
     specs = {name: describe_spec(spec) for name, spec in graph.specs.items()}
     if run is not None:
@@ -89,7 +89,7 @@ def diagram_from_graph(graph: Graph, run: RunData | None = None) -> Diagram:
             if edge not in merged.edges:
                 merged.edges.append(edge)
         return merged
-    from dagagents.estimate import estimate
+    from dagagents.observe.estimate import estimate
 
     predicted = estimate(graph, concurrency=1)
     path = predicted.critical_path if len(predicted.nodes) > 1 else []

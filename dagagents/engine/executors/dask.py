@@ -38,8 +38,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from dagagents import codec
 from dagagents.errors import DagAgentsError, ProviderError, StoreError, UserError
+from dagagents.store import codec
 
 try:
     import cloudpickle
@@ -48,10 +48,10 @@ except ImportError:  # pragma: no cover - dask (and with it cloudpickle) is an e
         "the Dask executor needs Dask distributed: pip install 'dagagents[dask]'."
     ) from None
 
-from dagagents.executors import dask_tasks
-from dagagents.executors.dask_tasks import Recipe, Target
-from dagagents.invoke import AgentResult, CallContext
-from dagagents.nodes import AgentTask, Step
+from dagagents.engine.executors import dask_tasks
+from dagagents.engine.executors.dask_tasks import Recipe, Target
+from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.model.nodes import AgentTask, Step
 from dagagents.providers.base import Provider, Request, Response
 from dagagents.store import Store
 

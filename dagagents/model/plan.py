@@ -23,10 +23,10 @@ from typing import Any
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dagagents.agents import DEFAULT_STRONG_MODEL, Agent
 from dagagents.errors import PlanError, UserError
-from dagagents.graph import Graph, load_module
-from dagagents.nodes import AgentTask, Expansion
+from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
+from dagagents.model.graph import Graph, load_module
+from dagagents.model.nodes import AgentTask, Expansion
 
 DEFAULT_MAX_SUBTASKS = 50
 PLAN_NODE = "plan"

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from dagagents.nodes import NodeSpec, spec_digest
+from dagagents.model.nodes import NodeSpec, spec_digest
 
 
 def checkpoint_key(spec: NodeSpec, digests: Mapping[str, str], memo: dict[int, Any]) -> str:

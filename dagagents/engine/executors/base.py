@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from dagagents.invoke import AgentResult, CallContext
-from dagagents.nodes import AgentTask, Step
+from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.model.nodes import AgentTask, Step
 from dagagents.store import Store
 
 

@@ -23,8 +23,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from dagagents.result import RunResult  # noqa: E402
-from dagagents.summary import RunData, critical_path  # noqa: E402
+from dagagents.observe.runs import RunResult  # noqa: E402
+from dagagents.observe.summary import RunData, critical_path  # noqa: E402
 
 RunLike = RunData | RunResult | Mapping[str, Any]
 MAX_LABELLED_ROWS = 80

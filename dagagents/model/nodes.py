@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from dagagents.agents import Agent, source_hash
+from dagagents.model.agents import Agent, source_hash
 
 if TYPE_CHECKING:
-    from dagagents.invoke import AgentResult, CallContext
+    from dagagents.engine.invoke import AgentResult, CallContext
 
 _formatter = string.Formatter()
 
@@ -78,7 +78,7 @@ class AgentTask(NodeSpec):
     async def call(self, prompt: str, ctx: CallContext) -> AgentResult:
         """Invoke this node's agent on its rendered prompt (executors call this). Subclasses
         may wrap it: the orchestrator's planner checks its plan and asks once more."""
-        from dagagents.invoke import invoke_agent
+        from dagagents.engine.invoke import invoke_agent
 
         return await invoke_agent(self.agent, prompt, ctx)
 

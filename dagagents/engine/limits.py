@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from dagagents.errors import BudgetExceeded, ProviderError, UserError
-from dagagents.pricing import Pricing, default_pricing
+from dagagents.observe.pricing import Pricing, default_pricing
 from dagagents.providers.base import Request, Response, Usage
 
 Emit = Callable[..., None]

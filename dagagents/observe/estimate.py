@@ -20,12 +20,12 @@ from typing import Any
 
 import networkx as nx
 
-from dagagents.graph import Graph
-from dagagents.nodes import AgentTask, NodeSpec
-from dagagents.pricing import cost_usd
+from dagagents.engine.scheduler import remaining_path_lengths
+from dagagents.model.graph import Graph
+from dagagents.model.nodes import AgentTask, NodeSpec
+from dagagents.observe.pricing import cost_usd
 from dagagents.providers.base import Usage
 from dagagents.providers.simulated import SimulatedProvider
-from dagagents.scheduler import remaining_path_lengths
 from dagagents.store import Store
 
 # `tags={"role": ...}` values that mark coordination work rather than the task itself.
@@ -268,7 +268,7 @@ def estimate(
     simulator: SimulatedProvider | None = None,
 ) -> Estimate:
     """Predict one fresh run of `graph` with `concurrency` slots (nothing is called)."""
-    from dagagents.runtime import describe_spec  # runtime imports much; keep it lazy
+    from dagagents.engine.run import describe_spec  # runtime imports much; keep it lazy
 
     sim = simulator or (
         graph.simulator if isinstance(graph.simulator, SimulatedProvider) else SimulatedProvider()
@@ -347,12 +347,12 @@ def estimate(
     durations = {n: e.duration for n, e in nodes.items()}
     times = simulate_schedule(dag, durations, concurrency)
     wall = max((end for _, end in times.values()), default=0.0)
-    from dagagents.summary import critical_path
+    from dagagents.observe.summary import critical_path
 
     path, path_time = critical_path(dag, durations)
     cached: list[str] = []
     if store is not None and not unseen:
-        from dagagents.resume import plan_resume
+        from dagagents.observe.resume import plan_resume
 
         cached = sorted(n for n, v in plan_resume(graph, store).items() if v == "cached")
     return Estimate(
