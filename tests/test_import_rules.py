@@ -92,7 +92,5 @@ def test_every_room_says_what_it_is_for_and_what_it_may_import() -> None:
 def test_the_rule_check_catches_a_forbidden_import(tmp_path: Path, room: str, target: str) -> None:
     package = tmp_path / "dagagents"
     (package / room).mkdir(parents=True)
-    (package / room / "bad.py").write_text(
-        f"def f():\n    from dagagents.{target}.x import y\n"
-    )
+    (package / room / "bad.py").write_text(f"def f():\n    from dagagents.{target}.x import y\n")
     assert violations(FORBIDDEN, package)
