@@ -7,6 +7,7 @@ graphs resume, and traces that tell which agent cost what.
 from dagagents.engine.executors import Executor, LocalExecutor
 from dagagents.engine.limits import RateLimits
 from dagagents.engine.retry import RetryPolicy
+from dagagents.engine.run import RunOptions, arun, run
 from dagagents.errors import (
     BudgetExceeded,
     DagAgentsError,
@@ -70,6 +71,7 @@ __all__ = [
     "RateLimits",
     "RetryPolicy",
     "RunFailed",
+    "RunOptions",
     "RunData",
     "RunResult",
     "Script",
@@ -80,9 +82,11 @@ __all__ = [
     "Summary",
     "Subtask",
     "UserError",
+    "arun",
     "cost_usd",
     "estimate",
     "load_run",
+    "run",
     "summarize",
     "__version__",
 ]

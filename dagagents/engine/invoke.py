@@ -1,6 +1,8 @@
 """One invocation of an agent: the request, the tool-use loop, structured output, usage.
 
-The scheduler calls `invoke_agent` for each AgentTask node. Retries, rate limits and the cost
+The run calls `answer_task` for each AgentTask node: the node's `answer` method asks its agent
+through `invoke_agent` (once, or more for a planner that repairs its plan), and every call's
+usage and cost are collected here, also when the node fails. Retries, rate limits and the cost
 budget wrap every provider call made here, so they are counted once and traced in one place:
 each call passes the run's `Limiter` (buckets, adaptive concurrency, budget) inside the
 `RetryPolicy`, so a retried attempt queues for limits again like any other call.
@@ -12,7 +14,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any, Literal
 
@@ -21,11 +23,12 @@ from pydantic import BaseModel, ValidationError
 
 from dagagents.engine.limits import Limiter
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy, deadline
-from dagagents.errors import NodeFailed, ProviderError
+from dagagents.errors import DagAgentsError, NodeFailed, ProviderError
 from dagagents.model.agents import Agent
+from dagagents.model.nodes import AgentTask
 from dagagents.model.tools import input_model, tool_schema
 from dagagents.observe.pricing import Pricing
-from dagagents.providers.base import Provider, Request, Response, Usage
+from dagagents.providers.base import Provider, Request, Response, Usage, capabilities_of
 
 Emit = Callable[..., None]
 OUTPUT_TOOL = "final_answer"
@@ -56,8 +59,6 @@ class CallContext:
     pricing: Pricing | None = None
     auto_cache: bool = True
     structured_output: Literal["auto", "native", "tool"] = "auto"
-    # Free-form extras for executors and providers that need more (kept for compatibility).
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,10 +70,35 @@ class AgentResult:
     model: str
     calls: int = 1
     simulated: bool = False
-    responses: list[Response] = field(default_factory=list)
     cost_usd: float = 0.0
-    retries: int = 0
-    tool_calls: int = 0
+
+    @staticmethod
+    def merged(results: Sequence[AgentResult], output: Any, model: str) -> AgentResult:
+        """Several invocations of one node as one result: summed usage, calls and cost."""
+        if len(results) == 1 and results[0].output is output:
+            return results[0]
+        usage = Usage()
+        for r in results:
+            usage = usage + r.usage
+        return AgentResult(
+            output=output,
+            usage=usage,
+            model=results[-1].model if results else model,
+            calls=sum(r.calls for r in results),
+            simulated=any(r.simulated for r in results),
+            cost_usd=sum(r.cost_usd for r in results),
+        )
+
+
+class AgentFailed(DagAgentsError):
+    """An agent node failed after paying for `spent` (every call it made); `error` is why.
+
+    The run records `spent` on the node and reports `error` as the node's failure."""
+
+    def __init__(self, error: BaseException, spent: AgentResult) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.spent = spent
 
 
 @lru_cache(maxsize=256)
@@ -81,8 +107,12 @@ def _tool_defs(tools: tuple[Callable[..., Any], ...]) -> tuple[dict[str, Any], .
 
 
 @cache
-def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON schema `messages.parse(output_format=model)` would send (strict-transformed)."""
+def output_schema(model: type[BaseModel], strict: bool = True) -> dict[str, Any]:
+    """The JSON schema `messages.parse(output_format=model)` would send (strict-transformed),
+    or, for a provider that needs no strict form (the simulator), the model's plain schema:
+    the SDK is imported only by a run that talks to the API."""
+    if not strict:
+        return model.model_json_schema()
     from anthropic import transform_schema  # the SDK's own transform, so we send what it sends
 
     return transform_schema(model.model_json_schema())
@@ -110,6 +140,7 @@ class _Invocation:
         self.price = self.pricing.lookup(agent.model)
         self.tools = {fn.__name__: fn for fn in agent.tools}
         self.tool_defs = list(_tool_defs(tuple(agent.tools)))
+        self.capabilities = capabilities_of(ctx.provider)
         self.mode = self._structured_mode()
         self.output_name = OUTPUT_TOOL
         while self.output_name in self.tools:
@@ -117,11 +148,8 @@ class _Invocation:
         self.usage = Usage()
         self.cost = 0.0
         self.calls = 0
-        self.retries = 0
-        self.tool_calls = 0
         self.simulated = False
         self.model = agent.model
-        self.responses: list[Response] = []
 
     # ------------------------------------------------------------------ request shape
     def _structured_mode(self) -> str | None:
@@ -130,8 +158,7 @@ class _Invocation:
         if self.ctx.structured_output != "auto":
             return self.ctx.structured_output
         native = self.price.structured_outputs if self.price is not None else True
-        # The offline simulator answers `output_schema` but not forced tool calls.
-        if getattr(self.ctx.provider, "name", "") == "simulated":
+        if not self.capabilities.forced_tool_choice:  # e.g. the offline simulator
             native = True
         return "native" if native else "tool"
 
@@ -170,13 +197,13 @@ class _Invocation:
         tool_choice: dict[str, Any] | None = None
         schema = None
         if self.mode == "native":
-            schema = output_schema(agent.output)  # type: ignore[arg-type]
+            schema = output_schema(agent.output, self.capabilities.strict_schema)  # type: ignore[arg-type]
         elif self.mode == "tool":
             answer: dict[str, Any] = {
                 "name": self.output_name,
                 "description": "Give your final answer. Call this once, with the complete "
                 "answer, when you are done.",
-                "input_schema": output_schema(agent.output),  # type: ignore[arg-type]
+                "input_schema": output_schema(agent.output, self.capabilities.strict_schema),  # type: ignore[arg-type]
             }
             if self.price is not None and self.price.structured_outputs:
                 answer["strict"] = True  # grammar-constrained where the model supports it
@@ -219,16 +246,13 @@ class _Invocation:
         try:
             response = await self.policy.call(attempt, node=ctx.node, emit=ctx.emit)
         except ProviderError as exc:
-            self.retries += attempts - 1
             tail = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
             raise NodeFailed(ctx.node, f"{exc}{tail}") from exc
-        self.retries += attempts - 1
         self.calls += 1
         self.usage = self.usage + response.usage
         self.cost += cost
         self.simulated = self.simulated or response.simulated
         self.model = response.model or self.model
-        self.responses.append(response)
         ctx.emit(
             "llm_call",
             node=ctx.node,
@@ -274,7 +298,6 @@ class _Invocation:
                 "content": error,
                 "is_error": True,
             }
-        self.tool_calls += 1
         self.ctx.emit(
             "tool_call",
             node=self.ctx.node,
@@ -363,10 +386,7 @@ class _Invocation:
             model=self.model,
             calls=self.calls,
             simulated=self.simulated,
-            responses=self.responses,
             cost_usd=self.cost,
-            retries=self.retries,
-            tool_calls=self.tool_calls,
         )
 
     async def _answer_use(self, use: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
@@ -425,16 +445,44 @@ def _tool_content(result: Any) -> str | list[dict[str, Any]]:
     return orjson.dumps(result, default=str).decode()
 
 
-async def invoke_agent(agent: Agent, prompt: str, ctx: CallContext) -> AgentResult:
-    """Ask `agent` to answer `prompt`, running tools as asked. Output: text or the output model."""
+async def invoke_agent(
+    agent: Agent, prompt: str, ctx: CallContext, spent: list[AgentResult] | None = None
+) -> Any:
+    """Ask `agent` to answer `prompt`, running tools as asked; returns the output (text or the
+    output model). What the invocation cost is appended to `spent`, also when it fails."""
     inv = _Invocation(agent, ctx)
+    output: Any = None
     try:
         output = await inv.run(prompt)
+    finally:
+        if spent is not None:
+            spent.append(inv.result(output))
+    return output
+
+
+async def answer_task(spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:
+    """The node's output (`spec.answer`, which asks its agent once or more) and what every
+    call cost. A failure is raised as AgentFailed carrying what was spent before it."""
+    spent: list[AgentResult] = []
+
+    def ask(text: str) -> Any:
+        return invoke_agent(spec.agent, text, ctx, spent)
+
+    def warn(message: str, **fields: Any) -> None:
+        ctx.emit("warning", node=ctx.node, message=message, **fields)
+
+    try:
+        output = await spec.answer(prompt, ask, warn)
     except Exception as exc:
-        # Calls made before a failure were paid for; the runtime reads `exc.spent`.
-        exc.spent = inv.result(None)  # type: ignore[attr-defined]
-        raise
-    return inv.result(output)
+        raise AgentFailed(exc, AgentResult.merged(spent, None, spec.agent.model)) from exc
+    return AgentResult.merged(spent, output, spec.agent.model)
 
 
-__all__: Sequence[str] = ["AgentResult", "CallContext", "invoke_agent", "output_schema"]
+__all__: Sequence[str] = [
+    "AgentFailed",
+    "AgentResult",
+    "CallContext",
+    "answer_task",
+    "invoke_agent",
+    "output_schema",
+]

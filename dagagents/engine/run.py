@@ -1,209 +1,234 @@
-"""One run of a graph: checkpoint lookups, the eager loop, node bodies, the manifest.
+"""The run loop: `EagerSorter` decides what may start; this module starts it.
 
-`EagerSorter` decides what may start; this module starts it. A node whose checkpoint exists
-completes at once without taking a slot. Every other ready node starts as soon as a slot is
-free. Every task is owned by the run: on failure with `fail_fast`, on Ctrl-C or on any error
-the run cancels what is in flight, waits for it, and writes its manifest before returning.
+One `asyncio.TaskGroup` owns every node task of a run. A node whose checkpoint exists completes
+at once without taking a slot; every other ready node starts as soon as a slot is free. A node
+changes state in one place, `_Run._transition`, which moves its record, the sorter and the
+trace together. On failure with `fail_fast`, on Ctrl-C or on any error the run cancels what is
+in flight, waits for it, and writes its manifest before returning.
+
+Checkpoint keys, lookup and persistence live in `checkpoints.py`; growing the graph at run time
+in `expand.py`; one agent invocation in `invoke.py`; where a body runs in `executors/`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import dataclasses
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from dagagents.engine.checkpoints import checkpoint_key
+from dagagents.engine.checkpoints import (
+    Checkpoints,
+    Hit,
+    Miss,
+    Rerun,
+    last_run_nodes,
+    previous_durations,
+)
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
-from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.engine.expand import Growth, apply_expansion
+from dagagents.engine.invoke import AgentFailed, AgentResult, CallContext
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
-from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
+from dagagents.engine.scheduler import (
+    CACHED,
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    EagerSorter,
+    remaining_path_lengths,
+)
 from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
-from dagagents.model.graph import Graph, check_acyclic, validate_spec
-from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
+from dagagents.model.graph import Graph
+from dagagents.model.nodes import AgentTask, NodeSpec, Step, describe_spec, render_prompt
 from dagagents.observe.pricing import Pricing, cost_usd
 from dagagents.observe.runs import NodeRecord, RunResult
-from dagagents.observe.trace import Tracer
+from dagagents.observe.trace import Listener, Tracer
 from dagagents.providers import Provider, resolve_provider
-from dagagents.store import CorruptObject, Store, codec
+from dagagents.store import Store, codec
 
 MANIFEST_VERSION = 1
 DEFAULT_STORE = ".dagagents"
-_DEFAULT = object()
+# How a run ended (the manifest's `status`); nodes use the sorter's vocabulary.
+RUN_RUNNING, RUN_DONE, RUN_FAILED, RUN_INTERRUPTED, RUN_CRASHED = (
+    "running",
+    "done",
+    "failed",
+    "interrupted",
+    "crashed",
+)
 
 
-def run_sync(graph: Graph, **options: Any) -> RunResult:
-    """`Graph.run`: a fresh event loop; Ctrl-C cancels cleanly, then raises KeyboardInterrupt."""
-    return asyncio.run(arun(graph, **options))
-
-
-async def arun(
-    graph: Graph,
-    *,
-    concurrency: int = 8,
-    provider: str | Provider | None = None,
-    store: str | os.PathLike[str] | Store | None = DEFAULT_STORE,
-    fresh: bool = False,
-    rerun: Iterable[str] = (),
-    fail_fast: bool = False,
-    trace: str | os.PathLike[str] | None = None,
-    executor: Executor | None = None,
-    listener: Callable[[dict[str, Any]], None] | None = None,
-    keep_events: bool = True,
-    rate_limits: RateLimits | None = None,
-    max_cost_usd: float | None = None,
-    retry: RetryPolicy | int | None = None,
-    pricing: Pricing | None = None,
-    call_options: dict[str, Any] | None = None,
-) -> RunResult:
-    """Run `graph` and return its RunResult (never raises for node failures).
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a graph: the keywords of `dagagents.run`/`arun` and `Graph.run`/`arun`.
 
     `store=None` disables checkpoints; `fresh=True` ignores existing ones; `rerun` names nodes
-    to recompute even if checkpointed. `rate_limits` (requests/tokens per minute per model),
-    `max_cost_usd` (no call starts that could exceed it) and `retry` (a RetryPolicy or a number
-    of attempts) govern every agent call; `call_options` are extra CallContext fields
-    (`auto_cache`, `structured_output`). Raises UserError for an invalid graph or option.
+    (or glob patterns, `research*`) to recompute even if checkpointed, expanded nodes of the
+    last run included. `rate_limits` (requests/tokens per minute per model), `max_cost_usd`
+    (no call starts that could exceed it) and `retry` (a RetryPolicy or a number of attempts)
+    govern every agent call; `call_options` are extra CallContext fields (`auto_cache`,
+    `structured_output`). `listener` sees every trace event as it happens.
     """
-    if concurrency < 1:
-        raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
-    opened = _open_store(store)
-    executor = executor or LocalExecutor()
-    prepare = getattr(executor, "prepare", None)  # optional hook, see executors/base.py
-    if prepare is not None:
-        await prepare(opened, concurrency)
+
+    concurrency: int = 8
+    provider: str | Provider | None = None
+    store: str | os.PathLike[str] | Store | None = DEFAULT_STORE
+    fresh: bool = False
+    rerun: Iterable[str] = ()
+    fail_fast: bool = False
+    trace: str | os.PathLike[str] | None = None
+    executor: Executor | None = None
+    listener: Listener | None = None
+    keep_events: bool = True
+    rate_limits: RateLimits | None = None
+    max_cost_usd: float | None = None
+    retry: RetryPolicy | int | None = None
+    pricing: Pricing | None = None
+    call_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise UserError(f"concurrency must be at least 1 (got {self.concurrency}).")
+        rerun = (self.rerun,) if isinstance(self.rerun, str) else tuple(self.rerun)
+        object.__setattr__(self, "rerun", rerun)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        if isinstance(self.retry, int):
+            return RetryPolicy(max_attempts=self.retry)
+        return self.retry or DEFAULT_RETRY
+
+
+def run(graph: Graph, options: RunOptions | None = None, /, **kwargs: Any) -> RunResult:
+    """Run `graph` on a fresh event loop and return its RunResult (node failures are in the
+    result, never raised). Ctrl-C cancels cleanly, then raises KeyboardInterrupt."""
+    return asyncio.run(arun(graph, options, **kwargs))
+
+
+async def arun(graph: Graph, options: RunOptions | None = None, /, **kwargs: Any) -> RunResult:
+    """Run `graph` inside the running event loop. Options: `RunOptions` fields, as keywords or
+    as one `RunOptions`. Raises UserError for an invalid graph or option."""
+    opts = dataclasses.replace(options, **kwargs) if options else RunOptions(**kwargs)
+    store = open_store(opts.store)
+    executor = opts.executor or LocalExecutor()
+    await executor.prepare(store, opts.concurrency)
     try:
-        run = _Run(
-            graph,
-            concurrency=concurrency,
-            provider=resolve_provider(provider, graph.simulator),
-            store=opened,
-            fresh=fresh,
-            rerun=set(rerun),
-            fail_fast=fail_fast,
-            trace=trace,
-            executor=executor,
-            listener=listener,
-            keep_events=keep_events,
-            limiter=Limiter(
-                rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd, pricing=pricing
-            ),
-            retry=RetryPolicy(max_attempts=retry)
-            if isinstance(retry, int)
-            else retry or DEFAULT_RETRY,
-            call_options=call_options or {},
-        )
+        state = _Run(graph, opts, store, executor)
     except BaseException:
-        if prepare is not None:
-            await executor.close()
+        await executor.close()
         raise
-    return await run.execute()
+    return await state.execute()
 
 
-def _open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
+def open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
     if store is None or isinstance(store, Store):
         return store
     return Store(store)
+
+
+class NodeTimeout(DagAgentsError):
+    """A node exceeded its `timeout`."""
+
+
+class NodeCancelled(DagAgentsError):
+    """A node's body raised CancelledError of its own (nobody cancelled it)."""
 
 
 class _Run:
     """State of one run; `execute` drives it to the end."""
 
     def __init__(
-        self,
-        graph: Graph,
-        *,
-        concurrency: int,
-        provider: Provider,
-        store: Store | None,
-        fresh: bool,
-        rerun: set[str],
-        fail_fast: bool,
-        trace: str | os.PathLike[str] | None,
-        executor: Executor,
-        listener: Callable[[dict[str, Any]], None] | None,
-        keep_events: bool,
-        limiter: Limiter,
-        retry: RetryPolicy,
-        call_options: dict[str, Any],
+        self, graph: Graph, options: RunOptions, store: Store | None, executor: Executor
     ) -> None:
         graph.validate()
-        unknown = sorted(rerun - set(graph.specs))
-        if unknown:
-            raise UserError(f"--rerun names unknown node '{unknown[0]}' in graph '{graph.name}'.")
+        rerun = Rerun(options.rerun)
+        if rerun.patterns:
+            known = [*graph.specs, *(last_run_nodes(store, graph.name) if store else ())]
+            rerun.check(graph.name, known)
+        self.options = options
         # The user's graph is copied only if an expansion is about to grow it.
-        self.graph = graph
+        self._graph = graph
         self.specs = graph.specs
         self._owns_graph = False
-        self.concurrency = concurrency
-        self.provider = provider
+        self.concurrency = options.concurrency
+        self.provider = resolve_provider(options.provider, graph.simulator)
         self.store = store
-        self.fresh = fresh
-        self.rerun = rerun
-        self.fail_fast = fail_fast
+        self.checkpoints = (
+            None if store is None else Checkpoints(store, fresh=options.fresh, rerun=rerun)
+        )
         self.executor = executor
-        self.call_options = call_options
-        self.limiter = limiter
-        self.retry = retry
-        self.pricing = limiter.pricing
-        self.run_id = Store.new_run_id()
-        sinks: list[IO[bytes]] = []
-        if store is not None:
-            sinks.append(store.open_trace(self.run_id))  # closed by the tracer
-        if trace is not None:
-            Path(trace).parent.mkdir(parents=True, exist_ok=True)
-            sinks.append(open(trace, "wb"))  # noqa: SIM115 - closed by the tracer
-        self.tracer = Tracer(self.run_id, sinks=sinks, keep=keep_events)
-        if listener is not None:
-            self.tracer.subscribe(listener)
-        self.emit = self.tracer.emit
-        self.records: dict[str, NodeRecord] = {
-            name: self._new_record(spec) for name, spec in self.specs.items()
+        self.limiter = Limiter(
+            options.rate_limits,
+            concurrency=options.concurrency,
+            max_cost_usd=options.max_cost_usd,
+            pricing=options.pricing,
+        )
+        self.pricing = self.limiter.pricing
+        self.call_fields: dict[str, Any] = {
+            "limiter": self.limiter,
+            "retry": options.retry_policy,
+            "pricing": self.pricing,
+            **options.call_options,  # explicit CallContext fields win
         }
+        self.history = previous_durations(store, graph.name) if store is not None else {}
+        self.durations = {name: self._estimate(spec) for name, spec in self.specs.items()}
+        self.sorter = EagerSorter(
+            graph.nx, remaining_path_lengths(graph.nx, self.durations.__getitem__)
+        )
+        self.records = {name: _new_record(spec) for name, spec in self.specs.items()}
         self.outputs: dict[str, Any] = {}
         self.digests: dict[str, str] = {}
-        self._memo: dict[int, Any] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._closing = ""  # set to the reason when the run is being torn down
+        self._tasks: asyncio.TaskGroup | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self.wall = 0.0
+        self.run_id = Store.new_run_id()
         self._started_at = time.time()
+        self.tracer = self._open_tracer(options)
+        self.emit = self.tracer.emit
 
-    @staticmethod
-    def _new_record(spec: NodeSpec) -> NodeRecord:
-        agent = spec.agent if isinstance(spec, AgentTask) else None
-        return NodeRecord(
-            name=spec.name,
-            kind=spec.kind,
-            agent=agent.name if agent else None,
-            model=agent.model if agent else None,
-            depends_on=spec.depends_on,
-        )
+    def _open_tracer(self, options: RunOptions) -> Tracer:
+        sinks: list[IO[bytes]] = []
+        if self.store is not None:
+            sinks.append(self.store.open_trace(self.run_id))  # closed by the tracer
+        if options.trace is not None:
+            Path(options.trace).parent.mkdir(parents=True, exist_ok=True)
+            sinks.append(open(options.trace, "wb"))  # noqa: SIM115 - closed by the tracer
+        tracer = Tracer(self.run_id, sinks=sinks, keep=options.keep_events)
+        if options.listener is not None:
+            tracer.subscribe(options.listener)
+        return tracer
 
-    # ------------------------------------------------------------ estimation
-    def _estimate(self, name: str, spec: NodeSpec) -> float:
+    @property
+    def graph(self) -> Graph:
+        """The graph as it stands (grown by expansions; the user's own graph never changes)."""
+        return self._graph
+
+    def _estimate(self, spec: NodeSpec) -> float:
         """A node's expected duration for prioritising: its last run's, else the user's
         `estimate=`, else a guess from its token budget (time to first token + output at a
         typical speed); steps default to cheap."""
-        if name in self._history:
-            return self._history[name]
+        known = self.history.get(spec.name)
+        if known is not None:
+            return known
         if spec.estimate is not None:
             return spec.estimate
         if isinstance(spec, AgentTask):
             return 0.5 + min(spec.agent.max_tokens, 600) / 80.0
         return 0.001
 
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ the loop
     async def execute(self) -> RunResult:
-        self._history = (
-            previous_durations(self.store, self.graph.name) if self.store is not None else {}
-        )
-        self._durations = {name: self._estimate(name, spec) for name, spec in self.specs.items()}
-        priority = remaining_path_lengths(self.graph.nx, self._durations.__getitem__)
-        self.sorter = EagerSorter(self.graph.nx, priority)
         self.emit(
             "run_start",
             graph=self.graph.name,
@@ -213,175 +238,206 @@ class _Run:
             store=self.store.url if self.store else None,
             executor=self.executor.name,
         )
-        self._write_manifest("running")
-        await self.executor.start(self.concurrency)
-        if any(isinstance(s, AgentTask) and s.agent.output for s in self.specs.values()):
-            # Structured output uses the SDK's schema transform; importing the SDK takes about
-            # a second, which must not stall the event loop in the middle of the run.
-            await asyncio.to_thread(importlib.import_module, "anthropic")
-        flusher = asyncio.create_task(self._flush_periodically())
-        self._all_done = asyncio.get_running_loop().create_future()
-        status = "done"
+        self._write_manifest(RUN_RUNNING)
+        status = RUN_DONE
         try:
-            self._launch()
-            await self._all_done
+            await self.executor.start(self.concurrency)
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                self._flusher = tasks.create_task(self._keep_trace_current())
+                self._launch()
         except BaseException as exc:
-            status = (
-                "interrupted"
-                if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-                else "crashed"
-            )
-            await self._cancel_running(status)
-            raise
+            cause = _unwrap(exc)
+            interrupted = isinstance(cause, asyncio.CancelledError | KeyboardInterrupt)
+            status = RUN_INTERRUPTED if interrupted else RUN_CRASHED
+            self._close(status)
+            if cause is exc:
+                raise
+            raise cause from None
         finally:
-            if status == "done" and any(
-                r.status in ("failed", "cancelled") for r in self.records.values()
+            if status == RUN_DONE and any(
+                r.status in (FAILED, CANCELLED) for r in self.records.values()
             ):
-                status = "failed"
-            flusher.cancel()
+                status = RUN_FAILED
             await self.executor.close()
             self._finish(status)
         return self._result(status)
 
-    async def _flush_periodically(self, every: float = 0.2) -> None:
-        """Keep the on-disk trace current while nodes run (watchers and kill-resume rely on it)."""
+    async def _keep_trace_current(self, every: float = 0.2) -> None:
+        """Flush the on-disk trace while nodes run (watchers and kill-resume rely on it);
+        cancelled by `_launch` when the run's work is over."""
         while True:
             await asyncio.sleep(every)
             self.tracer.flush()
 
     def _launch(self) -> None:
         """Start ready nodes while slots are free; checkpoint hits complete immediately.
-        Ends the run when nothing is left to start or running."""
+        When nothing is left to start or running, the run's work is over."""
         sorter = self.sorter
         running = self._running
+        inline = self.checkpoints is None or self.checkpoints.inline
         while sorter.has_ready() and len(running) < self.concurrency:
             name = sorter.pop_ready()
-            self.emit("node_ready", node=name)
-            if self._try_cache(name):
+            self._transition(name, RUNNING)
+            if inline and self._lookup_inline(name):
                 continue
-            running[name] = asyncio.ensure_future(self._node(name))
-        if not running and not sorter.is_active() and not self._all_done.done():
-            self._all_done.set_result(None)
+            assert self._tasks is not None
+            running[name] = self._tasks.create_task(self._node(name, inline))
+        self._end_if_idle()
 
-    async def _node(self, name: str) -> None:
-        """Own one node: run its body, then settle it and start what became ready.
+    def _end_if_idle(self) -> None:
+        """Nothing running and nothing left to start: stop the flusher, so the TaskGroup ends."""
+        if not self._running and not self.sorter.is_active():
+            assert self._flusher is not None
+            self._flusher.cancel()
 
-        Settling inside the task (not in a done-callback feeding a queue) costs one event
-        loop iteration per node instead of three."""
+    async def _node(self, name: str, looked_up: bool) -> None:
+        """Own one node: (look up its checkpoint,) run its body, settle it, start what became
+        ready. Settling inside the task costs one loop iteration per node, not three."""
         value: Any = None
         error: BaseException | None = None
+        cached = False
         try:
-            value = await self._body(name)
-        except asyncio.CancelledError as exc:
+            if not looked_up and await self._lookup_off_loop(name):
+                cached = True
+            else:
+                value = await self._body(name)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                self._running.pop(name, None)
+                self._end_if_idle()
+                raise  # the run is cancelling this node and settles it
+            error = NodeCancelled("cancelled")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit, pytest.fail, ...: this node fails, no more
             error = exc
-        except Exception as exc:
-            error = exc
-        del self._running[name]
-        if self._closing:
-            self._settle_cancelled(name, self._closing)
-            return
-        try:
+        self._running.pop(name, None)
+        if not cached:
+            task = asyncio.current_task()
+            if self.records[name].status != RUNNING or (task is not None and task.cancelling()):
+                self._end_if_idle()
+                return  # settled by whoever cancelled it
             self._settle(name, value, error)
-            self._launch()
-        except BaseException as exc:  # a bug in settling must end the run, not hang it
-            if not self._all_done.done():
-                self._all_done.set_exception(exc)
+        self._launch()
 
     def _settle(self, name: str, value: Any, error: BaseException | None) -> None:
         """Record a finished body: done (maybe expanding the graph) or failed."""
-        record = self.records[name]
         if error is None:
-            self._complete(name, value)
-            return
-        if isinstance(error, asyncio.CancelledError):
-            self._settle_cancelled(name, "cancelled")
-            return
-        record.status = "failed"
-        record.end = self.tracer.now()
-        record.error = _error_text(name, error)
-        detail = None if isinstance(error, DagAgentsError) else _short_traceback(error)
-        self.emit("node_error", node=name, error=record.error, traceback=detail)
-        for skipped in self.sorter.fail(name):
-            self._mark_skipped(skipped, because=name)
-        if isinstance(error, BudgetExceeded):
-            # No new call may start; in-flight calls finish (their cost was reserved).
-            for skipped in self.sorter.skip_all():
-                self._mark_skipped(skipped, because="cost budget reached")
-        if self.fail_fast:
-            for skipped in self.sorter.skip_all():
-                self._mark_skipped(skipped, because=f"fail_fast after '{name}' failed")
-            for task in list(self._running.values()):
-                task.cancel()
+            self._complete(name, value, DONE)
+        elif isinstance(error, NodeCancelled):
+            self._transition(name, CANCELLED, error="cancelled")
+        else:
+            self._fail(name, error)
 
-    def _settle_cancelled(self, name: str, reason: str) -> None:
-        record = self.records[name]
-        if record.status in ("done", "failed", "cancelled"):
-            return
-        record.status = "cancelled"
-        record.end = self.tracer.now()
-        record.error = reason
-        self.sorter.cancelled(name)
-        self.emit("node_error", node=name, error=reason)
-
-    def _mark_skipped(self, name: str, because: str) -> None:
-        record = self.records[name]
-        record.status = "skipped"
-        record.because = because
-        self.emit("node_skipped", node=name, because=because)
-
-    def _complete(self, name: str, value: Any) -> None:
+    def _complete(self, name: str, value: Any, status: str) -> None:
+        """A node's output exists (computed or from its checkpoint): expand, then done."""
         spec = self.specs[name]
         if spec.expand is not None:
             try:
-                self._expand(name, spec.expand(value))
+                apply_expansion(self, name, spec.expand(value))
             except DagAgentsError as exc:
-                self._settle(name, None, exc)
+                self._fail(name, exc)
                 return
             except Exception as exc:
-                self._settle(
-                    name, None, GraphError(f"expansion raised {type(exc).__name__}: {exc}")
-                )
+                self._fail(name, GraphError(f"expansion raised {type(exc).__name__}: {exc}"))
                 return
         self.outputs[name] = value
-        self.sorter.done(name)  # what became ready is started by the next _launch
+        self._transition(name, status)
+
+    def _fail(self, name: str, error: BaseException) -> None:
+        record = self.records[name]
+        record.error = _error_text(error)
+        detail = None if isinstance(error, DagAgentsError) else _short_traceback(error)
+        self._transition(name, FAILED, traceback=detail)
+        if isinstance(error, BudgetExceeded):
+            # No new call may start; in-flight calls finish (their cost was reserved).
+            self._skip_all("cost budget reached")
+        if self.options.fail_fast:
+            self._skip_all(f"fail_fast after '{name}' failed")
+            for running, task in list(self._running.items()):
+                self._transition(running, CANCELLED, error="cancelled")
+                task.cancel()
+
+    def _skip_all(self, because: str) -> None:
+        for skipped in self.sorter.skip_all():
+            self._transition(skipped, SKIPPED, because=because)
+
+    # --------------------------------------------------------------- transitions
+    def _transition(self, name: str, to: str, **fields: Any) -> None:
+        """The one place a node changes state: its record, the sorter and the trace together.
+
+        RUNNING follows the sorter handing the node out (`pop_ready`); SKIPPED follows the
+        sorter's own answer (`fail`, `skip_all`, `add` list what they skipped). Every other
+        transition is told to the sorter here."""
+        record = self.records[name]
+        record.status = to
+        if to == RUNNING:
+            self.emit("node_ready", node=name)
+        elif to == DONE:
+            self.sorter.done(name)
+            self.emit(
+                "node_complete",
+                node=name,
+                duration=record.duration,
+                model=record.model,
+                usage=record.usage.model_dump() if record.calls else None,
+                cost=record.cost_usd,
+                key=record.key,
+                simulated=record.simulated,
+            )
+        elif to == CACHED:
+            record.start = record.end = self.tracer.now()
+            self.sorter.done(name)
+            self.emit("cache_hit", node=name, key=record.key, saved_cost=record.cost_usd)
+        elif to == FAILED:
+            record.end = self.tracer.now()
+            self.emit("node_error", node=name, error=record.error, **fields)
+            for skipped in self.sorter.fail(name):
+                self._transition(skipped, SKIPPED, because=name)
+        elif to == CANCELLED:
+            record.end = self.tracer.now()
+            record.error = fields["error"]
+            self.sorter.cancelled(name)
+            self.emit("node_error", node=name, error=record.error)
+        elif to == SKIPPED:
+            record.because = fields["because"]
+            self.emit("node_skipped", node=name, because=record.because)
+        else:
+            raise ValueError(f"no transition of node '{name}' to {to!r}")
 
     # -------------------------------------------------------------- checkpoints
     def _key(self, name: str) -> str | None:
-        if self.store is None:
+        if self.checkpoints is None:
             return None
-        return checkpoint_key(self.specs[name], self.digests, self._memo)
+        key = self.records[name].key = self.checkpoints.key(self.specs[name], self.digests)
+        return key
 
-    def _try_cache(self, name: str) -> bool:
-        """Complete `name` from its checkpoint if one exists and is intact."""
+    def _lookup_inline(self, name: str) -> bool:
+        """Complete `name` from its checkpoint if one exists and is intact (local store)."""
         key = self._key(name)
+        checkpoints = self.checkpoints
+        if key is None or checkpoints is None or not checkpoints.wanted(name):
+            return False
+        return self._use_checkpoint(name, checkpoints.lookup(self.specs[name], key))
+
+    async def _lookup_off_loop(self, name: str) -> bool:
+        """The same for a remote store: the lookup runs in a thread, off the loop."""
+        key = self._key(name)
+        checkpoints = self.checkpoints
+        if key is None or checkpoints is None or not checkpoints.wanted(name):
+            return False
+        return self._use_checkpoint(name, await checkpoints.alookup(self.specs[name], key))
+
+    def _use_checkpoint(self, name: str, found: Hit | Miss) -> bool:
+        if isinstance(found, Miss):
+            if found.warning:
+                self.emit("warning", node=name, message=found.warning)
+            return False
         record = self.records[name]
-        record.key = key
-        if key is None or self.store is None or self.fresh or name in self.rerun:
-            return False
-        try:
-            stored = self.store.get(key)
-        except CorruptObject as exc:
-            self.emit(
-                "warning",
-                node=name,
-                message=f"checkpoint {key[:12]} is corrupt ({exc}); recomputing",
-            )
-            self.store.discard(key)
-            return False
-        if stored is None:
-            return False
-        spec = self.specs[name]
-        hint = codec.output_hint(spec)
-        try:
-            value = codec.decode(stored.value, hint)
-        except Exception as exc:
-            self.emit("warning", node=name, message=f"checkpoint unreadable ({exc}); recomputing")
-            return False
-        now = self.tracer.now()
-        record.status = "cached"
-        record.start = record.end = now
-        record.digest = stored.digest
-        meta = stored.meta
+        record.digest = found.digest
+        meta = found.meta
         record.cost_usd = float(meta.get("cost_usd", 0.0))
         record.calls = int(meta.get("calls", 0))
         record.simulated = bool(meta.get("simulated", False))
@@ -389,18 +445,23 @@ class _Run:
             record.usage = record.usage.model_validate(meta["usage"])
         if meta.get("model"):
             record.model = meta["model"]
-        self.digests[name] = stored.digest
-        self.emit("cache_hit", node=name, key=key, saved_cost=record.cost_usd)
-        self._complete(name, value)
+        self.digests[name] = found.digest
+        self._complete(name, found.value, CACHED)
         return True
 
-    def _persist(self, name: str, value: Any, meta: dict[str, Any]) -> None:
-        """Store the output; sets its digest. Unserialisable outputs fail the node."""
+    async def _persist(self, name: str, value: Any, meta: dict[str, Any]) -> None:
+        """Store the output and set its digest. Unserialisable outputs fail the node."""
         record = self.records[name]
-        if self.store is None or record.key is None or record.digest is not None:
-            return  # no store, or the executor already stored it where the body ran
-        encoded = codec.encode(value)
-        self.digests[name] = record.digest = self.store.put(record.key, encoded, meta)
+        if record.digest is not None:
+            return  # the executor already stored it where the body ran
+        try:  # also without a store: an output that cannot be stored fails either way
+            encoded = codec.encode(value)
+        except codec.NotSerialisable as exc:
+            raise UserError(f"node '{name}' returned {exc}.") from None
+        if self.checkpoints is None or record.key is None:
+            return
+        digest = await self.checkpoints.apersist(record.key, encoded, meta)
+        self.digests[name] = record.digest = digest
 
     # -------------------------------------------------------------- node bodies
     async def _body(self, name: str) -> Any:
@@ -422,21 +483,7 @@ class _Run:
                 raise NodeTimeout(f"timed out after {spec.timeout:g}s") from None
         record.end = self.tracer.now()
         meta["duration"] = record.duration
-        try:
-            self._persist(name, value, meta)
-        except codec.NotSerialisable as exc:
-            raise UserError(f"node '{name}' returned {exc}.") from None
-        record.status = "done"
-        self.emit(
-            "node_complete",
-            node=name,
-            duration=record.duration,
-            model=record.model,
-            usage=record.usage.model_dump() if record.calls else None,
-            cost=record.cost_usd,
-            key=record.key,
-            simulated=record.simulated,
-        )
+        await self._persist(name, value, meta)
         return value
 
     async def _run_body(
@@ -446,145 +493,91 @@ class _Run:
             return await self._agent_body(spec, inputs, record, meta)
         assert isinstance(spec, Step)
         kwargs = {p: inputs[p] for p in spec.params}
-        stored = getattr(self.executor, "run_step_stored", None)  # see executors/base.py
-        if stored is not None and self.store is not None and record.key is not None:
-            value, digest = await stored(spec, kwargs, self.store, record.key, meta)
-            self.digests[spec.name] = record.digest = digest
+        if self.store is not None and record.key is not None:
+            value, digest = await self.executor.run_step_stored(
+                spec, kwargs, self.store, record.key, meta
+            )
+            if digest is not None:
+                self.digests[spec.name] = record.digest = digest
             return value
         return await self.executor.run_step(spec, kwargs)
 
     async def _agent_body(
-        self,
-        spec: AgentTask,
-        inputs: dict[str, Any],
-        record: NodeRecord,
-        meta: dict[str, Any],
+        self, spec: AgentTask, inputs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
     ) -> Any:
         prompt = render_prompt(spec, {k: codec.as_text(v) for k, v in inputs.items()})
-        fields: dict[str, Any] = {
-            "limiter": self.limiter,
-            "retry": self.retry,
-            "pricing": self.pricing,
-            **self.call_options,  # explicit CallContext fields win
-        }
-        ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit, **fields)
+        ctx = CallContext(
+            provider=self.provider, node=spec.name, emit=self.emit, **self.call_fields
+        )
         try:
             result = await self.executor.run_agent(spec, prompt, ctx)
-        except Exception as exc:
+        except AgentFailed as failed:
             # Calls made before the failure were still paid for: keep them on the record.
-            spent = getattr(exc, "spent", None)
-            if isinstance(spent, AgentResult):
-                self._record_usage(record, spent, meta)
-            raise
+            self._record_usage(record, failed.spent, meta)
+            raise failed.error from None
         self._record_usage(record, result, meta)
         return result.output
 
     def _record_usage(self, record: NodeRecord, result: AgentResult, meta: dict[str, Any]) -> None:
         record.usage = result.usage
-        record.model = result.model
+        record.model = result.model or record.model
         record.calls = result.calls
         record.simulated = result.simulated
         record.cost_usd = result.cost_usd or cost_usd(result.model, result.usage, self.pricing)
         meta.update(
             usage=result.usage.model_dump(),
-            model=result.model,
+            model=record.model,
             calls=result.calls,
             cost_usd=record.cost_usd,
             simulated=result.simulated,
         )
 
     # ---------------------------------------------------------------- expansion
-    def _expand(self, name: str, expansion: Expansion | None) -> None:
-        """Add nodes/edges from `name`'s output; reject clashes and cycles (graph unchanged)."""
-        if expansion is None:
-            return
-        if not isinstance(expansion, Expansion):
-            raise GraphError(
-                f"expand of node '{name}' must return an Expansion, not {type(expansion).__name__}"
-            )
-        new = {spec.name: spec for spec in expansion.nodes}
-        for spec_name in new:
-            if spec_name in self.specs:
-                raise GraphError(
-                    f"expansion from node '{name}' adds node '{spec_name}', which already exists"
-                )
-        for src, dst in expansion.edges:
-            if src not in new and src not in self.specs:
-                raise GraphError(
-                    f"expansion from node '{name}' adds an edge from unknown node '{src}'"
-                )
-            if dst in self.specs and self.sorter.state.get(dst) != "pending":
-                raise GraphError(
-                    f"expansion from node '{name}' adds an edge into '{dst}', which has already started"
-                )
-            if dst not in new and dst not in self.specs:
-                raise GraphError(
-                    f"expansion from node '{name}' adds an edge to unknown node '{dst}'"
-                )
-        trial = self.graph.nx.copy()
-        for spec in new.values():
-            trial.add_node(spec.name)
-            for dep in spec.depends_on:
-                trial.add_edge(dep, spec.name)
-        trial.add_edges_from(expansion.edges)
-        combined = {**self.specs, **new}
-        for spec in new.values():
-            validate_spec(f"expansion from node '{name}'", spec, combined)
-        try:
-            check_acyclic(f"expansion from node '{name}'", trial)
-        except GraphError as exc:
-            raise GraphError(
-                str(exc).rstrip(".") + " would be created; expansion rejected"
-            ) from None
-        # Accepted: grow the run's graph (a copy: the user's graph never changes).
-        if not self._owns_graph:
-            self.graph = self.graph.copy()
-            self.specs = self.graph.specs
+    def has_started(self, name: str) -> bool:
+        return self.sorter.state.get(name, PENDING) != PENDING
+
+    def grow(self, growth: Growth) -> None:
+        """Apply an accepted expansion (see expand.py) to the graph, records, sorter, trace."""
+        if not self._owns_graph:  # grow a copy: the user's graph never changes
+            self._graph = self._graph.copy()
+            self.specs = self._graph.specs
             self._owns_graph = True
-        self.graph.nx = trial
-        for spec in new.values():
-            self.specs[spec.name] = spec
-            self.records[spec.name] = self._new_record(spec)
-        for src, dst in expansion.edges:
-            dst_spec = self.specs[dst]
-            if src not in dst_spec.depends_on:
-                self.specs[dst] = dst_spec.model_copy(
-                    update={"depends_on": (*dst_spec.depends_on, src)}
-                )
-                self.records[dst].depends_on = self.specs[dst].depends_on
-        for spec_name, spec in new.items():
-            self._durations[spec_name] = self._estimate(spec_name, spec)
-        priority = remaining_path_lengths(self.graph.nx, self._durations.__getitem__)
-        edges = [(d, s.name) for s in new.values() for d in s.depends_on] + list(expansion.edges)
-        for skipped, blocker in self.sorter.add(new, edges, priority):
-            because = self.records[blocker].because or blocker  # name the failed ancestor
-            self._mark_skipped(skipped, because=because)
+        assert growth.graph is not None
+        self._graph.nx = growth.graph
+        for name, spec in growth.nodes.items():
+            self.specs[name] = spec
+            self.records[name] = _new_record(spec)
+            self.durations[name] = self._estimate(spec)
+        for name, spec in growth.updated.items():
+            self.specs[name] = spec
+            self.records[name].depends_on = spec.depends_on
+        priority = remaining_path_lengths(self._graph.nx, self.durations.__getitem__)
+        blocked = self.sorter.add(growth.nodes, growth.edges, priority)
         self.emit(
             "expand",
-            node=name,
-            added=list(new),
-            edges=[list(e) for e in edges],
-            agents={n: self.records[n].agent for n in new},
-            models={n: self.records[n].model for n in new},
+            node=growth.source,
+            added=list(growth.nodes),
+            edges=[list(e) for e in growth.edges],
+            agents={n: self.records[n].agent for n in growth.nodes},
+            models={n: self.records[n].model for n in growth.nodes},
         )
+        for skipped, blocker in blocked:
+            because = self.records[blocker].because or blocker  # name the failed ancestor
+            self._transition(skipped, SKIPPED, because=because)
 
     # ------------------------------------------------------------------ ending
-    async def _cancel_running(self, reason: str) -> None:
-        """Cancel every in-flight node and wait for it; skip what never started."""
-        self._closing = reason
-        tasks = list(self._running.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for skipped in self.sorter.skip_all():
-            self._mark_skipped(skipped, because=reason)
+    def _close(self, reason: str) -> None:
+        """After the node tasks ended early: what was running is cancelled, the rest skipped."""
+        for name, record in self.records.items():
+            if record.status == RUNNING:
+                self._transition(name, CANCELLED, error=reason)
+        self._skip_all(reason)
 
     def _finish(self, status: str) -> None:
         counts: dict[str, int] = {}
         for record in self.records.values():
-            if record.status == "pending":
-                record.status = "skipped"
+            if record.status == PENDING:  # never reachable (a stalled run): say so
+                record.status = SKIPPED
                 record.because = record.because or status
             counts[record.status] = counts.get(record.status, 0) + 1
         self.wall = self.tracer.now()
@@ -593,7 +586,7 @@ class _Run:
             status=status,
             wall=self.wall,
             counts=counts,
-            cost=sum(r.cost_usd for r in self.records.values() if r.status == "done"),
+            cost=sum(r.cost_usd for r in self.records.values() if r.status == DONE),
         )
         self.tracer.close()
         self._write_manifest(status)
@@ -614,11 +607,11 @@ class _Run:
             "pid": os.getpid(),
             "host": Store.host(),
         }
-        if status == "running":
+        if status == RUN_RUNNING:
             return head
         return {
             **head,
-            "wall": getattr(self, "wall", None),
+            "wall": self.wall,
             "concurrency": self.concurrency,
             "provider": self.provider.name,
             "executor": self.executor.name,
@@ -637,47 +630,34 @@ class _Run:
             concurrency=self.concurrency,
             provider=self.provider.name,
             store=self.store.url if self.store else None,
-            interrupted=status == "interrupted",
+            interrupted=status == RUN_INTERRUPTED,
             events=self.tracer.events,
             edges=list(self.graph.nx.edges),
         )
 
 
-class NodeTimeout(DagAgentsError):
-    """A node exceeded its `timeout`."""
+_FROM_CHECKPOINT: Any = object()  # `_node`'s marker: settled from its checkpoint, not run
 
 
-def describe_spec(spec: NodeSpec) -> dict[str, Any]:
-    """What renderers and reports need to know about a node, without running anything."""
-    out: dict[str, Any] = {
-        "kind": spec.kind,
-        "depends_on": list(spec.depends_on),
-        "tags": spec.tags,
-    }
-    if isinstance(spec, AgentTask):
-        out.update(
-            agent=spec.agent.name,
-            model=spec.agent.model,
-            max_tokens=spec.agent.max_tokens,
-            prompt=spec.prompt[:500],
-        )
-    elif isinstance(spec, Step):
-        out.update(function=getattr(spec.fn, "__qualname__", repr(spec.fn)))
-    return out
+def _new_record(spec: NodeSpec) -> NodeRecord:
+    agent = spec.agent if isinstance(spec, AgentTask) else None
+    return NodeRecord(
+        name=spec.name,
+        kind=spec.kind,
+        agent=agent.name if agent else None,
+        model=agent.model if agent else None,
+        depends_on=spec.depends_on,
+    )
 
 
-def previous_durations(store: Store, graph_name: str, lookback: int = 20) -> dict[str, float]:
-    """Node durations from the newest finished run of the same graph in `store`."""
-    for manifest in store.recent_manifests(graph_name, lookback=lookback, finished=True):
-        return {
-            name: float(node["duration"])
-            for name, node in manifest.get("nodes", {}).items()
-            if node.get("status") == "done" and node.get("duration")
-        }
-    return {}
+def _unwrap(exc: BaseException) -> BaseException:
+    """The TaskGroup wraps a node task's unexpected error in a group: the error itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
-def _error_text(name: str, error: BaseException) -> str:
+def _error_text(error: BaseException) -> str:
     if isinstance(error, DagAgentsError):
         return str(error)
     text = str(error)
@@ -686,3 +666,6 @@ def _error_text(name: str, error: BaseException) -> str:
 
 def _short_traceback(error: BaseException) -> str:
     return "".join(traceback.format_exception(error, limit=-3))[-2000:]
+
+
+__all__ = ["DEFAULT_STORE", "RunOptions", "arun", "open_store", "run"]

@@ -13,15 +13,18 @@ from collections.abc import Callable, Iterable, Mapping
 
 import networkx as nx
 
-PENDING, READY, RUNNING, DONE, FAILED, SKIPPED = (
+# One vocabulary for a node's state, shared by the sorter and the run's node records.
+# CACHED is a record's word for a node answered by its checkpoint: DONE to the sorter.
+PENDING, READY, RUNNING, DONE, CACHED, FAILED, CANCELLED, SKIPPED = (
     "pending",
     "ready",
     "running",
     "done",
+    "cached",
     "failed",
+    "cancelled",
     "skipped",
 )
-TERMINAL = frozenset({DONE, FAILED, SKIPPED})
 
 
 def remaining_path_lengths(graph: nx.DiGraph, duration: Callable[[str], float]) -> dict[str, float]:
@@ -112,8 +115,9 @@ class EagerSorter:
         return skipped
 
     def cancelled(self, node: str) -> None:
-        """A running node was cancelled: it counts as failed without skipping anything more."""
-        self.state[node] = FAILED
+        """A running node was cancelled: it ends without skipping anything more (the run is
+        ending, or skipping the rest itself)."""
+        self.state[node] = CANCELLED
         self._open -= 1
 
     def add(
@@ -126,7 +130,7 @@ class EagerSorter:
 
         An edge into an existing node is only allowed while that node is pending: the
         caller checks this, since a started node cannot wait for new inputs. An edge from a
-        failed or skipped node skips its target and what lies below, exactly as `fail` does;
+        failed, cancelled or skipped node skips its target and what lies below, exactly as `fail` does;
         returns those as (skipped node, the failed or skipped node that blocked it)."""
         new = list(nodes)
         for n in new:
@@ -140,7 +144,7 @@ class EagerSorter:
             self._succ[src].append(dst)
             if self.state[src] != DONE:
                 self._waiting[dst] += 1
-            if self.state[src] in (FAILED, SKIPPED):
+            if self.state[src] in (FAILED, CANCELLED, SKIPPED):
                 blocked.append((src, dst))
         skipped = [(n, src) for src, dst in blocked for n in self._skip_from([dst])]
         for n in new:

@@ -192,10 +192,6 @@ class Graph:
     def specs(self) -> dict[str, NodeSpec]:
         return self._specs
 
-    def agents(self) -> dict[str, Agent]:
-        """Every distinct agent used by the graph, by agent name."""
-        return {s.agent.name: s.agent for s in self._specs.values() if isinstance(s, AgentTask)}
-
     def copy(self) -> Graph:
         """A shallow copy: runs expand the copy, never the user's graph."""
         g = Graph(self.name, simulator=self.simulator)
@@ -210,16 +206,16 @@ class Graph:
 
     # ------------------------------------------------------------------ running
     def run(self, **options: Any) -> RunResult:
-        """Run synchronously. Options: see `dagagents.engine.run.arun`."""
-        from dagagents.engine.run import run_sync
+        """Run synchronously: `dagagents.run(graph, **options)` (options: `RunOptions`)."""
+        import dagagents  # the public facade; the model never imports the engine itself
 
-        return run_sync(self, **options)
+        return dagagents.run(self, **options)
 
     async def arun(self, **options: Any) -> RunResult:
-        """Run inside an existing event loop."""
-        from dagagents.engine.run import arun
+        """Run inside an existing event loop: `await dagagents.arun(graph, **options)`."""
+        import dagagents
 
-        return await arun(self, **options)
+        return await dagagents.arun(self, **options)
 
     # ------------------------------------------------------------------ loading
     @classmethod

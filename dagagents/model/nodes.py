@@ -11,16 +11,18 @@ import functools
 import hashlib
 import inspect
 import string
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from dagagents.model.agents import Agent, source_hash
 
-if TYPE_CHECKING:
-    from dagagents.engine.invoke import AgentResult, CallContext
+# `ask(prompt)`: one invocation of the node's agent (the engine's: limits, retries, trace),
+# returning its output. `warn(message, **fields)`: a warning in the run's trace.
+Ask = Callable[[str], Awaitable[Any]]
+Warn = Callable[..., None]
 
 _formatter = string.Formatter()
 
@@ -48,10 +50,6 @@ class NodeSpec(BaseModel):
         between nodes that use the same agent or function."""
         raise NotImplementedError
 
-    @property
-    def label(self) -> str:
-        return self.name
-
 
 class AgentTask(NodeSpec):
     """An agent invocation. Dependency outputs not referenced by placeholder are appended."""
@@ -71,16 +69,12 @@ class AgentTask(NodeSpec):
             "depends_on": list(self.depends_on),
         }
 
-    @property
-    def label(self) -> str:
-        return f"{self.name}\n{self.agent.name} · {self.agent.model}"
-
-    async def call(self, prompt: str, ctx: CallContext) -> AgentResult:
-        """Invoke this node's agent on its rendered prompt (executors call this). Subclasses
-        may wrap it: the orchestrator's planner checks its plan and asks once more."""
-        from dagagents.engine.invoke import invoke_agent
-
-        return await invoke_agent(self.agent, prompt, ctx)
+    async def answer(self, prompt: str, ask: Ask, warn: Warn) -> Any:
+        """This node's output for its rendered `prompt`. The engine provides `ask`, which
+        makes one agent invocation and returns its output; every call's usage and cost are
+        counted by the engine, whatever this method does. Subclasses may ask more than once
+        (the orchestrator's planner checks its plan and asks for a repair)."""
+        return await ask(prompt)
 
 
 class Step(NodeSpec):
@@ -120,6 +114,25 @@ class Expansion(BaseModel):
 NodeSpec.model_rebuild()
 AgentTask.model_rebuild()
 Step.model_rebuild()
+
+
+def describe_spec(spec: NodeSpec) -> dict[str, Any]:
+    """What renderers and reports need to know about a node, without running anything."""
+    out: dict[str, Any] = {
+        "kind": spec.kind,
+        "depends_on": list(spec.depends_on),
+        "tags": spec.tags,
+    }
+    if isinstance(spec, AgentTask):
+        out.update(
+            agent=spec.agent.name,
+            model=spec.agent.model,
+            max_tokens=spec.agent.max_tokens,
+            prompt=spec.prompt[:500],
+        )
+    elif isinstance(spec, Step):
+        out.update(function=getattr(spec.fn, "__qualname__", repr(spec.fn)))
+    return out
 
 
 def prompt_placeholders(template: str) -> list[str]:

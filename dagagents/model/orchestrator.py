@@ -18,10 +18,9 @@ from typing import Any
 
 from pydantic import Field
 
-from dagagents.engine.invoke import AgentResult, CallContext, invoke_agent
 from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
 from dagagents.model.graph import Graph
-from dagagents.model.nodes import AgentTask, Expansion
+from dagagents.model.nodes import AgentTask, Ask, Expansion, Warn
 from dagagents.model.plan import (
     DEFAULT_MAX_SUBTASKS,
     PLAN_NODE,
@@ -36,7 +35,6 @@ from dagagents.model.plan import (
     synthesis_prompt,
     validate_plan,
 )
-from dagagents.providers.base import Usage
 from dagagents.providers.simulated import SimulatedProvider
 from dagagents.store.codec import as_text
 
@@ -56,7 +54,7 @@ class PlanTask(AgentTask):
 
     The agent answers with the `Plan` schema as structured output. A plan that names unknown
     workers, has a cycle, etc. is sent back once (`repairs`) with the problems listed; a plan
-    still invalid after that fails the node. Usage and cost of every call are summed.
+    still invalid after that fails the node. The engine sums the usage and cost of every call.
     """
 
     workers: tuple[str, ...]
@@ -79,30 +77,24 @@ class PlanTask(AgentTask):
             plan, self.workers, max_subtasks=self.max_subtasks, reserved=self.reserved
         )
 
-    async def call(self, prompt: str, ctx: CallContext) -> AgentResult:
-        results: list[AgentResult] = []
-        ask = prompt
+    async def answer(self, prompt: str, ask: Ask, warn: Warn) -> Plan:
+        text = prompt
         problems: list[str] = []
         for attempt in range(self.repairs + 1):
-            result = await invoke_agent(self.agent, ask, ctx)
-            results.append(result)
-            plan = result.output
+            plan: Plan = await ask(text)
             problems = self.problems(plan)
             if not problems:
-                return merge_results(results)
+                return plan
             if attempt < self.repairs:
-                ctx.emit(
-                    "warning",
-                    node=ctx.node,
-                    message=f"plan rejected ({len(problems)} problem(s)); asking the planner "
+                warn(
+                    f"plan rejected ({len(problems)} problem(s)); asking the planner "
                     f"to repair it: {' '.join(problems)}",
                     problems=problems,
                 )
-                ask = repair_prompt(prompt, plan, problems)
+                text = repair_prompt(prompt, plan, problems)
         tries = "one repair attempt" if self.repairs == 1 else f"{self.repairs} repair attempts"
-        error = InvalidPlan(problems, prefix=f"the plan is still invalid after {tries}")
-        error.spent = merge_results(results)  # type: ignore[attr-defined]
-        raise error
+        # What the rejected answers cost is counted by the engine, which made the calls.
+        raise InvalidPlan(problems, prefix=f"the plan is still invalid after {tries}")
 
 
 def repair_prompt(prompt: str, plan: Plan, problems: list[str]) -> str:
@@ -112,27 +104,6 @@ def repair_prompt(prompt: str, plan: Plan, problems: list[str]) -> str:
         f"{prompt}\n\nYour previous plan was rejected:\n\n<rejected_plan>\n"
         f"{as_text(plan)}\n</rejected_plan>\n\nProblems:\n{listed}\n\n"
         "Reply with a corrected plan that fixes every problem."
-    )
-
-
-def merge_results(results: list[AgentResult]) -> AgentResult:
-    """Several invocations of one node as one result: the last output, summed usage and cost."""
-    if len(results) == 1:
-        return results[0]
-    usage = Usage()
-    for r in results:
-        usage = usage + r.usage
-    last = results[-1]
-    return AgentResult(
-        output=last.output,
-        usage=usage,
-        model=last.model,
-        calls=sum(r.calls for r in results),
-        simulated=any(r.simulated for r in results),
-        responses=[resp for r in results for resp in r.responses],
-        cost_usd=sum(r.cost_usd for r in results),
-        retries=sum(r.retries for r in results),
-        tool_calls=sum(r.tool_calls for r in results),
     )
 
 
@@ -357,6 +328,5 @@ __all__ = [
     "Orchestrator",
     "PlanTask",
     "default_planner",
-    "merge_results",
     "repair_prompt",
 ]

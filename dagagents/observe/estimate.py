@@ -22,7 +22,7 @@ import networkx as nx
 
 from dagagents.engine.scheduler import remaining_path_lengths
 from dagagents.model.graph import Graph
-from dagagents.model.nodes import AgentTask, NodeSpec
+from dagagents.model.nodes import AgentTask, NodeSpec, describe_spec
 from dagagents.observe.pricing import cost_usd
 from dagagents.providers.base import Usage
 from dagagents.providers.simulated import SimulatedProvider
@@ -268,7 +268,6 @@ def estimate(
     simulator: SimulatedProvider | None = None,
 ) -> Estimate:
     """Predict one fresh run of `graph` with `concurrency` slots (nothing is called)."""
-    from dagagents.engine.run import describe_spec  # runtime imports much; keep it lazy
 
     sim = simulator or (
         graph.simulator if isinstance(graph.simulator, SimulatedProvider) else SimulatedProvider()

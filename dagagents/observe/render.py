@@ -15,6 +15,7 @@ import graphviz
 
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
+from dagagents.model.nodes import describe_spec
 from dagagents.observe.summary import RunData, critical_path
 
 FORMATS = ("mermaid", "dot", "svg", "png")
@@ -76,7 +77,6 @@ class Diagram:
 # ------------------------------------------------------------------ building
 def diagram_from_graph(graph: Graph, run: RunData | None = None) -> Diagram:
     """A graph's diagram; with a run, its statuses (and the nodes its expansions added)."""
-    from dagagents.engine.run import describe_spec
 
     specs = {name: describe_spec(spec) for name, spec in graph.specs.items()}
     if run is not None:

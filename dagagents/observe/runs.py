@@ -9,12 +9,11 @@ from typing import Any
 from dagagents.errors import DagAgentsError
 from dagagents.providers.base import Usage
 
-STATUSES = ("done", "cached", "failed", "skipped", "cancelled")
-
 
 @dataclass
 class NodeRecord:
-    """One node's outcome. Times are seconds since the run started."""
+    """One node's outcome. Times are seconds since the run started. `status` uses the
+    scheduler's words: pending, running, done, cached, failed, cancelled, skipped."""
 
     name: str
     status: str = "pending"

@@ -24,7 +24,7 @@ import httpx2
 import orjson
 
 from dagagents.errors import ProviderError
-from dagagents.providers.base import Request, Response, Usage
+from dagagents.providers.base import Capabilities, Request, Response, Usage
 
 # Above this many output tokens the SDK insists on streaming (10 minutes at its rate estimate).
 _STREAM_ABOVE_MAX_TOKENS = 21_000
@@ -147,6 +147,7 @@ class AnthropicProvider:
     """
 
     name = "anthropic"
+    capabilities = Capabilities(remote_settings=True)
 
     def __init__(
         self,

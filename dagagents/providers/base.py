@@ -7,6 +7,7 @@ language. Nothing here knows about graphs or scheduling.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,6 +76,41 @@ class Response(BaseModel):
     @property
     def tool_uses(self) -> list[dict[str, Any]]:
         return [b for b in self.content if b.get("type") == "tool_use"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do, declared so the engine never guesses from its name.
+
+    `simulated`: answers are made up offline (labelled simulated; needs no SDK).
+    `forced_tool_choice`: honours a `tool_choice` that forces one tool, so structured output
+    may be asked for as a forced answer tool; without it, only as `output_schema`.
+    `strict_schema`: wants `output_schema` in the API's strict form (the SDK's own transform,
+    which imports the SDK); otherwise the model's plain JSON schema is sent.
+    `remote_settings`: a Dask worker rebuilds it from `settings()` and the worker's own key
+    (nothing secret travels); otherwise it is pickled or built by its `dask_factory()`.
+    """
+
+    simulated: bool = False
+    forced_tool_choice: bool = True
+    strict_schema: bool = True
+    remote_settings: bool = False
+
+
+DEFAULT_CAPABILITIES = Capabilities()
+
+
+@runtime_checkable
+class Declares(Protocol):
+    """A provider that declares its capabilities (the built-in ones do)."""
+
+    capabilities: Capabilities
+
+
+def capabilities_of(provider: object) -> Capabilities:
+    """A provider's declared capabilities; a provider that declares none gets the defaults
+    (a real API: forced tools, strict schemas, shipped to workers by pickling)."""
+    return provider.capabilities if isinstance(provider, Declares) else DEFAULT_CAPABILITIES
 
 
 @runtime_checkable

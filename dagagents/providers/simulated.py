@@ -20,7 +20,7 @@ import orjson
 from pydantic import BaseModel
 
 from dagagents.errors import ProviderError
-from dagagents.providers.base import Request, Response, Usage
+from dagagents.providers.base import Capabilities, Request, Response, Usage
 
 Responder = Callable[[Request], "str | dict[str, Any] | BaseModel | list[dict[str, Any]]"]
 
@@ -90,6 +90,8 @@ class SimulatedProvider:
     """Offline provider. `time_scale` shrinks every latency (0 makes calls instant)."""
 
     name = "simulated"
+    # Answers `output_schema` (not forced tool calls) from the plain schema; needs no SDK.
+    capabilities = Capabilities(simulated=True, forced_tool_choice=False, strict_schema=False)
 
     def __init__(
         self,
@@ -236,8 +238,8 @@ def example_for_schema(schema: dict[str, Any], rng: random.Random) -> Any:
             return s["enum"][0]
         if "const" in s:
             return s["const"]
-        if "default" in s:
-            return s["default"]
+        # A default is not produced as a value: strict schemas (what the API is sent) have
+        # none, so an example from the plain schema matches one from the strict form.
         kind = s.get("type", "string")
         if kind == "object":
             props = s.get("properties", {})

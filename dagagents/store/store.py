@@ -286,6 +286,32 @@ class Store:
     def is_local(self) -> bool:
         return isinstance(self.fs, _LocalFS)
 
+    @property
+    def in_process_only(self) -> bool:
+        """True for a store that lives in this process's memory (`memory://`): no other
+        process (a Dask worker) can reach it."""
+        if not isinstance(self.fs, _FsspecFS):
+            return False
+        protocol = self.fs.fs.protocol
+        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+        return "memory" in protocols or self.url.startswith("memory://")
+
+    # ------------------------------------------------------------- scratch files
+    # Files beside the objects that are not checkpoints (an executor's reachability probe).
+    def path(self, *parts: str) -> str:
+        """A path inside the store, in the store's own form."""
+        return self.fs.join(*parts)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        self.fs.write_atomic(path, data)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """The file's bytes, None if it does not exist."""
+        return self.fs.read(path)
+
+    def remove_path(self, path: str) -> None:
+        self.fs.remove(path)
+
     # ------------------------------------------------------------------ objects
     def object_path(self, key: str) -> str:
         """`objects/ab/cdef...`: 256 fan-out directories keep each one small."""

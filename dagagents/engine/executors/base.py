@@ -1,4 +1,8 @@
-"""The executor protocol: run one node body somewhere and hand back its value."""
+"""The executor protocol: run one node body somewhere and hand back its value.
+
+Executors subclass `Executor`, which declares every hook the run calls and gives the optional
+ones (`prepare`, `run_step_stored`) defaults, so the run never probes for them.
+"""
 
 from __future__ import annotations
 
@@ -15,33 +19,29 @@ class Executor(Protocol):
 
     name: str
 
+    async def prepare(self, store: Store | None, concurrency: int) -> None:
+        """Runs before anything is written or started; may refuse the run in one sentence
+        (UserError), e.g. a store the executor's workers cannot reach. Default: nothing."""
+        return None
+
     async def start(self, concurrency: int) -> None:
         """Acquire resources sized for `concurrency` parallel nodes."""
 
     async def run_step(self, spec: Step, kwargs: dict[str, Any]) -> Any:
         """Call the step's function with its dependency outputs."""
 
+    async def run_step_stored(
+        self, spec: Step, kwargs: dict[str, Any], store: Store, key: str, meta: dict[str, Any]
+    ) -> tuple[Any, str | None]:
+        """Run a Step whose output belongs under `key` in `store`. An executor that
+        checkpoints where the body ran (so the output lands even if the driver never receives
+        it) returns the stored digest; the default runs it and returns None, and the run
+        stores the value itself."""
+        return await self.run_step(spec, kwargs), None
+
     async def run_agent(self, spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:
-        """Invoke the node's agent on the rendered prompt via `spec.call(prompt, ctx)`
-        (never `invoke_agent` directly: node kinds such as the planner wrap the call)."""
+        """Answer the node's rendered prompt with `invoke.answer_task(spec, prompt, ctx)`
+        (never `invoke_agent` directly: node kinds such as the planner ask more than once)."""
 
     async def close(self) -> None:
         """Release resources; must not wait for abandoned (timed-out) work."""
-
-
-class RemoteExecutor(Protocol):
-    """Optional hooks the runtime looks up with `getattr` (the Dask executor has both).
-
-    `prepare` runs before anything is written or started: it may refuse the run (a store the
-    executor's workers cannot reach) with a UserError. `run_step_stored` runs a Step where it
-    executes and checkpoints its output from there, so the result lands in the store even if
-    the driver never receives it; the runtime then skips its own write.
-    """
-
-    async def prepare(self, store: Store | None, concurrency: int) -> None: ...
-
-    async def run_step_stored(
-        self, spec: Step, kwargs: dict[str, Any], store: Store, key: str, meta: dict[str, Any]
-    ) -> tuple[Any, str]:
-        """Return the step's value and the digest of its stored output."""
-        ...

@@ -49,10 +49,11 @@ except ImportError:  # pragma: no cover - dask (and with it cloudpickle) is an e
     ) from None
 
 from dagagents.engine.executors import dask_tasks
+from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.dask_tasks import Recipe, Target
-from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.engine.invoke import AgentResult, CallContext, answer_task
 from dagagents.model.nodes import AgentTask, Step
-from dagagents.providers.base import Provider, Request, Response
+from dagagents.providers.base import Provider, Request, Response, capabilities_of
 from dagagents.store import Store
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def require_distributed() -> Any:
     return distributed
 
 
-class DaskExecutor:
+class DaskExecutor(Executor):
     """Runs Step bodies and provider requests on a Dask cluster.
 
     `client` is a `distributed.Client` (sync or async), a scheduler address
@@ -265,9 +266,9 @@ class DaskExecutor:
     async def _probe(self, client: Client, store: Store) -> None:
         """Every connected worker reads a file the driver wrote and writes one back."""
         token = secrets.token_hex(8)
-        probe = store.fs.join(f".dask-probe-{token}")
+        probe = store.path(f".dask-probe-{token}")
         try:
-            await asyncio.to_thread(store.fs.write_atomic, probe, token.encode())
+            await asyncio.to_thread(store.write_bytes, probe, token.encode())
         except Exception as exc:
             raise StoreError(
                 f"store '{store.url}' cannot be written from this machine ({_one_line(exc)})."
@@ -304,7 +305,7 @@ class DaskExecutor:
                 error = next(iter(answer.values()), "no answer") if answer else "no answer"
                 if isinstance(error, BaseException):
                     error = _one_line(error)
-                if error is None and await asyncio.to_thread(store.fs.read, reply) != (
+                if error is None and await asyncio.to_thread(store.read_bytes, reply) != (
                     token.encode()
                 ):
                     error = "its writes do not reach the driver"
@@ -325,7 +326,7 @@ class DaskExecutor:
 
     async def run_step_stored(
         self, spec: Step, kwargs: dict[str, Any], store: Store, key: str, meta: dict[str, Any]
-    ) -> tuple[Any, str]:
+    ) -> tuple[Any, str | None]:
         """A Step on a worker, which also checkpoints its output; returns (value, digest)."""
         value, digest = await self._step(spec, kwargs, Target(store.url, key, meta, self._writer))
         assert digest is not None
@@ -357,7 +358,7 @@ class DaskExecutor:
         remote = copy.copy(ctx)
         remote.provider = _RemoteProvider(ctx.provider, self)
         async with self._lease():
-            return await spec.call(prompt, remote)  # node kinds may wrap the call
+            return await answer_task(spec, prompt, remote)
 
     async def _call(self, node: str, func: Callable[..., Any], *args: Any) -> Any:
         """Submit one task and await it; resubmit after KilledWorker; cancel if cancelled."""
@@ -454,8 +455,9 @@ class DaskExecutor:
         obj: Any
         if callable(factory):
             kind, obj = "factory", factory()
-        elif getattr(provider, "name", "") == "anthropic":
-            kind, obj = "anthropic", anthropic_options(provider)
+        elif capabilities_of(provider).remote_settings:
+            # Rebuilt on the worker by its name from settings; the key is the worker's own.
+            kind, obj = provider.name, remote_settings(provider)
         else:
             kind, obj = "pickled", provider
         blob = None
@@ -512,9 +514,7 @@ def refuse_process_local(store: Store | None) -> None:
     """A `memory://` store exists only in this process: workers would write elsewhere."""
     if store is None or store.is_local:
         return
-    protocol = getattr(getattr(store.fs, "fs", None), "protocol", ())
-    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
-    if "memory" in protocols or store.url.startswith("memory://"):
+    if store.in_process_only:
         raise StoreError(
             f"store '{store.url}' lives in this process's memory, which Dask workers cannot "
             "reach; use a directory every worker shares or an object-store URL such as "
@@ -522,17 +522,10 @@ def refuse_process_local(store: Store | None) -> None:
         )
 
 
-def anthropic_options(provider: Any) -> dict[str, Any]:
-    """The AnthropicProvider settings a worker needs besides its own key (never headers,
-    which may carry credentials)."""
-    options = getattr(provider, "_options", None) or {}
-    found = {
-        "base_url": options.get("base_url"),
-        "timeout": getattr(provider, "timeout", None),
-        "stream": getattr(provider, "stream", None),
-        "pool_shards": getattr(provider, "pool_shards", None),
-    }
-    return {name: value for name, value in found.items() if value is not None}
+def remote_settings(provider: Any) -> dict[str, Any]:
+    """What a worker needs to rebuild a provider that declares `remote_settings`: its
+    `settings()` (never the key or headers, which may carry credentials)."""
+    return {name: value for name, value in provider.settings().items() if value is not None}
 
 
 def refuse_secrets(blob: bytes, what: str) -> None:
@@ -596,7 +589,7 @@ async def _workers(client: Client) -> dict[str, Any]:
 def _remove_quietly(store: Store, paths: list[str]) -> None:
     for path in paths:
         with contextlib.suppress(Exception):
-            store.fs.remove(path)
+            store.remove_path(path)
 
 
 def _discard_from(tasks: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:

@@ -12,11 +12,12 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.engine.executors.base import Executor
+from dagagents.engine.invoke import AgentResult, CallContext, answer_task
 from dagagents.model.nodes import AgentTask, Step
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """Runs everything in this process."""
 
     name = "local"
@@ -40,7 +41,7 @@ class LocalExecutor:
         return await asyncio.get_running_loop().run_in_executor(self._get_pool(), call)
 
     async def run_agent(self, spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:
-        return await spec.call(prompt, ctx)
+        return await answer_task(spec, prompt, ctx)
 
     async def close(self) -> None:
         if self._pool is not None:
