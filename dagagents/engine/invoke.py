@@ -56,6 +56,8 @@ class CallContext:
     pricing: Pricing | None = None
     auto_cache: bool = True
     structured_output: Literal["auto", "native", "tool"] = "auto"
+    # Streamed text deltas go here when someone is watching (providers with `streams_text`).
+    on_text: Callable[[str], None] | None = None
     # Free-form extras for executors and providers that need more (kept for compatibility).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -205,13 +207,17 @@ class _Invocation:
         ctx = self.ctx
         attempts = 0
         cost = 0.0
+        streaming = ctx.on_text is not None and getattr(ctx.provider, "streams_text", False)
 
         async def attempt() -> Response:
             nonlocal attempts, cost
             attempts += 1
             async with self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot:
                 async with deadline(self.policy.timeout, f"call to {request.model}"):
-                    response = await ctx.provider.complete(request)
+                    if streaming:
+                        response = await ctx.provider.complete(request, on_text=ctx.on_text)  # type: ignore[call-arg]
+                    else:
+                        response = await ctx.provider.complete(request)
                 cost = slot.done(response)
             return response
 

@@ -469,6 +469,9 @@ class _Run:
             "pricing": self.pricing,
             **self.call_options,  # explicit CallContext fields win
         }
+        if self.tracer.listening and "on_text" not in fields:
+            stream, node = self.tracer.stream, spec.name
+            fields["on_text"] = lambda text: stream("token", node=node, text=text)
         ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit, **fields)
         try:
             result = await self.executor.run_agent(spec, prompt, ctx)

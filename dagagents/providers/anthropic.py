@@ -147,6 +147,7 @@ class AnthropicProvider:
     """
 
     name = "anthropic"
+    streams_text = True
 
     def __init__(
         self,
@@ -277,17 +278,21 @@ class AnthropicProvider:
         kw["timeout"] = httpx2.Timeout(timeout, connect=min(10.0, timeout))
         return kw
 
-    async def complete(self, request: Request) -> Response:
+    async def complete(
+        self, request: Request, *, on_text: Callable[[str], None] | None = None
+    ) -> Response:
+        """One call; with `on_text` (someone is watching) it streams over SSE and passes each
+        text delta on as it arrives, unless `stream=False` was chosen."""
         kw = self.request_kwargs(request)
         streaming = self.stream if self.stream is not None else None
         if streaming is None:
-            streaming = request.max_tokens > _STREAM_ABOVE_MAX_TOKENS
+            streaming = on_text is not None or request.max_tokens > _STREAM_ABOVE_MAX_TOKENS
         pool = await self._bound_pool()
         shard = pool.acquire()
         client = pool.clients[shard]
         try:
             if streaming:
-                return await self._complete_streaming(client, kw)
+                return await self._complete_streaming(client, kw, on_text)
             raw = await client.messages.with_raw_response.create(**kw)
             data = orjson.loads(await raw.read())
             headers = kept_headers(raw.headers)
@@ -329,8 +334,15 @@ class AnthropicProvider:
         return _to_response(data, headers)
 
     @staticmethod
-    async def _complete_streaming(client: anthropic.AsyncAnthropic, kw: dict[str, Any]) -> Response:
+    async def _complete_streaming(
+        client: anthropic.AsyncAnthropic,
+        kw: dict[str, Any],
+        on_text: Callable[[str], None] | None = None,
+    ) -> Response:
         async with client.messages.stream(**kw) as stream:
+            if on_text is not None:
+                async for text in stream.text_stream:
+                    on_text(text)
             message = await stream.get_final_message()
             headers = kept_headers(stream.response.headers)
         data = message.model_dump(mode="json", exclude_none=True)

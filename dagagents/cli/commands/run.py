@@ -122,6 +122,8 @@ def run_with_view(
             if listener is not None:
                 listener(event)
 
+        # Plain lines show no text: stream only if the caller's listener wants tokens.
+        lines.wants_tokens = listener is not None and getattr(listener, "wants_tokens", True)  # type: ignore[attr-defined]
         result = graph.run(listener=lines, **options)
     for event in result.events:  # e.g. a corrupt checkpoint that was recomputed
         if event["event"] == "warning":
