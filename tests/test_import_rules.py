@@ -68,8 +68,6 @@ def violations(forbidden: dict[str, set[str]], package: Path = PACKAGE) -> list[
 KNOWN_VIOLATIONS = {
     "dagagents/model/graph.py: room 'model' may not import 'observe' (dagagents.observe.runs)",
     "dagagents/model/graph.py: room 'model' may not import 'engine' (dagagents.engine.run)",
-    "dagagents/model/graph.py: room 'model' may not import 'engine' (dagagents.engine.run)",
-    "dagagents/model/nodes.py: room 'model' may not import 'engine' (dagagents.engine.invoke)",
     "dagagents/model/nodes.py: room 'model' may not import 'engine' (dagagents.engine.invoke)",
     "dagagents/model/orchestrator.py: room 'model' may not import 'engine' (dagagents.engine.invoke)",
 }
