@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dagagents.errors import UserError
 from dagagents.observe.outputs import node_detail
 from dagagents.observe.resume import run_nodes
-from dagagents.observe.trace import nodes_from_trace
+from dagagents.observe.runs import fold_events
 from dagagents.observe.ui.feeds import LiveRun, TraceFeed, run_list, store_graph
 from dagagents.store import Store
 
@@ -103,7 +103,7 @@ def create_app(
     async def node(request: Request) -> Response:
         run_id, name = request.path_params["run"], request.path_params["node"]
         if live is not None and live.run_id == run_id:
-            records = nodes_from_trace(live.events)
+            records = {n: r.to_json() for n, r in fold_events(live.events).items()}
         elif store is not None:
             try:
                 resolved = store.resolve_run(run_id)
