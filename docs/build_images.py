@@ -51,8 +51,9 @@ def web_view_png(graph: Graph, store: Store, out: Path) -> None:
     live = LiveRun(graph, max_cost_usd=0.25)
     served = serve_in_thread(create_app(store, live))
     worker = threading.Thread(
-        target=lambda: graph.run(store=store, fresh=True, concurrency=4, listener=live,
-                                 max_cost_usd=0.25)
+        target=lambda: graph.run(
+            store=store, fresh=True, concurrency=4, listener=live, max_cost_usd=0.25
+        )
     )
     try:
         with browser_page(width=1600, height=900) as (page, outside):

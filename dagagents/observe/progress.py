@@ -66,7 +66,8 @@ class LiveProgress:
         kind = event["event"]
         node = event.get("node")
         if kind == "token":
-            self.text[node] = (self.text.get(node, "") + event["text"])[-TAIL_CHARS:]
+            name = str(node)
+            self.text[name] = (self.text.get(name, "") + event["text"])[-TAIL_CHARS:]
             return
         if kind == "run_start":
             self.total = event["nodes"]
