@@ -9,9 +9,10 @@ each call passes the run's `Limiter` (buckets, adaptive concurrency, budget) ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any, Literal
@@ -19,13 +20,14 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.limits import Limiter
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy, deadline
 from dagagents.errors import NodeFailed, ProviderError
 from dagagents.model.agents import Agent
 from dagagents.model.tools import input_model, tool_schema
 from dagagents.observe.pricing import Pricing
-from dagagents.providers.base import Provider, Request, Response, Usage
+from dagagents.providers.base import Provider, Request, Response, Usage, response_begun
 
 Emit = Callable[..., None]
 OUTPUT_TOOL = "final_answer"
@@ -34,6 +36,11 @@ _CACHEABLE_BLOCKS = {"text", "image", "document", "tool_result", "tool_use"}
 
 def _no_emit(event: str, **fields: Any) -> None:
     return None
+
+
+@contextlib.asynccontextmanager
+async def _no_gate() -> AsyncIterator[None]:
+    yield None
 
 
 @dataclass
@@ -56,6 +63,8 @@ class CallContext:
     pricing: Pricing | None = None
     auto_cache: bool = True
     structured_output: Literal["auto", "native", "tool"] = "auto"
+    # The run's cache-warming gate (None: off); see engine/cache_warming.py.
+    cache_warmer: CacheWarmer | None = None
     # Free-form extras for executors and providers that need more (kept for compatibility).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -209,10 +218,23 @@ class _Invocation:
         async def attempt() -> Response:
             nonlocal attempts, cost
             attempts += 1
-            async with self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot:
-                async with deadline(self.policy.timeout, f"call to {request.model}"):
-                    response = await ctx.provider.complete(request)
-                cost = slot.done(response)
+            warmer = ctx.cache_warmer
+            gate = (
+                warmer.gate(request, node=ctx.node, emit=ctx.emit)
+                if warmer is not None
+                else _no_gate()
+            )
+            async with gate as begun:  # a follower waits here for its leader's response
+                async with self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot:
+                    token = response_begun.set(begun)
+                    try:
+                        async with deadline(self.policy.timeout, f"call to {request.model}"):
+                            response = await ctx.provider.complete(request)
+                    finally:
+                        response_begun.reset(token)
+                    if begun is not None:
+                        begun()  # a provider that cannot tell earlier: it has begun by now
+                    cost = slot.done(response)
             return response
 
         started = time.perf_counter()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.checkpoints import checkpoint_key
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
@@ -61,6 +62,7 @@ async def arun(
     retry: RetryPolicy | int | None = None,
     pricing: Pricing | None = None,
     call_options: dict[str, Any] | None = None,
+    cache_warming: bool | None = None,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
 
@@ -68,7 +70,9 @@ async def arun(
     to recompute even if checkpointed. `rate_limits` (requests/tokens per minute per model),
     `max_cost_usd` (no call starts that could exceed it) and `retry` (a RetryPolicy or a number
     of attempts) govern every agent call; `call_options` are extra CallContext fields
-    (`auto_cache`, `structured_output`). Raises UserError for an invalid graph or option.
+    (`auto_cache`, `structured_output`). `cache_warming` (default: on for the Anthropic
+    provider) lets calls sharing a cacheable prefix write it once (engine/cache_warming.py).
+    Raises UserError for an invalid graph or option.
     """
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
@@ -78,10 +82,19 @@ async def arun(
     if prepare is not None:
         await prepare(opened, concurrency)
     try:
+        resolved = resolve_provider(provider, graph.simulator)
+        limiter = Limiter(
+            rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd, pricing=pricing
+        )
+        extras = dict(call_options or {})
+        if cache_warming is None:
+            cache_warming = resolved.name == "anthropic"
+        if cache_warming and "cache_warmer" not in extras:
+            extras["cache_warmer"] = CacheWarmer(limiter.pricing)
         run = _Run(
             graph,
             concurrency=concurrency,
-            provider=resolve_provider(provider, graph.simulator),
+            provider=resolved,
             store=opened,
             fresh=fresh,
             rerun=set(rerun),
@@ -90,13 +103,11 @@ async def arun(
             executor=executor,
             listener=listener,
             keep_events=keep_events,
-            limiter=Limiter(
-                rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd, pricing=pricing
-            ),
+            limiter=limiter,
             retry=RetryPolicy(max_attempts=retry)
             if isinstance(retry, int)
             else retry or DEFAULT_RETRY,
-            call_options=call_options or {},
+            call_options=extras,
         )
     except BaseException:
         if prepare is not None:

@@ -313,6 +313,7 @@ class RecordedRequest:
     status: int | None = None
     outcome: str = "pending"  # "ok" | "error" | "dropped" | "pending"
     usage: Json | None = None  # the usage the server reported, for answered messages
+    begun: float | None = None  # when the response began (first SSE event, or the JSON body)
 
     @property
     def model(self) -> str | None:
@@ -659,6 +660,7 @@ class FakeAnthropic:
             return await self._send_stream(writer, record, message, latency, extra, mid, decision)
         if latency > 0:
             await asyncio.sleep(latency)
+        record.begun = time.monotonic()
         self.cache.begun(decision)  # the response starts now: its prefix becomes readable
         return await self._send_json(writer, record, 200, message, extra)
 
@@ -874,6 +876,7 @@ class FakeAnthropic:
         record.status = 200
         if latency > 0:
             await asyncio.sleep(latency)
+        record.begun = time.monotonic()
         if decision is not None:
             self.cache.begun(decision)  # first event: the written prefix becomes readable
         for i, (event, data) in enumerate(_sse_events(message)):
