@@ -82,6 +82,10 @@ class AgentResult:
     cost_usd: float = 0.0
     retries: int = 0
     tool_calls: int = 0
+    # Dollars saved against the same calls uncached at the standard price (see pricing.py).
+    saved_cache_usd: float = 0.0
+    saved_batch_usd: float = 0.0
+    batch_calls: int = 0
 
 
 @lru_cache(maxsize=256)
@@ -125,6 +129,9 @@ class _Invocation:
             self.output_name += "_"
         self.usage = Usage()
         self.cost = 0.0
+        self.saved_cache = 0.0
+        self.saved_batch = 0.0
+        self.batch_calls = 0
         self.calls = 0
         self.retries = 0
         self.tool_calls = 0
@@ -224,17 +231,20 @@ class _Invocation:
                 if warmer is not None
                 else _no_gate()
             )
-            async with gate as begun:  # a follower waits here for its leader's response
-                async with self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot:
-                    token = response_begun.set(begun)
-                    try:
-                        async with deadline(self.policy.timeout, f"call to {request.model}"):
-                            response = await ctx.provider.complete(request)
-                    finally:
-                        response_begun.reset(token)
-                    if begun is not None:
-                        begun()  # a provider that cannot tell earlier: it has begun by now
-                    cost = slot.done(response)
+            # A follower waits at the gate for its leader's response, before taking a slot.
+            async with (
+                gate as begun,
+                self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot,
+            ):
+                token = response_begun.set(begun)
+                try:
+                    async with deadline(self.policy.timeout, f"call to {request.model}"):
+                        response = await ctx.provider.complete(request)
+                finally:
+                    response_begun.reset(token)
+                if begun is not None:
+                    begun()  # a provider that cannot tell earlier: it has begun by now
+                cost = slot.done(response)
             return response
 
         started = time.perf_counter()
@@ -251,6 +261,10 @@ class _Invocation:
         self.simulated = self.simulated or response.simulated
         self.model = response.model or self.model
         self.responses.append(response)
+        by_cache, by_batch = self.pricing.savings(request.model, response.usage, response.batch)
+        self.saved_cache += by_cache
+        self.saved_batch += by_batch
+        self.batch_calls += response.batch
         ctx.emit(
             "llm_call",
             node=ctx.node,
@@ -261,6 +275,9 @@ class _Invocation:
             stop_reason=response.stop_reason,
             usage=response.usage.model_dump(),
             cost=cost,
+            batch=response.batch,
+            saved_cache=round(by_cache, 8),
+            saved_batch=round(by_batch, 8),
         )
         return response
 
@@ -389,6 +406,9 @@ class _Invocation:
             cost_usd=self.cost,
             retries=self.retries,
             tool_calls=self.tool_calls,
+            saved_cache_usd=self.saved_cache,
+            saved_batch_usd=self.saved_batch,
+            batch_calls=self.batch_calls,
         )
 
     async def _answer_use(self, use: dict[str, Any], exc: ValidationError) -> dict[str, Any]:

@@ -204,10 +204,17 @@ class Budget:
         self.reserved_usd = 0.0
         self.refused = 0
 
-    def reserve(self, model: str, input_tokens: int, max_tokens: int, node: str | None) -> float:
+    def reserve(
+        self,
+        model: str,
+        input_tokens: int,
+        max_tokens: int,
+        node: str | None,
+        batch: bool = False,
+    ) -> float:
         if self.max_cost_usd is None:
             return 0.0
-        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens)
+        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens, batch)
         if worst is None:
             raise UserError(
                 f"max_cost_usd is set but no price is known for model '{model}'; add it to a "
@@ -357,7 +364,7 @@ class Slot:
     async def __aenter__(self) -> Slot:
         lim, m = self.limiter, self.model
         self.cost_reserved = lim.budget.reserve(
-            self.request.model, self.est_input, self.request.max_tokens, self.node
+            self.request.model, self.est_input, self.request.max_tokens, self.node, lim.batch
         )
         start = time.monotonic()
         reason = None
@@ -425,7 +432,7 @@ class Slot:
             m.calibrate(response.headers)
         m.concurrency.success()
         m.calls += 1
-        self.cost_usd = self.limiter.record_usage(self.request.model, usage)
+        self.cost_usd = self.limiter.record_usage(self.request.model, usage, response.batch)
         self.limiter.budget.settle(self.cost_reserved, self.cost_usd)
         self.cost_reserved = 0.0
         self._release(refund=False)
@@ -489,6 +496,8 @@ class Limiter:
         self.pricing = pricing or default_pricing()
         self.budget = Budget(max_cost_usd, self.pricing)
         self.models: dict[str, ModelLimits] = {}
+        # Batch mode: the budget reserves each call's worst case at the batch price.
+        self.batch = False
         self.usage_by_model: dict[str, Usage] = {}
         self.cost_by_model: dict[str, float] = {}
 
@@ -503,8 +512,8 @@ class Limiter:
     def slot(self, request: Request, *, node: str | None = None, emit: Emit = _no_emit) -> Slot:
         return Slot(self, request, node, emit)
 
-    def record_usage(self, model: str, usage: Usage) -> float:
-        cost = self.pricing.cost_usd(model, usage)
+    def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
+        cost = self.pricing.cost_usd(model, usage, batch)
         prev = self.usage_by_model.get(model)
         self.usage_by_model[model] = usage if prev is None else prev + usage
         self.cost_by_model[model] = self.cost_by_model.get(model, 0.0) + cost

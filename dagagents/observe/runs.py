@@ -32,6 +32,10 @@ class NodeRecord:
     because: str | None = None
     simulated: bool = False
     depends_on: tuple[str, ...] = ()
+    # Saved against the same calls uncached at the standard price (cache; Message Batches).
+    saved_cache_usd: float = 0.0
+    saved_batch_usd: float = 0.0
+    batch_calls: int = 0
 
     @property
     def duration(self) -> float:
@@ -57,6 +61,9 @@ class NodeRecord:
             "because": self.because,
             "simulated": self.simulated,
             "depends_on": list(self.depends_on),
+            "saved_cache_usd": self.saved_cache_usd,
+            "saved_batch_usd": self.saved_batch_usd,
+            "batch_calls": self.batch_calls,
         }
 
 
@@ -124,6 +131,19 @@ class RunResult:
             if r.status == "done":
                 total = total + r.usage
         return total
+
+    @property
+    def savings(self) -> dict[str, float]:
+        """What this run's calls saved against paying for them uncached at the standard
+        price: by prompt caching and by the Message Batches API, in dollars and tokens."""
+        done = [r for r in self.records.values() if r.status == "done"]
+        return {
+            "cache_usd": sum(r.saved_cache_usd for r in done),
+            "batch_usd": sum(r.saved_batch_usd for r in done),
+            "cache_read_tokens": sum(r.usage.cache_read_input_tokens for r in done),
+            "cache_write_tokens": sum(r.usage.cache_creation_input_tokens for r in done),
+            "batch_calls": sum(r.batch_calls for r in done),
+        }
 
     def cost_by(self, what: str = "agent") -> dict[str, float]:
         """Dollars spent in this run per agent (or per model)."""

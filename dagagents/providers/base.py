@@ -13,7 +13,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 # Set by the caller around `complete()`: a provider that can tell when the response has begun
 # (the first streamed event) calls it then, and streams for that purpose. Cache warming
 # releases the calls waiting for this one's prompt-cache write at that moment.

@@ -494,7 +494,8 @@ class FakeAnthropic:
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.startswith("/v1/messages")]
+        """Direct `POST /v1/messages` calls (not count_tokens, not batches)."""
+        return [r for r in self.requests if r.path.split("?", 1)[0] == "/v1/messages"]
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> FakeAnthropic:
