@@ -303,10 +303,10 @@ def _nodes_table(run: RunData) -> str:
             e(f"{n.agent} · {n.model}" if n.agent else n.kind),
             f"{n.start:.2f}s" if n.start is not None else "",
             f"{n.duration:.2f}s" if n.ran else "",
-            f"{n.usage.get('input_tokens', 0):,} / {n.usage.get('output_tokens', 0):,}"
-            if n.usage and n.status == "done"
+            f"{n.usage.input_tokens:,} / {n.usage.output_tokens:,}"
+            if n.calls and n.status == "done"
             else "",
-            f"${n.cost:.4f}" if n.cost and n.status == "done" else "",
+            f"${n.cost_usd:.4f}" if n.cost_usd and n.status == "done" else "",
             e(n.error or (f"because {n.because}" if n.because else "")),
         )
         for n in nodes[:MAX_NODE_ROWS]

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from dagagents.cli.app import app, console, fail, user_errors
 from dagagents.errors import StoreError
-from dagagents.model.graph import _suggest
+from dagagents.model.graph import did_you_mean
 from dagagents.observe.outputs import node_detail, run_details
 from dagagents.observe.progress import STYLE
 from dagagents.observe.resume import run_nodes
@@ -73,7 +73,7 @@ def show(
         if node not in nodes:
             fail(
                 f"run '{run_id}' has no node '{node}'"
-                f"{_suggest(node, nodes) or '; its nodes are: ' + ', '.join(list(nodes)[:20])}."
+                f"{did_you_mean(node, nodes) or '; its nodes are: ' + ', '.join(list(nodes)[:20])}."
             )
         detail = node_detail(st, node, nodes[node])
     if as_json:
