@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = RateLimits(rpm=rpm, itpm=itpm, otpm=otpm) if args.client_limits == "same" else None
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
+    m0 = time.monotonic()
     try:
         result = g.run(
             concurrency=args.concurrency,
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     slowest = max(per_bucket, key=lambda k: per_bucket[k])
     bound = per_bucket[slowest] + args.latency
     statuses = server.statuses()
+    starts = sorted(r.started for r in server.message_requests)
     out = {
         "benchmark": "rate_limits",
         "nodes": args.nodes,
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(wall, 2),
         "wall_over_bound": round(wall / bound, 3),
         "target": 1.05,
+        "first_request_s": round(starts[0] - m0, 3) if starts else None,
+        "last_request_s": round(starts[-1] - m0, 3) if starts else None,
         "http_429": statuses.get(429, 0),
         "dropped_connections": args.drop,
         "server_statuses": dict(statuses),
