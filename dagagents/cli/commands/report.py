@@ -9,7 +9,6 @@ import typer
 
 from dagagents.cli.app import app as cli_app
 from dagagents.cli.app import console, user_errors
-from dagagents.observe.report import write_report
 from dagagents.observe.summary import load_run
 
 
@@ -33,5 +32,7 @@ def report_command(
     with user_errors():
         data = load_run(run, store)
         other = load_run(compare, store) if compare else None
+        from dagagents.observe.report import write_report
+
         path = write_report(data, output, other)
     console.print(f"wrote {path} (run {data.run_id}, {len(data.nodes)} nodes)", highlight=False)
