@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
-from dagagents.observe.summary import RunData, critical_path
+from dagagents.observe.summary import RunData
 
 if TYPE_CHECKING:  # graphviz is imported when a diagram is drawn, not on the run path
     import graphviz
@@ -113,8 +114,8 @@ def diagram_from_run(run: RunData) -> Diagram:
         bits = []
         if n.status in ("done", "failed") and n.start is not None:
             bits.append(f"{n.duration:.2f}s")
-        if n.status == "done" and n.cost:
-            bits.append(f"${n.cost:.4f}")
+        if n.status == "done" and n.cost_usd:
+            bits.append(f"${n.cost_usd:.4f}")
         if n.retries:
             bits.append(f"{n.retries} retr{'y' if n.retries == 1 else 'ies'}")
         node.detail = " · ".join(bits)
