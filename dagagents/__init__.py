@@ -8,6 +8,7 @@ from dagagents.engine.executors import Executor, LocalExecutor
 from dagagents.engine.limits import RateLimits
 from dagagents.engine.retry import RetryPolicy
 from dagagents.engine.run import RunOptions, arun, run
+from dagagents.engine.stream import astream
 from dagagents.errors import (
     BudgetExceeded,
     DagAgentsError,
@@ -83,6 +84,7 @@ __all__ = [
     "Subtask",
     "UserError",
     "arun",
+    "astream",
     "cost_usd",
     "estimate",
     "load_run",

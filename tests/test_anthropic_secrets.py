@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,7 @@ def test_cli_output_and_store_hold_no_key(fake_anthropic: FakeAnthropic, tmp_pat
     graph_file.write_text(GRAPH)
     env = {
         "PATH": str(Path(sys.executable).parent),
+        "PYTHONPATH": os.environ["PYTHONPATH"],  # the checkout under test (see conftest)
         "ANTHROPIC_API_KEY": KEY,
         "ANTHROPIC_BASE_URL": fake_anthropic.url,
         "ANTHROPIC_LOG": "debug",  # the SDK's own debug logging, to stderr

@@ -11,9 +11,10 @@ each call passes the run's `Limiter` (buckets, adaptive concurrency, budget) ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.limits import Limiter
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy, deadline
 from dagagents.errors import DagAgentsError, NodeFailed, ProviderError
@@ -28,7 +30,14 @@ from dagagents.model.agents import Agent
 from dagagents.model.nodes import AgentTask
 from dagagents.model.tools import input_model, tool_schema
 from dagagents.observe.pricing import Pricing
-from dagagents.providers.base import Provider, Request, Response, Usage, capabilities_of
+from dagagents.providers.base import (
+    Provider,
+    Request,
+    Response,
+    Usage,
+    capabilities_of,
+    response_begun,
+)
 
 Emit = Callable[..., None]
 OUTPUT_TOOL = "final_answer"
@@ -37,6 +46,11 @@ _CACHEABLE_BLOCKS = {"text", "image", "document", "tool_result", "tool_use"}
 
 def _no_emit(event: str, **fields: Any) -> None:
     return None
+
+
+@contextlib.asynccontextmanager
+async def _no_gate() -> AsyncIterator[None]:
+    yield None
 
 
 @dataclass
@@ -59,6 +73,10 @@ class CallContext:
     pricing: Pricing | None = None
     auto_cache: bool = True
     structured_output: Literal["auto", "native", "tool"] = "auto"
+    # The run's cache-warming gate (None: off); see engine/cache_warming.py.
+    cache_warmer: CacheWarmer | None = None
+    # Streamed text deltas go here when someone is watching (providers that stream text).
+    on_text: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -71,6 +89,10 @@ class AgentResult:
     calls: int = 1
     simulated: bool = False
     cost_usd: float = 0.0
+    # Dollars saved against the same calls uncached at the standard price (see pricing.py).
+    saved_cache_usd: float = 0.0
+    saved_batch_usd: float = 0.0
+    batch_calls: int = 0
 
     @staticmethod
     def merged(results: Sequence[AgentResult], output: Any, model: str) -> AgentResult:
@@ -87,6 +109,9 @@ class AgentResult:
             calls=sum(r.calls for r in results),
             simulated=any(r.simulated for r in results),
             cost_usd=sum(r.cost_usd for r in results),
+            saved_cache_usd=sum(r.saved_cache_usd for r in results),
+            saved_batch_usd=sum(r.saved_batch_usd for r in results),
+            batch_calls=sum(r.batch_calls for r in results),
         )
 
 
@@ -147,6 +172,9 @@ class _Invocation:
             self.output_name += "_"
         self.usage = Usage()
         self.cost = 0.0
+        self.saved_cache = 0.0
+        self.saved_batch = 0.0
+        self.batch_calls = 0
         self.calls = 0
         self.simulated = False
         self.model = agent.model
@@ -197,13 +225,13 @@ class _Invocation:
         tool_choice: dict[str, Any] | None = None
         schema = None
         if self.mode == "native":
-            schema = output_schema(agent.output, self.capabilities.strict_schema)  # type: ignore[arg-type]
+            schema = output_schema(agent.output, self.capabilities.strict_schema)
         elif self.mode == "tool":
             answer: dict[str, Any] = {
                 "name": self.output_name,
                 "description": "Give your final answer. Call this once, with the complete "
                 "answer, when you are done.",
-                "input_schema": output_schema(agent.output, self.capabilities.strict_schema),  # type: ignore[arg-type]
+                "input_schema": output_schema(agent.output, self.capabilities.strict_schema),
             }
             if self.price is not None and self.price.structured_outputs:
                 answer["strict"] = True  # grammar-constrained where the model supports it
@@ -232,13 +260,33 @@ class _Invocation:
         ctx = self.ctx
         attempts = 0
         cost = 0.0
+        streaming = ctx.on_text is not None and self.capabilities.streams_text
 
         async def attempt() -> Response:
             nonlocal attempts, cost
             attempts += 1
-            async with self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot:
-                async with deadline(self.policy.timeout, f"call to {request.model}"):
-                    response = await ctx.provider.complete(request)
+            warmer = ctx.cache_warmer
+            gate = (
+                warmer.gate(request, node=ctx.node, emit=ctx.emit)
+                if warmer is not None
+                else _no_gate()
+            )
+            # A follower waits at the gate for its leader's response, before taking a slot.
+            async with (
+                gate as begun,
+                self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot,
+            ):
+                token = response_begun.set(begun)
+                try:
+                    async with deadline(self.policy.timeout, f"call to {request.model}"):
+                        if streaming:
+                            response = await ctx.provider.complete(request, on_text=ctx.on_text)  # type: ignore[call-arg]
+                        else:
+                            response = await ctx.provider.complete(request)
+                finally:
+                    response_begun.reset(token)
+                if begun is not None:
+                    begun()  # a provider that cannot tell earlier: it has begun by now
                 cost = slot.done(response)
             return response
 
@@ -253,6 +301,10 @@ class _Invocation:
         self.cost += cost
         self.simulated = self.simulated or response.simulated
         self.model = response.model or self.model
+        by_cache, by_batch = self.pricing.savings(request.model, response.usage, response.batch)
+        self.saved_cache += by_cache
+        self.saved_batch += by_batch
+        self.batch_calls += response.batch
         ctx.emit(
             "llm_call",
             node=ctx.node,
@@ -263,6 +315,9 @@ class _Invocation:
             stop_reason=response.stop_reason,
             usage=response.usage.model_dump(),
             cost=cost,
+            batch=response.batch,
+            saved_cache=round(by_cache, 8),
+            saved_batch=round(by_batch, 8),
         )
         return response
 
@@ -387,6 +442,9 @@ class _Invocation:
             calls=self.calls,
             simulated=self.simulated,
             cost_usd=self.cost,
+            saved_cache_usd=self.saved_cache,
+            saved_batch_usd=self.saved_batch,
+            batch_calls=self.batch_calls,
         )
 
     async def _answer_use(self, use: dict[str, Any], exc: ValidationError) -> dict[str, Any]:

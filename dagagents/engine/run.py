@@ -20,8 +20,9 @@ import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.checkpoints import (
     Checkpoints,
     Hit,
@@ -54,7 +55,14 @@ from dagagents.observe.pricing import Pricing, cost_usd
 from dagagents.observe.runs import NodeRecord, RunResult
 from dagagents.observe.trace import Listener, Tracer
 from dagagents.providers import Provider, resolve_provider
+from dagagents.providers.base import capabilities_of
 from dagagents.store import Store, codec
+
+if TYPE_CHECKING:
+    from dagagents.engine.batches import BatchingProvider, BatchOptions
+
+if TYPE_CHECKING:
+    from dagagents.engine.batches import BatchingProvider, BatchOptions
 
 MANIFEST_VERSION = 1
 DEFAULT_STORE = ".dagagents"
@@ -77,7 +85,11 @@ class RunOptions:
     last run included. `rate_limits` (requests/tokens per minute per model), `max_cost_usd`
     (no call starts that could exceed it) and `retry` (a RetryPolicy or a number of attempts)
     govern every agent call; `call_options` are extra CallContext fields (`auto_cache`,
-    `structured_output`). `listener` sees every trace event as it happens.
+    `structured_output`). `listener` sees every trace event as it happens. `cache_warming`
+    (default: on for the Anthropic provider) lets calls sharing a cacheable prefix write it
+    once (engine/cache_warming.py). `batch=True` sends every agent call through the Message
+    Batches API at the batch price, collected over `batch_window` seconds or `batch_max`
+    requests (engine/batches.py); a `BatchOptions` also sets the poll backoff.
     """
 
     concurrency: int = 8
@@ -95,6 +107,10 @@ class RunOptions:
     retry: RetryPolicy | int | None = None
     pricing: Pricing | None = None
     call_options: Mapping[str, Any] = field(default_factory=dict)
+    cache_warming: bool | None = None
+    batch: bool | BatchOptions = False
+    batch_window: float = 2.0
+    batch_max: int = 100_000
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -127,7 +143,22 @@ async def arun(graph: Graph, options: RunOptions | None = None, /, **kwargs: Any
     except BaseException:
         await executor.close()
         raise
-    return await state.execute()
+    if state.batching is None:
+        return await state.execute()
+    from dagagents.engine.batches import BatchJournal
+
+    state.batching.attach(
+        BatchJournal(store, state.run_id, graph.name),
+        key_of=lambda name: state.records[name].key if name in state.records else None,
+        emit=state.emit,
+    )
+    finished = False
+    try:
+        result = await state.execute()
+        finished = result.ok
+        return result
+    finally:
+        await state.batching.finish(collected=finished)
 
 
 def open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
@@ -161,25 +192,12 @@ class _Run:
         self.specs = graph.specs
         self._owns_graph = False
         self.concurrency = options.concurrency
-        self.provider = resolve_provider(options.provider, graph.simulator)
         self.store = store
         self.checkpoints = (
             None if store is None else Checkpoints(store, fresh=options.fresh, rerun=rerun)
         )
         self.executor = executor
-        self.limiter = Limiter(
-            options.rate_limits,
-            concurrency=options.concurrency,
-            max_cost_usd=options.max_cost_usd,
-            pricing=options.pricing,
-        )
-        self.pricing = self.limiter.pricing
-        self.call_fields: dict[str, Any] = {
-            "limiter": self.limiter,
-            "retry": options.retry_policy,
-            "pricing": self.pricing,
-            **options.call_options,  # explicit CallContext fields win
-        }
+        self._wire_calls(graph, options)
         self.history = previous_durations(store, graph.name) if store is not None else {}
         self.durations = {name: self._estimate(spec) for name, spec in self.specs.items()}
         self.sorter = EagerSorter(
@@ -196,6 +214,41 @@ class _Run:
         self._started_at = time.time()
         self.tracer = self._open_tracer(options)
         self.emit = self.tracer.emit
+
+    def _wire_calls(self, graph: Graph, options: RunOptions) -> None:
+        """The provider every agent call goes to, the limiter it passes, and the rest of
+        each call's context (retry policy, pricing, cache warming)."""
+        self.provider = resolve_provider(options.provider, graph.simulator)
+        self.limiter = Limiter(
+            options.rate_limits,
+            concurrency=options.concurrency,
+            max_cost_usd=options.max_cost_usd,
+            pricing=options.pricing,
+        )
+        self.pricing = self.limiter.pricing
+        fields: dict[str, Any] = dict(options.call_options)
+        warming = options.cache_warming
+        self.batching: BatchingProvider | None = None
+        if options.batch:
+            from dagagents.engine.batches import BatchingProvider, BatchOptions  # imports the SDK
+
+            given = options.batch if isinstance(options.batch, BatchOptions) else None
+            self.batching = BatchingProvider(
+                self.provider, given or BatchOptions(options.batch_window, options.batch_max)
+            )
+            self.provider = self.batching
+            self.limiter.batch = True
+            warming = False  # a batch has no "response began" moment to wait for
+        if warming is None:
+            warming = capabilities_of(self.provider).caches_prompts
+        if warming and "cache_warmer" not in fields:
+            fields["cache_warmer"] = CacheWarmer(self.pricing)
+        self.call_fields: dict[str, Any] = {
+            "limiter": self.limiter,
+            "retry": options.retry_policy,
+            "pricing": self.pricing,
+            **fields,  # explicit CallContext fields win
+        }
 
     def _open_tracer(self, options: RunOptions) -> Tracer:
         sinks: list[IO[bytes]] = []
@@ -269,6 +322,10 @@ class _Run:
         while True:
             await asyncio.sleep(every)
             self.tracer.flush()
+            if self.tracer.listening:  # live views: what the limiter is doing (never traced)
+                self.tracer.stream("limits", **self.limiter.snapshot())
+            if self.tracer.listening:  # live views: what the limiter is doing (never traced)
+                self.tracer.stream("limits", **self.limiter.snapshot())
 
     def _launch(self) -> None:
         """Start ready nodes while slots are free; checkpoint hits complete immediately.
@@ -506,9 +563,15 @@ class _Run:
         self, spec: AgentTask, inputs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
     ) -> Any:
         prompt = render_prompt(spec, {k: codec.as_text(v) for k, v in inputs.items()})
-        ctx = CallContext(
-            provider=self.provider, node=spec.name, emit=self.emit, **self.call_fields
-        )
+        # What was sent, kept beside the output so `dagagents show --prompt` can print it.
+        meta.update(prompt=prompt, system=spec.agent.system)
+        fields = self.call_fields
+        if self.tracer.listening:  # live views show the prompt while the reply streams
+            self.tracer.stream("prompt", node=spec.name, prompt=prompt, system=spec.agent.system)
+            if "on_text" not in fields:
+                stream, node = self.tracer.stream, spec.name
+                fields = {**fields, "on_text": lambda text: stream("token", node=node, text=text)}
+        ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit, **fields)
         try:
             result = await self.executor.run_agent(spec, prompt, ctx)
         except AgentFailed as failed:
@@ -524,6 +587,12 @@ class _Run:
         record.calls = result.calls
         record.simulated = result.simulated
         record.cost_usd = result.cost_usd or cost_usd(result.model, result.usage, self.pricing)
+        record.saved_cache_usd = result.saved_cache_usd
+        record.saved_batch_usd = result.saved_batch_usd
+        record.batch_calls = result.batch_calls
+        record.saved_cache_usd = result.saved_cache_usd
+        record.saved_batch_usd = result.saved_batch_usd
+        record.batch_calls = result.batch_calls
         meta.update(
             usage=result.usage.model_dump(),
             model=record.model,

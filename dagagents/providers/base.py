@@ -7,10 +7,19 @@ language. Nothing here knows about graphs or scheduling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# Set by the caller around `complete()`: a provider that can tell when the response has begun
+# (the first streamed event) calls it then, and streams for that purpose. Cache warming
+# releases the calls waiting for this one's prompt-cache write at that moment.
+response_begun: ContextVar[Callable[[], None] | None] = ContextVar(
+    "dagagents_response_begun", default=None
+)
 
 
 class Usage(BaseModel):
@@ -67,6 +76,8 @@ class Response(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     # True when no real model produced this (the simulated provider); shown to users.
     simulated: bool = False
+    # True when it came through the Message Batches API (priced at the batch rate).
+    batch: bool = False
 
     @property
     def text(self) -> str:
@@ -89,12 +100,17 @@ class Capabilities:
     which imports the SDK); otherwise the model's plain JSON schema is sent.
     `remote_settings`: a Dask worker rebuilds it from `settings()` and the worker's own key
     (nothing secret travels); otherwise it is pickled or built by its `dask_factory()`.
+    `streams_text`: `complete(request, on_text=...)` passes text deltas on as they arrive.
+    `caches_prompts`: the backend caches prompt prefixes (`cache_control`), so a run warms
+    a shared prefix once before its followers start (engine/cache_warming.py).
     """
 
     simulated: bool = False
     forced_tool_choice: bool = True
     strict_schema: bool = True
     remote_settings: bool = False
+    streams_text: bool = False
+    caches_prompts: bool = False
 
 
 DEFAULT_CAPABILITIES = Capabilities()
@@ -115,7 +131,10 @@ def capabilities_of(provider: object) -> Capabilities:
 
 @runtime_checkable
 class Provider(Protocol):
-    """Anything that can answer a `Request`. Implementations must be safe to call concurrently."""
+    """Anything that can answer a `Request`. Implementations must be safe to call concurrently.
+
+    A provider that sets `streams_text = True` also accepts `complete(request, on_text=fn)`
+    and calls `fn(delta)` with each piece of reply text as it arrives (token streaming)."""
 
     name: str
 

@@ -67,10 +67,6 @@ def plan_command(
             "store": None if no_store else store,
             "fresh": fresh,
         }
-        from dagagents.cli.commands.run import RUN_OPTIONS_HOOKS
-
-        for hook in RUN_OPTIONS_HOOKS:
-            options = hook(options)
         result = graph.run(**options)
     record = result.records[PLAN_NODE]
     if record.status not in ("done", "cached"):
