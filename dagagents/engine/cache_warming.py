@@ -29,9 +29,9 @@ from typing import Any
 import orjson
 
 from dagagents.observe.pricing import Pricing
+from dagagents.observe.trace import Emit
 from dagagents.providers.base import Request
 
-Emit = Callable[..., None]
 TTL_5M = 300.0
 TTL_1H = 3600.0
 _MARGIN = 10.0  # treat an entry as expired this many seconds early (clock and latency slack)

@@ -30,6 +30,7 @@ from dagagents.model.agents import Agent
 from dagagents.model.nodes import AgentTask
 from dagagents.model.tools import input_model, tool_schema
 from dagagents.observe.pricing import Pricing
+from dagagents.observe.trace import Emit, no_emit
 from dagagents.providers.base import (
     Provider,
     Request,
@@ -39,13 +40,8 @@ from dagagents.providers.base import (
     response_begun,
 )
 
-Emit = Callable[..., None]
 OUTPUT_TOOL = "final_answer"
 _CACHEABLE_BLOCKS = {"text", "image", "document", "tool_result", "tool_use"}
-
-
-def _no_emit(event: str, **fields: Any) -> None:
-    return None
 
 
 @contextlib.asynccontextmanager
@@ -67,7 +63,7 @@ class CallContext:
 
     provider: Provider
     node: str
-    emit: Emit = _no_emit
+    emit: Emit = no_emit
     limiter: Limiter | None = None
     retry: RetryPolicy = DEFAULT_RETRY
     pricing: Pricing | None = None

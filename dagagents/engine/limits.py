@@ -18,7 +18,7 @@ import hashlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -27,14 +27,10 @@ import orjson
 
 from dagagents.errors import BudgetExceeded, ProviderError, UserError
 from dagagents.observe.pricing import Pricing, default_pricing
-from dagagents.providers.base import Request, Response, Usage
+from dagagents.observe.trace import Emit, no_emit
+from dagagents.providers.base import Request, Response
 
-Emit = Callable[..., None]
 _CACHE_TTL = 300.0  # the API's default (5 minute) prompt-cache lifetime
-
-
-def _no_emit(event: str, **fields: Any) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -142,7 +138,6 @@ class AdaptiveConcurrency:
         self.limit = self.ceiling
         self.minimum = minimum
         self.in_flight = 0
-        self.peak = 0
         self.epoch = (
             0  # bumped on each decrease; later overload reports from older calls are ignored
         )
@@ -163,7 +158,6 @@ class AdaptiveConcurrency:
                 raise
         else:
             self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
         return self.epoch
 
     def release(self) -> None:
@@ -455,7 +449,9 @@ class Slot:
             m.calibrate(response.headers)
         m.concurrency.success()
         m.calls += 1
-        self.cost_usd = self.limiter.record_usage(self.request.model, usage, response.batch)
+        # The call's cost, computed once, here where its usage is known; the invocation and
+        # the node record carry this number on.
+        self.cost_usd = self.limiter.pricing.cost_usd(self.request.model, usage, response.batch)
         self.limiter.budget.settle(self.cost_reserved, self.cost_usd)
         self.cost_reserved = 0.0
         self._release(refund=False)
@@ -524,8 +520,6 @@ class Limiter:
         self.models: dict[str, ModelLimits] = {}
         # Batch mode: the budget reserves each call's worst case at the batch price.
         self.batch = False
-        self.usage_by_model: dict[str, Usage] = {}
-        self.cost_by_model: dict[str, float] = {}
 
     def for_model(self, model: str) -> ModelLimits:
         m = self.models.get(model)
@@ -535,15 +529,8 @@ class Limiter:
             )
         return m
 
-    def slot(self, request: Request, *, node: str | None = None, emit: Emit = _no_emit) -> Slot:
+    def slot(self, request: Request, *, node: str | None = None, emit: Emit = no_emit) -> Slot:
         return Slot(self, request, node, emit)
-
-    def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
-        cost = self.pricing.cost_usd(model, usage, batch)
-        prev = self.usage_by_model.get(model)
-        self.usage_by_model[model] = usage if prev is None else prev + usage
-        self.cost_by_model[model] = self.cost_by_model.get(model, 0.0) + cost
-        return cost
 
     @property
     def spent_usd(self) -> float:
@@ -576,27 +563,6 @@ class Limiter:
                     "overloads": m.overloads,
                     "calls": m.calls,
                     "backoff": round(max(0.0, m.resume_at - now), 3),
-                }
-                for name, m in self.models.items()
-            },
-        }
-
-    def summary(self) -> dict[str, Any]:
-        """Per-model calls, usage, cost, overloads and concurrency, for the run report."""
-        return {
-            "spent_usd": round(self.budget.spent_usd, 6),
-            "max_cost_usd": self.budget.max_cost_usd,
-            "refused_calls": self.budget.refused,
-            "models": {
-                name: {
-                    "calls": m.calls,
-                    "overloads": m.overloads,
-                    "peak_in_flight": m.concurrency.peak,
-                    "concurrency_limit": (
-                        None if m.concurrency.limit == math.inf else round(m.concurrency.limit, 2)
-                    ),
-                    "cost_usd": round(self.cost_by_model.get(name, 0.0), 6),
-                    "usage": self.usage_by_model.get(name, Usage()).model_dump(),
                 }
                 for name, m in self.models.items()
             },

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dagagents.errors import ProviderError
+from dagagents.observe.trace import Emit, no_emit
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -24,11 +25,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _RNG = random.Random()
-Emit = Callable[..., None]
-
-
-def _no_emit(event: str, **fields: Any) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,7 @@ class RetryPolicy:
         fn: Callable[[], Awaitable[T]],
         *,
         node: str | None = None,
-        emit: Emit = _no_emit,
+        emit: Emit = no_emit,
     ) -> T:
         """Run `fn` until it succeeds, fails for good, or attempts run out (last error raised).
 

@@ -51,11 +51,12 @@ from dagagents.engine.scheduler import (
 from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
 from dagagents.model.graph import Graph
 from dagagents.model.nodes import AgentTask, NodeSpec, Step, describe_spec, render_prompt
-from dagagents.observe.pricing import Pricing, cost_usd
+from dagagents.observe.pricing import Pricing
 from dagagents.observe.runs import NodeRecord, RunResult
 from dagagents.observe.trace import Listener, Tracer
 from dagagents.providers import Provider, resolve_provider
 from dagagents.providers.base import capabilities_of
+from dagagents.providers.deferred import DeferredProvider
 from dagagents.store import Store, codec
 
 if TYPE_CHECKING:
@@ -233,8 +234,11 @@ class _Run:
             from dagagents.engine.batches import BatchingProvider, BatchOptions  # imports the SDK
 
             given = options.batch if isinstance(options.batch, BatchOptions) else None
+            inner = self.provider
+            if isinstance(inner, DeferredProvider):
+                inner = inner.resolve()  # batches call the SDK directly
             self.batching = BatchingProvider(
-                self.provider, given or BatchOptions(options.batch_window, options.batch_max)
+                inner, given or BatchOptions(options.batch_window, options.batch_max)
             )
             self.provider = self.batching
             self.limiter.batch = True
@@ -291,7 +295,7 @@ class _Run:
             store=self.store.url if self.store else None,
             executor=self.executor.name,
         )
-        self._write_manifest(RUN_RUNNING)
+        await self._write_manifest(RUN_RUNNING)
         status = RUN_DONE
         try:
             await self.executor.start(self.concurrency)
@@ -314,6 +318,7 @@ class _Run:
                 status = RUN_FAILED
             await self.executor.close()
             self._finish(status)
+            await self._write_manifest(status)
         return self._result(status)
 
     async def _keep_trace_current(self, every: float = 0.2) -> None:
@@ -586,7 +591,7 @@ class _Run:
         record.model = result.model or record.model
         record.calls = result.calls
         record.simulated = result.simulated
-        record.cost_usd = result.cost_usd or cost_usd(result.model, result.usage, self.pricing)
+        record.cost_usd = result.cost_usd  # computed once, where each call's usage was known
         record.saved_cache_usd = result.saved_cache_usd
         record.saved_batch_usd = result.saved_batch_usd
         record.batch_calls = result.batch_calls
@@ -658,12 +663,15 @@ class _Run:
             cost=sum(r.cost_usd for r in self.records.values() if r.status == DONE),
         )
         self.tracer.close()
-        self._write_manifest(status)
 
-    def _write_manifest(self, status: str) -> None:
+    async def _write_manifest(self, status: str) -> None:
+        """Locally inline (fast); to any other store from a thread, off the event loop."""
         if self.store is None:
             return
-        self.store.write_manifest(self.run_id, self.manifest(status))
+        if self.store.is_local:
+            self.store.write_manifest(self.run_id, self.manifest(status))
+        else:
+            await asyncio.to_thread(self.store.write_manifest, self.run_id, self.manifest(status))
 
     def manifest(self, status: str) -> dict[str, Any]:
         """The run's record. While running it holds only the header (the trace has the rest)."""

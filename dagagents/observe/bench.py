@@ -131,6 +131,7 @@ class ReplayExecutor(LocalExecutor):
             model=str(meta.get("model") or spec.agent.model),
             calls=int(meta.get("calls") or 1),
             simulated=True,
+            cost_usd=float(meta.get("cost_usd") or 0.0),
         )
 
 

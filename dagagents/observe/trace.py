@@ -37,6 +37,13 @@ import orjson
 TRACE_VERSION = 1
 
 Listener = Callable[[dict[str, Any]], None]
+# `emit(event, **fields)`: how the engine reports an event (a Tracer's `emit`, or `no_emit`).
+Emit = Callable[..., None]
+
+
+def no_emit(event: str, **fields: Any) -> None:
+    """An Emit that reports nothing (calls made outside a run)."""
+    return None
 
 
 class Tracer:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 from dagagents.errors import UserError
-from dagagents.providers.base import Provider, Request, Response, Usage
+from dagagents.providers.base import ANTHROPIC_CAPABILITIES, Provider, Request, Response, Usage
+from dagagents.providers.deferred import DeferredProvider
 from dagagents.providers.simulated import Script, SimulatedProvider
 
 __all__ = [
@@ -41,7 +42,12 @@ def resolve_provider(
                 "provider 'anthropic' needs ANTHROPIC_API_KEY to be set "
                 "(unset it, or pass --provider simulated, to run offline)."
             )
-        from dagagents.providers.anthropic import AnthropicProvider
-
-        return AnthropicProvider()
+        return DeferredProvider("anthropic", ANTHROPIC_CAPABILITIES, _anthropic)
     raise UserError(f"unknown provider '{choice}' (choose 'simulated' or 'anthropic').")
+
+
+def _anthropic() -> Provider:
+    """Imports the SDK (about a second, more on a busy machine): run in the background."""
+    from dagagents.providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider()

@@ -24,7 +24,13 @@ import httpx2
 import orjson
 
 from dagagents.errors import ProviderError
-from dagagents.providers.base import Capabilities, Request, Response, Usage, response_begun
+from dagagents.providers.base import (
+    ANTHROPIC_CAPABILITIES,
+    Request,
+    Response,
+    Usage,
+    response_begun,
+)
 
 # Above this many output tokens the SDK insists on streaming (10 minutes at its rate estimate).
 _STREAM_ABOVE_MAX_TOKENS = 21_000
@@ -147,7 +153,7 @@ class AnthropicProvider:
     """
 
     name = "anthropic"
-    capabilities = Capabilities(remote_settings=True, streams_text=True, caches_prompts=True)
+    capabilities = ANTHROPIC_CAPABILITIES
 
     def __init__(
         self,

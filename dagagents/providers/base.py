@@ -114,6 +114,8 @@ class Capabilities:
 
 
 DEFAULT_CAPABILITIES = Capabilities()
+# The Messages API's (declared here, so a provider chosen by name is known before its SDK loads).
+ANTHROPIC_CAPABILITIES = Capabilities(remote_settings=True, streams_text=True, caches_prompts=True)
 
 
 @runtime_checkable
