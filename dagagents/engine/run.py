@@ -24,7 +24,14 @@ from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
-from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
+from dagagents.engine.shared_limits import SharedLimits, make_limiter
+from dagagents.errors import (
+    BudgetExceeded,
+    DagAgentsError,
+    GraphError,
+    LimitsUnavailable,
+    UserError,
+)
 from dagagents.model.graph import Graph, check_acyclic, validate_spec
 from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
 from dagagents.observe.pricing import Pricing, cost_usd
@@ -61,6 +68,7 @@ async def arun(
     retry: RetryPolicy | int | None = None,
     pricing: Pricing | None = None,
     call_options: dict[str, Any] | None = None,
+    limits: str | SharedLimits | None = None,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
 
@@ -68,41 +76,55 @@ async def arun(
     to recompute even if checkpointed. `rate_limits` (requests/tokens per minute per model),
     `max_cost_usd` (no call starts that could exceed it) and `retry` (a RetryPolicy or a number
     of attempts) govern every agent call; `call_options` are extra CallContext fields
-    (`auto_cache`, `structured_output`). Raises UserError for an invalid graph or option.
+    (`auto_cache`, `structured_output`). `limits="redis://host:6379/0"` (or a SharedLimits,
+    or env DAGAGENTS_LIMITS_URL) shares the rate limits, backoff, concurrency and, with a
+    budget key, the budget with every process on the same API key.
+    Raises UserError for an invalid graph or option.
     """
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
     opened = _open_store(store)
-    executor = executor or LocalExecutor()
-    prepare = getattr(executor, "prepare", None)  # optional hook, see executors/base.py
-    if prepare is not None:
-        await prepare(opened, concurrency)
+    resolved = resolve_provider(provider, graph.simulator)
+    limiter = make_limiter(
+        limits,
+        rate_limits,
+        provider=resolved,
+        concurrency=concurrency,
+        max_cost_usd=max_cost_usd,
+        pricing=pricing,
+    )
+    await limiter.start()  # an unreachable shared-limits store is a UserError, before any work
     try:
-        run = _Run(
-            graph,
-            concurrency=concurrency,
-            provider=resolve_provider(provider, graph.simulator),
-            store=opened,
-            fresh=fresh,
-            rerun=set(rerun),
-            fail_fast=fail_fast,
-            trace=trace,
-            executor=executor,
-            listener=listener,
-            keep_events=keep_events,
-            limiter=Limiter(
-                rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd, pricing=pricing
-            ),
-            retry=RetryPolicy(max_attempts=retry)
-            if isinstance(retry, int)
-            else retry or DEFAULT_RETRY,
-            call_options=call_options or {},
-        )
-    except BaseException:
+        executor = executor or LocalExecutor()
+        prepare = getattr(executor, "prepare", None)  # optional hook, see executors/base.py
         if prepare is not None:
-            await executor.close()
-        raise
-    return await run.execute()
+            await prepare(opened, concurrency)
+        try:
+            run = _Run(
+                graph,
+                concurrency=concurrency,
+                provider=resolved,
+                store=opened,
+                fresh=fresh,
+                rerun=set(rerun),
+                fail_fast=fail_fast,
+                trace=trace,
+                executor=executor,
+                listener=listener,
+                keep_events=keep_events,
+                limiter=limiter,
+                retry=RetryPolicy(max_attempts=retry)
+                if isinstance(retry, int)
+                else retry or DEFAULT_RETRY,
+                call_options=call_options or {},
+            )
+        except BaseException:
+            if prepare is not None:
+                await executor.close()
+            raise
+        return await run.execute()
+    finally:
+        await limiter.aclose()
 
 
 def _open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
@@ -303,10 +325,15 @@ class _Run:
         self.emit("node_error", node=name, error=record.error, traceback=detail)
         for skipped in self.sorter.fail(name):
             self._mark_skipped(skipped, because=name)
-        if isinstance(error, BudgetExceeded):
+        if isinstance(error, BudgetExceeded | LimitsUnavailable):
             # No new call may start; in-flight calls finish (their cost was reserved).
+            because = (
+                "cost budget reached"
+                if isinstance(error, BudgetExceeded)
+                else "shared limits store unreachable"
+            )
             for skipped in self.sorter.skip_all():
-                self._mark_skipped(skipped, because="cost budget reached")
+                self._mark_skipped(skipped, because=because)
         if self.fail_fast:
             for skipped in self.sorter.skip_all():
                 self._mark_skipped(skipped, because=f"fail_fast after '{name}' failed")
