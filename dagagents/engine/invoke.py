@@ -68,6 +68,8 @@ class CallContext:
     cache_warmer: CacheWarmer | None = None
     # Pre-flight token counting (None: off); see engine/token_count.py.
     token_counter: TokenCounter | None = None
+    # Streamed text deltas go here when someone is watching (providers with `streams_text`).
+    on_text: Callable[[str], None] | None = None
     # Free-form extras for executors and providers that need more (kept for compatibility).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -225,6 +227,7 @@ class _Invocation:
         attempts = 0
         cost = 0.0
         reserved = 0
+        streaming = ctx.on_text is not None and getattr(ctx.provider, "streams_text", False)
 
         async def attempt() -> Response:
             nonlocal attempts, cost, reserved
@@ -249,7 +252,10 @@ class _Invocation:
                     token = response_begun.set(begun)
                     try:
                         async with deadline(self.policy.timeout, f"call to {request.model}"):
-                            response = await ctx.provider.complete(request)
+                            if streaming:
+                                response = await ctx.provider.complete(request, on_text=ctx.on_text)  # type: ignore[call-arg]
+                            else:
+                                response = await ctx.provider.complete(request)
                     finally:
                         response_begun.reset(token)
                     if begun is not None:

@@ -566,6 +566,38 @@ class Limiter:
     def spent_usd(self) -> float:
         return self.budget.spent_usd
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the limits are doing right now, for live views: per model the calls in flight
+        against the adaptive limit, each bucket's level and capacity, 429/529s seen and the
+        seconds left of a server-requested backoff; the budget spent and reserved."""
+        now = time.monotonic()
+
+        def bucket(b: TokenBucket | None) -> list[float] | None:
+            if b is None:
+                return None
+            b._refill(now)
+            return [round(b.level, 1), round(b.capacity, 1)]
+
+        return {
+            "spent_usd": round(self.budget.spent_usd, 6),
+            "reserved_usd": round(self.budget.reserved_usd, 6),
+            "max_cost_usd": self.budget.max_cost_usd,
+            "models": {
+                name: {
+                    "in_flight": m.concurrency.in_flight,
+                    "limit": None if m.concurrency.limit == math.inf else m.concurrency.limit,
+                    "ceiling": None if m.concurrency.ceiling == math.inf else m.concurrency.ceiling,
+                    "rpm": bucket(m.requests),
+                    "itpm": bucket(m.input),
+                    "otpm": bucket(m.output),
+                    "overloads": m.overloads,
+                    "calls": m.calls,
+                    "backoff": round(max(0.0, m.resume_at - now), 3),
+                }
+                for name, m in self.models.items()
+            },
+        }
+
     def summary(self) -> dict[str, Any]:
         """Per-model calls, usage, cost, overloads and concurrency, for the run report."""
         return {

@@ -297,6 +297,8 @@ class _Run:
         while True:
             await asyncio.sleep(every)
             self.tracer.flush()
+            if self.tracer.listening:  # live views: what the limiter is doing (never traced)
+                self.tracer.stream("limits", **self.limiter.snapshot())
 
     def _launch(self) -> None:
         """Start ready nodes while slots are free; checkpoint hits complete immediately.
@@ -518,6 +520,11 @@ class _Run:
             "pricing": self.pricing,
             **self.call_options,  # explicit CallContext fields win
         }
+        if self.tracer.listening:  # live views show the prompt while the reply streams
+            self.tracer.stream("prompt", node=spec.name, prompt=prompt, system=spec.agent.system)
+        if self.tracer.listening and "on_text" not in fields:
+            stream, node = self.tracer.stream, spec.name
+            fields["on_text"] = lambda text: stream("token", node=node, text=text)
         ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit, **fields)
         try:
             result = await self.executor.run_agent(spec, prompt, ctx)

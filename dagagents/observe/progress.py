@@ -27,6 +27,8 @@ STYLE = {
     "pending": "dim",
 }
 MAX_ROWS = 24
+TAIL_CHARS = 400  # streamed text kept per running node
+TAIL_SHOWN = 58  # of which the live view shows the end
 
 
 def _tokens(usage: dict[str, Any] | None) -> str:
@@ -46,6 +48,7 @@ class LiveProgress:
         self.elapsed: dict[str, float] = {}
         self.detail: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
+        self.text: dict[str, str] = {}  # the tail of each running node's streamed reply
         self.total = 0
         self.batches: dict[str, str] = {}  # batch id -> submitted | in_progress | ended
         self.t0 = time.perf_counter()
@@ -63,6 +66,10 @@ class LiveProgress:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         node = event.get("node")
+        if kind == "token":
+            name = str(node)
+            self.text[name] = (self.text.get(name, "") + event["text"])[-TAIL_CHARS:]
+            return
         if kind == "run_start":
             self.total = event["nodes"]
         elif kind == "expand":
@@ -86,6 +93,7 @@ class LiveProgress:
         elif kind == "cache_hit":
             self.state[node] = "cached"
         elif kind == "node_complete":
+            self.text.pop(node, None)
             self.state[node] = "done"
             self.elapsed[node] = event["duration"]
             self.tokens[node] = _tokens(event.get("usage"))
@@ -98,6 +106,7 @@ class LiveProgress:
             self.state[node] = "skipped"
             self.detail[node] = f"because {event['because']}"
         elif kind == "retry":
+            self.text.pop(node, None)  # the retried call streams its reply again
             self.detail[node] = f"retry {event.get('attempt')} in {event.get('wait', 0):.1f}s"
 
     def render(self) -> RenderableType:
@@ -130,8 +139,12 @@ class LiveProgress:
         order = sorted(self.state, key=lambda n: (self.state[n] != "running", n))
         for node in order[:MAX_ROWS]:
             s = self.state[node]
+            note = self.detail.get(node, "")
             if s == "running":
                 secs = now - self.started.get(node, now)
+                tail = " ".join(self.text.get(node, "").split())
+                if tail:
+                    note = "…" + tail[-TAIL_SHOWN:]
             else:
                 secs = self.elapsed.get(node, 0.0)
             table.add_row(
@@ -139,7 +152,7 @@ class LiveProgress:
                 Text(s, style=STYLE.get(s, "")),
                 f"{secs:.1f}s" if secs else "",
                 self.tokens.get(node, ""),
-                self.detail.get(node, ""),
+                Text(note, style="italic" if s == "running" else ""),
             )
         if len(order) > MAX_ROWS:
             table.add_row(f"… {len(order) - MAX_ROWS} more", "", "", "", "")
