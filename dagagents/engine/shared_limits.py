@@ -49,6 +49,7 @@ from dagagents.engine.limits import (
     _cache_key,
     _header_float,
     _no_emit,
+    counted_by_server,
     estimate_input_tokens,
 )
 from dagagents.errors import BudgetExceeded, LimitsUnavailable, ProviderError, UserError
@@ -173,7 +174,7 @@ local function per_minute(h, k, configured)
 end
 local function top_of(k, pm)
   local slack
-  if k == 'r' then slack = 1 else slack = math.ceil(pm * 0.01) end
+  if k == 'r' then slack = 1 else slack = math.ceil(pm / 60.0 * 0.05) end
   if slack > pm / 2 then slack = pm / 2 end
   return pm - slack
 end
@@ -230,23 +231,23 @@ return {1, num(redis.call('HGET', h, 'epoch'), 0), charged}
 """
 )
 
-# KEYS: model hash, leases zset. ARGV: lease id, configured rpm/itpm/otpm, give i, give o,
-# ceiling, outcome (ok | overload | error), retry-after ms, epoch, then limit/remaining
+# KEYS: model hash, leases zset. ARGV: lease id, configured rpm/itpm/otpm, give r, give i,
+# give o, ceiling, outcome (ok | overload | error), retry-after ms, epoch, then limit/remaining
 # for r, i, o from the response headers (-1: absent). Returns {changed, climit}.
 _SETTLE = (
     _LUA_PRELUDE
     + """
 local h = KEYS[1]
 local kinds = {'r', 'i', 'o'}
-local gives = {0, tonumber(ARGV[5]), tonumber(ARGV[6])}
+local gives = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
 for idx, k in ipairs(kinds) do
   local pm = per_minute(h, k, ARGV[1 + idx])
   if pm and gives[idx] ~= 0 then give(h, k, pm, gives[idx]) end
 end
 -- calibration from anthropic-ratelimit-* headers: adopt a lower limit, follow `remaining`
 for idx, k in ipairs(kinds) do
-  local limit = tonumber(ARGV[9 + 2 * idx])
-  local remaining = tonumber(ARGV[10 + 2 * idx])
+  local limit = tonumber(ARGV[10 + 2 * idx])
+  local remaining = tonumber(ARGV[11 + 2 * idx])
   local pm = per_minute(h, k, ARGV[1 + idx])
   if limit > 0 and (pm == nil or limit < pm) then
     redis.call('HSET', h, k .. '.limit', tostring(limit))
@@ -264,8 +265,8 @@ for idx, k in ipairs(kinds) do
     redis.call('HSET', h, k .. '.level', tostring(math.min(level, top)), k .. '.stamp', tostring(now))
   end
 end
-local ceiling = tonumber(ARGV[7])
-local outcome = ARGV[8]
+local ceiling = tonumber(ARGV[8])
+local outcome = ARGV[9]
 local changed = 0
 local climit = num(redis.call('HGET', h, 'climit'), nil)
 if outcome == 'ok' then
@@ -281,11 +282,11 @@ if outcome == 'ok' then
   end
 elseif outcome == 'overload' then
   redis.call('HINCRBY', h, 'overloads', 1)
-  local until_ms = now + tonumber(ARGV[9])
+  local until_ms = now + tonumber(ARGV[10])
   if until_ms > num(redis.call('HGET', h, 'resume_at'), 0) then
     redis.call('HSET', h, 'resume_at', tostring(until_ms))
   end
-  if tonumber(ARGV[10]) == num(redis.call('HGET', h, 'epoch'), 0) then
+  if tonumber(ARGV[11]) == num(redis.call('HGET', h, 'epoch'), 0) then
     local base = climit
     if base == nil and ceiling > 0 then base = ceiling end
     if base == nil then base = math.max(redis.call('ZCARD', KEYS[2]), 1) end
@@ -395,9 +396,15 @@ class SharedBudget:
         self.held: set[str] = set()  # reservation ids to keep alive
 
     async def reserve(
-        self, rid: str, model: str, input_tokens: int, max_tokens: int, node: str | None
+        self,
+        rid: str,
+        model: str,
+        input_tokens: int,
+        max_tokens: int,
+        node: str | None,
+        batch: bool = False,
     ) -> float:
-        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens)
+        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens, batch)
         if worst is None:
             raise UserError(
                 f"max_cost_usd is set but no price is known for model '{model}'; add it to a "
@@ -429,7 +436,12 @@ class RedisSlot:
     """One call admitted by the shared limits; same contract as `limits.Slot`."""
 
     def __init__(
-        self, limiter: RedisLimiter, request: Request, node: str | None, emit: Emit
+        self,
+        limiter: RedisLimiter,
+        request: Request,
+        node: str | None,
+        emit: Emit,
+        input_tokens: int | None = None,
     ) -> None:
         self.limiter = limiter
         self.request = request
@@ -438,6 +450,8 @@ class RedisSlot:
         self.family = model_family(request.model)
         self.limits = limiter.rate_limits.for_model(request.model)
         self.est_input, self.prefix = estimate_input_tokens(request)
+        if input_tokens is not None:  # counted by the API (count_tokens): exact
+            self.est_input = input_tokens
         self.cache_key = _cache_key(request)
         cached = limiter.cached.get(self.cache_key or "", 0.0)
         if self.cache_key and cached > time.monotonic():
@@ -459,7 +473,12 @@ class RedisSlot:
         await lim.check_alive()
         if lim.budget_shared is not None:
             self.reserved_usd = await lim.budget_shared.reserve(
-                self.id, self.request.model, self.est_input, self.request.max_tokens, self.node
+                self.id,
+                self.request.model,
+                self.est_input,
+                self.request.max_tokens,
+                self.node,
+                lim.batch,
             )
         try:
             await self._acquire()
@@ -512,7 +531,9 @@ class RedisSlot:
         """Record the response; the reconciliation itself runs on leaving the block."""
         if self.response is None:
             self.response = response
-            self.cost_usd = self.limiter.record_usage(self.request.model, response.usage)
+            self.cost_usd = self.limiter.record_usage(
+                self.request.model, response.usage, response.batch
+            )
             usage = response.usage
             if self.cache_key and (
                 usage.cache_creation_input_tokens or usage.cache_read_input_tokens
@@ -531,7 +552,7 @@ class RedisSlot:
         self.granted = False
         lim = self.limiter
         lim.unhold(self.family, self.id)
-        give_i = give_o = 0.0
+        give_r = give_i = give_o = 0.0
         headers: Mapping[str, str] = {}
         outcome, retry_ms = "error", 0
         if self.response is not None:
@@ -544,6 +565,8 @@ class RedisSlot:
             # Nothing billable we know of: refund the tokens (not the request; the server may
             # have counted the attempt).
             give_i, give_o = self.est_input, self.out_reserved
+            if isinstance(exc, ProviderError) and not counted_by_server(exc):
+                give_r = 1.0  # the server never saw (or never counted) this request
             if isinstance(exc, ProviderError):
                 headers = getattr(exc, "headers", None) or {}
                 if exc.status in (429, 529) and exc.kind != "spend_limit":
@@ -553,6 +576,7 @@ class RedisSlot:
         args: list[Any] = [
             self.id,
             *self._configured(),
+            give_r if "r" in self.charged else 0,
             give_i if "i" in self.charged else 0,
             give_o if "o" in self.charged else 0,
             lim.concurrency or 0,
@@ -625,11 +649,44 @@ class RedisLimiter(Limiter):
     def spent_usd(self) -> float:
         return sum(self.cost_by_model.values())
 
-    def slot(self, request: Request, *, node: str | None = None, emit: Emit = _no_emit) -> CallSlot:
+    def slot(
+        self,
+        request: Request,
+        *,
+        node: str | None = None,
+        emit: Emit = _no_emit,
+        input_tokens: int | None = None,
+    ) -> CallSlot:
+        inner = RedisSlot(self, request, node, emit, input_tokens)
         if self.budget_shared is None and self.budget.max_cost_usd is not None:
             # Shared rate limits, per-run budget: the in-process ledger wraps the slot.
-            return _LocalBudgetSlot(RedisSlot(self, request, node, emit), self.budget)
-        return RedisSlot(self, request, node, emit)
+            return _LocalBudgetSlot(inner, self.budget)
+        return inner
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's side of the shared limits, for live views (`dagagents limits` shows
+        the shared state): calls in flight here, calls made, 429/529s seen, the budget."""
+        budget = self.budget_shared
+        return {
+            "spent_usd": round(self.spent_usd, 6),
+            "reserved_usd": 0.0,
+            "max_cost_usd": budget.max_cost_usd if budget else self.budget.max_cost_usd,
+            "shared": {"url": self.url, "key": self.key},
+            "models": {
+                family: {
+                    "in_flight": len(leases),
+                    "limit": None,
+                    "ceiling": self.concurrency,
+                    "rpm": None,
+                    "itpm": None,
+                    "otpm": None,
+                    "overloads": self.overloads,
+                    "calls": self.calls,
+                    "backoff": 0.0,
+                }
+                for family, leases in self._held.items()
+            },
+        }
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -785,11 +842,16 @@ class _LocalBudgetSlot:
         self.inner = inner
         self.budget = budget
         self.reserved = 0.0
+        self.est_input = inner.est_input
 
     async def __aenter__(self) -> _LocalBudgetSlot:
         inner = self.inner
         self.reserved = self.budget.reserve(
-            inner.request.model, inner.est_input, inner.request.max_tokens, inner.node
+            inner.request.model,
+            inner.est_input,
+            inner.request.max_tokens,
+            inner.node,
+            inner.limiter.batch,
         )
         try:
             await inner.__aenter__()
@@ -866,9 +928,9 @@ async def _snapshot(client: Redis, key: str | None, budget: str | None) -> dict[
     keys: list[dict[str, Any]] = []
     pattern = f"{_prefix(key)}:models" if key else "dagagents:{*}:models"
     async for models_key in client.scan_iter(match=_escape_glob(pattern, key)):
-        name = models_key[len("dagagents:{") : -len("}:models")]
+        name = str(models_key)[len("dagagents:{") : -len("}:models")]
         models = []
-        for family in sorted(await client.smembers(models_key)):
+        for family in sorted(str(f) for f in await client.smembers(models_key)):
             h = f"{_prefix(name)}:m:{family}"
             state = await client.hgetall(h)
             leases = await client.zrangebyscore(f"{h}:leases", now, "+inf")
@@ -885,7 +947,7 @@ async def _snapshot(client: Redis, key: str | None, budget: str | None) -> dict[
                 per_minute = float(state.get(f"{k}.pm", 0))
                 if per_minute > 0:  # refilled to now, as the next caller would see it
                     top = per_minute - min(
-                        1.0 if k == "r" else math.ceil(per_minute * 0.01), per_minute / 2
+                        1.0 if k == "r" else math.ceil(per_minute / 60.0 * 0.05), per_minute / 2
                     )
                     if level < top:
                         level = min(top, level + (now - stamp) * per_minute / 60000.0)

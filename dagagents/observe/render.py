@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import graphviz
-
+from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
-from dagagents.observe.summary import RunData, critical_path
+from dagagents.observe.summary import RunData
+
+if TYPE_CHECKING:  # graphviz is imported when a diagram is drawn, not on the run path
+    import graphviz
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 # Fill colours by status: the same meaning as the terminal's STYLE, in print-friendly tints.
@@ -112,8 +114,8 @@ def diagram_from_run(run: RunData) -> Diagram:
         bits = []
         if n.status in ("done", "failed") and n.start is not None:
             bits.append(f"{n.duration:.2f}s")
-        if n.status == "done" and n.cost:
-            bits.append(f"${n.cost:.4f}")
+        if n.status == "done" and n.cost_usd:
+            bits.append(f"${n.cost_usd:.4f}")
         if n.retries:
             bits.append(f"{n.retries} retr{'y' if n.retries == 1 else 'ies'}")
         node.detail = " · ".join(bits)
@@ -197,6 +199,8 @@ def _mermaid_text(text: str) -> str:
 def to_dot(d: Diagram) -> graphviz.Digraph:
     """A graphviz Digraph; `.source` is the DOT text, `.pipe(format=...)` draws it."""
     title = d.name + (f"  ·  run {d.run_id}" if d.run_id else "")
+    import graphviz
+
     dot = graphviz.Digraph(name=d.name, comment=f"dagagents graph {d.name}")
     dot.attr(rankdir="LR", label=title, labelloc="t", fontname="Helvetica", fontsize="14")
     dot.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="11")
@@ -248,6 +252,8 @@ def render_bytes(d: Diagram, fmt: str) -> bytes:
     if fmt == "dot":
         return to_dot(d).source.encode()
     if fmt in ("svg", "png"):
+        import graphviz
+
         dot = to_dot(d)
         if fmt == "png":
             dot.attr(dpi="150")  # crisp in READMEs and reports

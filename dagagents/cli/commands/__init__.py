@@ -9,6 +9,8 @@ from dagagents.cli.commands import (  # noqa: F401
     render,
     report,
     run,
+    show,
     store,
     trace,
+    ui,
 )
