@@ -158,7 +158,11 @@ def _budget_prefix(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- Lua scripts
-# All times are the Redis server's (TIME), in milliseconds. Bucket state per model family lives
+# All times are the Redis server's (TIME), in milliseconds. Headroom ("slack") below the server's
+# capacity: one request, or 1% of a token limit (0.6 s of refill). A bucket starts refilling when
+# a call is admitted, the server's when the request arrives; with several processes (and their
+# first SDK connections) that gap can exceed the in-process limiter's 50 ms, and every
+# millisecond of it taken from a full bucket is a token the server does not have. Bucket state per model family lives
 # in one hash: <k>.level, <k>.stamp, <k>.limit (learned from headers) for k in r, i, o; plus
 # resume_at, climit (AIMD concurrency limit), epoch, calls, overloads.
 _LUA_PRELUDE = """
@@ -174,7 +178,7 @@ local function per_minute(h, k, configured)
 end
 local function top_of(k, pm)
   local slack
-  if k == 'r' then slack = 1 else slack = math.ceil(pm / 60.0 * 0.05) end
+  if k == 'r' then slack = 1 else slack = math.ceil(pm * 0.01) end
   if slack > pm / 2 then slack = pm / 2 end
   return pm - slack
 end
@@ -947,7 +951,7 @@ async def _snapshot(client: Redis, key: str | None, budget: str | None) -> dict[
                 per_minute = float(state.get(f"{k}.pm", 0))
                 if per_minute > 0:  # refilled to now, as the next caller would see it
                     top = per_minute - min(
-                        1.0 if k == "r" else math.ceil(per_minute / 60.0 * 0.05), per_minute / 2
+                        1.0 if k == "r" else math.ceil(per_minute * 0.01), per_minute / 2
                     )
                     if level < top:
                         level = min(top, level + (now - stamp) * per_minute / 60000.0)
