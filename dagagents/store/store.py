@@ -1,9 +1,15 @@
 """Content-addressed checkpoint store: `objects/ab/cdef...` plus `runs/<id>/` manifests.
 
 An object is written to a temp file in its final directory, then renamed, so a crash never
-leaves a partial object under a real name. Every object carries a checksum of its body, verified
-on each read: a corrupt or truncated file is reported and recomputed, never trusted. Two runs
-may share a store: identical work maps to the same key and is stored once.
+leaves a partial object under a real name. Every object carries a checksum of its key and body,
+verified on each read: a corrupt or truncated file, a file copied onto another key's path, or a
+directory where the file should be is reported and recomputed, never trusted. Two runs may
+share a store: identical work maps to the same key and is stored once, and a node one live
+process is computing is leased (`objects/ab/.lease-cdef...`) so another process waits for it
+instead of paying for it again.
+
+Objects of format 2 (before the checksum bound the key, and written by a codec that sorted
+dict keys) read as absent: they are recomputed once, never served.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import orjson
 
 from dagagents.errors import StoreError
 
-MAGIC = b"dagagents-object 2"
+MAGIC = b"dagagents-object 3"
+OLD_MAGICS = (b"dagagents-object 2",)
 TMP_PREFIX = ".tmp-"
+LEASE_PREFIX = ".lease-"
 
 
 @dataclass(frozen=True)
@@ -40,33 +48,50 @@ class StoredOutput:
 
 
 class CorruptObject(Exception):
-    """An object's checksum does not match its body (truncated or edited on disk)."""
+    """An object's checksum does not match its key and body (truncated, edited, or another
+    object copied onto its path)."""
 
 
-def pack(value: bytes, meta: dict[str, Any]) -> tuple[bytes, str]:
-    """Object file bytes and the output digest (sha256 of the encoded value alone).
+class OldObject(CorruptObject):
+    """An object in an older format: `Store.get` reads it as absent, so it is recomputed
+    and overwritten, never served (and never reported as damage)."""
 
-    Layout: `MAGIC check digest\n meta-json\n value`; `check` covers the digest, the meta
-    line and the value, so any flipped or missing byte after the magic is detected."""
+
+def _check(key: str, value_digest: bytes, meta_line: bytes, value: bytes) -> bytes:
+    return (
+        hashlib.sha256(key.encode() + b"\n" + value_digest + meta_line + value).hexdigest().encode()
+    )
+
+
+def pack(key: str, value: bytes, meta: dict[str, Any]) -> tuple[bytes, str]:
+    """Object file bytes for `key` and the output digest (sha256 of the encoded value alone).
+
+    Layout: `MAGIC check digest\n meta-json\n value`; `check` covers the key, the digest, the
+    meta line and the value, so any flipped or missing byte after the magic is detected, and
+    so is a whole object moved onto a key that is not its own."""
     meta_line = orjson.dumps(meta, option=orjson.OPT_SORT_KEYS) + b"\n"
     value_digest = hashlib.sha256(value).hexdigest().encode()
-    check = hashlib.sha256(value_digest + meta_line + value).hexdigest().encode()
+    check = _check(key, value_digest, meta_line, value)
     header = MAGIC + b" " + check + b" " + value_digest + b"\n"
     return header + meta_line + value, value_digest.decode()
 
 
-def unpack(data: bytes) -> StoredOutput:
-    """Parse and verify an object file; raise CorruptObject on any mismatch."""
+def unpack(data: bytes, key: str) -> StoredOutput:
+    """Parse and verify the object file of `key`; raise CorruptObject on any mismatch and
+    OldObject for an intact-looking object of an older format."""
     try:
         header, rest = data.split(b"\n", 1)
         magic_a, magic_b, check, value_digest = header.split(b" ")
         meta_line, value = rest.split(b"\n", 1)
     except ValueError:
         raise CorruptObject("malformed header") from None
-    if magic_a + b" " + magic_b != MAGIC:
+    magic = magic_a + b" " + magic_b
+    if magic != MAGIC:
+        if magic in OLD_MAGICS:
+            raise OldObject(f"object format {magic.decode()!r} is no longer read")
         raise CorruptObject("not a dagagents object")
-    if hashlib.sha256(value_digest + meta_line + b"\n" + value).hexdigest().encode() != check:
-        raise CorruptObject("checksum mismatch (truncated or modified)")
+    if _check(key, value_digest, meta_line + b"\n", value) != check:
+        raise CorruptObject("checksum mismatch (truncated, modified, or not this key's object)")
     try:
         meta = orjson.loads(meta_line)
     except orjson.JSONDecodeError:  # only reachable if sha256 collides; never trust it
@@ -100,10 +125,14 @@ class _LocalFS:
             fd = os.open(path, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except IsADirectoryError:  # not on Linux, where opening a directory succeeds
+            raise CorruptObject("a directory, not an object file") from None
         try:
             parts = [os.read(fd, 65536)]
             while parts[-1]:
                 parts.append(os.read(fd, 1 << 20))
+        except IsADirectoryError:
+            raise CorruptObject("a directory, not an object file") from None
         finally:
             os.close(fd)
         return parts[0] if len(parts) == 2 else b"".join(parts)
@@ -150,8 +179,12 @@ class _LocalFS:
             return 0.0
 
     def remove(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.remove(path)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            shutil.rmtree(path, ignore_errors=True)
 
     def du(self, path: str) -> int:
         total = 0
@@ -201,6 +234,8 @@ class _FsspecFS:
             return bytes(self.fs.cat_file(path))
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise CorruptObject("a directory, not an object file") from None
 
     def write_atomic(self, path: str, data: bytes) -> None:
         # Object stores write whole objects atomically; rename is a copy there.
@@ -292,19 +327,24 @@ class Store:
         return f"{self._objects}{key[:2]}{self._sep}{key[2:]}"
 
     def get(self, key: str) -> StoredOutput | None:
-        """The verified object for `key`, None if absent. Raises CorruptObject if damaged."""
+        """The verified object for `key`, None if absent (or of an older format). Raises
+        CorruptObject if damaged, not this key's object, or not a file."""
         data = self.fs.read(self.object_path(key))
         if data is None:
             return None
-        return unpack(data)
+        try:
+            return unpack(data, key)
+        except OldObject:
+            return None
 
     def put(self, key: str, value: bytes, meta: dict[str, Any]) -> str:
         """Store an encoded output atomically; return its digest."""
-        data, value_digest = pack(value, meta)
+        data, value_digest = pack(key, value, meta)
         self.fs.write_atomic(self.object_path(key), data)
         return value_digest
 
     def discard(self, key: str) -> None:
+        """Remove a damaged object (a directory squatting on its path too)."""
         self.fs.remove(self.object_path(key))
 
     def _object_files(self) -> Iterator[tuple[str, str, str]]:
@@ -318,7 +358,7 @@ class Store:
         return [
             (prefix + name, path)
             for prefix, name, path in self._object_files()
-            if not name.startswith(TMP_PREFIX)
+            if not name.startswith(".")  # temp files and leases
         ]
 
     def verify(self) -> dict[str, str]:
@@ -326,7 +366,9 @@ class Store:
         bad: dict[str, str] = {}
         for key, path in self.iter_objects():
             try:
-                unpack(self.fs.read(path) or b"")
+                unpack(self.fs.read(path) or b"", key)
+            except OldObject as exc:
+                bad[key] = f"{exc} (recomputed when next needed)"
             except CorruptObject as exc:
                 bad[key] = str(exc)
         return bad

@@ -1,0 +1,177 @@
+"""Issue 12, the store's share of "what a user sees is what happened": outputs round-trip
+exactly, an object is bound to its key, damaged files are skipped with one warning, a full or
+read-only store says so in one sentence, and read-only commands never make a store."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from dagagents import Graph, Store
+from dagagents.store import CorruptObject, codec
+
+# ------------------------------------------------------------------ item 1: exact round trip
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # unbounded: beyond 64 bits too
+    | st.floats(allow_nan=False)  # infinities included; NaN != NaN, tested apart
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, of the same type (1 is not 1.0, True is not 1), dict keys in the same order."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and a == 0.0:
+        return math.copysign(1.0, a) == math.copysign(1.0, b)  # -0.0 stays -0.0
+    return bool(a == b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON)
+def test_decode_of_encode_is_the_same_value_with_key_order(value: Any) -> None:
+    back = codec.decode(codec.encode(value))
+    assert back == value
+    assert _same(back, value)
+
+
+def test_non_finite_floats_and_big_integers_round_trip() -> None:
+    value = {"z": float("inf"), "a": -float("inf"), "n": 2**80, "m": -(2**70), "f": 1.0}
+    back = codec.decode(codec.encode(value))
+    assert _same(back, value)
+    assert math.isnan(codec.decode(codec.encode(float("nan"))))
+
+
+class Inner(BaseModel):
+    tags: dict[str, int]
+
+
+class Outer(BaseModel):
+    name: str
+    inner: list[Inner]
+    ratio: float
+
+
+def test_pydantic_models_keep_their_dict_order_and_number_types() -> None:
+    value = {"b": Outer(name="é😀", inner=[Inner(tags={"z": 1, "a": 2})], ratio=1.0), "a": 3}
+    back = codec.decode(codec.encode(value))
+    assert list(back) == ["b", "a"] and back == value
+    assert list(back["b"].inner[0].tags) == ["z", "a"] and type(back["b"].ratio) is float
+
+
+def test_output_digest_covers_key_order() -> None:
+    assert codec.digest(codec.encode({"zebra": 1, "apple": 2})) != codec.digest(
+        codec.encode({"apple": 2, "zebra": 1})
+    )
+
+
+def _zebra_graph() -> Graph:
+    g = Graph("zebra")
+
+    @g.step
+    def animals() -> dict[str, int]:
+        return {"zebra": 1, "apple": 2, "mango": {"y": 1.0, "x": 2}}  # type: ignore[dict-item]
+
+    @g.step
+    def joined(animals: dict[str, Any]) -> str:
+        return ",".join(animals) + "|" + ",".join(animals["mango"]) + repr(animals["mango"]["y"])
+
+    return g
+
+
+def test_resumed_run_hands_downstream_the_same_dict_order_as_a_fresh_run(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    fresh = _zebra_graph().run(store=store)
+    assert fresh.outputs["joined"] == "zebra,apple,mango|y,x1.0"
+    again = _zebra_graph().run(store=store, rerun={"joined"})
+    assert again.status["animals"] == "cached" and again.status["joined"] == "done"
+    assert again.outputs["joined"] == fresh.outputs["joined"]
+    assert list(again.outputs["animals"]) == ["zebra", "apple", "mango"]
+
+
+def test_objects_of_the_old_format_are_recomputed_not_served(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    first = _zebra_graph().run(store=store)
+    key = first.records["animals"].key
+    assert key is not None
+    path = Path(Store(store).object_path(key))
+    # What format 2 wrote for this output: sorted keys, a checksum that ignores the key.
+    path.write_bytes(
+        b"dagagents-object 2 x y\n{}\n" + b'{"apple":2,"mango":{"x":2,"y":1.0},"zebra":1}'
+    )
+    again = _zebra_graph().run(store=store)
+    assert again.status["animals"] == "done"
+    assert again.outputs["joined"] == "zebra,apple,mango|y,x1.0"
+
+
+# ------------------------------------------------------------- item 3: the key is in the check
+def _two_outputs_graph() -> Graph:
+    g = Graph("pair")
+
+    @g.step
+    def left() -> str:
+        return "left output"
+
+    @g.step
+    def right() -> str:
+        return "right output"
+
+    @g.step
+    def shout(left: str) -> str:
+        return left.upper()
+
+    return g
+
+
+def test_an_object_copied_onto_another_key_is_detected_and_recomputed(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    first = _two_outputs_graph().run(store=store)
+    st_ = Store(store)
+    left_key, right_key = first.records["left"].key, first.records["right"].key
+    assert left_key and right_key
+    shutil.copyfile(st_.object_path(right_key), st_.object_path(left_key))
+    with pytest.raises(CorruptObject, match="not this key's object"):
+        st_.get(left_key)
+    again = _two_outputs_graph().run(store=store)
+    assert again.outputs["left"] == "left output"
+    assert again.outputs["shout"] == "LEFT OUTPUT"
+    assert again.status["left"] == "done" and again.status["right"] == "cached"
+    warned = [e for e in again.events if e["event"] == "warning"]
+    assert [e["node"] for e in warned] == ["left"] and "corrupt" in warned[0]["message"]
+    assert st_.get(left_key) is not None  # rewritten intact
+
+
+# ---------------------------------------------------- item 7: a directory is a corrupt object
+def test_an_object_path_that_is_a_directory_is_a_corrupt_object(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    first = _two_outputs_graph().run(store=store)
+    st_ = Store(store)
+    key = first.records["left"].key
+    assert key
+    path = Path(st_.object_path(key))
+    path.unlink()
+    (path / "inside").mkdir(parents=True)
+    with pytest.raises(CorruptObject, match="directory"):
+        st_.get(key)
+    assert key in st_.verify()
+    again = _two_outputs_graph().run(store=store)
+    assert again.status["left"] == "done" and again.outputs["shout"] == "LEFT OUTPUT"
+    assert path.is_file() and st_.get(key) is not None
+    # gc of a store where a directory squats on an object path does not crash either
+    (path.parent / ("f" * 62)).mkdir()
+    Store(store).gc(keep_runs=0)
