@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import cli_env, dagagents_cmd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from dagagents import Graph, Store
-from dagagents.store import CorruptObject, codec
+from dagagents.errors import StoreError
+from dagagents.store import CorruptObject, StoreWarning, codec
 
 # ------------------------------------------------------------------ item 1: exact round trip
 JSON = st.recursive(
@@ -175,3 +178,149 @@ def test_an_object_path_that_is_a_directory_is_a_corrupt_object(tmp_path: Path) 
     # gc of a store where a directory squats on an object path does not crash either
     (path.parent / ("f" * 62)).mkdir()
     Store(store).gc(keep_runs=0)
+
+
+# ------------------------------------------------------- item 6: a damaged manifest is skipped
+SMALL_GRAPH = """
+from dagagents import Agent, Graph, SimulatedProvider
+
+graph = Graph("small", simulator=SimulatedProvider(time_scale=0))
+graph.task("facts", Agent("w", model="claude-haiku-4-5", max_tokens=40), "Three owl facts.")
+
+
+@graph.step
+def count(facts: str) -> int:
+    return len(facts)
+"""
+
+DAMAGED = {
+    "list": b"[1]",
+    "null": b"null",
+    "str": b'"str"',
+    "number": b"42",
+    "empty": b"{}",
+    "nodes-list": b'{"run_id": "x", "graph": "small", "status": "done", "nodes": []}',
+    "slow": (
+        b'{"run_id": "x", "graph": "small", "status": "done", "started": 1.0, '
+        b'"nodes": {"facts": {"status": "done", "duration": "slow"}}}'
+    ),
+    "not-json": b"{",
+}
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        dagagents_cmd(*args), capture_output=True, text=True, env=cli_env(), cwd=cwd, timeout=120
+    )
+
+
+def test_damaged_manifests_are_warned_about_once_and_every_command_keeps_working(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "g.py").write_text(SMALL_GRAPH)
+    assert _cli("run", "g.py", "-q", cwd=tmp_path).returncode == 0
+    runs = tmp_path / ".dagagents" / "runs"
+    paths = []
+    for i, (name, data) in enumerate(DAMAGED.items()):
+        folder = runs / f"20991231-000000.{i:06d}-{name}"  # newer than the good run
+        folder.mkdir()
+        (folder / "manifest.json").write_bytes(data)
+        paths.append(folder / "manifest.json")
+    # A manifest that is a directory is damaged too.
+    (runs / "20991231-000001.000000-dir" / "manifest.json").mkdir(parents=True)
+    commands = [
+        ("run", "g.py"),
+        ("status",),
+        ("report",),
+        ("render", "g.py", "--run", "latest"),
+        ("estimate", "g.py"),
+        ("trace", "summary"),
+        ("gc",),
+    ]
+    for command in commands:
+        out = _cli(*command, cwd=tmp_path)
+        assert out.returncode == 0, (command, out.stderr)
+        assert "Traceback" not in out.stderr, (command, out.stderr)
+        text = out.stderr.replace("\n", "")
+        for path in paths:
+            if command in (("render", "g.py", "--run", "latest"), ("estimate", "g.py")):
+                continue  # these read only the newest run of the graph, which is good
+            assert text.count(f"runs/{path.parent.name}/manifest.json") <= 1, (command, text)
+    # the newest readable run is the one `status` shows; a damaged one asked for by name is
+    # one sentence naming the file
+    named = _cli("status", "20991231-000000.000006-slow", cwd=tmp_path)
+    assert named.returncode == 2 and "Traceback" not in named.stderr
+    assert "manifest.json" in named.stderr and "duration" in named.stderr
+
+
+def test_damaged_manifests_are_each_reported_with_their_problem(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    for i, (name, data) in enumerate(DAMAGED.items()):
+        folder = tmp_path / "s" / "runs" / f"20991231-000000.{i:06d}-{name}"
+        folder.mkdir()
+        (folder / "manifest.json").write_bytes(data)
+    with pytest.warns(StoreWarning) as caught:
+        assert list(store.recent_manifests("small")) == []
+        with pytest.raises(StoreError, match="has no runs yet"):
+            store.read_manifest()
+        store.gc()
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == len(set(messages)) == len(DAMAGED)  # once each
+    assert any("'nodes' is a list" in m for m in messages)
+    assert any("'nodes.facts.duration' is a str" in m for m in messages)
+    assert any("JSON null" in m for m in messages)
+    assert any("'run_id' is missing" in m for m in messages)
+
+
+# ---------------------------------------------------------- item 9: torn last line, both ways
+def test_trace_summary_accepts_a_torn_last_line_by_run_folder_and_by_run_id(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "g.py").write_text(SMALL_GRAPH)
+    assert _cli("run", "g.py", "-q", cwd=tmp_path).returncode == 0
+    (folder,) = (tmp_path / ".dagagents" / "runs").iterdir()
+    trace = folder / "trace.jsonl"
+    trace.write_bytes(trace.read_bytes() + b'{"v": 1, "event": "node_sta')  # killed mid-write
+    by_folder = _cli("trace", "summary", str(folder), cwd=tmp_path)
+    by_id = _cli("trace", "summary", folder.name, cwd=tmp_path)
+    by_file = _cli("trace", "summary", str(trace), cwd=tmp_path)
+    for out in (by_folder, by_id, by_file):
+        assert out.returncode == 0, out.stderr
+        assert "small" in out.stdout
+    # a damaged line that is not the last one is still an error
+    trace.write_bytes(b'{"event": "run_start"}\nnot json\n' + trace.read_bytes())
+    assert _cli("trace", "summary", str(folder), cwd=tmp_path).returncode == 2
+
+
+# ------------------------------------------------ item 20: reading never creates a store
+def test_read_only_commands_never_create_a_store(tmp_path: Path) -> None:
+    (tmp_path / "g.py").write_text(SMALL_GRAPH)
+    for command in [
+        ("render", "g.py"),
+        ("estimate", "g.py"),
+        ("report",),
+        ("trace", "summary"),
+        ("status",),
+        ("render", "latest"),
+        ("render", "g.py", "--run", "latest"),
+    ]:
+        out = _cli(*command, cwd=tmp_path)
+        assert not (tmp_path / ".dagagents").exists(), command
+        assert "Traceback" not in out.stderr, (command, out.stderr)
+        if command[:2] not in (("render", "g.py"), ("estimate", "g.py")) or "--run" in command:
+            assert out.returncode == 2, (command, out.stderr)
+            assert "no store at '.dagagents'" in out.stderr.replace("\n", ""), (command, out.stderr)
+        else:
+            assert out.returncode == 0, (command, out.stderr)
+    (tmp_path / "empty").mkdir()
+    for command in [("status",), ("report",), ("trace", "summary")]:
+        out = _cli(*command, "--store", "empty", cwd=tmp_path)
+        assert out.returncode == 2 and "empty' has no runs yet." in out.stderr.replace("\n", "")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_trace_summary_of_a_missing_file_says_it_does_not_exist(tmp_path: Path) -> None:
+    out = _cli("trace", "summary", "nosuch.jsonl", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "trace file 'nosuch.jsonl' does not exist." in out.stderr
+    assert not (tmp_path / ".dagagents").exists()

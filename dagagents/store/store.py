@@ -23,6 +23,7 @@ import secrets
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,21 @@ MAGIC = b"dagagents-object 3"
 OLD_MAGICS = (b"dagagents-object 2",)
 TMP_PREFIX = ".tmp-"
 LEASE_PREFIX = ".lease-"
+
+
+class StoreWarning(UserWarning):
+    """Something in the store was damaged and skipped; the message names the file."""
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Report a damaged file once per process, however many commands or runs read it."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    warnings.warn(message, StoreWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -303,16 +319,27 @@ class Store:
         else:
             path = loc.removeprefix("file://")
             if not create and not os.path.isdir(path):
-                raise StoreError(f"store '{loc}' does not exist.")
-            try:
-                os.makedirs(os.path.join(path, "objects"), exist_ok=True)
-                os.makedirs(os.path.join(path, "runs"), exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"store '{loc}' cannot be created: {exc.strerror}.") from None
+                raise StoreError(no_store_message(loc))
+            if create:
+                try:
+                    os.makedirs(os.path.join(path, "objects"), exist_ok=True)
+                    os.makedirs(os.path.join(path, "runs"), exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"store '{loc}' cannot be created: {exc.strerror}.") from None
             self.fs = _LocalFS(path)
             self.url = str(Path(path).resolve())
         self._sep = os.sep if isinstance(self.fs, _LocalFS) else "/"
         self._objects = self.fs.join("objects") + self._sep
+
+    @classmethod
+    def existing(cls, location: str | os.PathLike[str]) -> Store | None:
+        """The store at `location` if one is there, else None: for read-only commands
+        (render, estimate) that work without history and must not create a store."""
+        loc = os.fspath(location)
+        local = "://" not in loc or loc.startswith("file://")
+        if local and not os.path.isdir(loc.removeprefix("file://")):
+            return None
+        return cls(loc, create=False)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -412,7 +439,7 @@ class Store:
     def resolve_run(self, run: str | None) -> str:
         runs = self.list_runs()
         if not runs:
-            raise StoreError(f"store '{self.url}' has no runs yet.")
+            raise StoreError(no_runs_message(self.url))
         if run is None or run == "latest":
             return runs[-1]
         matches = [r for r in runs if r == run or r.startswith(run)]
@@ -424,16 +451,26 @@ class Store:
         return matches[0]
 
     def read_manifest(self, run: str | None = None) -> dict[str, Any]:
+        """The manifest of `run` (an id or prefix); the newest readable one for None or
+        'latest', skipping damaged ones with a warning."""
+        if run is None or run == "latest":
+            for run_id in reversed(self.list_runs()):
+                manifest = self._manifest_or_none(run_id)
+                if manifest is not None:
+                    return manifest
+            raise StoreError(no_runs_message(self.url))
         run_id = self.resolve_run(run)
-        data = self.fs.read(self.manifest_path(run_id))
+        path = self.manifest_path(run_id)
+        try:
+            data = self.fs.read(path)
+        except CorruptObject:
+            data = b"\0"
         if data is None:
             raise StoreError(f"run '{run_id}' in '{self.url}' has no manifest.")
-        try:
-            return dict(orjson.loads(data))
-        except orjson.JSONDecodeError:
-            raise StoreError(
-                f"run '{run_id}' in '{self.url}' has an unreadable manifest."
-            ) from None
+        manifest, problem = _parse_manifest(data)
+        if problem is not None or manifest is None:
+            raise StoreError(f"manifest '{path}' is damaged ({problem}).")
+        return manifest
 
     def read_trace(self, run: str | None = None) -> list[dict[str, Any]]:
         """The run's events; a line cut short by a kill is ignored."""
@@ -525,13 +562,122 @@ class Store:
             yield manifest
 
     def _manifest_or_none(self, run_id: str) -> dict[str, Any] | None:
-        data = self.fs.read(self.manifest_path(run_id))
+        """The run's manifest; None if it has none yet, or if it is damaged (then a warning
+        naming the file, once)."""
+        path = self.manifest_path(run_id)
+        try:
+            data = self.fs.read(path)
+        except CorruptObject:  # a directory where the file should be
+            data = b"\0"
         if data is None:
             return None
-        try:
-            return dict(orjson.loads(data))
-        except orjson.JSONDecodeError:
-            return None
+        manifest, problem = _parse_manifest(data)
+        if problem is not None:
+            warn_once(f"manifest '{path}' is damaged ({problem}); skipped.")
+        return manifest
+
+
+def _parse_manifest(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(manifest, None) if `data` is a usable manifest, else (None, the problem)."""
+    try:
+        manifest = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None, "not JSON" if data != b"\0" else "not a file"
+    problem = manifest_problem(manifest)
+    return (None, problem) if problem is not None else (manifest, None)
+
+
+def no_store_message(location: str) -> str:
+    """The one wording for a store that is not there."""
+    return f"no store at '{location}' (the directory does not exist)."
+
+
+def no_runs_message(location: str) -> str:
+    """The one wording for a store without runs."""
+    return f"store '{location}' has no runs yet."
+
+
+_NUMBER = (int, float)
+_TOP_FIELDS: dict[str, tuple[type, ...]] = {
+    "run_id": (str,),
+    "graph": (str,),
+    "status": (str,),
+    "started": _NUMBER,
+    "wall": _NUMBER,
+    "concurrency": (int,),
+    "pid": (int,),
+    "host": (str,),
+    "provider": (str,),
+    "executor": (str,),
+    "nodes": (dict,),
+    "edges": (list,),
+    "specs": (dict,),
+}
+_REQUIRED = ("run_id", "graph", "status")
+_NODE_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "kind": (str,),
+    "agent": (str,),
+    "model": (str,),
+    "key": (str,),
+    "digest": (str,),
+    "start": _NUMBER,
+    "end": _NUMBER,
+    "duration": _NUMBER,
+    "cost_usd": _NUMBER,
+    "calls": (int,),
+    "usage": (dict,),
+    "error": (str,),
+    "because": (str,),
+    "simulated": (bool,),
+    "depends_on": (list,),
+}
+
+
+def _what(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _bad_type(value: Any, types: tuple[type, ...], *, optional: bool) -> bool:
+    if value is None:
+        return not optional
+    if isinstance(value, bool) and bool not in types:
+        return True  # true is no number here
+    return not isinstance(value, types)
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a parsed manifest (the first problem), None if every field that
+    commands read has the type they expect. Readers may then index it without checks."""
+    if not isinstance(manifest, dict):
+        return f"it holds a JSON {_what(manifest)}, not an object"
+    for name in _REQUIRED:
+        if not isinstance(manifest.get(name), str):
+            return f"'{name}' is {'missing' if name not in manifest else _what(manifest[name])}"
+    for name, types in _TOP_FIELDS.items():
+        if name in manifest and _bad_type(manifest[name], types, optional=name == "wall"):
+            return f"'{name}' is a {_what(manifest[name])}"
+    for node, record in manifest.get("nodes", {}).items():
+        if not isinstance(record, dict):
+            return f"node '{node}' is a {_what(record)}, not an object"
+        for name, types in _NODE_FIELDS.items():
+            if name in record and _bad_type(record[name], types, optional=True):
+                return f"'nodes.{node}.{name}' is a {_what(record[name])}"
+        usage = record.get("usage") or {}
+        for name, count in usage.items():
+            if _bad_type(count, _NUMBER, optional=True):
+                return f"'nodes.{node}.usage.{name}' is a {_what(count)}"
+        if not all(isinstance(d, str) for d in record.get("depends_on") or ()):
+            return f"'nodes.{node}.depends_on' holds a non-string"
+    for edge in manifest.get("edges", []):
+        if not (
+            isinstance(edge, list) and len(edge) == 2 and all(isinstance(x, str) for x in edge)
+        ):
+            return f"'edges' holds {_what(edge)} {str(edge)[:40]!r}, not a pair of node names"
+    for node, spec in manifest.get("specs", {}).items():
+        if not isinstance(spec, dict):
+            return f"'specs.{node}' is a {_what(spec)}, not an object"
+    return None
 
 
 def _in_windows(mtime: float, windows: list[tuple[float, float]]) -> bool:
