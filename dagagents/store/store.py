@@ -613,7 +613,7 @@ _TOP_FIELDS: dict[str, tuple[type, ...]] = {
     "edges": (list,),
     "specs": (dict,),
 }
-_REQUIRED = ("run_id", "graph", "status")
+_REQUIRED = ("run_id", "status")
 _NODE_FIELDS: dict[str, tuple[type, ...]] = {
     "status": (str,),
     "kind": (str,),
