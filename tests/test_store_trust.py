@@ -4,9 +4,15 @@ read-only store says so in one sentence, and read-only commands never make a sto
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +23,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from dagagents import Graph, Store
-from dagagents.errors import StoreError
-from dagagents.store import CorruptObject, StoreWarning, codec
+from dagagents.errors import StoreError, StoreUnwritable
+from dagagents.observe.trace import Tracer
+from dagagents.store import TMP_PREFIX, CorruptObject, StoreWarning, codec
 
 # ------------------------------------------------------------------ item 1: exact round trip
 JSON = st.recursive(
@@ -324,3 +331,134 @@ def test_trace_summary_of_a_missing_file_says_it_does_not_exist(tmp_path: Path) 
     assert out.returncode == 2
     assert "trace file 'nosuch.jsonl' does not exist." in out.stderr
     assert not (tmp_path / ".dagagents").exists()
+
+
+# ------------------------------------------------- item 8: a full or read-only store, in words
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 200 KiB tmpfs (root only); remount it read-only with `_remount(path, 'ro')`."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _remount(mnt: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(mnt)], check=True)
+
+
+def test_a_full_store_says_so_and_keeps_every_object_it_stored(small_disk: Path) -> None:
+    store = Store(small_disk / "s")
+    stored = []
+    with pytest.raises(StoreUnwritable, match=r"is full$") as caught:
+        for i in range(100):
+            key = f"{i:02x}" + "a" * 62
+            store.put(key, b"x" * 8000, {"node": f"n{i}"})
+            stored.append(key)
+    assert caught.value.reason == "full" and 5 < len(stored) < 100
+    assert store.verify() == {}  # nothing torn
+    assert sorted(k for k, _ in store.iter_objects()) == sorted(stored)
+    assert not [p for p in (small_disk / "s").rglob(f"{TMP_PREFIX}*")]
+
+
+def test_a_read_only_store_reads_but_refuses_writes_and_gc_in_one_sentence(
+    small_disk: Path,
+) -> None:
+    store = Store(small_disk / "s")
+    key = "ab" + "c" * 62
+    store.put(key, b'"kept"', {"node": "n"})
+    _remount(small_disk, "ro")
+    assert Store(small_disk / "s").get(key).value == b'"kept"'  # type: ignore[union-attr]
+    with pytest.raises(StoreUnwritable, match="is read-only"):
+        store.put("cd" + "c" * 62, b"1", {})
+    with pytest.raises(StoreUnwritable, match="is read-only"):
+        store.gc(keep_runs=0)
+    out = subprocess.run(
+        dagagents_cmd("gc", "--store", str(small_disk / "s"), "--keep-runs", "0"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "is read-only: gc removed nothing." in out.stderr.replace("\n", "")
+    assert store.get(key) is not None
+
+
+def test_a_trace_sink_on_a_full_disk_is_dropped_not_raised(small_disk: Path) -> None:
+    sink = open(small_disk / "trace.jsonl", "wb")  # noqa: SIM115 - the tracer closes it
+    tracer = Tracer("r", sinks=[sink], flush_every=0.0)
+    for i in range(2000):
+        tracer.emit("node_start", node=f"n{i}", padding="p" * 200)
+    tracer.close()
+    assert len(tracer.events) == 2000
+    assert [exc.errno for _, exc in tracer.failed_sinks] == [errno.ENOSPC]
+
+
+# -------------------------------------------- item 25: leases for work another process is doing
+def test_a_lease_blocks_others_until_released(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    key = "ab" + "d" * 62
+    lease = store.try_lease(key)
+    assert lease is not None and Path(store.lease_path(key)).is_file()
+    assert store.try_lease(key) is None and store.leased(key)
+    assert [k for k, _ in store.iter_objects()] == []  # a lease is no object
+    lease.release()
+    assert not store.leased(key)
+    again = store.try_lease(key)
+    assert again is not None
+    again.release()
+
+
+def test_a_killed_holders_lease_does_not_block(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    key = "ab" + "e" * 62
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from dagagents import Store; "
+            f"assert Store({str(tmp_path / 's')!r}).try_lease({key!r}); "
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert store.leased(key) and store.try_lease(key) is None
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert not store.leased(key)
+    assert store.try_lease(key) is not None
+
+
+def test_a_lease_expires_without_heartbeat_and_a_heartbeat_keeps_it(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    key = "ab" + "f" * 62
+    path = Path(store.lease_path(key))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Another machine's holder: its pid cannot be checked, only its heartbeat.
+    path.write_bytes(b'{"pid": 1, "host": "elsewhere", "token": "t", "ttl": 30}')
+    assert store.leased(key) and store.try_lease(key) is None
+    old = time.time() - 31
+    os.utime(path, (old, old))
+    assert not store.leased(key)
+    lease = store.try_lease(key, ttl=30)
+    assert lease is not None
+    os.utime(path, (old, old))
+    lease.heartbeat()
+    assert store.leased(key)
+    # gc leaves a live lease alone and removes a stale one
+    store.gc()
+    assert path.exists()
+    os.utime(path, (old, old))
+    store.gc()
+    assert not path.exists()

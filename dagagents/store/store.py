@@ -15,6 +15,7 @@ dict keys) read as absent: they are recomputed once, never served.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import math
@@ -31,7 +32,7 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
-from dagagents.errors import StoreError
+from dagagents.errors import StoreError, StoreUnwritable
 
 MAGIC = b"dagagents-object 3"
 OLD_MAGICS = (b"dagagents-object 2",)
@@ -52,6 +53,30 @@ def warn_once(message: str) -> None:
         return
     _WARNED.add(message)
     warnings.warn(message, StoreWarning, stacklevel=3)
+
+
+@dataclass
+class Lease:
+    """The right to compute one key, held by this process until released. `heartbeat` keeps
+    it alive past its ttl; a holder killed without releasing stops blocking others."""
+
+    store: Store
+    key: str
+    path: str  # "" when the store cannot hold leases
+    token: str
+
+    def heartbeat(self) -> None:
+        if self.path:
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        """Remove the lease file if it is still ours (an expired one may have been taken)."""
+        if not self.path:
+            return
+        with contextlib.suppress(OSError, orjson.JSONDecodeError, AttributeError):
+            if orjson.loads(Path(self.path).read_bytes()).get("token") == self.token:
+                os.remove(self.path)
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,20 @@ def unpack(data: bytes, key: str) -> StoredOutput:
     except orjson.JSONDecodeError:  # only reachable if sha256 collides; never trust it
         raise CorruptObject("unreadable metadata") from None
     return StoredOutput(value=value, digest=value_digest.decode(), meta=meta)
+
+
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+LEASE_TTL = 30.0  # seconds a lease lives without a heartbeat (holders beat every TTL/4)
+
+
+def unwritable_reason(exc: OSError) -> str | None:
+    """'full' or 'read-only' when a write failed because of the store's disk, else None."""
+    if exc.errno in _FULL:
+        return "full"
+    if exc.errno in _READ_ONLY:
+        return "read-only"
+    return None
 
 
 _TMP_COUNTER = itertools.count()
@@ -367,12 +406,90 @@ class Store:
     def put(self, key: str, value: bytes, meta: dict[str, Any]) -> str:
         """Store an encoded output atomically; return its digest."""
         data, value_digest = pack(key, value, meta)
-        self.fs.write_atomic(self.object_path(key), data)
+        with self._writing():
+            self.fs.write_atomic(self.object_path(key), data)
         return value_digest
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A full or read-only disk becomes StoreUnwritable (one sentence); other OSErrors
+        stay what they are."""
+        try:
+            yield
+        except OSError as exc:
+            reason = unwritable_reason(exc)
+            if reason is None:
+                raise
+            raise StoreUnwritable(self.url, reason) from None
+
     def discard(self, key: str) -> None:
-        """Remove a damaged object (a directory squatting on its path too)."""
-        self.fs.remove(self.object_path(key))
+        """Remove a damaged object (a directory squatting on its path too). On a read-only
+        store it stays; it is recomputed each time and never served."""
+        try:
+            self.fs.remove(self.object_path(key))
+        except OSError as exc:
+            if unwritable_reason(exc) is None:
+                raise
+
+    # ------------------------------------------------------------------- leases
+    def lease_path(self, key: str) -> str:
+        """`objects/ab/.lease-cdef...`, beside the object it promises."""
+        return f"{self._objects}{key[:2]}{self._sep}{LEASE_PREFIX}{key[2:]}"
+
+    def try_lease(self, key: str, ttl: float = LEASE_TTL) -> Lease | None:
+        """Claim the right to compute `key`: a Lease, or None while another live process
+        holds one. A holder that died (its pid is gone on this host) or stopped beating for
+        `ttl` seconds no longer blocks. Stores other than local directories are not leased
+        (every claim succeeds, as before leases existed)."""
+        token = secrets.token_hex(8)
+        if not isinstance(self.fs, _LocalFS):
+            return Lease(self, key, "", token)
+        path = self.lease_path(key)
+        body = orjson.dumps({"pid": os.getpid(), "host": Store.host(), "token": token, "ttl": ttl})
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                if self._lease_alive(path):
+                    return None
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)  # stale: its holder is gone
+                continue
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                continue
+            except OSError as exc:
+                if unwritable_reason(exc) is None:
+                    raise
+                return Lease(self, key, "", token)  # cannot lease where nothing can be saved
+            try:
+                os.write(fd, body)
+            finally:
+                os.close(fd)
+            return Lease(self, key, path, token)
+        return None
+
+    def _lease_alive(self, path: str) -> bool:
+        try:
+            info = orjson.loads(self.fs.read(path) or b"{}")
+            age = time.time() - os.path.getmtime(path)
+        except (orjson.JSONDecodeError, CorruptObject, FileNotFoundError):
+            return False  # half-written or gone: a holder writes it at once after creating it
+        if not isinstance(info, dict):
+            return False
+        ttl = info.get("ttl")
+        if age > (ttl if isinstance(ttl, int | float) else LEASE_TTL):
+            return False
+        if info.get("host") == Store.host():
+            return _alive(info.get("pid"))
+        return True
+
+    def leased(self, key: str) -> bool:
+        """Is another live process computing `key` right now?"""
+        if not isinstance(self.fs, _LocalFS):
+            return False
+        path = self.lease_path(key)
+        return os.path.exists(path) and self._lease_alive(path)
 
     def _object_files(self) -> Iterator[tuple[str, str, str]]:
         """(shard, file name, path) of every file under objects/, temp files included."""
@@ -425,11 +542,13 @@ class Store:
 
     def open_trace(self, run_id: str) -> IO[bytes]:
         """A binary sink for the run's JSONL trace (local: appended as it goes)."""
-        return self.fs.open_append(self.trace_path(run_id))
+        with self._writing():
+            return self.fs.open_append(self.trace_path(run_id))
 
     def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
         data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
-        self.fs.write_atomic(self.manifest_path(run_id), data)
+        with self._writing():
+            self.fs.write_atomic(self.manifest_path(run_id), data)
 
     def list_runs(self) -> list[str]:
         """Run ids, oldest first (ids start with a UTC timestamp)."""
@@ -492,6 +611,7 @@ class Store:
         keeps what an unfinished (killed) kept run finished, so resuming it stays free."""
         if keep_runs < 0:
             raise StoreError(f"--keep-runs must be 0 or more (got {keep_runs}).")
+        self._check_writable()
         gc_started = time.time()
         runs = self.list_runs()
         manifests = {run_id: self._manifest_or_none(run_id) for run_id in runs}
@@ -534,7 +654,19 @@ class Store:
             if name.startswith(TMP_PREFIX) and gc_started - self.fs.mtime(path) > tmp_age:
                 freed += self.fs.size(path)
                 self.fs.remove(path)
+            elif name.startswith(LEASE_PREFIX) and not self._lease_alive(path):
+                self.fs.remove(path)
         return GcResult(removed, freed, len(drop), kept)
+
+    def _check_writable(self) -> None:
+        """Raise StoreUnwritable before gc removes anything from a store it cannot change
+        (a read-only mount would otherwise fail halfway, or silently remove nothing)."""
+        if not isinstance(self.fs, _LocalFS):
+            return
+        probe = self.fs.join("objects", _tmp_name())
+        with self._writing(), contextlib.suppress(FileNotFoundError):  # no objects/: nothing to do
+            _write_file(probe, b"")
+            os.remove(probe)
 
     def _last_activity(self, run_id: str, state: str) -> float:
         """Until when an unfinished run may have written objects. A killed run wrote each
