@@ -204,10 +204,17 @@ class Budget:
         self.reserved_usd = 0.0
         self.refused = 0
 
-    def reserve(self, model: str, input_tokens: int, max_tokens: int, node: str | None) -> float:
+    def reserve(
+        self,
+        model: str,
+        input_tokens: int,
+        max_tokens: int,
+        node: str | None,
+        batch: bool = False,
+    ) -> float:
         if self.max_cost_usd is None:
             return 0.0
-        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens)
+        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens, batch)
         if worst is None:
             raise UserError(
                 f"max_cost_usd is set but no price is known for model '{model}'; add it to a "
@@ -282,8 +289,11 @@ class ModelLimits:
     def _bucket(per_minute: float | None, request_bucket: bool = False) -> TokenBucket | None:
         if per_minute is None:
             return None
-        # One request (or 1% of a token limit) of headroom absorbs client/server clock skew.
-        slack = 1.0 if request_bucket else math.ceil(per_minute * 0.01)
+        # One request (or 50 ms of a token limit's refill) of headroom absorbs client/server
+        # clock skew. Tokens are reserved before the request leaves and the server counts them
+        # when it arrives (later, so its bucket has refilled more): a larger margin is wasted
+        # burst (1% of a minute was 0.6 s of every rate-limited run).
+        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.05)
         return TokenBucket(per_minute, slack=min(slack, per_minute / 2))
 
     def calibrate(self, headers: Mapping[str, str]) -> None:
@@ -311,6 +321,18 @@ class ModelLimits:
             bucket.calibrate(limit, remaining, tolerance)
 
 
+def counted_by_server(error: ProviderError) -> bool:
+    """Whether a failed call spent a request from the server's rate limit.
+
+    A connection that failed before any response never reached the model, and a 429 is the
+    server refusing to count the request; neither spends the server's request budget, so the
+    client's request token goes back (its input/output reservations always do on failure).
+    """
+    if error.kind == "connection":
+        return False
+    return not (error.status == 429 and error.kind != "spend_limit")
+
+
 class Slot:
     """One admitted call. Use as `async with limiter.slot(req) as slot:` then `slot.done(resp)`."""
 
@@ -330,6 +352,7 @@ class Slot:
         "acquired",
         "waited",
         "cost_usd",
+        "req_bucket",
         "in_bucket",
         "out_bucket",
     )
@@ -351,13 +374,14 @@ class Slot:
         self.acquired = False
         self.waited = 0.0
         self.cost_usd = 0.0
+        self.req_bucket: TokenBucket | None = None
         self.in_bucket: TokenBucket | None = None
         self.out_bucket: TokenBucket | None = None
 
     async def __aenter__(self) -> Slot:
         lim, m = self.limiter, self.model
         self.cost_reserved = lim.budget.reserve(
-            self.request.model, self.est_input, self.request.max_tokens, self.node
+            self.request.model, self.est_input, self.request.max_tokens, self.node, lim.batch
         )
         start = time.monotonic()
         reason = None
@@ -368,8 +392,11 @@ class Slot:
                 await asyncio.sleep(pause)
             self.epoch = await m.concurrency.acquire()
             self.acquired = True
-            if m.requests is not None and await m.requests.take(1) > 0.001:
-                reason = "rpm"
+            if m.requests is not None:
+                bucket, self.req_bucket = m.requests, None
+                if await bucket.take(1) > 0.001:
+                    reason = "rpm"
+                self.req_bucket = bucket
             if m.input is not None:
                 bucket, self.in_bucket = m.input, None
                 waited = await bucket.take(self.est_input)
@@ -381,6 +408,9 @@ class Slot:
                 self.out_bucket = bucket
                 reason = "otpm" if waited > 0.001 else reason
         except BaseException:
+            if self.req_bucket is not None:  # admitted by rpm, but never sent
+                self.req_bucket.give(1)
+                self.req_bucket = None
             self._release(refund=True)
             raise
         self.waited = time.monotonic() - start
@@ -425,7 +455,7 @@ class Slot:
             m.calibrate(response.headers)
         m.concurrency.success()
         m.calls += 1
-        self.cost_usd = self.limiter.record_usage(self.request.model, usage)
+        self.cost_usd = self.limiter.record_usage(self.request.model, usage, response.batch)
         self.limiter.budget.settle(self.cost_reserved, self.cost_usd)
         self.cost_reserved = 0.0
         self._release(refund=False)
@@ -446,9 +476,12 @@ class Slot:
                     limit=m.concurrency.limit,
                     status=error.status,
                 )
+        if not counted_by_server(error) and self.req_bucket is not None:
+            self.req_bucket.give(1)  # the server never saw (or never counted) this request
+        self.req_bucket = None
         headers = getattr(error, "headers", None)
         if headers:
-            m.calibrate(headers)
+            m.calibrate(headers)  # after the refund: the server's `remaining` has the last word
         self._release(refund=True)
 
     def _release(self, refund: bool) -> None:
@@ -489,6 +522,8 @@ class Limiter:
         self.pricing = pricing or default_pricing()
         self.budget = Budget(max_cost_usd, self.pricing)
         self.models: dict[str, ModelLimits] = {}
+        # Batch mode: the budget reserves each call's worst case at the batch price.
+        self.batch = False
         self.usage_by_model: dict[str, Usage] = {}
         self.cost_by_model: dict[str, float] = {}
 
@@ -503,8 +538,8 @@ class Limiter:
     def slot(self, request: Request, *, node: str | None = None, emit: Emit = _no_emit) -> Slot:
         return Slot(self, request, node, emit)
 
-    def record_usage(self, model: str, usage: Usage) -> float:
-        cost = self.pricing.cost_usd(model, usage)
+    def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
+        cost = self.pricing.cost_usd(model, usage, batch)
         prev = self.usage_by_model.get(model)
         self.usage_by_model[model] = usage if prev is None else prev + usage
         self.cost_by_model[model] = self.cost_by_model.get(model, 0.0) + cost
