@@ -357,13 +357,22 @@ class Slot:
         "out_bucket",
     )
 
-    def __init__(self, limiter: Limiter, request: Request, node: str | None, emit: Emit) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        request: Request,
+        node: str | None,
+        emit: Emit,
+        input_tokens: int | None = None,
+    ) -> None:
         self.limiter = limiter
         self.model = limiter.for_model(request.model)
         self.node = node
         self.emit = emit
         self.request = request
         self.est_input, self.prefix = estimate_input_tokens(request)
+        if input_tokens is not None:  # counted by the API (count_tokens): exact
+            self.est_input = input_tokens
         self.cache_key = _cache_key(request)
         if self.cache_key and self.model.cached.get(self.cache_key, 0.0) > time.monotonic():
             self.est_input -= self.prefix  # expected to be a cache read, which ITPM ignores
@@ -535,8 +544,16 @@ class Limiter:
             )
         return m
 
-    def slot(self, request: Request, *, node: str | None = None, emit: Emit = _no_emit) -> Slot:
-        return Slot(self, request, node, emit)
+    def slot(
+        self,
+        request: Request,
+        *,
+        node: str | None = None,
+        emit: Emit = _no_emit,
+        input_tokens: int | None = None,
+    ) -> Slot:
+        """Admission for one call; `input_tokens` replaces the estimate when known exactly."""
+        return Slot(self, request, node, emit, input_tokens)
 
     def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
         cost = self.pricing.cost_usd(model, usage, batch)
@@ -548,6 +565,38 @@ class Limiter:
     @property
     def spent_usd(self) -> float:
         return self.budget.spent_usd
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the limits are doing right now, for live views: per model the calls in flight
+        against the adaptive limit, each bucket's level and capacity, 429/529s seen and the
+        seconds left of a server-requested backoff; the budget spent and reserved."""
+        now = time.monotonic()
+
+        def bucket(b: TokenBucket | None) -> list[float] | None:
+            if b is None:
+                return None
+            b._refill(now)
+            return [round(b.level, 1), round(b.capacity, 1)]
+
+        return {
+            "spent_usd": round(self.budget.spent_usd, 6),
+            "reserved_usd": round(self.budget.reserved_usd, 6),
+            "max_cost_usd": self.budget.max_cost_usd,
+            "models": {
+                name: {
+                    "in_flight": m.concurrency.in_flight,
+                    "limit": None if m.concurrency.limit == math.inf else m.concurrency.limit,
+                    "ceiling": None if m.concurrency.ceiling == math.inf else m.concurrency.ceiling,
+                    "rpm": bucket(m.requests),
+                    "itpm": bucket(m.input),
+                    "otpm": bucket(m.output),
+                    "overloads": m.overloads,
+                    "calls": m.calls,
+                    "backoff": round(max(0.0, m.resume_at - now), 3),
+                }
+                for name, m in self.models.items()
+            },
+        }
 
     def summary(self) -> dict[str, Any]:
         """Per-model calls, usage, cost, overloads and concurrency, for the run report."""

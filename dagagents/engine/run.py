@@ -25,6 +25,7 @@ from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
+from dagagents.engine.token_count import make_counter
 from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
 from dagagents.model.graph import Graph, check_acyclic, validate_spec
 from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
@@ -69,6 +70,7 @@ async def arun(
     batch: bool | BatchOptions = False,
     batch_window: float = 2.0,
     batch_max: int = 100_000,
+    count_tokens: bool | float = False,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
 
@@ -80,7 +82,8 @@ async def arun(
     provider) lets calls sharing a cacheable prefix write it once (engine/cache_warming.py).
     `batch=True` sends every agent call through the Message Batches API at the batch price,
     collected over `batch_window` seconds or `batch_max` requests (engine/batches.py); a
-    `BatchOptions` also sets the poll backoff.
+    `BatchOptions` also sets the poll backoff. `count_tokens=True` (or the endpoint's
+    requests per minute) counts each prompt shape's first call exactly for the ITPM limit.
     Raises UserError for an invalid graph or option.
     """
     if concurrency < 1:
@@ -109,6 +112,8 @@ async def arun(
             cache_warming = resolved.name == "anthropic"
         if cache_warming and "cache_warmer" not in extras:
             extras["cache_warmer"] = CacheWarmer(limiter.pricing)
+        if count_tokens and not batch and "token_counter" not in extras:
+            extras["token_counter"] = make_counter(resolved, count_tokens)
         run = _Run(
             graph,
             concurrency=concurrency,
@@ -292,6 +297,8 @@ class _Run:
         while True:
             await asyncio.sleep(every)
             self.tracer.flush()
+            if self.tracer.listening:  # live views: what the limiter is doing (never traced)
+                self.tracer.stream("limits", **self.limiter.snapshot())
 
     def _launch(self) -> None:
         """Start ready nodes while slots are free; checkpoint hits complete immediately.
@@ -513,6 +520,11 @@ class _Run:
             "pricing": self.pricing,
             **self.call_options,  # explicit CallContext fields win
         }
+        if self.tracer.listening:  # live views show the prompt while the reply streams
+            self.tracer.stream("prompt", node=spec.name, prompt=prompt, system=spec.agent.system)
+        if self.tracer.listening and "on_text" not in fields:
+            stream, node = self.tracer.stream, spec.name
+            fields["on_text"] = lambda text: stream("token", node=node, text=text)
         ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit, **fields)
         try:
             result = await self.executor.run_agent(spec, prompt, ctx)

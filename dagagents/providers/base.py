@@ -90,7 +90,10 @@ class Response(BaseModel):
 
 @runtime_checkable
 class Provider(Protocol):
-    """Anything that can answer a `Request`. Implementations must be safe to call concurrently."""
+    """Anything that can answer a `Request`. Implementations must be safe to call concurrently.
+
+    A provider that sets `streams_text = True` also accepts `complete(request, on_text=fn)`
+    and calls `fn(delta)` with each piece of reply text as it arrives (token streaming)."""
 
     name: str
 
