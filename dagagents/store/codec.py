@@ -128,13 +128,18 @@ def decode(data: bytes, hint: type[BaseModel] | Hint | None = None) -> Any:
     imported by name, such as ones defined inside a function. Raises UnknownModel if a
     stored model's class cannot be found, so the caller recomputes rather than hand a dict
     to code that expects the model."""
-    if data.startswith(_STDLIB):
-        value = json.loads(data[len(_STDLIB) :].decode("utf-8", "surrogatepass"))
-    else:
-        value = orjson.loads(data)
+    value = decode_json(data)
     if _PYDANTIC_BYTES not in data:  # the common case: no models, no walk
         return value
     return _untag(value, hint.resolve() if isinstance(hint, Hint) else hint)
+
+
+def decode_json(data: bytes) -> Any:
+    """The stored JSON value as it is, pydantic class tags included (for viewers that show
+    an output without importing the user's classes)."""
+    if data.startswith(_STDLIB):
+        return json.loads(data[len(_STDLIB) :].decode("utf-8", "surrogatepass"))
+    return orjson.loads(data)
 
 
 def _untag(value: Any, hint: type[BaseModel] | None) -> Any:
