@@ -59,7 +59,7 @@ class NodeDetail:
             "key": self.key,
             "agent": self.agent,
             "model": self.model,
-            "output": self.output if self.has_output else None,
+            "output": untag(self.output) if self.has_output else None,
             "prompt": self.prompt,
             "system": self.system,
             "note": self.note,

@@ -20,6 +20,9 @@ Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (uni
 - `warning`: node, message
 - `run_end`: status, wall, counts {status: n}, cost
 
+Listeners alone (never written, never kept) also see `token`: node, text (a streamed delta of
+an agent's reply; see `Tracer.stream`). The trace keeps only the final output's digest.
+
 Values are the caller's; the tracer never reads the environment, so no secret can leak in.
 """
 
@@ -54,6 +57,7 @@ class Tracer:
         self._keep = keep
         self._sinks = sinks or []
         self._listeners: list[Listener] = []
+        self._token_listeners: list[Listener] = []
         self._flush_every = flush_every
         self._last_flush = self._perf0
 
@@ -62,7 +66,28 @@ class Tracer:
         return time.perf_counter() - self._perf0
 
     def subscribe(self, listener: Listener) -> None:
+        """`listener` sees every event; it also gets `token` events unless it says it has no
+        use for them (a `wants_tokens = False` attribute), which spares streaming entirely
+        when nobody shows text."""
         self._listeners.append(listener)
+        if getattr(listener, "wants_tokens", True):
+            self._token_listeners.append(listener)
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone would see `stream` events (else callers need not produce them)."""
+        return bool(self._token_listeners)
+
+    def stream(self, event: str, **fields: Any) -> None:
+        """An ephemeral event for listeners only: not written to the trace, not kept, so
+        token deltas cost nothing on disk and traces stay small."""
+        if not self._token_listeners:
+            return
+        t = time.perf_counter() - self._perf0
+        record = {"v": TRACE_VERSION, "event": event, "run": self.run_id, "ts": self.t0 + t, "t": t}
+        record.update(fields)
+        for listener in self._token_listeners:
+            listener(record)
 
     def add_sink(self, sink: IO[bytes]) -> None:
         self._sinks.append(sink)
