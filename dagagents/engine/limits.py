@@ -322,15 +322,15 @@ class ModelLimits:
 
 
 def counted_by_server(error: ProviderError) -> bool:
-    """Whether a failed call spent a request from the server's rate limit.
+    """Whether a failed call may have spent a request from the server's rate limit.
 
-    A connection that failed before any response never reached the model, and a 429 is the
-    server refusing to count the request; neither spends the server's request budget, so the
-    client's request token goes back (its input/output reservations always do on failure).
+    A connection that failed before any response never reached the model, so its request
+    token goes back (its input/output reservations always do on failure). A 429 was not
+    counted either, but it keeps its token: it shows this client's bucket is ahead of the
+    server's, and the spent token moves it back (refunding it let one early drift repeat as
+    a 429 every few hundred milliseconds).
     """
-    if error.kind == "connection":
-        return False
-    return not (error.status == 429 and error.kind != "spend_limit")
+    return error.kind != "connection"
 
 
 class Slot:
