@@ -289,11 +289,11 @@ class ModelLimits:
     def _bucket(per_minute: float | None, request_bucket: bool = False) -> TokenBucket | None:
         if per_minute is None:
             return None
-        # One request (or 50 ms of a token limit's refill) of headroom absorbs client/server
-        # clock skew. Tokens are reserved before the request leaves and the server counts them
-        # when it arrives (later, so its bucket has refilled more): a larger margin is wasted
-        # burst (1% of a minute was 0.6 s of every rate-limited run).
-        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.05)
+        # One request (or 250 ms of a token limit's refill) of headroom absorbs the skew
+        # between our bucket and the server's (requests reach it out of order, late, under
+        # load); 50 ms was seen to allow an occasional 429 on a loaded machine, and a larger
+        # margin is wasted burst (1% of a minute was 0.6 s of every rate-limited run).
+        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.25)
         return TokenBucket(per_minute, slack=min(slack, per_minute / 2))
 
     def calibrate(self, headers: Mapping[str, str]) -> None:
