@@ -289,11 +289,11 @@ class ModelLimits:
     def _bucket(per_minute: float | None, request_bucket: bool = False) -> TokenBucket | None:
         if per_minute is None:
             return None
-        # One request (or 50 ms of a token limit's refill) of headroom absorbs client/server
-        # clock skew. Tokens are reserved before the request leaves and the server counts them
-        # when it arrives (later, so its bucket has refilled more): a larger margin is wasted
-        # burst (1% of a minute was 0.6 s of every rate-limited run).
-        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.05)
+        # One request (or 250 ms of a token limit's refill) of headroom absorbs the skew
+        # between our bucket and the server's (requests reach it out of order, late, under
+        # load); 50 ms was seen to allow an occasional 429 on a loaded machine, and a larger
+        # margin is wasted burst (1% of a minute was 0.6 s of every rate-limited run).
+        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.25)
         return TokenBucket(per_minute, slack=min(slack, per_minute / 2))
 
     def calibrate(self, headers: Mapping[str, str]) -> None:
@@ -347,15 +347,15 @@ class CallSlot(Protocol):
 
 
 def counted_by_server(error: ProviderError) -> bool:
-    """Whether a failed call spent a request from the server's rate limit.
+    """Whether a failed call may have spent a request from the server's rate limit.
 
-    A connection that failed before any response never reached the model, and a 429 is the
-    server refusing to count the request; neither spends the server's request budget, so the
-    client's request token goes back (its input/output reservations always do on failure).
+    A connection that failed before any response never reached the model, so its request
+    token goes back (its input/output reservations always do on failure). A 429 was not
+    counted either, but it keeps its token: it shows this client's bucket is ahead of the
+    server's, and the spent token moves it back (refunding it let one early drift repeat as
+    a 429 every few hundred milliseconds).
     """
-    if error.kind == "connection":
-        return False
-    return not (error.status == 429 and error.kind != "spend_limit")
+    return error.kind != "connection"
 
 
 class Slot:
