@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from dagagents.errors import UserError
+from dagagents.observe.trace import Emit, no_emit
 from dagagents.providers.anthropic import AnthropicProvider
 from dagagents.providers.anthropic_batches import (
     MAX_BATCH_BYTES,
@@ -50,12 +51,7 @@ from dagagents.providers.anthropic_batches import (
 from dagagents.providers.base import Provider, Request, Response
 from dagagents.store import Store
 
-Emit = Callable[..., None]
 RECORD_VERSION = 1
-
-
-def _no_emit(event: str, **fields: Any) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -156,6 +152,8 @@ class _Pending:
 class BatchingProvider:
     """A provider whose every call goes through the Message Batches API (module docstring)."""
 
+    runs_on_driver = True  # executors keep it in the driver: it waits, it does not compute
+
     def __init__(
         self,
         inner: Provider,
@@ -171,7 +169,7 @@ class BatchingProvider:
         self.options = options or BatchOptions()
         self.journal = BatchJournal(None, "", "")
         self.key_of: Callable[[str], str | None] = lambda node: None
-        self.emit: Emit = _no_emit
+        self.emit: Emit = no_emit
         self._queue: dict[str, _Pending] = {}
         self._queue_bytes = 0
         self._timer: asyncio.TimerHandle | None = None

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.limits import Limiter
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy, deadline
+from dagagents.engine.token_count import TokenCounter
 from dagagents.errors import DagAgentsError, NodeFailed, ProviderError
 from dagagents.model.agents import Agent
 from dagagents.model.nodes import AgentTask
@@ -71,6 +72,8 @@ class CallContext:
     structured_output: Literal["auto", "native", "tool"] = "auto"
     # The run's cache-warming gate (None: off); see engine/cache_warming.py.
     cache_warmer: CacheWarmer | None = None
+    # Pre-flight token counting (None: off); see engine/token_count.py.
+    token_counter: TokenCounter | None = None
     # Streamed text deltas go here when someone is watching (providers that stream text).
     on_text: Callable[[str], None] | None = None
 
@@ -199,6 +202,17 @@ class _Invocation:
             return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
         return text
 
+    def first_turn(self, prompt: str) -> str | list[dict[str, Any]]:
+        """The task, after the agent's shared documents (`Agent(cache=...)`), each marked as a
+        cache breakpoint so every worker given them reads them from the cache."""
+        if not self.agent.cache:
+            return prompt
+        mark = {"cache_control": {"type": "ephemeral"}} if self.ctx.auto_cache else {}
+        blocks: list[dict[str, Any]] = [
+            {"type": "text", "text": doc, **mark} for doc in self.agent.cache
+        ]
+        return [*blocks, {"type": "text", "text": prompt}]
+
     def messages_for_request(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """In a long tool loop, cache the conversation so far (one breakpoint, on the last block)."""
         if not self.ctx.auto_cache or len(messages) < 3:
@@ -256,10 +270,11 @@ class _Invocation:
         ctx = self.ctx
         attempts = 0
         cost = 0.0
+        reserved = 0
         streaming = ctx.on_text is not None and self.capabilities.streams_text
 
         async def attempt() -> Response:
-            nonlocal attempts, cost
+            nonlocal attempts, cost, reserved
             attempts += 1
             warmer = ctx.cache_warmer
             gate = (
@@ -268,22 +283,29 @@ class _Invocation:
                 else _no_gate()
             )
             # A follower waits at the gate for its leader's response, before taking a slot.
-            async with (
-                gate as begun,
-                self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot,
-            ):
-                token = response_begun.set(begun)
-                try:
-                    async with deadline(self.policy.timeout, f"call to {request.model}"):
-                        if streaming:
-                            response = await ctx.provider.complete(request, on_text=ctx.on_text)  # type: ignore[call-arg]
-                        else:
-                            response = await ctx.provider.complete(request)
-                finally:
-                    response_begun.reset(token)
-                if begun is not None:
-                    begun()  # a provider that cannot tell earlier: it has begun by now
-                cost = slot.done(response)
+            async with gate as begun:
+                exact = None
+                if ctx.token_counter is not None:  # the API's count for the ITPM reservation
+                    exact = await ctx.token_counter.input_tokens(
+                        request, node=ctx.node, emit=ctx.emit
+                    )
+                slot_for = self.limiter.slot(
+                    request, node=ctx.node, emit=ctx.emit, input_tokens=exact
+                )
+                async with slot_for as slot:
+                    token = response_begun.set(begun)
+                    try:
+                        async with deadline(self.policy.timeout, f"call to {request.model}"):
+                            if streaming:
+                                response = await ctx.provider.complete(request, on_text=ctx.on_text)  # type: ignore[call-arg]
+                            else:
+                                response = await ctx.provider.complete(request)
+                    finally:
+                        response_begun.reset(token)
+                    if begun is not None:
+                        begun()  # a provider that cannot tell earlier: it has begun by now
+                    reserved = slot.est_input
+                    cost = slot.done(response)
             return response
 
         started = time.perf_counter()
@@ -312,6 +334,7 @@ class _Invocation:
             usage=response.usage.model_dump(),
             cost=cost,
             batch=response.batch,
+            reserved_input=reserved,
             saved_cache=round(by_cache, 8),
             saved_batch=round(by_batch, 8),
         )
@@ -362,7 +385,7 @@ class _Invocation:
     # ------------------------------------------------------------------ the loop
     async def run(self, prompt: str) -> Any:
         agent = self.agent
-        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": self.first_turn(prompt)}]
         tool_turns = 0
         asked_again = False
         turn = 0

@@ -21,14 +21,14 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from dagagents.errors import BudgetExceeded, ProviderError, UserError
 from dagagents.observe.pricing import Pricing, default_pricing
 from dagagents.observe.trace import Emit, no_emit
-from dagagents.providers.base import Request, Response
+from dagagents.providers.base import Request, Response, Usage
 
 _CACHE_TTL = 300.0  # the API's default (5 minute) prompt-cache lifetime
 
@@ -283,11 +283,11 @@ class ModelLimits:
     def _bucket(per_minute: float | None, request_bucket: bool = False) -> TokenBucket | None:
         if per_minute is None:
             return None
-        # One request (or 50 ms of a token limit's refill) of headroom absorbs client/server
-        # clock skew. Tokens are reserved before the request leaves and the server counts them
-        # when it arrives (later, so its bucket has refilled more): a larger margin is wasted
-        # burst (1% of a minute was 0.6 s of every rate-limited run).
-        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.05)
+        # One request (or 250 ms of a token limit's refill) of headroom absorbs the skew
+        # between our bucket and the server's (requests reach it out of order, late, under
+        # load); 50 ms was seen to allow an occasional 429 on a loaded machine, and a larger
+        # margin is wasted burst (1% of a minute was 0.6 s of every rate-limited run).
+        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.25)
         return TokenBucket(per_minute, slack=min(slack, per_minute / 2))
 
     def calibrate(self, headers: Mapping[str, str]) -> None:
@@ -315,16 +315,41 @@ class ModelLimits:
             bucket.calibrate(limit, remaining, tolerance)
 
 
-def counted_by_server(error: ProviderError) -> bool:
-    """Whether a failed call spent a request from the server's rate limit.
+class CallSlot(Protocol):
+    """The seam every limiter backend shares: admit a call, then reconcile it.
 
-    A connection that failed before any response never reached the model, and a 429 is the
-    server refusing to count the request; neither spends the server's request budget, so the
-    client's request token goes back (its input/output reservations always do on failure).
+    `async with limiter.slot(request) as slot:` waits for admission (budget, concurrency,
+    buckets); `slot.done(response)` reconciles with what the call really used and returns its
+    cost; leaving the block without `done` (an error) refunds what was reserved and, for a
+    429/529 `ProviderError`, slows the model down. The in-process `Slot` and the Redis-backed
+    one (`dagagents.engine.shared_limits`) have the same semantics. `est_input` is the input
+    tokens reserved for the call.
     """
-    if error.kind == "connection":
-        return False
-    return not (error.status == 429 and error.kind != "spend_limit")
+
+    est_input: int
+
+    async def __aenter__(self) -> CallSlot: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def done(self, response: Response) -> float: ...
+
+
+def counted_by_server(error: ProviderError) -> bool:
+    """Whether a failed call may have spent a request from the server's rate limit.
+
+    A connection that failed before any response never reached the model, so its request
+    token goes back (its input/output reservations always do on failure). A 429 was not
+    counted either, but it keeps its token: it shows this client's bucket is ahead of the
+    server's, and the spent token moves it back (refunding it let one early drift repeat as
+    a 429 every few hundred milliseconds).
+    """
+    return error.kind != "connection"
 
 
 class Slot:
@@ -351,13 +376,22 @@ class Slot:
         "out_bucket",
     )
 
-    def __init__(self, limiter: Limiter, request: Request, node: str | None, emit: Emit) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        request: Request,
+        node: str | None,
+        emit: Emit,
+        input_tokens: int | None = None,
+    ) -> None:
         self.limiter = limiter
         self.model = limiter.for_model(request.model)
         self.node = node
         self.emit = emit
         self.request = request
         self.est_input, self.prefix = estimate_input_tokens(request)
+        if input_tokens is not None:  # counted by the API (count_tokens): exact
+            self.est_input = input_tokens
         self.cache_key = _cache_key(request)
         if self.cache_key and self.model.cached.get(self.cache_key, 0.0) > time.monotonic():
             self.est_input -= self.prefix  # expected to be a cache read, which ITPM ignores
@@ -451,7 +485,7 @@ class Slot:
         m.calls += 1
         # The call's cost, computed once, here where its usage is known; the invocation and
         # the node record carry this number on.
-        self.cost_usd = self.limiter.pricing.cost_usd(self.request.model, usage, response.batch)
+        self.cost_usd = self.limiter.record_usage(self.request.model, usage, response.batch)
         self.limiter.budget.settle(self.cost_reserved, self.cost_usd)
         self.cost_reserved = 0.0
         self._release(refund=False)
@@ -501,6 +535,11 @@ class Slot:
 class Limiter:
     """Run-wide limits, shared by every node of a run (and only one run).
 
+    This is the in-process backend and the default. `RedisLimiter` (engine/shared_limits.py)
+    subclasses it to share buckets, backoff, leases and the budget across processes; both
+    hand out `CallSlot`s, and the run calls `start()` before the first node and `aclose()` after
+    the last.
+
     `concurrency` caps API calls per model (the AIMD ceiling); the scheduler's own semaphore
     still bounds nodes. `rate_limits=None` starts unlimited and learns from response headers.
     """
@@ -520,6 +559,7 @@ class Limiter:
         self.models: dict[str, ModelLimits] = {}
         # Batch mode: the budget reserves each call's worst case at the batch price.
         self.batch = False
+        self.cost_by_model: dict[str, float] = {}
 
     def for_model(self, model: str) -> ModelLimits:
         m = self.models.get(model)
@@ -529,8 +569,28 @@ class Limiter:
             )
         return m
 
-    def slot(self, request: Request, *, node: str | None = None, emit: Emit = no_emit) -> Slot:
-        return Slot(self, request, node, emit)
+    def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
+        """The one place a call's cost is computed (from its reported usage)."""
+        cost = self.pricing.cost_usd(model, usage, batch)
+        self.cost_by_model[model] = self.cost_by_model.get(model, 0.0) + cost
+        return cost
+
+    def slot(
+        self,
+        request: Request,
+        *,
+        node: str | None = None,
+        emit: Emit = no_emit,
+        input_tokens: int | None = None,
+    ) -> CallSlot:
+        """Admission for one call; `input_tokens` replaces the estimate when known exactly."""
+        return Slot(self, request, node, emit, input_tokens)
+
+    async def start(self) -> None:
+        """Connect to whatever backs the limits (nothing, in process); raise UserError if not."""
+
+    async def aclose(self) -> None:
+        """Release what `start` opened."""
 
     @property
     def spent_usd(self) -> float:

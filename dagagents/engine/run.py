@@ -48,7 +48,15 @@ from dagagents.engine.scheduler import (
     EagerSorter,
     remaining_path_lengths,
 )
-from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
+from dagagents.engine.shared_limits import SharedLimits, make_limiter
+from dagagents.engine.token_count import make_counter
+from dagagents.errors import (
+    BudgetExceeded,
+    DagAgentsError,
+    GraphError,
+    LimitsUnavailable,
+    UserError,
+)
 from dagagents.model.graph import Graph
 from dagagents.model.nodes import AgentTask, NodeSpec, Step, describe_spec, render_prompt
 from dagagents.observe.pricing import Pricing
@@ -91,6 +99,10 @@ class RunOptions:
     once (engine/cache_warming.py). `batch=True` sends every agent call through the Message
     Batches API at the batch price, collected over `batch_window` seconds or `batch_max`
     requests (engine/batches.py); a `BatchOptions` also sets the poll backoff.
+    `count_tokens=True` (or the endpoint's requests per minute) counts each prompt shape's
+    first call exactly for the ITPM limit. `limits="redis://host:6379/0"` (or a SharedLimits,
+    or env DAGAGENTS_LIMITS_URL) shares the rate limits, backoff, concurrency and, with a
+    budget key, the budget with every process on the same API key (engine/shared_limits.py).
     """
 
     concurrency: int = 8
@@ -112,6 +124,8 @@ class RunOptions:
     batch: bool | BatchOptions = False
     batch_window: float = 2.0
     batch_max: int = 100_000
+    count_tokens: bool | float = False
+    limits: str | SharedLimits | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -137,29 +151,27 @@ async def arun(graph: Graph, options: RunOptions | None = None, /, **kwargs: Any
     as one `RunOptions`. Raises UserError for an invalid graph or option."""
     opts = dataclasses.replace(options, **kwargs) if options else RunOptions(**kwargs)
     store = open_store(opts.store)
-    executor = opts.executor or LocalExecutor()
-    await executor.prepare(store, opts.concurrency)
-    try:
-        state = _Run(graph, opts, store, executor)
-    except BaseException:
-        await executor.close()
-        raise
-    if state.batching is None:
-        return await state.execute()
-    from dagagents.engine.batches import BatchJournal
-
-    state.batching.attach(
-        BatchJournal(store, state.run_id, graph.name),
-        key_of=lambda name: state.records[name].key if name in state.records else None,
-        emit=state.emit,
+    provider = resolve_provider(opts.provider, graph.simulator)
+    limiter = make_limiter(
+        opts.limits,
+        opts.rate_limits,
+        provider=provider,
+        concurrency=opts.concurrency,
+        max_cost_usd=opts.max_cost_usd,
+        pricing=opts.pricing,
     )
-    finished = False
+    await limiter.start()  # an unreachable shared-limits store is a UserError, before any work
     try:
-        result = await state.execute()
-        finished = result.ok
-        return result
+        executor = opts.executor or LocalExecutor()
+        await executor.prepare(store, opts.concurrency)  # may refuse before anything is written
+        try:
+            state = _Run(graph, opts, store, executor, provider, limiter)
+        except BaseException:
+            await executor.close()
+            raise
+        return await state.drive()
     finally:
-        await state.batching.finish(collected=finished)
+        await limiter.aclose()
 
 
 def open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
@@ -180,7 +192,13 @@ class _Run:
     """State of one run; `execute` drives it to the end."""
 
     def __init__(
-        self, graph: Graph, options: RunOptions, store: Store | None, executor: Executor
+        self,
+        graph: Graph,
+        options: RunOptions,
+        store: Store | None,
+        executor: Executor,
+        provider: Provider,
+        limiter: Limiter,
     ) -> None:
         graph.validate()
         rerun = Rerun(options.rerun)
@@ -198,7 +216,7 @@ class _Run:
             None if store is None else Checkpoints(store, fresh=options.fresh, rerun=rerun)
         )
         self.executor = executor
-        self._wire_calls(graph, options)
+        self._wire_calls(options, provider, limiter)
         self.history = previous_durations(store, graph.name) if store is not None else {}
         self.durations = {name: self._estimate(spec) for name, spec in self.specs.items()}
         self.sorter = EagerSorter(
@@ -216,16 +234,11 @@ class _Run:
         self.tracer = self._open_tracer(options)
         self.emit = self.tracer.emit
 
-    def _wire_calls(self, graph: Graph, options: RunOptions) -> None:
+    def _wire_calls(self, options: RunOptions, provider: Provider, limiter: Limiter) -> None:
         """The provider every agent call goes to, the limiter it passes, and the rest of
-        each call's context (retry policy, pricing, cache warming)."""
-        self.provider = resolve_provider(options.provider, graph.simulator)
-        self.limiter = Limiter(
-            options.rate_limits,
-            concurrency=options.concurrency,
-            max_cost_usd=options.max_cost_usd,
-            pricing=options.pricing,
-        )
+        each call's context (retry policy, pricing, cache warming, token counting)."""
+        self.provider = provider
+        self.limiter = limiter
         self.pricing = self.limiter.pricing
         fields: dict[str, Any] = dict(options.call_options)
         warming = options.cache_warming
@@ -247,6 +260,8 @@ class _Run:
             warming = capabilities_of(self.provider).caches_prompts
         if warming and "cache_warmer" not in fields:
             fields["cache_warmer"] = CacheWarmer(self.pricing)
+        if options.count_tokens and not options.batch and "token_counter" not in fields:
+            fields["token_counter"] = make_counter(self.provider, options.count_tokens)
         self.call_fields: dict[str, Any] = {
             "limiter": self.limiter,
             "retry": options.retry_policy,
@@ -285,6 +300,25 @@ class _Run:
         return 0.001
 
     # ------------------------------------------------------------------ the loop
+    async def drive(self) -> RunResult:
+        """`execute`, with a batching provider attached to the run's journal around it."""
+        if self.batching is None:
+            return await self.execute()
+        from dagagents.engine.batches import BatchJournal
+
+        self.batching.attach(
+            BatchJournal(self.store, self.run_id, self.graph.name),
+            key_of=lambda name: self.records[name].key if name in self.records else None,
+            emit=self.emit,
+        )
+        finished = False
+        try:
+            result = await self.execute()
+            finished = result.ok
+            return result
+        finally:
+            await self.batching.finish(collected=finished)
+
     async def execute(self) -> RunResult:
         self.emit(
             "run_start",
@@ -416,6 +450,8 @@ class _Run:
         if isinstance(error, BudgetExceeded):
             # No new call may start; in-flight calls finish (their cost was reserved).
             self._skip_all("cost budget reached")
+        elif isinstance(error, LimitsUnavailable):
+            self._skip_all("shared limits store unreachable")
         if self.options.fail_fast:
             self._skip_all(f"fail_fast after '{name}' failed")
             for running, task in list(self._running.items()):
