@@ -261,7 +261,10 @@ class _Run:
         if warming and "cache_warmer" not in fields:
             fields["cache_warmer"] = CacheWarmer(self.pricing)
         if options.count_tokens and not options.batch and "token_counter" not in fields:
-            fields["token_counter"] = make_counter(self.provider, options.count_tokens)
+            counted = self.provider
+            if isinstance(counted, DeferredProvider):
+                counted = counted.resolve()  # counting calls the SDK directly
+            fields["token_counter"] = make_counter(counted, options.count_tokens)
         self.call_fields: dict[str, Any] = {
             "limiter": self.limiter,
             "retry": options.retry_policy,
