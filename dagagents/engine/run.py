@@ -615,6 +615,11 @@ class _Run:
             if "on_text" not in fields:
                 stream, node = self.tracer.stream, spec.name
                 fields = {**fields, "on_text": lambda text: stream("token", node=node, text=text)}
+        if isinstance(self.provider, DeferredProvider):
+            # Wait for the SDK import before the limiter admits a call: an admitted call
+            # that then waited for the import would reach the API later than its limits
+            # assumed. Only agent nodes wait; steps never do.
+            self.provider = await self.provider.aresolve()
         ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit, **fields)
         try:
             result = await self.executor.run_agent(spec, prompt, ctx)

@@ -39,6 +39,10 @@ class DeferredProvider:
         """The real provider (waits for the import if it is still running)."""
         return self._built.result()
 
+    async def aresolve(self) -> Provider:
+        """The real provider, awaited without blocking the loop."""
+        return await asyncio.wrap_future(self._built)
+
     async def complete(self, request: Request, **options: Any) -> Response:
         provider = await asyncio.wrap_future(self._built)
         return await provider.complete(request, **options)
