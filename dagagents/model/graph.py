@@ -516,8 +516,8 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
     local = {spec.local(d): d for d in spec.depends_on}
     if isinstance(spec, Step):
         for p in step_params(spec.fn):
-            if p.name in local:
-                continue
+            if local.get(p.name, p.name) != p.name:
+                continue  # an aliased name (a namespaced node keeps its body's names)
             if p.name not in known and (p.name in spec.params or p.default is p.empty):
                 raise GraphError(
                     f"{where}: step '{spec.name}' parameter '{p.name}' names no node"
