@@ -12,11 +12,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagagents.errors import GraphError
-from dagagents.model.language import SKIPPED_DIGEST
+from dagagents.model.language import SKIPPED_DIGEST, LoopRound, MapCollect
 from dagagents.model.nodes import NodeSpec, Step, step_params, takes_var_keyword
 from dagagents.observe.runs import CONDITION_FALSE
 
-__all__ = ["CONDITION_FALSE", "SKIPPED_DIGEST", "condition_holds", "node_inputs", "step_kwargs"]
+__all__ = [
+    "CONDITION_FALSE",
+    "SKIPPED_DIGEST",
+    "condition_holds",
+    "loop_note",
+    "map_item_failure",
+    "node_inputs",
+    "step_kwargs",
+]
 
 
 def node_inputs(spec: NodeSpec, outputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,3 +54,24 @@ def condition_holds(spec: NodeSpec, inputs: dict[str, Any]) -> bool:
             )
             + "."
         ) from None
+
+
+def loop_note(spec: NodeSpec, output: Any) -> str | None:
+    """The warning for a loop's last allowed round ending without `until` holding."""
+    if not isinstance(spec, LoopRound) or spec.loop.until is None:
+        return None
+    if spec.round < spec.loop.max_rounds or (isinstance(output, dict) and output.get("done")):
+        return None
+    return (
+        f"loop '{spec.loop.name}' reached max_rounds={spec.loop.max_rounds} without its "
+        "until condition holding; its output is the last round's"
+    )
+
+
+def map_item_failure(spec: NodeSpec, failed: str, error: str | None) -> str | None:
+    """If `spec` is a map and `failed` one of its items, why the map failed."""
+    if not isinstance(spec, MapCollect) or not failed.startswith(spec.name + "["):
+        return None
+    if failed.endswith("[*]"):
+        return None
+    return f"item '{failed}' failed: {error}"

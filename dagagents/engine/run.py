@@ -25,6 +25,8 @@ from dagagents.engine.language import (
     CONDITION_FALSE,
     SKIPPED_DIGEST,
     condition_holds,
+    loop_note,
+    map_item_failure,
     node_inputs,
     step_kwargs,
 )
@@ -312,6 +314,11 @@ class _Run:
         self.emit("node_error", node=name, error=record.error, traceback=detail)
         for skipped in self.sorter.fail(name):
             self._mark_skipped(skipped, because=name)
+            failed_item = map_item_failure(self.specs[skipped], name, record.error)
+            if failed_item:  # a map fails, naming its item; the siblings still finish
+                self.records[skipped].status = "failed"
+                self.records[skipped].error = failed_item
+                self.emit("node_error", node=skipped, error=failed_item)
         if isinstance(error, BudgetExceeded):
             # No new call may start; in-flight calls finish (their cost was reserved).
             for skipped in self.sorter.skip_all():
@@ -371,6 +378,9 @@ class _Run:
                 )
                 return
         self.outputs[name] = value
+        note = loop_note(spec, value)
+        if note is not None:
+            self.emit("warning", node=name, message=note)
         self.sorter.done(name)  # what became ready is started by the next _launch
 
     # -------------------------------------------------------------- checkpoints

@@ -561,8 +561,9 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
                 check_field(
                     f"{where}: node '{spec.name}'",
                     "prompt placeholder",
-                    "{" + field + "}",
+                    field,
                     output_model(known.get(plocal[root])),
+                    shown="{" + field + "}",
                 )
     elif isinstance(spec, Step):
         for p in step_params(spec.fn):

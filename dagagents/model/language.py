@@ -97,8 +97,8 @@ def bind_inputs(graph: Graph, values: Mapping[str, Any] | None) -> Graph:
     for name, spec in inputs.items():
         if name in values:
             value = values[name]
-        elif spec.has_default:
-            value = spec.default
+        elif spec.bound:
+            continue  # its default, or a value bound earlier (the CLI binds before running)
         else:
             raise UserError(
                 f"{where}: input '{name}' is required (pass inputs={{'{name}': ...}} "
@@ -149,7 +149,9 @@ def output_model(spec: NodeSpec | None) -> type[BaseModel] | None:
     return codec.output_hint(spec).resolve()
 
 
-def check_field(where: str, what: str, field: str, model: type[BaseModel] | None) -> None:
+def check_field(
+    where: str, what: str, field: str, model: type[BaseModel] | None, shown: str | None = None
+) -> None:
     """Check `dep.a.b` against a declared pydantic output type (nothing to check if none)."""
     current: Any = model
     walked = field.split(".", 1)[0].split("[", 1)[0]
@@ -161,7 +163,7 @@ def check_field(where: str, what: str, field: str, model: type[BaseModel] | None
         fields = current.model_fields
         if part not in fields:
             raise GraphError(
-                f"{where}: {what} '{field}' names no field '{part}' of '{walked}' "
+                f"{where}: {what} '{shown or field}' names no field '{part}' of '{walked}' "
                 f"({current.__name__} has {', '.join(fields) or 'no fields'})."
             )
         current = _element(fields[part].annotation)
