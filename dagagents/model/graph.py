@@ -60,7 +60,8 @@ F = Callable[..., Any]
 _NO_DEFAULT: Any = object()
 
 
-def _suggest(name: str, options: Iterable[str]) -> str:
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest option, or nothing: appended to error sentences."""
     close = difflib.get_close_matches(name, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -521,7 +522,7 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
             if p.name not in known and (p.name in spec.params or p.default is p.empty):
                 raise GraphError(
                     f"{where}: step '{spec.name}' parameter '{p.name}' names no node"
-                    f"{_suggest(p.name, known)}."
+                    f"{did_you_mean(p.name, known)}."
                 )
     for dep in spec.depends_on:
         if dep == spec.name:
@@ -529,7 +530,7 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
         if dep not in known:
             raise GraphError(
                 f"{where}: node '{spec.name}' depends on unknown node '{dep}'"
-                f"{_suggest(dep, known)}."
+                f"{did_you_mean(dep, known)}."
             )
     for dep in spec.optional:
         if dep not in spec.depends_on:

@@ -10,7 +10,6 @@ a user reading a plan file) sees all of them at once.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dagagents.errors import PlanError, UserError
 from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
-from dagagents.model.graph import Graph, load_module
+from dagagents.model.graph import Graph, did_you_mean, load_module
 from dagagents.model.nodes import AgentTask, Expansion
 
 DEFAULT_MAX_SUBTASKS = 50
@@ -109,11 +108,6 @@ def _quote_list(names: Iterable[str]) -> str:
     return ", ".join(items) if items else "none"
 
 
-def _did_you_mean(name: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def plan_problems(
     plan: Plan,
     workers: Iterable[str],
@@ -154,7 +148,7 @@ def plan_problems(
         if s.worker not in worker_names:
             problems.append(
                 f"subtask '{s.id}' names unknown worker '{s.worker}'"
-                f"{_did_you_mean(s.worker, worker_names)}; available workers: "
+                f"{did_you_mean(s.worker, worker_names)}; available workers: "
                 f"{_quote_list(worker_names)}."
             )
         if not s.task.strip():
@@ -164,7 +158,7 @@ def plan_problems(
                 problems.append(f"subtask '{s.id}' depends on itself.")
             elif dep not in ids:
                 problems.append(
-                    f"subtask '{s.id}' depends on unknown subtask '{dep}'{_did_you_mean(dep, ids)}."
+                    f"subtask '{s.id}' depends on unknown subtask '{dep}'{did_you_mean(dep, ids)}."
                 )
     problems.extend(_cycle_problems(plan))
     return problems
