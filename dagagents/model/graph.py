@@ -301,7 +301,7 @@ class Graph:
             if root not in nodes:
                 raise GraphError(
                     f"{where}: carry '{inner}' reads '{source}', but body '{body.name}' "
-                    f"has no node '{root}'{_suggest(root, nodes)}."
+                    f"has no node '{root}'{did_you_mean(root, nodes)}."
                 )
             check_field(where, "carry", source, output_model(body.specs[root]))
         for inner, spec in declared.items():
@@ -315,7 +315,7 @@ class Graph:
                 if p.name not in nodes and p.default is p.empty:
                     raise GraphError(
                         f"{where}: until parameter '{p.name}' names no node of body "
-                        f"'{body.name}'{_suggest(p.name, nodes)}."
+                        f"'{body.name}'{did_you_mean(p.name, nodes)}."
                     )
         loop = LoopDef(
             name=name,
@@ -468,7 +468,7 @@ class Graph:
         if self.output is not None and self.output not in self._specs:
             raise GraphError(
                 f"graph '{self.name}': output names unknown node '{self.output}'"
-                f"{_suggest(self.output, self._specs)}."
+                f"{did_you_mean(self.output, self._specs)}."
             )
 
     def inputs(self) -> dict[str, Input]:
@@ -582,7 +582,7 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
                 if p.name not in plocal | {"item", "index"} and p.default is p.empty:
                     raise GraphError(
                         f"{where}: map '{spec.map_name}' function parameter '{p.name}' names "
-                        f"no node{_suggest(p.name, known)}."
+                        f"no node{did_you_mean(p.name, known)}."
                     )
 
 
