@@ -45,3 +45,31 @@ def test_examples_behave_as_described() -> None:
     assert len(ow.outputs["sections"]) == 3
     sub = run("subgraph")
     assert {"research.sources", "research.notes", "research"} <= set(sub.status)
+
+
+def test_map_benchmark_and_langgraph_ports_run() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT, cli_env
+
+    quick = subprocess.run(
+        [sys.executable, "-m", "benchmarks.map_overhead", "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=cli_env(),
+        timeout=300,
+    )
+    assert quick.returncode == 0, quick.stderr
+    assert "per-item / per-static-node" in quick.stdout
+    ports = subprocess.run(
+        [sys.executable, "-m", "benchmarks.langgraph_workflows"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=cli_env(),
+        timeout=300,
+    )
+    assert ports.returncode == 0, ports.stderr
+    assert len(ports.stdout.splitlines()) == 7

@@ -37,8 +37,10 @@ def node_inputs(spec: NodeSpec, outputs: Mapping[str, Any]) -> dict[str, Any]:
 def step_kwargs(spec: Step, inputs: dict[str, Any]) -> dict[str, Any]:
     """A step's keyword arguments: its named parameters, or everything for `**outputs`."""
     if takes_var_keyword(spec.fn):
-        return inputs
-    return {p: inputs[p] for p in spec.params if p in inputs}
+        kwargs = inputs
+    else:
+        kwargs = {p: inputs[p] for p in spec.params if p in inputs}
+    return {**kwargs, **spec.bound} if spec.bound else kwargs
 
 
 def condition_holds(spec: NodeSpec, inputs: dict[str, Any]) -> bool:

@@ -517,7 +517,7 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
     local = {spec.local(d): d for d in spec.depends_on}
     if isinstance(spec, Step):
         for p in step_params(spec.fn):
-            if local.get(p.name, p.name) != p.name:
+            if local.get(p.name, p.name) != p.name or p.name in spec.bound:
                 continue  # an aliased name (a namespaced node keeps its body's names)
             if p.name not in known and (p.name in spec.params or p.default is p.empty):
                 raise GraphError(
@@ -568,7 +568,7 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
                 )
     elif isinstance(spec, Step):
         for p in step_params(spec.fn):
-            if p.name not in local and p.default is p.empty:
+            if p.name not in local and p.default is p.empty and p.name not in spec.bound:
                 raise GraphError(
                     f"{where}: step '{spec.name}' parameter '{p.name}' is not among its "
                     f"dependencies ({', '.join(spec.depends_on) or 'none'})."

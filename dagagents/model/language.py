@@ -55,19 +55,22 @@ class Input(Step):
     has_default: bool = False
     default: Any = None
     type: Any = None
-    bound: bool = False
+    has_value: bool = False
     value: Any = None
     # False for the inputs of an embedded subgraph that were bound to their defaults.
     exposed: bool = True
 
     def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
-        return {"kind": "input", "value": codec.encode(self.value).decode() if self.bound else None}
+        return {
+            "kind": "input",
+            "value": codec.encode(self.value).decode() if self.has_value else None,
+        }
 
     def bind(self, value: Any) -> Input:
         async def provide() -> Any:
             return value
 
-        return self.model_copy(update={"bound": True, "value": value, "fn": provide})
+        return self.model_copy(update={"has_value": True, "value": value, "fn": provide})
 
 
 def _unbound() -> Any:
@@ -97,7 +100,7 @@ def bind_inputs(graph: Graph, values: Mapping[str, Any] | None) -> Graph:
     for name, spec in inputs.items():
         if name in values:
             value = values[name]
-        elif spec.bound:
+        elif spec.has_value:
             continue  # its default, or a value bound earlier (the CLI binds before running)
         else:
             raise UserError(
@@ -282,12 +285,7 @@ def _map_expansion(ref: list[MapSplit], output: Any) -> Expansion:
             names = {p.name for p in step_params(proto.fn)}
             bound = {k: v for k, v in (("item", item), ("index", index)) if k in names}
             node = proto.model_copy(
-                update={
-                    "name": name,
-                    "fn": functools.partial(proto.fn, **bound),
-                    "key_name": key_name,
-                    "tags": tags,
-                }
+                update={"name": name, "bound": bound, "key_name": key_name, "tags": tags}
             )
         nodes.append(node)
         edges.append((name, spec.map_name))

@@ -109,6 +109,8 @@ class Step(NodeSpec):
     params: tuple[str, ...] = ()
     # Bump to invalidate checkpoints when behaviour changes outside the function's source.
     version: str = ""
+    # Arguments fixed when the node was made (a map item's `item`/`index`); part of the key.
+    bound: dict[str, Any] = Field(default_factory=dict)
     kind: str = "step"
 
     @property
@@ -122,7 +124,14 @@ class Step(NodeSpec):
             "source": _memoized(memo, _code_identity(self.fn), lambda: step_source(self.fn)),
             "version": self.version,
             "depends_on": list(self.depends_on),
+            **({"bound": _bound_digest(self.bound)} if self.bound else {}),
         }
+
+
+def _bound_digest(bound: dict[str, Any]) -> str:
+    from dagagents.store.codec import encode
+
+    return hashlib.sha256(encode(bound)).hexdigest()
 
 
 class Expansion(BaseModel):
