@@ -204,10 +204,17 @@ class Budget:
         self.reserved_usd = 0.0
         self.refused = 0
 
-    def reserve(self, model: str, input_tokens: int, max_tokens: int, node: str | None) -> float:
+    def reserve(
+        self,
+        model: str,
+        input_tokens: int,
+        max_tokens: int,
+        node: str | None,
+        batch: bool = False,
+    ) -> float:
         if self.max_cost_usd is None:
             return 0.0
-        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens)
+        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens, batch)
         if worst is None:
             raise UserError(
                 f"max_cost_usd is set but no price is known for model '{model}'; add it to a "
@@ -282,8 +289,11 @@ class ModelLimits:
     def _bucket(per_minute: float | None, request_bucket: bool = False) -> TokenBucket | None:
         if per_minute is None:
             return None
-        # One request (or 1% of a token limit) of headroom absorbs client/server clock skew.
-        slack = 1.0 if request_bucket else math.ceil(per_minute * 0.01)
+        # One request (or 250 ms of a token limit's refill) of headroom absorbs the skew
+        # between our bucket and the server's (requests reach it out of order, late, under
+        # load); 50 ms was seen to allow an occasional 429 on a loaded machine, and a larger
+        # margin is wasted burst (1% of a minute was 0.6 s of every rate-limited run).
+        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.25)
         return TokenBucket(per_minute, slack=min(slack, per_minute / 2))
 
     def calibrate(self, headers: Mapping[str, str]) -> None:
@@ -311,6 +321,18 @@ class ModelLimits:
             bucket.calibrate(limit, remaining, tolerance)
 
 
+def counted_by_server(error: ProviderError) -> bool:
+    """Whether a failed call may have spent a request from the server's rate limit.
+
+    A connection that failed before any response never reached the model, so its request
+    token goes back (its input/output reservations always do on failure). A 429 was not
+    counted either, but it keeps its token: it shows this client's bucket is ahead of the
+    server's, and the spent token moves it back (refunding it let one early drift repeat as
+    a 429 every few hundred milliseconds).
+    """
+    return error.kind != "connection"
+
+
 class Slot:
     """One admitted call. Use as `async with limiter.slot(req) as slot:` then `slot.done(resp)`."""
 
@@ -330,17 +352,27 @@ class Slot:
         "acquired",
         "waited",
         "cost_usd",
+        "req_bucket",
         "in_bucket",
         "out_bucket",
     )
 
-    def __init__(self, limiter: Limiter, request: Request, node: str | None, emit: Emit) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        request: Request,
+        node: str | None,
+        emit: Emit,
+        input_tokens: int | None = None,
+    ) -> None:
         self.limiter = limiter
         self.model = limiter.for_model(request.model)
         self.node = node
         self.emit = emit
         self.request = request
         self.est_input, self.prefix = estimate_input_tokens(request)
+        if input_tokens is not None:  # counted by the API (count_tokens): exact
+            self.est_input = input_tokens
         self.cache_key = _cache_key(request)
         if self.cache_key and self.model.cached.get(self.cache_key, 0.0) > time.monotonic():
             self.est_input -= self.prefix  # expected to be a cache read, which ITPM ignores
@@ -351,13 +383,14 @@ class Slot:
         self.acquired = False
         self.waited = 0.0
         self.cost_usd = 0.0
+        self.req_bucket: TokenBucket | None = None
         self.in_bucket: TokenBucket | None = None
         self.out_bucket: TokenBucket | None = None
 
     async def __aenter__(self) -> Slot:
         lim, m = self.limiter, self.model
         self.cost_reserved = lim.budget.reserve(
-            self.request.model, self.est_input, self.request.max_tokens, self.node
+            self.request.model, self.est_input, self.request.max_tokens, self.node, lim.batch
         )
         start = time.monotonic()
         reason = None
@@ -368,8 +401,11 @@ class Slot:
                 await asyncio.sleep(pause)
             self.epoch = await m.concurrency.acquire()
             self.acquired = True
-            if m.requests is not None and await m.requests.take(1) > 0.001:
-                reason = "rpm"
+            if m.requests is not None:
+                bucket, self.req_bucket = m.requests, None
+                if await bucket.take(1) > 0.001:
+                    reason = "rpm"
+                self.req_bucket = bucket
             if m.input is not None:
                 bucket, self.in_bucket = m.input, None
                 waited = await bucket.take(self.est_input)
@@ -381,6 +417,9 @@ class Slot:
                 self.out_bucket = bucket
                 reason = "otpm" if waited > 0.001 else reason
         except BaseException:
+            if self.req_bucket is not None:  # admitted by rpm, but never sent
+                self.req_bucket.give(1)
+                self.req_bucket = None
             self._release(refund=True)
             raise
         self.waited = time.monotonic() - start
@@ -425,7 +464,7 @@ class Slot:
             m.calibrate(response.headers)
         m.concurrency.success()
         m.calls += 1
-        self.cost_usd = self.limiter.record_usage(self.request.model, usage)
+        self.cost_usd = self.limiter.record_usage(self.request.model, usage, response.batch)
         self.limiter.budget.settle(self.cost_reserved, self.cost_usd)
         self.cost_reserved = 0.0
         self._release(refund=False)
@@ -446,9 +485,12 @@ class Slot:
                     limit=m.concurrency.limit,
                     status=error.status,
                 )
+        if not counted_by_server(error) and self.req_bucket is not None:
+            self.req_bucket.give(1)  # the server never saw (or never counted) this request
+        self.req_bucket = None
         headers = getattr(error, "headers", None)
         if headers:
-            m.calibrate(headers)
+            m.calibrate(headers)  # after the refund: the server's `remaining` has the last word
         self._release(refund=True)
 
     def _release(self, refund: bool) -> None:
@@ -489,6 +531,8 @@ class Limiter:
         self.pricing = pricing or default_pricing()
         self.budget = Budget(max_cost_usd, self.pricing)
         self.models: dict[str, ModelLimits] = {}
+        # Batch mode: the budget reserves each call's worst case at the batch price.
+        self.batch = False
         self.usage_by_model: dict[str, Usage] = {}
         self.cost_by_model: dict[str, float] = {}
 
@@ -500,11 +544,19 @@ class Limiter:
             )
         return m
 
-    def slot(self, request: Request, *, node: str | None = None, emit: Emit = _no_emit) -> Slot:
-        return Slot(self, request, node, emit)
+    def slot(
+        self,
+        request: Request,
+        *,
+        node: str | None = None,
+        emit: Emit = _no_emit,
+        input_tokens: int | None = None,
+    ) -> Slot:
+        """Admission for one call; `input_tokens` replaces the estimate when known exactly."""
+        return Slot(self, request, node, emit, input_tokens)
 
-    def record_usage(self, model: str, usage: Usage) -> float:
-        cost = self.pricing.cost_usd(model, usage)
+    def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
+        cost = self.pricing.cost_usd(model, usage, batch)
         prev = self.usage_by_model.get(model)
         self.usage_by_model[model] = usage if prev is None else prev + usage
         self.cost_by_model[model] = self.cost_by_model.get(model, 0.0) + cost
@@ -513,6 +565,38 @@ class Limiter:
     @property
     def spent_usd(self) -> float:
         return self.budget.spent_usd
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the limits are doing right now, for live views: per model the calls in flight
+        against the adaptive limit, each bucket's level and capacity, 429/529s seen and the
+        seconds left of a server-requested backoff; the budget spent and reserved."""
+        now = time.monotonic()
+
+        def bucket(b: TokenBucket | None) -> list[float] | None:
+            if b is None:
+                return None
+            b._refill(now)
+            return [round(b.level, 1), round(b.capacity, 1)]
+
+        return {
+            "spent_usd": round(self.budget.spent_usd, 6),
+            "reserved_usd": round(self.budget.reserved_usd, 6),
+            "max_cost_usd": self.budget.max_cost_usd,
+            "models": {
+                name: {
+                    "in_flight": m.concurrency.in_flight,
+                    "limit": None if m.concurrency.limit == math.inf else m.concurrency.limit,
+                    "ceiling": None if m.concurrency.ceiling == math.inf else m.concurrency.ceiling,
+                    "rpm": bucket(m.requests),
+                    "itpm": bucket(m.input),
+                    "otpm": bucket(m.output),
+                    "overloads": m.overloads,
+                    "calls": m.calls,
+                    "backoff": round(max(0.0, m.resume_at - now), 3),
+                }
+                for name, m in self.models.items()
+            },
+        }
 
     def summary(self) -> dict[str, Any]:
         """Per-model calls, usage, cost, overloads and concurrency, for the run report."""
