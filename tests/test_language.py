@@ -571,3 +571,40 @@ def test_keys_include_the_condition_code() -> None:
     build(lambda a: a > 0).run()
     again = build(lambda a: a > -1).run()
     assert again.status["a"] == "cached" and again.status["b"] == "done"
+
+
+# --------------------------------------------------------------------- rendering
+def test_render_folds_maps_clusters_loops_and_subgraphs_and_greys_condition_false(
+    tmp_path: Path,
+) -> None:
+    from dagagents.observe.render import diagram_from_graph, to_dot, to_mermaid
+    from dagagents.observe.summary import load_run
+
+    g = Graph("all")
+    g.input("topic")
+    g.input("words")
+    g.map("loud", lambda item: item.upper(), over="words")
+    g.subgraph("research", research_graph(), inputs={"topic": "topic"})
+    g.loop(
+        "refine",
+        refine_body([]),
+        until=lambda grade: grade.score >= 6,
+        max_rounds=3,
+        carry={"feedback": "grade.feedback"},
+    )
+    g.add_step("never", lambda topic: 1, when=lambda topic: False)
+    g.add_step("final", lambda loud, research, refine, never=None: 1)
+    before = to_mermaid(diagram_from_graph(g))
+    assert '[["loud  ×N<br/>map"]]' in before and "loud[*]" not in before
+    result = g.run(inputs={"topic": "t", "words": ["a", "b"]}, store=tmp_path / "s")
+    assert result.ok, result.errors
+    diagram = diagram_from_graph(g, load_run(result.run_id, tmp_path / "s"))
+    mermaid = to_mermaid(diagram)
+    assert '[["loud  ×2<br/>map' in mermaid and "loud[0]" not in mermaid
+    assert 'subgraph c0 ["subgraph research"]' in mermaid
+    assert 'subgraph c1 ["loop refine"]' in mermaid and "refine[2].draft" in mermaid
+    assert "class n" in mermaid and " conditionfalse" in mermaid.split("classDef conditionfalse")[1]
+    dot = to_dot(diagram).source
+    assert "shape=box3d" in dot and "cluster_0" in dot and "cluster_1" in dot
+    never = next(line for line in dot.splitlines() if line.strip().startswith("never "))
+    assert "#e0e0e0" in never and "condition false" in never
