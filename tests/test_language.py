@@ -608,3 +608,28 @@ def test_render_folds_maps_clusters_loops_and_subgraphs_and_greys_condition_fals
     assert "shape=box3d" in dot and "cluster_0" in dot and "cluster_1" in dot
     never = next(line for line in dot.splitlines() if line.strip().startswith("never "))
     assert "#e0e0e0" in never and "condition false" in never
+
+
+def test_trace_summary_names_maps_loops_and_condition_skips(tmp_path: Path) -> None:
+    from dagagents.observe.summary import load_run, summarize
+
+    g = Graph("sm")
+    g.input("words", default=["a", "b", "c"])
+    g.map("loud", lambda item: item.upper(), over="words")
+    g.loop(
+        "refine",
+        refine_body([]),
+        until=lambda grade: grade.score >= 60,
+        max_rounds=2,
+        carry={"feedback": "grade.feedback"},
+    )
+    g.add_step("never", lambda words: 1, when=lambda words: False)
+    result = g.run(store=tmp_path / "s")
+    assert result.ok, result.errors
+    summary = summarize(load_run(result.run_id, tmp_path / "s"))
+    assert summary.structure == [
+        "map loud: 3 items (done)",
+        "loop refine: 2 rounds, reached max_rounds without until holding",
+        "condition false (skipped at zero cost): never",
+    ]
+    assert ("never", "condition false") in summary.skipped
