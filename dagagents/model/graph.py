@@ -245,13 +245,13 @@ class Graph:
                 )
         out = body_output(other)
         nodes = inline(other, name, lambda inp: inputs.get(inp.name), {"subgraph": name})
-        for spec in nodes:
-            if spec.name in self._specs:
+        for node in nodes:
+            if node.name in self._specs:
                 raise GraphError(
-                    f"{where}: node '{spec.name}' clashes with a node of graph '{self.name}'."
+                    f"{where}: node '{node.name}' clashes with a node of graph '{self.name}'."
                 )
-        for spec in nodes:
-            self.add(spec, _internal=True)
+        for node in nodes:
+            self.add(node, _internal=True)
         self.add(
             SubgraphOutput(
                 name=name,
@@ -327,11 +327,11 @@ class Graph:
             output=body_output(body),
         )
         first = loop.round_nodes(1, None)
-        for spec in first:
-            if spec.name in self._specs:
-                raise GraphError(f"{where}: node '{spec.name}' clashes with an existing node.")
-        for spec in first:
-            self.add(spec, _internal=True)
+        for node in first:
+            if node.name in self._specs:
+                raise GraphError(f"{where}: node '{node.name}' clashes with an existing node.")
+        for node in first:
+            self.add(node, _internal=True)
         self.add(
             LoopCollect(
                 name=name,
@@ -584,9 +584,9 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
         source = known.get(spec.depends_on[0]) if spec.depends_on else None
         check_field(f"{where}: map '{spec.map_name}'", "over", spec.over, output_model(source))
         if isinstance(spec.proto, Step):
-            plocal = {spec.proto.local(d) for d in spec.proto.depends_on}
+            item_locals = {spec.proto.local(d) for d in spec.proto.depends_on}
             for p in step_params(spec.proto.fn):
-                if p.name not in plocal | {"item", "index"} and p.default is p.empty:
+                if p.name not in item_locals | {"item", "index"} and p.default is p.empty:
                     raise GraphError(
                         f"{where}: map '{spec.map_name}' function parameter '{p.name}' names "
                         f"no node{did_you_mean(p.name, known)}."
