@@ -633,3 +633,29 @@ def test_trace_summary_names_maps_loops_and_condition_skips(tmp_path: Path) -> N
         "condition false (skipped at zero cost): never",
     ]
     assert ("never", "condition false") in summary.skipped
+
+
+def test_a_graph_file_embeds_another_graph_files_graph(tmp_path: Path) -> None:
+    (tmp_path / "inner.py").write_text(
+        "from dagagents import Graph\n"
+        "graph = Graph('inner', output='shout')\n"
+        "graph.input('word')\n"
+        "graph.add_step('shout', lambda word: word.upper() + '!')\n"
+    )
+    (tmp_path / "outer.py").write_text(
+        "from dagagents import Graph\n"
+        "from inner import graph as inner\n"
+        "graph = Graph('outer', output='twice')\n"
+        "graph.input('word')\n"
+        "graph.subgraph('loud', inner, inputs={'word': 'word'})\n"
+        "graph.add_step('twice', lambda loud: loud * 2)\n"
+    )
+    done = subprocess.run(
+        dagagents_cmd("run", "outer.py", "--input", "word=hi", "-q", "--trace", "t.jsonl"),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Graph.load(tmp_path / "outer.py").run(inputs={"word": "hi"}).output == "HI!HI!"
