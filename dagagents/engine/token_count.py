@@ -47,11 +47,15 @@ class TokenCounter:
         from dagagents.providers.anthropic import AnthropicProvider
         from dagagents.providers.anthropic_batches import count_tokens
 
-        if not isinstance(self.provider, AnthropicProvider):
+        provider = self.provider
+        resolve = getattr(provider, "resolve", None)
+        if not isinstance(provider, AnthropicProvider) and callable(resolve):
+            provider = resolve()  # a provider that builds the real one on first use
+        if not isinstance(provider, AnthropicProvider):
             raise ProviderError("token counting needs the Anthropic provider", kind="unsupported")
         if self.bucket is not None:
             await self.bucket.take(1)
-        return await count_tokens(self.provider, request)
+        return await count_tokens(provider, request)
 
     async def input_tokens(
         self, request: Request, *, node: str | None = None, emit: Emit | None = None
