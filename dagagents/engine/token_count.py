@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -75,7 +76,10 @@ class TokenCounter:
         try:
             exact = await self._count(request)
         except ProviderError as exc:
-            self.paused_until = time.monotonic() + (exc.retry_after or 10.0)
+            forever = exc.kind == "unsupported"
+            self.paused_until = (
+                math.inf if forever else time.monotonic() + (exc.retry_after or 10.0)
+            )
             del self.ratio[shape]  # a later call of this shape may try again
             future.set_result(0.0)
             if emit is not None:
