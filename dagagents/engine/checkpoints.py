@@ -7,7 +7,8 @@ changes, its descendants' keys (early cutoff).
 The node's name is part of the key. For Steps, closures made by one factory share their source
 code; for agent tasks, several nodes may ask one agent the same prompt to get independent
 samples (a fan-out of drafts). Keying by fingerprint alone would collapse those into one
-checkpoint, and a resumed run would hand every such node the same answer.
+checkpoint, and a resumed run would hand every such node the same answer. A map item is keyed
+by its map's name and its item's content (`key_name`), so reordering a list reruns nothing.
 
 A local store is read and written inline on the event loop (a thread hop costs more than the
 file operation); any other store (fsspec: s3, gcs, ...) is read and written in a thread, so the
@@ -33,7 +34,7 @@ from dagagents.store import CorruptObject, Store, codec
 def checkpoint_key(spec: NodeSpec, digests: Mapping[str, str], memo: dict[int, Any]) -> str:
     """The key of `spec` given the output digests of its dependencies."""
     deps = sorted((d, digests[d]) for d in spec.depends_on)
-    payload = orjson.dumps([spec_digest(spec, memo), deps, spec.name])
+    payload = orjson.dumps([spec_digest(spec, memo), deps, spec.key_name or spec.name])
     return hashlib.sha256(payload).hexdigest()
 
 
@@ -63,7 +64,7 @@ class Rerun:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        self._names = {p for p in self.patterns if not _is_glob(p)}
+        self._names = set(self.patterns)  # `jokes[3]` is a name (a map item) as well as a glob
         self._globs = [p for p in self.patterns if _is_glob(p)]
 
     def __contains__(self, name: object) -> bool:
@@ -75,11 +76,17 @@ class Rerun:
         """Refuse a pattern that matches no node of the graph nor of its last run."""
         names = set(known)
         for pattern in self.patterns:
-            if pattern in names:
+            if pattern in names or _grown_name(pattern, names):
                 continue
             if _is_glob(pattern) and any(fnmatch.fnmatchcase(n, pattern) for n in names):
                 continue
             raise UserError(f"--rerun names unknown node '{pattern}' in graph '{graph}'.")
+
+
+def _grown_name(name: str, known: set[str]) -> bool:
+    """A node a run adds as it goes (a map item `jokes[3]`, a loop round `refine[2].joke`):
+    `--rerun` may name it before it exists."""
+    return "[" in name and name.split("[", 1)[0] in known
 
 
 def _is_glob(pattern: str) -> bool:

@@ -35,6 +35,15 @@ from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
 from dagagents.engine.expand import Growth, apply_expansion
 from dagagents.engine.invoke import AgentFailed, AgentResult, CallContext
+from dagagents.engine.language import (
+    CONDITION_FALSE,
+    SKIPPED_DIGEST,
+    condition_holds,
+    loop_note,
+    map_item_failure,
+    node_inputs,
+    step_kwargs,
+)
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import (
@@ -96,7 +105,7 @@ class RunOptions:
     govern every agent call; `call_options` are extra CallContext fields (`auto_cache`,
     `structured_output`). `listener` sees every trace event as it happens. `cache_warming`
     (default: on for the Anthropic provider) lets calls sharing a cacheable prefix write it
-    once (engine/cache_warming.py). `batch=True` sends every agent call through the Message
+    once (engine/cache_warming.py); a number is the most seconds a follower waits (default 10). `batch=True` sends every agent call through the Message
     Batches API at the batch price, collected over `batch_window` seconds or `batch_max`
     requests (engine/batches.py); a `BatchOptions` also sets the poll backoff.
     `count_tokens=True` (or the endpoint's requests per minute) counts each prompt shape's
@@ -120,7 +129,7 @@ class RunOptions:
     retry: RetryPolicy | int | None = None
     pricing: Pricing | None = None
     call_options: Mapping[str, Any] = field(default_factory=dict)
-    cache_warming: bool | None = None
+    cache_warming: bool | float | None = None
     batch: bool | BatchOptions = False
     batch_window: float = 2.0
     batch_max: int = 100_000
@@ -259,7 +268,12 @@ class _Run:
         if warming is None:
             warming = capabilities_of(self.provider).caches_prompts
         if warming and "cache_warmer" not in fields:
-            fields["cache_warmer"] = CacheWarmer(self.pricing)
+            wait = 10.0 if warming is True else float(warming)
+            if wait < 0:
+                raise UserError(
+                    f"cache_warming must be True, False or the most seconds to wait (got {wait})."
+                )
+            fields["cache_warmer"] = CacheWarmer(self.pricing, max_wait=wait)
         if options.count_tokens and not options.batch and "token_counter" not in fields:
             counted = self.provider
             if isinstance(counted, DeferredProvider):
@@ -378,6 +392,8 @@ class _Run:
         while sorter.has_ready() and len(running) < self.concurrency:
             name = sorter.pop_ready()
             self._transition(name, RUNNING)
+            if self.specs[name].when is not None and self._condition_false(name):
+                continue
             if inline and self._lookup_inline(name):
                 continue
             assert self._tasks is not None
@@ -430,6 +446,25 @@ class _Run:
         else:
             self._fail(name, error)
 
+    def _condition_false(self, name: str) -> bool:
+        """Evaluate `name`'s when= condition; if false, skip it and what requires it (zero
+        cost), letting dependents that take it as optional run with None."""
+        spec = self.specs[name]
+        try:
+            holds = condition_holds(spec, node_inputs(spec, self.outputs))
+        except GraphError as exc:
+            self._fail(name, exc)
+            return True
+        if holds:
+            return False
+        self.digests[name] = SKIPPED_DIGEST
+        self._transition(name, SKIPPED, because=CONDITION_FALSE)
+        specs = self.specs
+        for skipped in self.sorter.skip_unneeded(name, lambda s, d: s in specs[d].optional):
+            self.digests[skipped] = SKIPPED_DIGEST
+            self._transition(skipped, SKIPPED, because=CONDITION_FALSE)
+        return True
+
     def _complete(self, name: str, value: Any, status: str) -> None:
         """A node's output exists (computed or from its checkpoint): expand, then done."""
         spec = self.specs[name]
@@ -443,6 +478,9 @@ class _Run:
                 self._fail(name, GraphError(f"expansion raised {type(exc).__name__}: {exc}"))
                 return
         self.outputs[name] = value
+        note = loop_note(self.specs[name], value)
+        if note is not None:
+            self.emit("warning", node=name, message=note)
         self._transition(name, status)
 
     def _fail(self, name: str, error: BaseException) -> None:
@@ -497,6 +535,11 @@ class _Run:
             self.emit("node_error", node=name, error=record.error, **fields)
             for skipped in self.sorter.fail(name):
                 self._transition(skipped, SKIPPED, because=name)
+                failed_item = map_item_failure(self.specs[skipped], name, record.error)
+                if failed_item:  # a map fails, naming its item; the siblings still finish
+                    self.records[skipped].status = FAILED  # skipped by the sorter: never runs
+                    self.records[skipped].error = failed_item
+                    self.emit("node_error", node=skipped, error=failed_item)
         elif to == CANCELLED:
             record.end = self.tracer.now()
             record.error = fields["error"]
@@ -568,7 +611,7 @@ class _Run:
     async def _body(self, name: str) -> Any:
         spec = self.specs[name]
         record = self.records[name]
-        inputs = {dep: self.outputs[dep] for dep in spec.depends_on}
+        inputs = node_inputs(spec, self.outputs)
         record.start = self.tracer.now()
         self.emit("node_start", node=name, kind=spec.kind, agent=record.agent, model=record.model)
         for dep in spec.depends_on:
@@ -593,7 +636,7 @@ class _Run:
         if isinstance(spec, AgentTask):
             return await self._agent_body(spec, inputs, record, meta)
         assert isinstance(spec, Step)
-        kwargs = {p: inputs[p] for p in spec.params}
+        kwargs = step_kwargs(spec, inputs)
         if self.store is not None and record.key is not None:
             value, digest = await self.executor.run_step_stored(
                 spec, kwargs, self.store, record.key, meta
@@ -606,7 +649,7 @@ class _Run:
     async def _agent_body(
         self, spec: AgentTask, inputs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
     ) -> Any:
-        prompt = render_prompt(spec, {k: codec.as_text(v) for k, v in inputs.items()})
+        prompt = render_prompt(spec, inputs)
         # What was sent, kept beside the output so `dagagents show --prompt` can print it.
         meta.update(prompt=prompt, system=spec.agent.system)
         fields = self.call_fields
@@ -747,6 +790,7 @@ class _Run:
             run_id=self.run_id,
             records=self.records,
             outputs=self.outputs,
+            output_node=self.graph.output,
             wall=self.wall,
             concurrency=self.concurrency,
             provider=self.provider.name,
