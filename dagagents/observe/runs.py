@@ -15,7 +15,6 @@ from typing import Any
 from dagagents.errors import DagAgentsError
 from dagagents.providers.base import Usage
 
-STATUSES = ("done", "cached", "failed", "skipped", "cancelled")
 CONDITION_FALSE = "condition false"  # why a node whose when= did not hold was skipped
 # Statuses of nodes that took a slot (as opposed to cached or skipped ones).
 RAN = frozenset({"done", "failed", "cancelled"})

@@ -110,9 +110,6 @@ class Tracer:
         for listener in self._token_listeners:
             listener(record)
 
-    def add_sink(self, sink: IO[bytes]) -> None:
-        self._sinks.append(sink)
-
     def emit(self, event: str, **fields: Any) -> None:
         t = time.perf_counter() - self._perf0
         record = {"v": TRACE_VERSION, "event": event, "run": self.run_id, "ts": self.t0 + t, "t": t}
