@@ -377,3 +377,27 @@ def test_the_default_limits_key_is_a_hash_never_the_api_key(
     client.close()
     assert keys and all(k.startswith("dagagents:{key-") for k in keys)
     assert not any(KEY in k or KEY[-12:] in k for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--budget-key", "nightly", "--max-cost", "1"], "--budget-key needs --limits redis://"),
+        (
+            ["--limits", "http://127.0.0.1:6379"],
+            "limits URL 'http://127.0.0.1:6379' is not a Redis URL",
+        ),
+        (
+            ["--limits", "redis://127.0.0.1:1/0", "--budget-key", "nightly"],
+            "without max_cost_usd (--max-cost)",
+        ),
+        (["--limits", "redis://127.0.0.1:1/0", "--limits-key", "a b"], "limits key 'a b' must be"),
+    ],
+)
+def test_bad_shared_limits_flags_are_one_sentence_and_exit_2(
+    tmp_path: Path, fake_anthropic: FakeAnthropic, flags: list[str], message: str
+) -> None:
+    ((code, err),) = finish([start_driver(tmp_path, fake_anthropic, 0, 1, *flags)])
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not fake_anthropic.requests
