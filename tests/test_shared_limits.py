@@ -298,6 +298,30 @@ def test_redis_killed_mid_run_stops_the_run_and_a_rerun_resumes(
     assert rerun == {f"n{i}" for i in range(nodes)} - done  # nothing finished was re-requested
 
 
+@pytest.mark.slow
+def test_redis_back_within_the_timeout_the_run_goes_on(
+    tmp_path: Path, redis_server: RedisServer, fake_anthropic: FakeAnthropic
+) -> None:
+    """New calls wait for Redis (retrying the connection) and carry on once it is back; the
+    restarted Redis has lost its scripts and state, and is simply used again."""
+    fake_anthropic.latency = 0.2
+    nodes = 20
+    flags = ["--concurrency", "2", "--limits", redis_server.url, "--limits-timeout", "60"]
+    proc = start_driver(tmp_path, fake_anthropic, 0, nodes, *flags, quiet=False)
+    deadline = time.monotonic() + 120
+    while fake_anthropic.statuses()[200] < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    redis_server.kill()
+    answered = fake_anthropic.statuses()[200]
+    time.sleep(1.5)
+    # Nothing new started while Redis was away (at most the two admitted calls finished).
+    assert len(fake_anthropic.message_requests) <= answered + 2
+    redis_server.start()
+    ((code, err),) = finish([proc])
+    assert code == 0, err
+    assert fake_anthropic.statuses() == {200: nodes}  # each node asked once
+
+
 def test_an_unreachable_redis_at_start_is_one_sentence_and_exit_2(
     tmp_path: Path, fake_anthropic: FakeAnthropic
 ) -> None:
