@@ -179,18 +179,19 @@ def test_concurrency_is_shared_and_a_killed_drivers_leases_expire(
     all 8 again once its leases expire (lease_ttl 2 s here; 30 s by default)."""
     fake_anthropic.latency = 0.5
     flags = ["--concurrency", "8", "--limits", redis_server.url, "--lease-ttl", "2"]
-    procs = [start_driver(tmp_path, fake_anthropic, d, 30, *flags) for d in range(3)]
+    # The victim has more work than it will live to do; the survivors enough to fill all 8
+    # leases for a while after the victim's expire.
+    procs = [
+        start_driver(tmp_path, fake_anthropic, d, n, *flags) for d, n in enumerate([200, 40, 40])
+    ]
     victim = procs[0]
     deadline = time.monotonic() + 120
     held: list[object] = []
     while time.monotonic() < deadline:
-        held = [
-            r
-            for r in list(fake_anthropic.message_requests)
-            if r.outcome == "pending" and driver_of(r) == "0"
-        ]
-        if held:
-            break
+        requests = list(fake_anthropic.message_requests)
+        held = [r for r in requests if r.outcome == "pending" and driver_of(r) == "0"]
+        if held and {"1", "2"} <= {driver_of(r) for r in requests}:
+            break  # all three are running and the victim holds leases
         time.sleep(0.01)
     assert held, "driver 0 never sent a request"
     # While it runs, `dagagents limits` names the lease holders by host and pid.
