@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from _anthropic_support import provider_for, run_graph
 
 from dagagents import Agent, Graph
@@ -102,7 +103,6 @@ def test_a_shared_document_marked_with_agent_cache_is_written_once(
 
 
 def test_agent_cache_is_part_of_the_fingerprint_and_bounded() -> None:
-    import pytest
     from pydantic import ValidationError
 
     plain = Agent("a", system="s")
@@ -113,3 +113,17 @@ def test_agent_cache_is_part_of_the_fingerprint_and_bounded() -> None:
     offline = Graph("offline")
     offline.task("t", Agent("a", cache="A long document."), "Summarise it.")
     assert offline.run(provider="simulated", store=None).ok
+
+
+def test_estimate_shows_what_warming_and_batching_save() -> None:
+    from dagagents.observe.estimate import estimate
+
+    g = fanout(HANDBOOK)
+    g.task("short", Agent("short", model="claude-sonnet-4-6", system="Be brief."), "Hi.")
+    e = estimate(g, concurrency=8)
+    (shared,) = e.shared_prefixes
+    assert shared.nodes == [f"w{i}" for i in range(8)] and shared.tokens > 5500
+    # Seven writes at $3.75/MTok become reads at $0.30/MTok.
+    assert shared.saving == pytest.approx(7 * shared.tokens * (3.75 - 0.30) / 1e6)
+    assert e.batch_cost == pytest.approx(e.cost / 2)
+    assert not estimate(fanout("Be brief. " * 100)).shared_prefixes  # below the minimum

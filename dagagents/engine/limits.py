@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -321,6 +321,31 @@ class ModelLimits:
             bucket.calibrate(limit, remaining, tolerance)
 
 
+class CallSlot(Protocol):
+    """The seam every limiter backend shares: admit a call, then reconcile it.
+
+    `async with limiter.slot(request) as slot:` waits for admission (budget, concurrency,
+    buckets); `slot.done(response)` reconciles with what the call really used and returns its
+    cost; leaving the block without `done` (an error) refunds what was reserved and, for a
+    429/529 `ProviderError`, slows the model down. The in-process `Slot` and the Redis-backed
+    one (`dagagents.engine.shared_limits`) have the same semantics. `est_input` is the input
+    tokens reserved for the call.
+    """
+
+    est_input: int
+
+    async def __aenter__(self) -> CallSlot: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def done(self, response: Response) -> float: ...
+
+
 def counted_by_server(error: ProviderError) -> bool:
     """Whether a failed call may have spent a request from the server's rate limit.
 
@@ -514,6 +539,11 @@ class Slot:
 class Limiter:
     """Run-wide limits, shared by every node of a run (and only one run).
 
+    This is the in-process backend and the default. `RedisLimiter` (engine/shared_limits.py)
+    subclasses it to share buckets, backoff, leases and the budget across processes; both
+    hand out `CallSlot`s, and the run calls `start()` before the first node and `aclose()` after
+    the last.
+
     `concurrency` caps API calls per model (the AIMD ceiling); the scheduler's own semaphore
     still bounds nodes. `rate_limits=None` starts unlimited and learns from response headers.
     """
@@ -551,9 +581,15 @@ class Limiter:
         node: str | None = None,
         emit: Emit = _no_emit,
         input_tokens: int | None = None,
-    ) -> Slot:
+    ) -> CallSlot:
         """Admission for one call; `input_tokens` replaces the estimate when known exactly."""
         return Slot(self, request, node, emit, input_tokens)
+
+    async def start(self) -> None:
+        """Connect to whatever backs the limits (nothing, in process); raise UserError if not."""
+
+    async def aclose(self) -> None:
+        """Release what `start` opened."""
 
     def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
         cost = self.pricing.cost_usd(model, usage, batch)
