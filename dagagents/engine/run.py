@@ -21,6 +21,7 @@ from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.checkpoints import checkpoint_key
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
+from dagagents.engine.heap import frozen_heap
 from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.engine.language import (
     CONDITION_FALSE,
@@ -287,6 +288,11 @@ class _Run:
 
     # ------------------------------------------------------------------ loop
     async def execute(self) -> RunResult:
+        # No full collection walks the heap that existed before the run (see engine/heap.py).
+        with frozen_heap():
+            return await self._execute()
+
+    async def _execute(self) -> RunResult:
         self._history = (
             previous_durations(self.store, self.graph.name) if self.store is not None else {}
         )
