@@ -187,6 +187,37 @@ def test_limits_panel_counts_a_429(tmp_path: Path, procs: list[Proc]) -> None:
         assert outside == []
 
 
+APPROVAL = """
+from dagagents import Agent, Graph, SimulatedProvider
+
+graph = Graph("steer", simulator=SimulatedProvider(ttft=0.2, tokens_per_second=100))
+writer = Agent("writer", model="claude-haiku-4-5", max_tokens=60)
+graph.task("draft", writer, "Draft a note about owls.")
+graph.approval("ok", depends_on=["draft"], prompt="Publish this draft?")
+graph.task("publish", writer, "Publish: {ok}", depends_on=["ok"])
+"""
+
+
+def test_approve_in_the_page_and_the_run_continues(tmp_path: Path, procs: list[Proc]) -> None:
+    (tmp_path / "g.py").write_text(APPROVAL)
+    with browser_page() as (page, outside):
+        run = Proc(dagagents_cmd("run", "g.py", "--ui", "--ui-port", "0"), tmp_path)
+        procs.append(run)
+        page.goto(run.wait_for(r"watching run: (\S+)").group(1))
+        page.wait_for_selector('g.node[data-node="ok"][data-status="waiting"]', timeout=60_000)
+        item = page.wait_for_selector('#approval-list li[data-node="ok"]')
+        assert "Publish this draft?" in item.inner_text()
+        assert page.inner_text("#run-status") == "waiting"
+        item.query_selector("button.approve").click()
+        page.wait_for_selector("body[data-ended]", timeout=60_000)
+        assert statuses(page) == {"draft": "done", "ok": "done", "publish": "done"}
+        assert page.is_hidden("#approvals")
+        ARTEFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTEFACTS / "web_view_approved.png"), full_page=True)
+        assert outside == []
+    assert run.proc.wait(60) == 0
+
+
 def test_ui_serves_a_store_and_replays_finished_runs(tmp_path: Path, procs: list[Proc]) -> None:
     (tmp_path / "g.py").write_text(FAST)
     done = subprocess.run(
