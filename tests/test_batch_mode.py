@@ -172,3 +172,44 @@ def test_sigkill_while_a_batch_processes_then_rerun_reattaches_and_pays_nothing_
     for cid in first.custom_ids:
         assert fake_anthropic.batches.requests_for(cid) == [first.id]
     assert fake_anthropic.usage_totals()["messages"] == 5  # one answer per node, ever
+
+
+def test_cli_batch_flag_runs_through_batches_and_reports_the_saving(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    graph = tmp_path / "g.py"
+    graph.write_text(
+        textwrap.dedent(
+            """
+            from dagagents import Agent, Graph
+            worker = Agent("worker", model="claude-haiku-4-5", max_tokens=64)
+            graph = Graph("cli-batch")
+            graph.task("a", worker, "First question.")
+            graph.task("b", worker, "Second question.")
+            graph.task("c", worker, "Combine.", depends_on=["a", "b"])
+            """
+        )
+    )
+    env = {**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": fake_anthropic.url}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagagents",
+            "run",
+            str(graph),
+            "--batch",
+            "--batch-window",
+            "0.1",
+            "--store",
+            str(tmp_path / "store"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [2, 1]
+    assert "by batching (3 batch calls)" in " ".join(done.stdout.split())
+    assert KEY not in done.stdout + done.stderr

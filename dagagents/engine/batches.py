@@ -156,6 +156,8 @@ class _Pending:
 class BatchingProvider:
     """A provider whose every call goes through the Message Batches API (module docstring)."""
 
+    runs_on_driver = True  # executors keep it in the driver: it waits, it does not compute
+
     def __init__(
         self,
         inner: Provider,

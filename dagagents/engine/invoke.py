@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.limits import Limiter
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy, deadline
+from dagagents.engine.token_count import TokenCounter
 from dagagents.errors import NodeFailed, ProviderError
 from dagagents.model.agents import Agent
 from dagagents.model.tools import input_model, tool_schema
@@ -65,6 +66,8 @@ class CallContext:
     structured_output: Literal["auto", "native", "tool"] = "auto"
     # The run's cache-warming gate (None: off); see engine/cache_warming.py.
     cache_warmer: CacheWarmer | None = None
+    # Pre-flight token counting (None: off); see engine/token_count.py.
+    token_counter: TokenCounter | None = None
     # Streamed text deltas go here when someone is watching (providers with `streams_text`).
     on_text: Callable[[str], None] | None = None
     # Free-form extras for executors and providers that need more (kept for compatibility).
@@ -223,10 +226,11 @@ class _Invocation:
         ctx = self.ctx
         attempts = 0
         cost = 0.0
+        reserved = 0
         streaming = ctx.on_text is not None and getattr(ctx.provider, "streams_text", False)
 
         async def attempt() -> Response:
-            nonlocal attempts, cost
+            nonlocal attempts, cost, reserved
             attempts += 1
             warmer = ctx.cache_warmer
             gate = (
@@ -235,22 +239,29 @@ class _Invocation:
                 else _no_gate()
             )
             # A follower waits at the gate for its leader's response, before taking a slot.
-            async with (
-                gate as begun,
-                self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot,
-            ):
-                token = response_begun.set(begun)
-                try:
-                    async with deadline(self.policy.timeout, f"call to {request.model}"):
-                        if streaming:
-                            response = await ctx.provider.complete(request, on_text=ctx.on_text)  # type: ignore[call-arg]
-                        else:
-                            response = await ctx.provider.complete(request)
-                finally:
-                    response_begun.reset(token)
-                if begun is not None:
-                    begun()  # a provider that cannot tell earlier: it has begun by now
-                cost = slot.done(response)
+            async with gate as begun:
+                exact = None
+                if ctx.token_counter is not None:  # the API's count for the ITPM reservation
+                    exact = await ctx.token_counter.input_tokens(
+                        request, node=ctx.node, emit=ctx.emit
+                    )
+                slot_for = self.limiter.slot(
+                    request, node=ctx.node, emit=ctx.emit, input_tokens=exact
+                )
+                async with slot_for as slot:
+                    token = response_begun.set(begun)
+                    try:
+                        async with deadline(self.policy.timeout, f"call to {request.model}"):
+                            if streaming:
+                                response = await ctx.provider.complete(request, on_text=ctx.on_text)  # type: ignore[call-arg]
+                            else:
+                                response = await ctx.provider.complete(request)
+                    finally:
+                        response_begun.reset(token)
+                    if begun is not None:
+                        begun()  # a provider that cannot tell earlier: it has begun by now
+                    reserved = slot.est_input
+                    cost = slot.done(response)
             return response
 
         started = time.perf_counter()
@@ -282,6 +293,7 @@ class _Invocation:
             usage=response.usage.model_dump(),
             cost=cost,
             batch=response.batch,
+            reserved_input=reserved,
             saved_cache=round(by_cache, 8),
             saved_batch=round(by_batch, 8),
         )

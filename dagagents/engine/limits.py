@@ -357,13 +357,22 @@ class Slot:
         "out_bucket",
     )
 
-    def __init__(self, limiter: Limiter, request: Request, node: str | None, emit: Emit) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        request: Request,
+        node: str | None,
+        emit: Emit,
+        input_tokens: int | None = None,
+    ) -> None:
         self.limiter = limiter
         self.model = limiter.for_model(request.model)
         self.node = node
         self.emit = emit
         self.request = request
         self.est_input, self.prefix = estimate_input_tokens(request)
+        if input_tokens is not None:  # counted by the API (count_tokens): exact
+            self.est_input = input_tokens
         self.cache_key = _cache_key(request)
         if self.cache_key and self.model.cached.get(self.cache_key, 0.0) > time.monotonic():
             self.est_input -= self.prefix  # expected to be a cache read, which ITPM ignores
@@ -535,8 +544,16 @@ class Limiter:
             )
         return m
 
-    def slot(self, request: Request, *, node: str | None = None, emit: Emit = _no_emit) -> Slot:
-        return Slot(self, request, node, emit)
+    def slot(
+        self,
+        request: Request,
+        *,
+        node: str | None = None,
+        emit: Emit = _no_emit,
+        input_tokens: int | None = None,
+    ) -> Slot:
+        """Admission for one call; `input_tokens` replaces the estimate when known exactly."""
+        return Slot(self, request, node, emit, input_tokens)
 
     def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
         cost = self.pricing.cost_usd(model, usage, batch)

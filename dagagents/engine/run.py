@@ -27,6 +27,7 @@ from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
+from dagagents.engine.token_count import make_counter
 from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
 from dagagents.model.graph import Graph, check_acyclic, validate_spec
 from dagagents.model.nodes import AgentTask, Approval, Expansion, NodeSpec, Step, render_prompt
@@ -71,6 +72,7 @@ async def arun(
     batch: bool | BatchOptions = False,
     batch_window: float = 2.0,
     batch_max: int = 100_000,
+    count_tokens: bool | float = False,
     approver: Approver | None = None,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
@@ -85,7 +87,8 @@ async def arun(
     provider) lets calls sharing a cacheable prefix write it once (engine/cache_warming.py).
     `batch=True` sends every agent call through the Message Batches API at the batch price,
     collected over `batch_window` seconds or `batch_max` requests (engine/batches.py); a
-    `BatchOptions` also sets the poll backoff.
+    `BatchOptions` also sets the poll backoff. `count_tokens=True` (or the endpoint's
+    requests per minute) counts each prompt shape's first call exactly for the ITPM limit.
     Raises UserError for an invalid graph or option.
     """
     if concurrency < 1:
@@ -114,6 +117,8 @@ async def arun(
             cache_warming = resolved.name == "anthropic"
         if cache_warming and "cache_warmer" not in extras:
             extras["cache_warmer"] = CacheWarmer(limiter.pricing)
+        if count_tokens and not batch and "token_counter" not in extras:
+            extras["token_counter"] = make_counter(resolved, count_tokens)
         run = _Run(
             graph,
             concurrency=concurrency,

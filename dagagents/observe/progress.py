@@ -51,6 +51,7 @@ class LiveProgress:
         self.tokens: dict[str, str] = {}
         self.text: dict[str, str] = {}  # the tail of each running node's streamed reply
         self.total = 0
+        self.batches: dict[str, str] = {}  # batch id -> submitted | in_progress | ended
         self.t0 = time.perf_counter()
         self._live = Live(
             get_renderable=self.render, console=console, refresh_per_second=6, transient=False
@@ -74,8 +75,19 @@ class LiveProgress:
             self.total = event["nodes"]
         elif kind == "expand":
             self.total += len(event["added"])
+        elif kind == "batch_submitted":
+            self.batches[event["batch_id"]] = "submitted"
+            for name in event.get("nodes") or ():
+                self.detail[name] = f"in batch {event['batch_id'][-8:]}"
+        elif kind == "batch_status" and event.get("batch_id") in self.batches:
+            self.batches[event["batch_id"]] = str(event.get("status"))
         elif node is None:
             return
+        elif kind == "batch_wait":
+            self.detail[node] = "waiting for the next batch"
+        elif kind == "cache_warm" and not event.get("gave_up"):
+            for name in event.get("followers") or ():
+                self.detail[name] = f"read the prompt cache {node} wrote"
         elif kind == "node_start":
             self.state[node] = "running"
             self.started[node] = time.perf_counter()
@@ -113,6 +125,14 @@ class LiveProgress:
             if counts.get(s):
                 head.append(f"{s} {counts[s]}  ", style=STYLE[s])
         head.append(f"pending {pending}", style="dim")
+        if self.batches:
+            states = list(self.batches.values())
+            ended = states.count("ended")
+            head.append(
+                f"  batches: {len(states)} submitted, {len(states) - ended} processing, "
+                f"{ended} ended",
+                style="magenta",
+            )
         table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
         table.add_column("node")
         table.add_column("state")
@@ -178,6 +198,13 @@ def summary_table(result: RunResult, max_rows: int = 60) -> Table:
     table.caption = f"{counts} · wall {result.wall:.2f}s · cost ${result.cost_usd:.4f}{sim}" + (
         f" · store {result.store}" if result.store else ""
     )
+    saved = result.savings
+    if saved["cache_read_tokens"] or saved["cache_write_tokens"] or saved["batch_calls"]:
+        table.caption += (
+            f"\nsaved ${saved['cache_usd']:.4f} by prompt caching "
+            f"({saved['cache_read_tokens']:,} tokens read, {saved['cache_write_tokens']:,} written)"
+            f" and ${saved['batch_usd']:.4f} by batching ({saved['batch_calls']} batch calls)"
+        )
     table.caption_justify = "left"
     return table
 

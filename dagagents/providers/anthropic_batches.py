@@ -1,4 +1,4 @@
-"""The Message Batches API through `anthropic.AsyncAnthropic` (SDK 2.x `messages.batches`).
+"""The Message Batches API and token counting through `anthropic.AsyncAnthropic` (SDK 2.x).
 
 Thin calls over an `AnthropicProvider`'s clients: create a batch from `Request`s, retrieve its
 status, read its results (JSONL, any order, matched by `custom_id`), cancel it. SDK failures
@@ -133,3 +133,16 @@ class BatchExpired(ProviderError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=False, kind="expired")
+
+
+async def count_tokens(provider: AnthropicProvider, request: Request) -> int:
+    """The exact input size of `request` from the free `count_tokens` endpoint (which has its
+    own requests-per-minute limit: a 429 comes back as a retryable `AnthropicAPIError`)."""
+    kw = provider.request_kwargs(request)
+    for name in ("max_tokens", "timeout", "extra_body"):
+        kw.pop(name, None)
+    client = await _client(provider)
+    counted = await _call(
+        provider, "counting tokens", client.messages.count_tokens(**kw, timeout=30.0)
+    )
+    return int(counted.input_tokens)

@@ -72,6 +72,33 @@ def run(
     retries: Annotated[
         int | None, typer.Option(help="Attempts per API call, the first included.")
     ] = None,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Send every agent call through the Message Batches API at half price "
+            "(for work that can wait up to 24 h).",
+        ),
+    ] = False,
+    batch_window: Annotated[
+        float, typer.Option(help="--batch: submit once no call has joined for this many seconds.")
+    ] = 2.0,
+    batch_max: Annotated[
+        int, typer.Option(help="--batch: submit at once at this many requests.")
+    ] = 100_000,
+    no_cache_warming: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache-warming",
+            help="Let parallel calls that share a cacheable prefix start together (each writes it).",
+        ),
+    ] = False,
+    count_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--count-tokens", help="Count each prompt shape's first call exactly for --itpm."
+        ),
+    ] = False,
     ui: Annotated[
         bool, typer.Option("--ui", help="Watch it in the local web view (dagagents[ui]).")
     ] = False,
@@ -102,6 +129,11 @@ def run(
             "rate_limits": RateLimits(rpm=rpm, itpm=itpm, otpm=otpm),
             "max_cost_usd": max_cost,
             "retry": retries,
+            "batch": batch,
+            "batch_window": batch_window,
+            "batch_max": batch_max,
+            "cache_warming": False if no_cache_warming else None,
+            "count_tokens": count_tokens,
             "executor": executor_from_options(
                 executor,
                 scheduler_address=scheduler_address,
