@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
+from dagagents.store import StoreWarning
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_WAITING = 3
@@ -68,9 +71,22 @@ def load_target(target: str, **options: Any) -> Graph:
     return graph
 
 
+_show_warning = warnings.showwarning
+
+
+def _print_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Store warnings (a damaged file skipped) as one plain line, not Python's two."""
+    if isinstance(category, type) and issubclass(category, StoreWarning):
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+        return
+    _show_warning(message, category, *args, **kwargs)
+
+
 def main() -> None:
     """Console-script entry point."""
     from dagagents.cli import commands  # noqa: F401 - registers every command
+
+    warnings.showwarning = _print_warning
 
     try:
         app()

@@ -32,6 +32,7 @@ Values are the caller's; the tracer never reads the environment, so no secret ca
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -64,6 +65,9 @@ class Tracer:
         self._token_listeners: list[Listener] = []
         self._flush_every = flush_every
         self._last_flush = self._perf0
+        # Sinks that failed (a full or read-only disk) and why: dropped, so the run goes on
+        # and the caller says once what was not written.
+        self.failed_sinks: list[tuple[IO[bytes], OSError]] = []
 
     def now(self) -> float:
         """Seconds since the run started (monotonic)."""
@@ -105,19 +109,36 @@ class Tracer:
         if self._sinks:
             line = orjson.dumps(record, default=str) + b"\n"
             for sink in self._sinks:
-                sink.write(line)
+                try:
+                    sink.write(line)
+                except OSError as exc:
+                    self._drop(sink, exc)
             if t - (self._last_flush - self._perf0) > self._flush_every:
                 self.flush()
         for listener in self._listeners:
             listener(record)
 
+    def _drop(self, sink: IO[bytes], exc: OSError) -> None:
+        if any(s is sink for s, _ in self.failed_sinks):
+            return
+        self.failed_sinks.append((sink, exc))
+        self._sinks = [s for s in self._sinks if s is not sink]  # rebinds: loops go on
+        with contextlib.suppress(OSError):
+            sink.close()
+
     def flush(self) -> None:
         self._last_flush = time.perf_counter()
         for sink in self._sinks:
-            sink.flush()
+            try:
+                sink.flush()
+            except OSError as exc:
+                self._drop(sink, exc)
 
     def close(self) -> None:
         self.flush()
         for sink in self._sinks:
-            sink.close()
+            try:
+                sink.close()
+            except OSError as exc:
+                self._drop(sink, exc)
         self._sinks = []
