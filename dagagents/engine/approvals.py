@@ -163,7 +163,7 @@ def _inputs(
                 f"the output of '{dep}' (input of the approval) is not in the store of run "
                 f"'{run_id}'; pass the value to approve with --value."
             )
-        out[dep] = orjson.loads(stored.value)
+        out[dep] = codec.decode_json(stored.value)
     return out
 
 
