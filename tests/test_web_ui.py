@@ -255,3 +255,26 @@ def test_beyond_loopback_needs_the_printed_token(tmp_path: Path, procs: list[Pro
     token = url.split("token=")[1]
     with urllib.request.urlopen(f"{bare}?token={token}", timeout=10) as ok:
         assert ok.status == 200
+
+
+def test_ui_approves_a_run_that_ended_waiting(tmp_path: Path, procs: list[Proc]) -> None:
+    (tmp_path / "g.py").write_text(APPROVAL.replace("ttft=0.2", "ttft=0.0, time_scale=0"))
+    waited = subprocess.run(
+        dagagents_cmd("run", "g.py", "-q"), cwd=tmp_path, env=cli_env(), capture_output=True
+    )
+    assert waited.returncode == 3, waited.stderr
+    ui = Proc(dagagents_cmd("ui", "--port", "0"), tmp_path)
+    procs.append(ui)
+    url = ui.wait_for(r"web view: (\S+)").group(1)
+    with browser_page() as (page, outside):
+        page.goto(url)
+        page.wait_for_selector("#runs tbody tr .pill.waiting")
+        page.click("#runs tbody a")
+        page.wait_for_selector("body[data-ended]")
+        page.click('#approval-list li[data-node="ok"] button.approve')
+        page.wait_for_selector('g.node[data-node="ok"][data-status="approved"]')
+        assert outside == []
+    resumed = subprocess.run(
+        dagagents_cmd("run", "g.py", "-q"), cwd=tmp_path, env=cli_env(), capture_output=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
