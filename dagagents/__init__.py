@@ -8,11 +8,13 @@ from dagagents.engine.approvals import ApprovalRequest, Decision, record_decisio
 from dagagents.engine.executors import Executor, LocalExecutor
 from dagagents.engine.limits import RateLimits
 from dagagents.engine.retry import RetryPolicy
+from dagagents.engine.shared_limits import SharedLimits
 from dagagents.engine.stream import astream
 from dagagents.errors import (
     BudgetExceeded,
     DagAgentsError,
     GraphError,
+    LimitsUnavailable,
     PlanError,
     ProviderError,
     StoreError,
@@ -63,6 +65,7 @@ __all__ = [
     "Expansion",
     "Graph",
     "GraphError",
+    "LimitsUnavailable",
     "LocalExecutor",
     "NodeRecord",
     "NodeSpec",
@@ -78,6 +81,7 @@ __all__ = [
     "RunData",
     "RunResult",
     "Script",
+    "SharedLimits",
     "SimulatedProvider",
     "Step",
     "Store",
