@@ -4,15 +4,18 @@ Eager scheduling under concurrency and rate limits, content-addressed checkpoint
 graphs resume, and traces that tell which agent cost what.
 """
 
+from dagagents.engine.approvals import ApprovalRequest, Decision, record_decision
 from dagagents.engine.executors import Executor, LocalExecutor
 from dagagents.engine.limits import RateLimits
 from dagagents.engine.retry import RetryPolicy
 from dagagents.engine.run import RunOptions, arun, run
+from dagagents.engine.shared_limits import SharedLimits
 from dagagents.engine.stream import astream
 from dagagents.errors import (
     BudgetExceeded,
     DagAgentsError,
     GraphError,
+    LimitsUnavailable,
     PlanError,
     ProviderError,
     StoreError,
@@ -20,7 +23,7 @@ from dagagents.errors import (
 )
 from dagagents.model.agents import Agent
 from dagagents.model.graph import Graph
-from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step
+from dagagents.model.nodes import AgentTask, Approval, Expansion, NodeSpec, Step
 from dagagents.model.orchestrator import Orchestrator
 from dagagents.model.plan import Plan, Subtask
 from dagagents.observe.estimate import Estimate, estimate
@@ -51,15 +54,19 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Agent",
     "AgentTask",
+    "Approval",
+    "ApprovalRequest",
     "AnthropicProvider",
     "BudgetExceeded",
     "DagAgentsError",
     "DaskExecutor",
+    "Decision",
     "Estimate",
     "Executor",
     "Expansion",
     "Graph",
     "GraphError",
+    "LimitsUnavailable",
     "LocalExecutor",
     "NodeRecord",
     "NodeSpec",
@@ -76,6 +83,7 @@ __all__ = [
     "RunData",
     "RunResult",
     "Script",
+    "SharedLimits",
     "SimulatedProvider",
     "Step",
     "Store",
@@ -89,6 +97,7 @@ __all__ = [
     "estimate",
     "load_run",
     "run",
+    "record_decision",
     "summarize",
     "__version__",
 ]

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from dagagents.engine import approvals
+from dagagents.engine.approvals import ApprovalRejected, ApprovalRequest, Approver
 from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.checkpoints import (
     Checkpoints,
@@ -34,6 +36,7 @@ from dagagents.engine.checkpoints import (
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
 from dagagents.engine.expand import Growth, apply_expansion
+from dagagents.engine.heap import frozen_heap
 from dagagents.engine.invoke import AgentFailed, AgentResult, CallContext
 from dagagents.engine.language import (
     CONDITION_FALSE,
@@ -67,7 +70,14 @@ from dagagents.errors import (
     UserError,
 )
 from dagagents.model.graph import Graph
-from dagagents.model.nodes import AgentTask, NodeSpec, Step, describe_spec, render_prompt
+from dagagents.model.nodes import (
+    AgentTask,
+    Approval,
+    NodeSpec,
+    Step,
+    describe_spec,
+    render_prompt,
+)
 from dagagents.observe.pricing import Pricing
 from dagagents.observe.runs import NodeRecord, RunResult
 from dagagents.observe.trace import Listener, Tracer
@@ -112,6 +122,8 @@ class RunOptions:
     first call exactly for the ITPM limit. `limits="redis://host:6379/0"` (or a SharedLimits,
     or env DAGAGENTS_LIMITS_URL) shares the rate limits, backoff, concurrency and, with a
     budget key, the budget with every process on the same API key (engine/shared_limits.py).
+    `approver` decides approval nodes in-process (see engine/approvals.py); without one they
+    wait and the run ends "waiting".
     """
 
     concurrency: int = 8
@@ -135,6 +147,7 @@ class RunOptions:
     batch_max: int = 100_000
     count_tokens: bool | float = False
     limits: str | SharedLimits | None = None
+    approver: Approver | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -225,6 +238,7 @@ class _Run:
             None if store is None else Checkpoints(store, fresh=options.fresh, rerun=rerun)
         )
         self.executor = executor
+        self.approver = options.approver
         self._wire_calls(options, provider, limiter)
         self.history = previous_durations(store, graph.name) if store is not None else {}
         self.durations = {name: self._estimate(spec) for name, spec in self.specs.items()}
@@ -337,6 +351,11 @@ class _Run:
             await self.batching.finish(collected=finished)
 
     async def execute(self) -> RunResult:
+        # No full collection walks the heap that existed before the run (see engine/heap.py).
+        with frozen_heap():
+            return await self._execute()
+
+    async def _execute(self) -> RunResult:
         self.emit(
             "run_start",
             graph=self.graph.name,
@@ -367,6 +386,10 @@ class _Run:
                 r.status in (FAILED, CANCELLED) for r in self.records.values()
             ):
                 status = RUN_FAILED
+            if status == RUN_DONE and any(
+                r.status == approvals.WAITING for r in self.records.values()
+            ):
+                status = approvals.RUN_WAITING
             await self.executor.close()
             self._finish(status)
             await self._write_manifest(status)
@@ -401,8 +424,9 @@ class _Run:
         self._end_if_idle()
 
     def _end_if_idle(self) -> None:
-        """Nothing running and nothing left to start: stop the flusher, so the TaskGroup ends."""
-        if not self._running and not self.sorter.is_active():
+        """Nothing running and nothing ready (all done, or the rest waits for an approval):
+        stop the flusher, so the TaskGroup ends."""
+        if not self._running and not self.sorter.has_ready():
             assert self._flusher is not None
             self._flusher.cancel()
 
@@ -417,6 +441,10 @@ class _Run:
                 cached = True
             else:
                 value = await self._body(name)
+        except _Waiting:
+            self._running.pop(name, None)  # waits for a decision without holding a slot
+            self._launch()
+            return
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -635,6 +663,8 @@ class _Run:
     ) -> Any:
         if isinstance(spec, AgentTask):
             return await self._agent_body(spec, inputs, record, meta)
+        if isinstance(spec, Approval):
+            return await self._approval_body(spec, inputs, record, meta)
         assert isinstance(spec, Step)
         kwargs = step_kwargs(spec, inputs)
         if self.store is not None and record.key is not None:
@@ -672,6 +702,31 @@ class _Run:
             raise failed.error from None
         self._record_usage(record, result, meta)
         return result.output
+
+    async def _approval_body(
+        self, spec: Approval, inputs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
+    ) -> Any:
+        """A decision already in the store, else the approver's, else wait (see approvals)."""
+        key = record.key
+        reason = approvals.read_rejection(self.store, key) if self.store and key else None
+        if reason is not None:
+            raise ApprovalRejected(f"rejected: {reason}")
+        record.status = approvals.WAITING
+        self.emit("node_waiting", node=spec.name, prompt=spec.prompt, key=key)
+        if self.approver is None:
+            raise _Waiting(spec.name)
+        request = ApprovalRequest(self.run_id, spec.name, spec.prompt, dict(inputs))
+        decision = await approvals.ask(self.approver, request)
+        record.status = RUNNING
+        self.emit("approval", node=spec.name, approved=decision.approved, reason=decision.reason)
+        if not decision.approved:
+            if self.store is not None and key is not None:
+                approvals.write_rejection(self.store, key, spec.name, decision.reason)
+            raise ApprovalRejected(f"rejected: {decision.reason or 'rejected'}")
+        meta.update(approvals.approval_meta(spec.name, decision.reason))
+        if decision.value is not None:
+            return decision.value
+        return approvals.default_value(inputs)
 
     def _record_usage(self, record: NodeRecord, result: AgentResult, meta: dict[str, Any]) -> None:
         record.usage = result.usage
@@ -737,9 +792,11 @@ class _Run:
     def _finish(self, status: str) -> None:
         counts: dict[str, int] = {}
         for record in self.records.values():
-            if record.status == PENDING:  # never reachable (a stalled run): say so
+            if record.status == PENDING:  # never reached: the run waits, or it stalled
                 record.status = SKIPPED
-                record.because = record.because or status
+                record.because = record.because or (
+                    "the run is waiting for approval" if status == approvals.RUN_WAITING else status
+                )
             counts[record.status] = counts.get(record.status, 0) + 1
         self.wall = self.tracer.now()
         self.emit(
@@ -801,7 +858,8 @@ class _Run:
         )
 
 
-_FROM_CHECKPOINT: Any = object()  # `_node`'s marker: settled from its checkpoint, not run
+class _Waiting(Exception):
+    """An approval node with no decision and no approver: it waits; the run goes on."""
 
 
 def _new_record(spec: NodeSpec) -> NodeRecord:
