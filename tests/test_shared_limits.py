@@ -267,6 +267,20 @@ def test_a_shared_budget_is_never_exceeded_by_three_drivers(
     assert budget["spent_usd"] == pytest.approx(served * per_call)
     assert budget["reserved_usd"] == 0 and budget["refused"] >= 3
 
+    def limits(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            dagagents_cmd("limits", "--limits", redis_server.url, *args),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=60,
+        )
+
+    reset = limits("--reset-budget", "nightly", "--json")  # e.g. a new month
+    assert reset.returncode == 0 and orjson.loads(reset.stdout)["budgets"] == []
+    again = limits("--reset-budget", "nightly")
+    assert again.returncode == 2 and "no shared budget named 'nightly'" in again.stderr
+
 
 # ------------------------------------------------------------------ Redis going away
 @pytest.mark.slow
