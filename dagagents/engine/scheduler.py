@@ -158,7 +158,9 @@ class EagerSorter:
                 if end not in fresh and end not in self.state:
                     raise ValueError(f"edge ({src!r}, {dst!r}) names node {end!r}, never added")
             if dst not in fresh and self.state[dst] != PENDING:
-                raise ValueError(f"edge ({src!r}, {dst!r}) leads into a node already {self.state[dst]}")
+                raise ValueError(
+                    f"edge ({src!r}, {dst!r}) leads into a node already {self.state[dst]}"
+                )
         for n in new:
             self._succ[n] = []
             self._waiting[n] = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,9 @@ import typer
 
 from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
 from dagagents.engine.executors.choice import executor_from_options
-from dagagents.engine.limits import RateLimits
+from dagagents.engine.limits import RateLimits, check_limit
+from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
+from dagagents.errors import UserError
 from dagagents.observe.progress import LiveProgress, PlainProgress, summary_table
 from dagagents.observe.runs import RunResult
 
@@ -62,10 +65,28 @@ def run(
     retries: Annotated[
         int | None, typer.Option(help="Attempts per API call, the first included.")
     ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds each API call may take before it is retried "
+            "(default: grows with the agent's max_tokens)."
+        ),
+    ] = None,
 ) -> None:
     """Run a graph: ready nodes start at once under the concurrency limit; finished nodes
     are checkpointed so a rerun resumes."""
     with user_errors():
+        check_limits(
+            {
+                "--rpm": rpm,
+                "--itpm": itpm,
+                "--otpm": otpm,
+                "--max-cost": max_cost,
+                "--timeout": timeout,
+            }
+        )
+        if retries is not None and retries < 1:
+            raise UserError(f"--retries must be at least 1 (the first attempt), got {retries}.")
         graph = load_target(target, workers=workers)
         options: dict[str, Any] = {
             "concurrency": concurrency,
@@ -77,7 +98,7 @@ def run(
             "trace": trace,
             "rate_limits": RateLimits(rpm=rpm, itpm=itpm, otpm=otpm),
             "max_cost_usd": max_cost,
-            "retry": retries,
+            "retry": retry_policy(retries, timeout),
             "executor": executor_from_options(
                 executor,
                 scheduler_address=scheduler_address,
@@ -89,6 +110,25 @@ def run(
             options = hook(options)
         result = run_with_view(graph, quiet=quiet, **options)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+def check_limits(flags: dict[str, float | None]) -> None:
+    """Every limit flag is a positive finite number: `nan`, `inf`, 0 and negatives are refused
+    by name before anything loads (`nan` would otherwise hang a bucket or void a budget)."""
+    for flag, value in flags.items():
+        check_limit(flag, value)
+
+
+def retry_policy(retries: int | None, timeout: float | None) -> RetryPolicy | None:
+    """The run's retry policy from `--retries` and `--timeout` (None: the default policy)."""
+    if retries is None and timeout is None:
+        return None
+    changes: dict[str, Any] = {}
+    if retries is not None:
+        changes["max_attempts"] = retries
+    if timeout is not None:
+        changes["timeout"] = timeout
+    return dataclasses.replace(DEFAULT_RETRY, **changes)
 
 
 def run_with_view(
