@@ -7,13 +7,15 @@ Exit codes: 0 all nodes done, 1 some node failed, 2 user error (one sentence, no
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
@@ -28,16 +30,47 @@ app = typer.Typer(
     add_completion=False,
 )
 # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+# Markup is off: node names, file names, errors and model output are printed literally
+# (`[bold]`, `data[/old].py`, `dagagents[dask]` are text, never styles). Styling is done
+# with `Text` objects (see `styled`), which cannot be injected into.
+console = Console(width=None if sys.stdout.isatty() else 140, markup=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140, markup=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain strings and (text, style) pairs; no part is ever parsed as markup."""
+    return Text.assemble(*parts)
+
 
 # Loaders for run/render/estimate targets by file suffix; plan files register ".json".
 TARGET_LOADERS: dict[str, Any] = {".py": lambda path, **_: Graph.load(path)}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from dagagents import __version__
+
+        console.print(f"dagagents {__version__}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Run multi-agent LLM work as a DAG: eager scheduling, rate limits, checkpoints."""
+
+
 def fail(message: str, code: int = EXIT_USER) -> NoReturn:
     """Print one sentence to stderr and exit; the message must name what is wrong."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(
+        styled(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
@@ -50,9 +83,19 @@ def user_errors() -> Iterator[None]:
         fail(str(exc))
     except KeyboardInterrupt:
         err_console.print(
-            "[yellow]interrupted[/]: finished nodes are checkpointed; rerun to resume."
+            styled(("interrupted", "yellow"), ": finished nodes are checkpointed; rerun to resume.")
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def safe_filename(name: str, suffix: str, *, prefix: str = "") -> Path:
+    """A default output file in the current directory named after a graph.
+
+    Graph names come from user code or from a manifest on disk (which anyone may have
+    edited), so `/abs/dir/pwned` or `../../x` must not choose where we write: every
+    character but letters, digits, `.`, `_` and `-` becomes `_`, and the name stays short."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{prefix}{name}").strip("._-")[:100] or "graph"
+    return Path(f"{stem}{suffix}")
 
 
 def load_target(target: str, **options: Any) -> Graph:

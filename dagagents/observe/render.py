@@ -242,7 +242,8 @@ def _dot_text(text: str) -> str:
 
 
 def render_bytes(d: Diagram, fmt: str) -> bytes:
-    """The diagram in `fmt` (mermaid, dot, svg or png) as bytes."""
+    """The diagram in `fmt` (mermaid, dot, svg or png, any case) as bytes."""
+    fmt = fmt.lower()
     if fmt == "mermaid":
         return to_mermaid(d).encode()
     if fmt == "dot":

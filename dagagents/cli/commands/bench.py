@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from dagagents.cli.app import app, console, load_target, user_errors
+from dagagents.cli.app import app, console, load_target, safe_filename, user_errors
 
 
 @app.command("bench")
@@ -42,7 +42,7 @@ def bench_command(
         graph = load_target(target, workers=workers)
         replay = (Store(store), from_run) if from_run else None
         report = bench(graph, concurrency=concurrency, repeat=repeat, replay=replay)
-        png = output or Path(f"bench-{graph.name}.png")
+        png = output or safe_filename(graph.name, ".png", prefix="bench-")
         timeline_png(
             report.median_run(report.parallel),
             png,

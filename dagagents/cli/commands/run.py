@@ -10,7 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
+from dagagents.cli.app import (
+    EXIT_FAILED,
+    EXIT_OK,
+    app,
+    console,
+    load_target,
+    styled,
+    user_errors,
+)
 from dagagents.engine.executors.choice import executor_from_options
 from dagagents.engine.limits import RateLimits, check_limit
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
@@ -142,7 +150,9 @@ def run_with_view(
     `listener` also sees every trace event."""
     live = not quiet and console.is_terminal
     if not quiet and not live:
-        console.print(f"running [bold]{graph.name}[/] ({len(graph)} nodes)", highlight=False)
+        console.print(
+            styled("running ", (graph.name, "bold"), f" ({len(graph)} nodes)"), highlight=False
+        )
     if live:
         view = LiveProgress(console, graph.name)
 
@@ -168,7 +178,7 @@ def run_with_view(
             print(f"warning: {event.get('node')}: {event['message']}", file=sys.stderr)
     if not quiet:
         console.print(summary_table(result))
-        for name, error in result.errors.items():
-            if result.status[name] == "failed":
-                print(f"failed: {name}: {error}", file=sys.stderr)
+    for name, error in result.errors.items():  # errors always print, even with -q
+        if result.status[name] == "failed":
+            print(f"failed: {name}: {error}", file=sys.stderr)
     return result
