@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import string
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +21,6 @@ from dagagents.model.agents import Agent, source_hash
 
 if TYPE_CHECKING:
     from dagagents.engine.invoke import AgentResult, CallContext
-
-_formatter = string.Formatter()
 
 
 class NodeSpec(BaseModel):
@@ -122,16 +120,38 @@ AgentTask.model_rebuild()
 Step.model_rebuild()
 
 
+# A placeholder is `{name}` where name could be a node's name (letters, digits, `_`, `-`, `.`);
+# `{{` and `}}` are literal braces. Any other brace is text: JSON (`{"n": 1}`), set notation
+# (`{N, D}`), code (`{ }`, `{0}`) pasted into a prompt, or produced by a model and placed into
+# one, is never taken for a template field and never fails a run.
+_PROMPT_TOKEN = re.compile(r"\{\{|\}\}|\{(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)\}")
+
+
 def prompt_placeholders(template: str) -> list[str]:
     """Names of `{name}` fields in a prompt template (`{{` and `}}` are literal braces)."""
     names: list[str] = []
-    for _, field, _, _ in _formatter.parse(template):
-        if field is None:
-            continue
-        root = field.split(".", 1)[0].split("[", 1)[0]
-        if root and root not in names:
-            names.append(root)
+    for match in _PROMPT_TOKEN.finditer(template):
+        name = match.group("name")
+        if name and name not in names:
+            names.append(name)
     return names
+
+
+def _fill(template: str, inputs: dict[str, str]) -> str:
+    """The template with its placeholders filled from `inputs` and `{{`/`}}` unescaped, in
+    one pass: a filled-in value is never scanned again, and a placeholder naming no input
+    stays as written."""
+
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        name = match.group("name")
+        return str(inputs[name]) if name in inputs else token
+
+    return _PROMPT_TOKEN.sub(one, template)
 
 
 def _memoized(memo: dict[int, Any] | None, obj: object, compute: Callable[[], Any]) -> Any:
@@ -166,11 +186,7 @@ def spec_digest(spec: NodeSpec, memo: dict[int, Any] | None = None) -> str:
 def render_prompt(task: AgentTask, inputs: dict[str, str]) -> str:
     """Fill placeholders with dependency outputs; append the unreferenced ones as context."""
     used = set(task.placeholders())
-    text = (
-        task.prompt.format_map(inputs)
-        if used
-        else task.prompt.replace("{{", "{").replace("}}", "}")
-    )
+    text = _fill(task.prompt, inputs)
     extra = [name for name in task.depends_on if name not in used]
     if extra:
         blocks = "\n\n".join(f'<input from="{name}">\n{inputs[name]}\n</input>' for name in extra)
