@@ -10,6 +10,7 @@ import contextlib
 import difflib
 import hashlib
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import networkx as nx
 
-from dagagents.errors import GraphError, UserError
+from dagagents.errors import GraphError, UserError, clip
 from dagagents.model.agents import Agent
 from dagagents.model.nodes import (
     AgentTask,
@@ -309,7 +310,8 @@ def load_module(path: str | os.PathLike[str], what: str = "module") -> ModuleTyp
         raise UserError(f"{path}:{exc.lineno}: syntax error: {exc.msg}.") from None
     except Exception as exc:
         raise UserError(
-            f"{path}: importing the {what} raised {type(exc).__name__}: {exc}".rstrip(".") + "."
+            f"{path}: importing the {what} raised {type(exc).__name__}: {clip(exc)}".rstrip(".")
+            + "."
         ) from None
     finally:
         with contextlib.suppress(ValueError):
@@ -325,9 +327,39 @@ def load_graph(target: str) -> Graph:
     module = load_module(path, "graph file")
     obj = getattr(module, attr, None)
     if callable(obj) and not isinstance(obj, Graph):
-        obj = obj()
+        obj = _call_factory(path, attr, obj)
     if not isinstance(obj, Graph):
         raise UserError(
             f"{path}: no Graph named '{attr}' (define a module-level `{attr} = Graph(...)`)."
         )
     return obj
+
+
+def _call_factory(path: Path, attr: str, factory: Callable[..., Any]) -> Any:
+    """`graph = make_graph` style: call it with no arguments; a factory that needs some or
+    raises is one sentence naming the file and the function, not a traceback."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        needed = [
+            p.name
+            for p in signature.parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if needed:
+            raise UserError(
+                f"{path}: '{attr}' is a function that needs arguments "
+                f"({', '.join(needed)}); a graph factory must take none."
+            )
+    try:
+        return factory()
+    except UserError as exc:
+        raise type(exc)(f"{path}: {attr}(): {exc}") from None
+    except RecursionError:
+        raise UserError(f"{path}: calling {attr}() recursed too deeply.") from None
+    except Exception as exc:
+        raise UserError(
+            f"{path}: calling {attr}() raised {type(exc).__name__}: {clip(exc)}".rstrip(".") + "."
+        ) from None
