@@ -461,6 +461,8 @@ class _Run:
         meta: dict[str, Any],
     ) -> Any:
         prompt = render_prompt(spec, {k: codec.as_text(v) for k, v in inputs.items()})
+        # What was sent, kept beside the output so `dagagents show --prompt` can print it.
+        meta.update(prompt=prompt, system=spec.agent.system)
         fields: dict[str, Any] = {
             "limiter": self.limiter,
             "retry": self.retry,

@@ -33,6 +33,20 @@ def remaining_path_lengths(graph: nx.DiGraph, duration: Callable[[str], float]) 
     return longest
 
 
+def critical_path(graph: nx.DiGraph, duration: Mapping[str, float]) -> tuple[list[str], float]:
+    """The chain of dependent nodes with the largest total duration (missing nodes count 0):
+    the same longest remaining path that ranks ready nodes."""
+    longest = remaining_path_lengths(graph, lambda n: duration.get(n, 0.0))
+    if not longest:
+        return [], 0.0
+    node = max((n for n in graph if graph.in_degree(n) == 0), key=longest.__getitem__)
+    path = [node]
+    while graph.out_degree(node):
+        node = max(graph.successors(node), key=longest.__getitem__)
+        path.append(node)
+    return path, longest[path[0]]
+
+
 class EagerSorter:
     """Tracks readiness of every node; hands out ready nodes by priority."""
 

@@ -38,9 +38,15 @@ if TYPE_CHECKING:
 F = Callable[..., Any]
 
 
-def _suggest(name: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest option, or nothing: appended to error sentences.
+
+    difflib is quadratic in the length, and nobody misspells 100 characters: longer names get
+    no suggestion rather than a minute of matching."""
+    if len(name) > 100:
+        return ""
+    close = difflib.get_close_matches(name, [o for o in options if len(o) <= 100], n=1)
+    return f" (did you mean '{clip(close[0])}'?)" if close else ""
 
 
 class Graph:
@@ -247,7 +253,7 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
             if p.name not in known and (p.name in spec.params or p.default is p.empty):
                 raise GraphError(
                     f"{where}: step '{spec.name}' parameter '{p.name}' names no node"
-                    f"{_suggest(p.name, known)}."
+                    f"{did_you_mean(p.name, known)}."
                 )
     for dep in spec.depends_on:
         if dep == spec.name:
@@ -255,7 +261,7 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
         if dep not in known:
             raise GraphError(
                 f"{where}: node '{spec.name}' depends on unknown node '{dep}'"
-                f"{_suggest(dep, known)}."
+                f"{did_you_mean(dep, known)}."
             )
     if isinstance(spec, AgentTask):
         for ph in spec.placeholders():

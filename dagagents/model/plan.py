@@ -10,7 +10,6 @@ a user reading a plan file) sees all of them at once.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dagagents.errors import PlanError, UserError, clip
 from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
-from dagagents.model.graph import Graph, load_module
+from dagagents.model.graph import Graph, did_you_mean, load_module
 from dagagents.model.nodes import AgentTask, Expansion
 
 DEFAULT_MAX_SUBTASKS = 50
@@ -131,13 +130,6 @@ def _quote_list(names: Iterable[str]) -> str:
     return clip(", ".join(items)) if items else "none"
 
 
-def _did_you_mean(name: str, options: Iterable[str]) -> str:
-    if len(name) > 100:  # difflib is quadratic in the length; nobody misspells 100 characters
-        return ""
-    close = difflib.get_close_matches(name, [o for o in options if len(o) <= 100], n=1)
-    return f" (did you mean '{clip(close[0])}'?)" if close else ""
-
-
 def plan_problems(
     plan: Plan,
     workers: Iterable[str],
@@ -183,7 +175,7 @@ def plan_problems(
             problems.add(
                 lambda s=s: (
                     f"subtask '{clip(s.id)}' names unknown worker '{clip(s.worker)}'"
-                    f"{_did_you_mean(s.worker, worker_names)}; available workers: "
+                    f"{did_you_mean(s.worker, worker_names)}; available workers: "
                     f"{_quote_list(worker_names)}."
                 )
             )
@@ -196,7 +188,7 @@ def plan_problems(
                 problems.add(
                     lambda s=s, dep=dep: (
                         f"subtask '{clip(s.id)}' depends on unknown subtask "
-                        f"'{clip(dep)}'{_did_you_mean(dep, ids)}."
+                        f"'{clip(dep)}'{did_you_mean(dep, ids)}."
                     )
                 )
     for cycle in _cycle_problems(plan):

@@ -15,11 +15,12 @@ from typing import Any
 
 from dagagents.engine.executors.local import LocalExecutor
 from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
 from dagagents.model.nodes import AgentTask, Step
 from dagagents.observe.runs import RunResult
-from dagagents.observe.summary import RunData, critical_path
+from dagagents.observe.summary import RunData
 from dagagents.providers.base import Provider, Usage
 from dagagents.providers.simulated import SimulatedProvider
 from dagagents.store import CorruptObject, Store, codec

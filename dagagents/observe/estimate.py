@@ -20,7 +20,7 @@ from typing import Any
 
 import networkx as nx
 
-from dagagents.engine.scheduler import remaining_path_lengths
+from dagagents.engine.scheduler import EagerSorter, critical_path, remaining_path_lengths
 from dagagents.model.graph import Graph
 from dagagents.model.nodes import AgentTask, NodeSpec
 from dagagents.observe.pricing import cost_usd
@@ -232,30 +232,21 @@ def _role(spec: NodeSpec | None, described: Mapping[str, Any], g: nx.DiGraph) ->
 def simulate_schedule(
     dag: nx.DiGraph, duration: Mapping[str, float], concurrency: int
 ) -> dict[str, tuple[float, float]]:
-    """(start, end) per node under critical-path list scheduling with `concurrency` slots —
-    the policy the real scheduler follows, with zero overhead."""
-    priority = remaining_path_lengths(dag, lambda n: duration.get(n, 0.0))
-    waiting = {n: dag.in_degree(n) for n in dag}
-    ready: list[tuple[float, str]] = [(-priority[n], n) for n in dag if waiting[n] == 0]
-    heapq.heapify(ready)
-    running: list[tuple[float, str]] = []
+    """(start, end) per node when the real `EagerSorter` drives `concurrency` slots with zero
+    overhead: the prediction follows exactly the policy (and tie-breaks) the scheduler uses."""
+    sorter = EagerSorter(dag, remaining_path_lengths(dag, lambda n: duration.get(n, 0.0)))
+    running: list[tuple[float, int, str]] = []  # (end, start order, node)
     times: dict[str, tuple[float, float]] = {}
     now = 0.0
-    while ready or running:
-        while ready and len(running) < concurrency:
-            _, node = heapq.heappop(ready)
-            end = now + duration.get(node, 0.0)
-            times[node] = (now, end)
-            heapq.heappush(running, (end, node))
-        now, node = heapq.heappop(running)
-        finished = [node]
+    while sorter.is_active():
+        while sorter.has_ready() and len(running) < concurrency:
+            node = sorter.pop_ready()
+            times[node] = (now, now + duration.get(node, 0.0))
+            heapq.heappush(running, (times[node][1], len(times), node))
+        now, _, node = heapq.heappop(running)
+        sorter.done(node)
         while running and running[0][0] <= now:
-            finished.append(heapq.heappop(running)[1])
-        for done in finished:
-            for succ in dag.successors(done):
-                waiting[succ] -= 1
-                if waiting[succ] == 0:
-                    heapq.heappush(ready, (-priority[succ], succ))
+            sorter.done(heapq.heappop(running)[2])
     return times
 
 
@@ -347,7 +338,6 @@ def estimate(
     durations = {n: e.duration for n, e in nodes.items()}
     times = simulate_schedule(dag, durations, concurrency)
     wall = max((end for _, end in times.values()), default=0.0)
-    from dagagents.observe.summary import critical_path
 
     path, path_time = critical_path(dag, durations)
     cached: list[str] = []

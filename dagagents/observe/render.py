@@ -13,9 +13,10 @@ from typing import Any
 
 import graphviz
 
+from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
-from dagagents.observe.summary import RunData, critical_path
+from dagagents.observe.summary import RunData
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 # Fill colours by status: the same meaning as the terminal's STYLE, in print-friendly tints.
@@ -112,8 +113,8 @@ def diagram_from_run(run: RunData) -> Diagram:
         bits = []
         if n.status in ("done", "failed") and n.start is not None:
             bits.append(f"{n.duration:.2f}s")
-        if n.status == "done" and n.cost:
-            bits.append(f"${n.cost:.4f}")
+        if n.status == "done" and n.cost_usd:
+            bits.append(f"${n.cost_usd:.4f}")
         if n.retries:
             bits.append(f"{n.retries} retr{'y' if n.retries == 1 else 'ies'}")
         node.detail = " · ".join(bits)

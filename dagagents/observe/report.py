@@ -10,14 +10,17 @@ import base64
 import html
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from dagagents.errors import UserError
+from dagagents.observe.outputs import NodeDetail
 from dagagents.observe.render import diagram_from_run, svg_inline, to_mermaid
 from dagagents.observe.summary import RunData, Summary, summarize
 
 MAX_NODE_ROWS = 500
+MAX_OUTPUTS = 200  # nodes whose output the report includes
+OUTPUT_SHOWN = 3000  # characters shown before "the full text" fold
 MAX_DIAGRAM_NODES = 400
 STATUS_COLOUR = {
     "done": "#2e7d32",
@@ -47,11 +50,18 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 img.timeline { width: 100%; max-width: 1100px; border: 1px solid #d0d7de; border-radius: 8px; }
 .status { font-weight: 600; } pre { background: #f6f8fa; padding: 8px; overflow: auto; }
 .path { font-family: ui-monospace, Menlo, monospace; }
+pre.output, pre.output-full, pre.prompt, pre.system { white-space: pre-wrap; }
+details.node-output { border-bottom: 1px solid #eaeef2; padding: 4px 0; }
+details summary { cursor: pointer; }
 """
 
 
-def report_html(run: RunData, compare_with: RunData | None = None) -> str:
-    """The report page as one HTML string."""
+def report_html(
+    run: RunData,
+    compare_with: RunData | None = None,
+    details: Mapping[str, NodeDetail] | None = None,
+) -> str:
+    """The report page as one HTML string; `details` (from the store) adds outputs and prompts."""
     s = summarize(run, top=10)
     e = html.escape
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -84,17 +94,21 @@ def report_html(run: RunData, compare_with: RunData | None = None) -> str:
         _messages(s),
         '<h2 id="nodes">Every node</h2>',
         _nodes_table(run),
+        *(['<h2 id="outputs">Outputs and prompts</h2>', _outputs(details)] if details else []),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
 
 
 def write_report(
-    run: RunData, path: str | os.PathLike[str], compare_with: RunData | None = None
+    run: RunData,
+    path: str | os.PathLike[str],
+    compare_with: RunData | None = None,
+    details: Mapping[str, NodeDetail] | None = None,
 ) -> Path:
     """Write the report for `run` to `path` (parent folders are created)."""
     out = Path(path)
-    page = report_html(run, compare_with)
+    page = report_html(run, compare_with, details)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")
@@ -289,10 +303,10 @@ def _nodes_table(run: RunData) -> str:
             e(f"{n.agent} · {n.model}" if n.agent else n.kind),
             f"{n.start:.2f}s" if n.start is not None else "",
             f"{n.duration:.2f}s" if n.ran else "",
-            f"{n.usage.get('input_tokens', 0):,} / {n.usage.get('output_tokens', 0):,}"
-            if n.usage and n.status == "done"
+            f"{n.usage.input_tokens:,} / {n.usage.output_tokens:,}"
+            if n.calls and n.status == "done"
             else "",
-            f"${n.cost:.4f}" if n.cost and n.status == "done" else "",
+            f"${n.cost_usd:.4f}" if n.cost_usd and n.status == "done" else "",
             e(n.error or (f"because {n.because}" if n.because else "")),
         )
         for n in nodes[:MAX_NODE_ROWS]
@@ -310,3 +324,37 @@ def _nodes_table(run: RunData) -> str:
         )
         + more
     )
+
+
+def _outputs(details: Mapping[str, NodeDetail]) -> str:
+    """Each node's output, collapsed; long ones cut with the whole text one click away."""
+    e = html.escape
+    parts = []
+    for d in list(details.values())[:MAX_OUTPUTS]:
+        head = f"<b>{e(d.name)}</b> · {_status(d.status)} · {e(d.preview)}"
+        body = []
+        text = d.text
+        if not d.has_output:
+            body.append(f"<p>{e(d.note or 'no output')}</p>")
+        elif len(text) <= OUTPUT_SHOWN:
+            body.append(f'<pre class="output">{e(text)}</pre>')
+        else:
+            body.append(f'<pre class="output">{e(text[:OUTPUT_SHOWN])} …</pre>')
+            body.append(
+                f"<details><summary>the full text ({len(text):,} characters)</summary>"
+                f'<pre class="output-full">{e(text)}</pre></details>'
+            )
+        if d.prompt is not None:
+            body.append(
+                "<details><summary>prompt</summary>"
+                f'<pre class="system">{e(d.system or "(no system prompt)")}</pre>'
+                f'<pre class="prompt">{e(d.prompt)}</pre></details>'
+            )
+        parts.append(
+            f'<details class="node-output" id="out-{e(d.name)}"><summary>{head}</summary>'
+            + "".join(body)
+            + "</details>"
+        )
+    if len(details) > MAX_OUTPUTS:
+        parts.append(f"<p>… and {len(details) - MAX_OUTPUTS} more nodes (dagagents show).</p>")
+    return "\n".join(parts)

@@ -16,7 +16,7 @@ import networkx as nx
 
 from dagagents.engine.checkpoints import checkpoint_key
 from dagagents.model.graph import Graph
-from dagagents.observe.trace import nodes_from_trace
+from dagagents.observe.runs import fold_events
 from dagagents.store import CorruptObject, Store, run_state
 
 CACHED, COMPUTE, MAYBE = "cached", "compute", "maybe"
@@ -60,11 +60,13 @@ def run_nodes(store: Store, run_id: str, manifest: dict[str, Any]) -> dict[str, 
     state = run_state(manifest)
     if state not in ("running", "killed"):
         return nodes
-    for name, record in nodes_from_trace(store.read_trace(run_id)).items():
-        nodes.setdefault(name, {"depends_on": []}).update(record)
+    for name, record in fold_events(store.read_trace(run_id)).items():
+        folded = record.to_json()
+        folded.pop("depends_on")  # the trace does not know edges; keep the manifest's
+        nodes.setdefault(name, {"depends_on": []}).update(folded)
     if state == "killed":
         for node in nodes.values():
-            if node.get("status") == "in flight":
+            if node.get("status") == "running":
                 node.update(status="killed", error="in flight when the run was killed")
     return nodes
 

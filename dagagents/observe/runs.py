@@ -1,15 +1,22 @@
-"""RunResult: what a run produced, per node, plus where its time and money went."""
+"""The one record of a node (`NodeRecord`), the one fold of a trace into such records, and
+`RunResult`: what a run produced, per node, plus where its time and money went.
+
+The runtime fills records as nodes settle, the manifest stores them (`to_json` / `from_json`),
+and a trace folds back into them (`fold_events`), so the summary, the report, `status` and the
+charts all read one shape whatever the run was read from."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagagents.errors import DagAgentsError
 from dagagents.providers.base import Usage
 
-STATUSES = ("done", "cached", "failed", "skipped", "cancelled")
+# Statuses of nodes that took a slot (as opposed to cached or skipped ones).
+RAN = frozenset({"done", "failed", "cancelled"})
 
 
 def round_usd(dollars: float) -> float:
@@ -38,12 +45,42 @@ class NodeRecord:
     because: str | None = None
     simulated: bool = False
     depends_on: tuple[str, ...] = ()
+    # From the trace only (the manifest does not keep them).
+    retries: int = 0
+    tool_calls: int = 0
 
     @property
     def duration(self) -> float:
         if self.start is None or self.end is None:
             return 0.0
-        return self.end - self.start
+        return max(0.0, self.end - self.start)
+
+    @property
+    def ran(self) -> bool:
+        """Did this node take a slot (done, failed or cancelled), as opposed to cached/skipped?"""
+        return self.status in RAN and self.start is not None
+
+    @classmethod
+    def from_json(cls, name: str, raw: Mapping[str, Any]) -> NodeRecord:
+        """A record as a manifest stores it (`to_json`); missing fields keep their defaults."""
+        return cls(
+            name=name,
+            status=str(raw.get("status") or "pending"),
+            kind=str(raw.get("kind") or "node"),
+            agent=raw.get("agent"),
+            model=raw.get("model"),
+            key=raw.get("key"),
+            digest=raw.get("digest"),
+            start=_number(raw.get("start")),
+            end=_number(raw.get("end")),
+            usage=Usage.model_validate(raw.get("usage") or {}),
+            cost_usd=_number(raw.get("cost_usd")) or 0.0,
+            calls=int(_number(raw.get("calls")) or 0),
+            error=raw.get("error"),
+            because=raw.get("because"),
+            simulated=bool(raw.get("simulated", False)),
+            depends_on=tuple(str(d) for d in raw.get("depends_on") or ()),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +101,70 @@ class NodeRecord:
             "simulated": self.simulated,
             "depends_on": list(self.depends_on),
         }
+
+
+def _number(value: Any) -> float | None:
+    """A float from a manifest field, or None when it is missing or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def fold_events(events: Iterable[Mapping[str, Any]]) -> dict[str, NodeRecord]:
+    """The one fold of a trace into node records (statuses, timings, usage, cost, retries,
+    tool calls). A node that started and has no outcome yet is `running`."""
+    nodes: dict[str, NodeRecord] = {}
+    calls: Counter[str] = Counter()
+
+    def node(name: str) -> NodeRecord:
+        record = nodes.get(name)
+        if record is None:
+            record = nodes[name] = NodeRecord(name, kind="node")
+        return record
+
+    for e in events:
+        kind = e["event"]
+        name = e.get("node")
+        if kind == "expand":
+            for added in e.get("added", []):
+                node(added)
+        if name is None:
+            continue
+        n = node(name)
+        t = float(e.get("t") or 0.0)
+        if kind == "node_start":
+            n.status, n.start = "running", t
+            n.kind = e.get("kind") or n.kind
+            n.agent, n.model = e.get("agent"), e.get("model")
+        elif kind == "cache_hit":
+            n.status, n.start, n.end = "cached", t, t
+            n.key = e.get("key")
+            n.cost_usd = float(e.get("saved_cost") or 0.0)
+        elif kind == "node_complete":
+            n.status, n.end = "done", t
+            if e.get("duration") is not None:
+                n.start = t - float(e["duration"])
+            n.key = e.get("key") or n.key
+            n.model = e.get("model") or n.model
+            n.usage = Usage.model_validate(e.get("usage") or {})
+            n.cost_usd = float(e.get("cost") or 0.0)
+            n.calls = int(e.get("calls") or (1 if e.get("usage") else 0))
+        elif kind == "node_error":
+            n.error = e.get("error")
+            n.status = "cancelled" if n.error in ("cancelled", "interrupted") else "failed"
+            if n.start is not None:
+                n.end = t
+        elif kind == "node_skipped":
+            n.status, n.because = "skipped", e.get("because")
+        elif kind == "retry":
+            n.retries += 1
+        elif kind == "tool_call":
+            n.tool_calls += 1
+        elif kind == "llm_call":
+            calls[name] += 1
+    for name, count in calls.items():
+        nodes[name].calls = count
+    return nodes
 
 
 class RunFailed(DagAgentsError):

@@ -13,55 +13,17 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import orjson
 
+from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
-from dagagents.observe.runs import RunResult
+from dagagents.observe.runs import NodeRecord, RunResult, fold_events
 from dagagents.store import Store
-
-RAN = frozenset({"done", "failed", "cancelled"})
-_USAGE_KEYS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-)
-
-
-@dataclass
-class NodeRun:
-    """One node of a finished run. Times are seconds since the run started."""
-
-    name: str
-    status: str = "pending"
-    kind: str = "node"
-    agent: str | None = None
-    model: str | None = None
-    start: float | None = None
-    end: float | None = None
-    usage: dict[str, int] = field(default_factory=dict)
-    cost: float = 0.0
-    calls: int = 0
-    error: str | None = None
-    because: str | None = None
-    retries: int = 0
-    tool_calls: int = 0
-
-    @property
-    def duration(self) -> float:
-        if self.start is None or self.end is None:
-            return 0.0
-        return max(0.0, self.end - self.start)
-
-    @property
-    def ran(self) -> bool:
-        """Did this node take a slot (done, failed or cancelled), as opposed to cached/skipped?"""
-        return self.status in RAN and self.start is not None
 
 
 @dataclass
@@ -74,7 +36,7 @@ class RunData:
     wall: float
     concurrency: int
     provider: str = ""
-    nodes: dict[str, NodeRun] = field(default_factory=dict)
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
     # `describe_spec` output by node when known (manifests have it; bare traces do not).
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -97,61 +59,13 @@ class RunData:
             provider=str(start.get("provider") or ""),
             events=list(events),
         )
-        nodes = data.nodes
+        data.nodes = fold_events(events)
         edges: dict[tuple[str, str], None] = {}
-        llm_calls: dict[str, int] = {}
-
-        def node(name: str) -> NodeRun:
-            if name not in nodes:
-                nodes[name] = NodeRun(name)
-            return nodes[name]
-
         for e in events:
-            kind = e["event"]
-            if kind == "message":
+            if e["event"] == "message":
                 edges[(e["src"], e["dst"])] = None
-            elif kind == "expand":
-                for src, dst in e.get("edges", []):
-                    edges[(src, dst)] = None
-                for name in e.get("added", []):
-                    node(name)
-            elif kind == "node_ready":
-                node(e["node"])
-            elif kind == "node_start":
-                n = node(e["node"])
-                n.status, n.start = "running", float(e["t"])
-                n.kind = e.get("kind") or n.kind
-                n.agent, n.model = e.get("agent"), e.get("model")
-            elif kind == "cache_hit":
-                n = node(e["node"])
-                n.status, n.start, n.end = "cached", float(e["t"]), float(e["t"])
-                n.cost = float(e.get("saved_cost") or 0.0)
-            elif kind == "node_complete":
-                n = node(e["node"])
-                n.status, n.end = "done", float(e["t"])
-                if e.get("duration") is not None:
-                    n.start = n.end - float(e["duration"])
-                n.model = e.get("model") or n.model
-                n.usage = _usage(e.get("usage"))
-                n.cost = float(e.get("cost") or 0.0)
-                n.calls = int(e.get("calls") or (1 if e.get("usage") else 0))
-            elif kind == "node_error":
-                n = node(e["node"])
-                n.error = e.get("error")
-                n.status = "cancelled" if n.error in ("cancelled", "interrupted") else "failed"
-                if n.start is not None:
-                    n.end = float(e["t"])
-            elif kind == "node_skipped":
-                n = node(e["node"])
-                n.status, n.because = "skipped", e.get("because")
-            elif kind == "retry" and e.get("node"):
-                node(e["node"]).retries += 1
-            elif kind == "tool_call" and e.get("node"):
-                node(e["node"]).tool_calls += 1
-            elif kind == "llm_call" and e.get("node"):
-                llm_calls[e["node"]] = llm_calls.get(e["node"], 0) + 1
-        for name, count in llm_calls.items():
-            nodes[name].calls = count
+            elif e["event"] == "expand":
+                edges.update(dict.fromkeys((src, dst) for src, dst in e.get("edges", [])))
         data.edges = list(edges)
         return data
 
@@ -180,21 +94,10 @@ class RunData:
             specs=dict(manifest.get("specs", {})),
             events=list(events),
         )
-        for name, n in manifest.get("nodes", {}).items():
-            data.nodes[name] = NodeRun(
-                name=name,
-                status=n.get("status", "pending"),
-                kind=n.get("kind") or "node",
-                agent=n.get("agent"),
-                model=n.get("model"),
-                start=n.get("start"),
-                end=n.get("end"),
-                usage=_usage(n.get("usage")),
-                cost=float(n.get("cost_usd") or 0.0),
-                calls=int(n.get("calls") or 0),
-                error=n.get("error"),
-                because=n.get("because"),
-            )
+        data.nodes = {
+            str(name): NodeRecord.from_json(str(name), n)
+            for name, n in manifest.get("nodes", {}).items()
+        }
         data._count_from_events()
         return data
 
@@ -213,32 +116,16 @@ class RunData:
             edges=[(str(a), str(b)) for a, b in result.edges],
             events=list(result.events),
         )
-        for name, r in result.records.items():
-            data.nodes[name] = NodeRun(
-                name=name,
-                status=r.status,
-                kind=r.kind,
-                agent=r.agent,
-                model=r.model,
-                start=r.start,
-                end=r.end,
-                usage=_usage(r.usage.model_dump()),
-                cost=r.cost_usd,
-                calls=r.calls,
-                error=r.error,
-                because=r.because,
-            )
+        data.nodes = {name: replace(r) for name, r in result.records.items()}
         data._count_from_events()
         return data
 
     def _count_from_events(self) -> None:
-        for e in self.events:
-            node = e.get("node")
-            if node in self.nodes:
-                if e["event"] == "retry":
-                    self.nodes[node].retries += 1
-                elif e["event"] == "tool_call":
-                    self.nodes[node].tool_calls += 1
+        """Retries and tool calls, which only the trace records."""
+        for name, folded in fold_events(self.events).items():
+            record = self.nodes.get(name)
+            if record is not None:
+                record.retries, record.tool_calls = folded.retries, folded.tool_calls
 
     # ------------------------------------------------------------- queries
     @property
@@ -260,7 +147,7 @@ class RunData:
         g.add_edges_from((a, b) for a, b in self.expansions if a in g and b in g)
         return g
 
-    def start_order(self) -> list[NodeRun]:
+    def start_order(self) -> list[NodeRecord]:
         """Nodes that started (or hit the cache), earliest first."""
         started = [n for n in self.nodes.values() if n.start is not None]
         return sorted(started, key=lambda n: (n.start, n.name))
@@ -354,7 +241,7 @@ class Summary:
     provider: str
     counts: dict[str, int]
     agents: list[AgentStats]
-    slowest: list[NodeRun]
+    slowest: list[NodeRecord]
     critical_path: list[str]
     critical_time: float
     node_time: float
@@ -394,20 +281,6 @@ def percentile(values: Iterable[float], q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-def critical_path(dag: nx.DiGraph, duration: Mapping[str, float]) -> tuple[list[str], float]:
-    """The chain of dependent nodes with the largest total duration (networkx longest path)."""
-    if dag.number_of_nodes() == 0:
-        return [], 0.0
-    weighted = nx.DiGraph()
-    root = object()  # a virtual source so each path's first node counts too
-    for node in dag.nodes:
-        weighted.add_edge(root, node, w=duration.get(node, 0.0))
-    for src, dst in dag.edges:
-        weighted.add_edge(src, dst, w=duration.get(dst, 0.0))
-    path = [n for n in nx.dag_longest_path(weighted, weight="w", default_weight=0) if n is not root]
-    return path, sum(duration.get(n, 0.0) for n in path)
-
-
 def summarize(run: RunData, top: int = 5) -> Summary:
     """Every figure of `dagagents trace summary`, computed from one RunData."""
     agents: dict[str, AgentStats] = {}
@@ -428,9 +301,9 @@ def summarize(run: RunData, top: int = 5) -> Summary:
         stats.calls += n.calls
         stats.time += n.duration
         if n.status == "done":
-            stats.input_tokens += n.usage.get("input_tokens", 0)
-            stats.output_tokens += n.usage.get("output_tokens", 0)
-            stats.cost += n.cost
+            stats.input_tokens += n.usage.input_tokens
+            stats.output_tokens += n.usage.output_tokens
+            stats.cost += n.cost_usd
             latencies.setdefault(n.agent, []).append(n.duration)
         else:
             stats.failed += 1
@@ -480,19 +353,13 @@ def summarize(run: RunData, top: int = 5) -> Summary:
         failures=[(n.name, n.error or "") for n in run.nodes.values() if n.status == "failed"],
         skipped=[(n.name, n.because or "") for n in run.nodes.values() if n.status == "skipped"],
         cache_hits=sum(1 for n in run.nodes.values() if n.status == "cached"),
-        saved_cost=sum(n.cost for n in run.nodes.values() if n.status == "cached"),
+        saved_cost=sum(n.cost_usd for n in run.nodes.values() if n.status == "cached"),
         messages=len(messages),
         undelivered=undelivered,
-        cost=sum(n.cost for n in done),
-        input_tokens=sum(n.usage.get("input_tokens", 0) for n in done),
-        output_tokens=sum(n.usage.get("output_tokens", 0) for n in done),
+        cost=sum(n.cost_usd for n in done),
+        input_tokens=sum(n.usage.input_tokens for n in done),
+        output_tokens=sum(n.usage.output_tokens for n in done),
     )
-
-
-def _usage(raw: Mapping[str, Any] | None) -> dict[str, int]:
-    if not raw:
-        return {}
-    return {k: int(raw.get(k) or 0) for k in _USAGE_KEYS}
 
 
 def _last_t(events: Sequence[dict[str, Any]]) -> float:

@@ -23,8 +23,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from dagagents.engine.scheduler import critical_path
 from dagagents.observe.runs import RunResult  # noqa: E402
-from dagagents.observe.summary import RunData, critical_path  # noqa: E402
+from dagagents.observe.summary import RunData  # noqa: E402
 
 RunLike = RunData | RunResult | Mapping[str, Any]
 MAX_LABELLED_ROWS = 80

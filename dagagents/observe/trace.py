@@ -92,38 +92,3 @@ class Tracer:
         for sink in self._sinks:
             sink.close()
         self._sinks = []
-
-
-def read_trace(path: str) -> list[dict[str, Any]]:
-    """Events of a JSONL trace file."""
-    with open(path, "rb") as fh:
-        return [orjson.loads(line) for line in fh if line.strip()]
-
-
-def nodes_from_trace(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-node state rebuilt from trace events, for runs that never wrote a final manifest
-    (killed, or still running): a started node with no outcome is 'in flight'."""
-    nodes: dict[str, dict[str, Any]] = {}
-    for e in events:
-        node = e.get("node")
-        if node is None:
-            continue
-        rec = nodes.setdefault(node, {"status": "pending"})
-        kind = e["event"]
-        if kind == "node_start":
-            rec.update(status="in flight", start=e["t"])
-        elif kind == "cache_hit":
-            rec.update(status="cached", key=e.get("key"))
-        elif kind == "node_complete":
-            rec.update(
-                status="done",
-                key=e.get("key"),
-                duration=e.get("duration"),
-                cost_usd=e.get("cost"),
-                model=e.get("model"),
-            )
-        elif kind == "node_error":
-            rec.update(status="failed", error=e.get("error"))
-        elif kind == "node_skipped":
-            rec.update(status="skipped", because=e.get("because"))
-    return nodes

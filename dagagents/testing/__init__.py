@@ -7,6 +7,8 @@ May import: `dagagents.errors` and `dagagents.providers` (never the engine, stor
 
 import contextlib
 
+from dagagents.testing.batches import BatchQueue, FakeBatch
+from dagagents.testing.prompt_cache import PromptCache
 from dagagents.testing.server import (
     FakeAnthropic,
     Fault,
@@ -28,6 +30,9 @@ with contextlib.suppress(ImportError):  # the fixture exists only where pytest i
     from dagagents.testing.server import fake_anthropic_fixture
 
 __all__ = [
+    "BatchQueue",
+    "FakeBatch",
+    "PromptCache",
     "FakeAnthropic",
     "Fault",
     "RecordedRequest",

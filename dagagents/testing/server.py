@@ -7,6 +7,13 @@ dropped connections, plus an optional server-side token-bucket rate limiter (cap
 continuous refill) with `anthropic-ratelimit-*` headers. Every request is logged (auth headers
 redacted) and the peak number in flight is tracked.
 
+Cost features behave as the API's do: the prompt cache (`api.cache`, prompt_cache.py: readable
+only once the writing response has begun, per-model minimums, 5 m / 1 h TTL refreshed on use,
+usage split into input / cache write / cache read), the Message Batches API (`api.batches`,
+batches.py: create, retrieve, list, JSONL results, cancel, delete, errored and expired results,
+the 100,000-request / 256 MB limits), and `count_tokens` (exact, free, its own RPM limit via
+`api.count_tokens_limit`). `api.usage_totals()` is the server's own accounting.
+
     from dagagents.testing import FakeAnthropic, tool_call
 
     with FakeAnthropic(latency=0.05) as api:
@@ -25,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import itertools
 import math
 import os
@@ -42,6 +48,9 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
+
+from dagagents.testing.batches import BatchQueue
+from dagagents.testing.prompt_cache import CacheDecision, PromptCache, estimate_tokens
 
 Json = dict[str, Any]
 ReplySpec = Any  # str | Reply | dict block | list of blocks | BaseModel | callable(request) -> ...
@@ -303,6 +312,7 @@ class RecordedRequest:
     finished: float | None = None
     status: int | None = None
     outcome: str = "pending"  # "ok" | "error" | "dropped" | "pending"
+    usage: Json | None = None  # the usage the server reported, for answered messages
 
     @property
     def model(self) -> str | None:
@@ -313,10 +323,7 @@ class RecordedRequest:
         return bool((self.body or {}).get("stream"))
 
 
-def _estimate_tokens(value: Any) -> int:
-    if not value:
-        return 0
-    return max(1, len(value if isinstance(value, str) else orjson.dumps(value)) // 4)
+_estimate_tokens = estimate_tokens
 
 
 # --------------------------------------------------------------------------- the server
@@ -336,15 +343,22 @@ class FakeAnthropic:
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        min_cache_tokens: int = 1024,
+        min_cache_tokens: int | dict[str, int] | None = None,
         seed: int = 0,
+        batch_delay: float = 0.0,
     ) -> None:
         self.latency = latency
         self.stream_delay = stream_delay
         self.api_key = api_key
         self.host = host
         self.port = port
-        self.min_cache_tokens = min_cache_tokens
+        # The prompt cache (see prompt_cache.py); `min_cache_tokens` None = the API's per-model
+        # minimums, an int = one minimum for all models.
+        self.cache = PromptCache(min_cache_tokens)
+        # Message Batches (see batches.py): `batch_delay` seconds of processing per batch.
+        self.batches = BatchQueue(self, delay=batch_delay)
+        # Every message the server answered with usage (direct and in batches), in order.
+        self.usage_log: list[Json] = []
         self.rules: list[Rule] = []
         self.faults: list[Fault] = []
         self.static_headers: dict[str, str] = {}
@@ -353,7 +367,6 @@ class FakeAnthropic:
         self.max_in_flight = 0
         self._rng = random.Random(seed)
         self._buckets: dict[str, _Bucket] = {}
-        self._cached: set[str] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -466,6 +479,7 @@ class FakeAnthropic:
 
     def reset_stats(self) -> None:
         self.requests.clear()
+        self.usage_log.clear()
         self.max_in_flight = self.in_flight
 
     # ------------------------------------------------------------ inspection
@@ -583,7 +597,10 @@ class FakeAnthropic:
             return await self._error(
                 writer, record, 401, "authentication_error", "invalid x-api-key"
             )
-        if record.method != "POST" or not record.path.startswith("/v1/messages"):
+        path = record.path.split("?", 1)[0]
+        if path.startswith("/v1/messages/batches"):
+            return await self.batches.serve(record, path, writer)
+        if record.method != "POST" or not path.startswith("/v1/messages"):
             return await self._error(
                 writer, record, 404, "not_found_error", f"Not found: {record.path}"
             )
@@ -591,9 +608,11 @@ class FakeAnthropic:
             return await self._error(
                 writer, record, 400, "invalid_request_error", "request body is not valid JSON"
             )
-        if record.path.startswith("/v1/messages/count_tokens"):
-            return await self._send_json(
-                writer, record, 200, {"input_tokens": self._input_tokens(body)[0]}
+        if path == "/v1/messages/count_tokens":
+            return await self._count_tokens(writer, record, body)
+        if path != "/v1/messages":
+            return await self._error(
+                writer, record, 404, "not_found_error", f"Not found: {record.path}"
             )
         problem = _validate(body)
         if problem:
@@ -610,8 +629,8 @@ class FakeAnthropic:
             elif fault.kind == "status":
                 return await self._fault_response(writer, record, fault)
 
-        in_tokens, cache_write, cache_read = self._input_tokens(body)
-        limited = self._admit(body, in_tokens)
+        # ITPM counts uncached input and cache writes, not cache reads (as the API does).
+        limited = self._admit(body, self.cache.decide(body, commit=False).billed_input)
         if limited is not None:
             kind, wait = limited
             retry = {"retry-after": str(max(1, math.ceil(wait)))}
@@ -629,18 +648,36 @@ class FakeAnthropic:
             )
             return await self._error(writer, record, 429, "rate_limit_error", text_, retry)
 
+        message, decision, latency = self.make_message(body)
+        if "output-tokens" in self._buckets:
+            used = message["usage"]["output_tokens"]
+            self._buckets["output-tokens"].give(int(body["max_tokens"]) - used)
+        record.usage = message["usage"]
+        extra = self._limit_headers()
+        if body.get("stream"):
+            mid = fault if fault is not None and fault.kind.endswith("mid_stream") else None
+            return await self._send_stream(writer, record, message, latency, extra, mid, decision)
+        if latency > 0:
+            await asyncio.sleep(latency)
+        self.cache.begun(decision)  # the response starts now: its prefix becomes readable
+        return await self._send_json(writer, record, 200, message, extra)
+
+    def make_message(self, body: Json) -> tuple[Json, CacheDecision, float]:
+        """The answer to a valid request (scripted or default), its cache decision, its latency.
+
+        The cache is consulted here, when the request is processed; its writes become readable
+        only when the caller reports the response has begun (`self.cache.begun`)."""
+        decision = self.cache.decide(body)
         reply = self._pick_reply(body)
         out_tokens = max(
             1, sum(_estimate_tokens(b.get("text") or b.get("input")) for b in reply.content)
         )
         out_tokens = min(out_tokens, int(body["max_tokens"]))
-        if "output-tokens" in self._buckets:
-            self._buckets["output-tokens"].give(int(body["max_tokens"]) - out_tokens)
-        usage = {
-            "input_tokens": in_tokens,
+        usage: Json = {
+            "input_tokens": decision.input_tokens,
             "output_tokens": out_tokens,
-            "cache_creation_input_tokens": cache_write,
-            "cache_read_input_tokens": cache_read,
+            "cache_creation_input_tokens": decision.cache_creation_input_tokens,
+            "cache_read_input_tokens": decision.cache_read_input_tokens,
         }
         usage.update(reply.usage or {})
         stop = reply.stop_reason or (
@@ -659,13 +696,61 @@ class FakeAnthropic:
         latency = reply.latency
         if latency is None:
             latency = self.latency(body) if callable(self.latency) else self.latency
-        extra = self._limit_headers()
-        if body.get("stream"):
-            mid = fault if fault is not None and fault.kind.endswith("mid_stream") else None
-            return await self._send_stream(writer, record, message, latency, extra, mid)
-        if latency > 0:
-            await asyncio.sleep(latency)
-        return await self._send_json(writer, record, 200, message, extra)
+        with self._lock:
+            self.usage_log.append({"model": body["model"], "usage": dict(usage)})
+        return message, decision, latency
+
+    async def _count_tokens(
+        self, writer: asyncio.StreamWriter, record: RecordedRequest, body: Json
+    ) -> bool:
+        """`POST /v1/messages/count_tokens`: the exact input size, free, with its own RPM limit."""
+        if "model" not in body or "messages" not in body:
+            missing = "model" if "model" not in body else "messages"
+            return await self._error(
+                writer, record, 400, "invalid_request_error", f"{missing}: Field required"
+            )
+        bucket = self._count_bucket
+        if bucket is not None:
+            wait = bucket.take(1)
+            if wait is not None:
+                limit = int(bucket.limit)
+                return await self._error(
+                    writer,
+                    record,
+                    429,
+                    "rate_limit_error",
+                    f"This request would exceed your organization's rate limit of {limit} "
+                    "token counting requests per minute.",
+                    {"retry-after": str(max(1, math.ceil(wait)))},
+                )
+        return await self._send_json(
+            writer, record, 200, {"input_tokens": self.cache.total_tokens(body)}
+        )
+
+    _count_bucket: _Bucket | None = None
+
+    def count_tokens_limit(self, rpm: float | None) -> None:
+        """Limit `count_tokens` to `rpm` requests per minute (its own limit, as the API has)."""
+        self._count_bucket = _Bucket(rpm) if rpm else None
+
+    def usage_totals(self, model: str | None = None) -> Json:
+        """The server's accounting of every answered message (direct and batched): token sums,
+        and how many messages wrote / read the prompt cache."""
+        rows = [u for u in self.usage_log if model is None or u["model"].startswith(model)]
+        out: Json = {
+            k: sum(int(r["usage"].get(k, 0)) for r in rows)
+            for k in (
+                "input_tokens",
+                "output_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+            )
+        }
+        out["messages"] = len(rows)
+        out["cache_writes"] = sum(1 for r in rows if r["usage"]["cache_creation_input_tokens"])
+        out["cache_reads"] = sum(1 for r in rows if r["usage"]["cache_read_input_tokens"])
+        out["batched"] = sum(1 for r in rows if r.get("batch_id"))
+        return out
 
     def _take_fault(self, body: Json) -> Fault | None:
         for fault in self.faults:
@@ -688,26 +773,6 @@ class FakeAnthropic:
             if rule.match(body):
                 return rule.next_reply(body)
         return _default_reply(body)
-
-    def _input_tokens(self, body: Json) -> tuple[int, int, int]:
-        """(uncached input, cache write, cache read) tokens, caching a marked system prefix."""
-        system = body.get("system")
-        tools = body.get("tools")
-        total = (
-            _estimate_tokens(body.get("messages"))
-            + _estimate_tokens(tools)
-            + _estimate_tokens(system)
-            + 4
-        )
-        if isinstance(system, list) and any("cache_control" in b for b in system):
-            prefix = _estimate_tokens(tools) + _estimate_tokens(system)
-            if prefix >= self.min_cache_tokens:
-                key = hashlib.sha256(orjson.dumps([body.get("model"), tools, system])).hexdigest()
-                with self._lock:
-                    hit = key in self._cached
-                    self._cached.add(key)
-                return (total - prefix, 0, prefix) if hit else (total - prefix, prefix, 0)
-        return total, 0, 0
 
     def _admit(self, body: Json, in_tokens: int) -> tuple[str, float] | None:
         """Charge the rate-limit buckets; (bucket, seconds to wait) if one is empty."""
@@ -795,6 +860,7 @@ class FakeAnthropic:
         latency: float,
         headers: dict[str, str],
         fault: Fault | None,
+        decision: CacheDecision | None = None,
     ) -> bool:
         head = {
             "content-type": "text/event-stream; charset=utf-8",
@@ -808,6 +874,8 @@ class FakeAnthropic:
         record.status = 200
         if latency > 0:
             await asyncio.sleep(latency)
+        if decision is not None:
+            self.cache.begun(decision)  # first event: the written prefix becomes readable
         for i, (event, data) in enumerate(_sse_events(message)):
             if fault is not None and i == 3:
                 if fault.kind == "drop_mid_stream":

@@ -8,6 +8,7 @@ from dagagents.cli.commands import (  # noqa: F401
     render,
     report,
     run,
+    show,
     store,
     trace,
 )

@@ -9,8 +9,12 @@ import typer
 
 from dagagents.cli.app import app as cli_app
 from dagagents.cli.app import console, user_errors
+from dagagents.errors import UserError
+from dagagents.observe.outputs import NodeDetail, run_details
 from dagagents.observe.report import write_report
+from dagagents.observe.resume import run_nodes
 from dagagents.observe.summary import load_run
+from dagagents.store import Store
 
 
 @cli_app.command("report")
@@ -33,5 +37,17 @@ def report_command(
     with user_errors():
         data = load_run(run, store)
         other = load_run(compare, store) if compare else None
-        path = write_report(data, output, other)
+        path = write_report(data, output, other, _details(store, data.run_id))
     console.print(f"wrote {path} (run {data.run_id}, {len(data.nodes)} nodes)", highlight=False)
+
+
+def _details(store: str, run_id: str) -> dict[str, NodeDetail] | None:
+    """Outputs and prompts of the run when its store is at hand (a bare trace has none)."""
+    try:
+        st = Store(store, create=False)
+        manifest = st.read_manifest(run_id)
+    except UserError:
+        return None
+    if manifest.get("run_id") != run_id:
+        return None
+    return run_details(st, run_nodes(st, run_id, manifest))
