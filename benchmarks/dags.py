@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import networkx as nx
@@ -129,10 +130,28 @@ def warmup() -> nx.DiGraph:
     return dag
 
 
+_SIZED = re.compile(r"^(wide|chain)(\d+)(k?)$")
+
+
+def zero_work_size(name: str) -> int | None:
+    """Nodes in a sized zero-work DAG name (`wide1k`, `chain100k`, `wide500`), else None."""
+    match = _SIZED.match(name)
+    if match is None:
+        return None
+    return int(match.group(2)) * (1000 if match.group(3) else 1)
+
+
 def build(name: str, quick: bool = False, seed: int = SEED) -> nx.DiGraph:
-    """A suite DAG by its suite name (`fanout`, ..., `chain10k`); --quick shrinks it."""
+    """A suite DAG by its suite name (`fanout`, ..., `chain10k`, or any `wideN`/`chainNk`);
+    --quick shrinks it."""
     scale = QUICK_TIME_SCALE if quick else 1.0
     size = QUICK_ZERO_WORK_NODES if quick else 10_000
+    sized = zero_work_size(name)
+    if sized is not None and name not in ZERO_WORK:
+        n = min(sized, QUICK_ZERO_WORK_NODES) if quick else sized
+        dag = wide(n) if name.startswith("wide") else chain(n)
+        dag.graph["suite_name"] = name
+        return dag
     builders: dict[str, Callable[[], nx.DiGraph]] = {
         "fanout": lambda: fanout(seed, scale),
         "heterogeneous": lambda: heterogeneous(scale),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -204,6 +205,57 @@ def run_gather(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> E
     return sw.result(build, log)
 
 
+def run_bare(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
+    """The yardstick for per-node overhead: a bare eager asyncio loop (~30 lines, no checks,
+    no trace, no checkpoints). Each node is one task started when its last dependency ends and
+    a slot is free; its output goes to its dependents as keyword arguments, as dagagents does."""
+    log: list[LogEntry] = []
+    dur = durations(dag)
+    t0 = clock()
+    bodies = {name: async_node(name, dur[name], log) for name in dag}
+    preds = {name: list(dag.pred[name]) for name in dag}
+    succs = {name: list(dag.succ[name]) for name in dag}
+    build = clock() - t0
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        waiting = {name: len(p) for name, p in preds.items()}
+        outputs: dict[str, Any] = {}
+        ready = deque(name for name, n in waiting.items() if n == 0)
+        running = 0
+        remaining = len(preds)
+
+        def launch() -> None:
+            nonlocal running
+            while ready and running < concurrency:
+                name = ready.popleft()
+                running += 1
+                task = loop.create_task(bodies[name](**{p: outputs[p] for p in preds[name]}))
+                task.add_done_callback(lambda t, name=name: done(name, t))
+
+        def done(name: str, task: asyncio.Task[Any]) -> None:
+            nonlocal running, remaining
+            running -= 1
+            remaining -= 1
+            outputs[name] = task.result()
+            for s in succs[name]:
+                waiting[s] -= 1
+                if waiting[s] == 0:
+                    ready.append(s)
+            launch()
+            if remaining == 0:
+                finished.set_result(None)
+
+        launch()
+        if remaining:
+            await finished
+
+    with Stopwatch() as sw:
+        asyncio.run(main())
+    return sw.result(build, log)
+
+
 def run_langgraph(dag: nx.DiGraph, concurrency: int, store: str | None = None) -> EngineRun:
     """LangGraph: a StateGraph whose joins are `add_edge([preds], node)`, invoked with
     `max_concurrency` (and a recursion limit above the DAG's depth)."""
@@ -278,6 +330,7 @@ ENGINES: dict[str, Engine] = {
     "dagagents-estimate": run_dagagents_estimate,
     "dagagents-resume": run_dagagents_resume,
     "gather": run_gather,
+    "bare": run_bare,
     "langgraph": run_langgraph,
     "dask": run_dask,
 }
@@ -295,6 +348,7 @@ IMPORTS: dict[str, tuple[str, ...]] = {
     "dagagents-estimate": ("dagagents",),
     "dagagents-resume": ("dagagents",),
     "gather": (),
+    "bare": (),
     "langgraph": ("langgraph.graph",),
     "dask": ("dask", "dask.threaded"),
 }

@@ -150,7 +150,7 @@ def measure(engine: str, job: Job) -> Measurement:
         m.wall, m.cpu, m.build, m.info = run.wall, run.cpu, run.build, run.info
         m.rss_peak_mb = peak_rss_mb()
         m.info["load_avg_1m"] = os.getloadavg()[0]
-        if engine == "dagagents-ckpt" and job.store and job.dag in dags.ZERO_WORK:
+        if engine == "dagagents-ckpt" and job.store and dags.zero_work_size(job.dag) is not None:
             probe_dir = os.path.dirname(job.store) or "."
             m.info["fs_object_us"] = fs_object_cost_us(probe_dir, 50 if job.quick else 1000)
         if run.log:  # wall = startup + first start..last end + teardown

@@ -6,13 +6,16 @@ the loopback fake Messages API; nothing in the SDK is patched.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 from _anthropic_support import provider_for, run_graph
 
 from dagagents import Agent, Graph
-from dagagents.engine.limits import RateLimits
+from dagagents.engine.limits import Limiter, RateLimits, counted_by_server
+from dagagents.errors import ProviderError
+from dagagents.providers.base import Request
 from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, text  # noqa: F401
 
 WORKER = Agent("worker", model="claude-sonnet-4-6", max_tokens=200)
@@ -161,3 +164,36 @@ def test_spend_limit_fails_at_once_with_the_api_message(fake_anthropic: FakeAnth
     assert result.status == {"n0": "failed"}
     assert "monthly usage threshold" in result.errors["n0"]
     assert len(fake_anthropic.requests) == 1 and not events(result, "retry")
+
+
+def test_connection_error_refunds_its_request_token(fake_anthropic: FakeAnthropic) -> None:
+    # rpm=2 leaves one usable request token (one is headroom) and refills one every 30 s: the
+    # retry after a dropped connection can only go at once if the drop gave its token back.
+    fake_anthropic.rate_limit(2)
+    fake_anthropic.drop(times=1)
+    result = run_graph(fan(1), provider=provider_for(fake_anthropic), rate_limits=RateLimits(rpm=2))
+    assert result.status == {"n0": "done"}
+    assert [r.status for r in fake_anthropic.requests] == [0, 200]
+    assert [e["attempt"] for e in events(result, "retry")] == [1]
+    assert "connection" in events(result, "retry")[0]["error"]
+    assert not [e for e in events(result, "rate_limited") if e["limit"] == "rpm"]
+
+
+def test_429_refunds_the_request_token_the_server_did_not_count() -> None:
+    async def scenario() -> tuple[float, float]:
+        limiter = Limiter(RateLimits(rpm=600, itpm=100_000, otpm=100_000))
+        request = Request(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=50)
+        m = limiter.for_model("m")
+        assert m.requests is not None and m.input is not None and m.output is not None
+        before = (m.requests.level, m.input.level)
+        slot = limiter.slot(request)
+        await slot.__aenter__()
+        assert m.requests.level < before[0] and m.input.level < before[1]
+        slot.failed(ProviderError("rate limited", status=429, retryable=True))
+        return m.requests.level - before[0], m.input.level - before[1]
+
+    requests, tokens = asyncio.run(scenario())
+    assert requests >= 0 and tokens >= 0  # everything given back (and a little refill)
+    assert counted_by_server(ProviderError("x", status=500))
+    assert not counted_by_server(ProviderError("x", kind="connection"))
+    assert counted_by_server(ProviderError("x", status=429, kind="spend_limit"))

@@ -292,8 +292,11 @@ class ModelLimits:
     def _bucket(per_minute: float | None, request_bucket: bool = False) -> TokenBucket | None:
         if per_minute is None:
             return None
-        # One request (or 1% of a token limit) of headroom absorbs client/server clock skew.
-        slack = 1.0 if request_bucket else math.ceil(per_minute * 0.01)
+        # One request (or 50 ms of a token limit's refill) of headroom absorbs client/server
+        # clock skew. Tokens are reserved before the request leaves and the server counts them
+        # when it arrives (later, so its bucket has refilled more): a larger margin is wasted
+        # burst (1% of a minute was 0.6 s of every rate-limited run).
+        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.05)
         return TokenBucket(per_minute, slack=min(slack, per_minute / 2))
 
     def calibrate(self, headers: Mapping[str, str]) -> None:
@@ -321,6 +324,18 @@ class ModelLimits:
             bucket.calibrate(limit, remaining, tolerance)
 
 
+def counted_by_server(error: ProviderError) -> bool:
+    """Whether a failed call spent a request from the server's rate limit.
+
+    A connection that failed before any response never reached the model, and a 429 is the
+    server refusing to count the request; neither spends the server's request budget, so the
+    client's request token goes back (its input/output reservations always do on failure).
+    """
+    if error.kind == "connection":
+        return False
+    return not (error.status == 429 and error.kind != "spend_limit")
+
+
 class Slot:
     """One admitted call. Use as `async with limiter.slot(req) as slot:` then `slot.done(resp)`."""
 
@@ -340,6 +355,7 @@ class Slot:
         "acquired",
         "waited",
         "cost_usd",
+        "req_bucket",
         "in_bucket",
         "out_bucket",
     )
@@ -361,6 +377,7 @@ class Slot:
         self.acquired = False
         self.waited = 0.0
         self.cost_usd = 0.0
+        self.req_bucket: TokenBucket | None = None
         self.in_bucket: TokenBucket | None = None
         self.out_bucket: TokenBucket | None = None
 
@@ -378,8 +395,11 @@ class Slot:
                 await asyncio.sleep(pause)
             self.epoch = await m.concurrency.acquire()
             self.acquired = True
-            if m.requests is not None and await m.requests.take(1) > 0.001:
-                reason = "rpm"
+            if m.requests is not None:
+                bucket, self.req_bucket = m.requests, None
+                if await bucket.take(1) > 0.001:
+                    reason = "rpm"
+                self.req_bucket = bucket
             if m.input is not None:
                 bucket, self.in_bucket = m.input, None
                 waited = await bucket.take(self.est_input)
@@ -391,6 +411,9 @@ class Slot:
                 self.out_bucket = bucket
                 reason = "otpm" if waited > 0.001 else reason
         except BaseException:
+            if self.req_bucket is not None:  # admitted by rpm, but never sent
+                self.req_bucket.give(1)
+                self.req_bucket = None
             self._release(refund=True)
             raise
         self.waited = time.monotonic() - start
@@ -456,9 +479,12 @@ class Slot:
                     limit=m.concurrency.limit,
                     status=error.status,
                 )
+        if not counted_by_server(error) and self.req_bucket is not None:
+            self.req_bucket.give(1)  # the server never saw (or never counted) this request
+        self.req_bucket = None
         headers = getattr(error, "headers", None)
         if headers:
-            m.calibrate(headers)
+            m.calibrate(headers)  # after the refund: the server's `remaining` has the last word
         self._release(refund=True)
 
     def _release(self, refund: bool) -> None:

@@ -16,8 +16,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-
 from dagagents.errors import ProviderError, UserError
 
 if TYPE_CHECKING:
@@ -114,6 +112,8 @@ class RetryPolicy:
         pause = self.wait_seconds(1, first, rng)
         self._trace(emit, node, 1, first, pause)
         await asyncio.sleep(pause)
+        # Imported here: tenacity costs ~25 ms of start-up and only a retry needs it.
+        from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
         def wait(state: RetryCallState) -> float:
             err = state.outcome.exception() if state.outcome else None

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import graphviz
+from typing import TYPE_CHECKING, Any
 
 from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
 from dagagents.observe.summary import RunData
+
+if TYPE_CHECKING:  # graphviz is imported when a diagram is drawn, not on the run path
+    import graphviz
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 # Fill colours by status: the same meaning as the terminal's STYLE, in print-friendly tints.
@@ -198,6 +199,8 @@ def _mermaid_text(text: str) -> str:
 def to_dot(d: Diagram) -> graphviz.Digraph:
     """A graphviz Digraph; `.source` is the DOT text, `.pipe(format=...)` draws it."""
     title = d.name + (f"  ·  run {d.run_id}" if d.run_id else "")
+    import graphviz
+
     dot = graphviz.Digraph(name=d.name, comment=f"dagagents graph {d.name}")
     dot.attr(rankdir="LR", label=title, labelloc="t", fontname="Helvetica", fontsize="14")
     dot.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="11")
@@ -250,6 +253,8 @@ def render_bytes(d: Diagram, fmt: str) -> bytes:
     if fmt == "dot":
         return to_dot(d).source.encode()
     if fmt in ("svg", "png"):
+        import graphviz
+
         dot = to_dot(d)
         if fmt == "png":
             dot.attr(dpi="150")  # crisp in READMEs and reports

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markdown import Markdown
-from rich.panel import Panel
 from rich.table import Table
 
 from dagagents.cli.app import (
@@ -112,6 +110,9 @@ def demo(
         result = run_with_view(target, listener=lambda e: _show_plan(target, e), **options)
         final = result.outputs.get("synthesis")
         if final is not None:
+            from rich.markdown import Markdown  # ~40 ms to import; only the demo's end needs it
+            from rich.panel import Panel
+
             console.print(Panel(Markdown(str(final)), title="synthesis", border_style="green"))
         files = _write_artifacts(result, out)
     table = Table(title=f"written to {out.resolve()}", title_justify="left", show_header=False)

@@ -11,7 +11,6 @@ from dagagents.cli.app import app as cli_app
 from dagagents.cli.app import console, user_errors
 from dagagents.errors import UserError
 from dagagents.observe.outputs import NodeDetail, run_details
-from dagagents.observe.report import write_report
 from dagagents.observe.resume import run_nodes
 from dagagents.observe.summary import load_run
 from dagagents.store import Store
@@ -37,6 +36,8 @@ def report_command(
     with user_errors():
         data = load_run(run, store)
         other = load_run(compare, store) if compare else None
+        from dagagents.observe.report import write_report  # not on the `run` path
+
         path = write_report(data, output, other, _details(store, data.run_id))
     console.print(f"wrote {path} (run {data.run_id}, {len(data.nodes)} nodes)", highlight=False)
 
