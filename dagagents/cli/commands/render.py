@@ -66,7 +66,7 @@ def render_command(
     ] = None,
 ) -> None:
     """Draw the DAG: nodes labelled with agent and model, coloured by a run's status, the
-    critical path in bold red. Mermaid and DOT need nothing installed; SVG/PNG need Graphviz."""
+    critical path in bold black, failures in red. Mermaid and DOT need nothing installed; SVG/PNG need Graphviz."""
     with user_errors():
         chosen = (
             fmt or (SUFFIX_FORMATS.get(output.suffix.lower()) if output else None) or "mermaid"
