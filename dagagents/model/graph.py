@@ -6,6 +6,7 @@ reports the first problem as one sentence naming the node (and, for files, the f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import difflib
 import hashlib
@@ -217,7 +218,20 @@ class Graph:
 
     # ------------------------------------------------------------------ running
     def run(self, **options: Any) -> RunResult:
-        """Run synchronously. Options: see `dagagents.engine.run.arun`."""
+        """Run synchronously. Options: see `dagagents.engine.run.arun`.
+
+        Inside a running event loop (Jupyter, an async web handler) a blocking run cannot
+        start its own loop: that is refused in one sentence before any coroutine exists, so
+        no "coroutine was never awaited" warning follows it."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise UserError(
+                f"graph '{self.name}': Graph.run() cannot be called from a running event loop "
+                "(Jupyter, async code); use `await graph.arun(...)` there instead."
+            )
         from dagagents.engine.run import run_sync
 
         return run_sync(self, **options)
