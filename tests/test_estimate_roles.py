@@ -15,7 +15,7 @@ def test_a_fan_in_node_is_work_not_synthesis_overhead() -> None:
     g.task("merge", Agent("boss", max_tokens=64), "Merge.", depends_on=["a", "b"])
 
     def more(n: int) -> Expansion:
-        return Expansion(nodes=[Step(name=f"extra{i}", fn=lambda: i) for i in range(n)])
+        return Expansion(nodes=[Step(name=f"extra{i}", fn=lambda i=i: i) for i in range(n)])
 
     g.add_step("grow", lambda: 2, expand=more)
     e = estimate(g, concurrency=4, store=Store(".dagagents"))

@@ -7,10 +7,14 @@ Exit codes: 0 all nodes done, 1 some node failed, 2 user error (one sentence, no
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -21,6 +25,7 @@ from dagagents.errors import UserError
 from dagagents.model.graph import Graph
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
 
 app = typer.Typer(
     name="dagagents",
@@ -74,6 +79,53 @@ def fail(message: str, code: int = EXIT_USER) -> NoReturn:
     raise typer.Exit(code)
 
 
+class _Signals:
+    """SIGTERM is handled as Ctrl-C is (the run is cancelled, its manifest says
+    "interrupted"); the exit code then says which one it was."""
+
+    terminated = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _Signals.terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signal.SIGINT, frame)  # asyncio's: cancel the running graph cleanly
+    else:
+        raise KeyboardInterrupt
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    """A second Ctrl-C (or SIGTERM) while exit waits: leave at once, without a traceback."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
+
+
+def interrupted_exit() -> NoReturn:
+    """After Ctrl-C/SIGTERM: say so, say what exit still waits for, make a second signal
+    end the process at once, and exit 130 (143 for SIGTERM)."""
+    word = "terminated" if _Signals.terminated else "interrupted"
+    err_console.print(
+        styled((word, "yellow"), ": finished nodes are checkpointed; rerun to resume.")
+    )
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _exit_now)
+        signal.signal(signal.SIGTERM, _exit_now)
+    from dagagents.engine.executors.local import running_sync_steps
+
+    waiting = running_sync_steps()
+    if waiting:
+        names = ", ".join(f"'{name}'" for name in waiting)
+        err_console.print(
+            f"waiting for step {names} to return: a running Python function cannot be "
+            "stopped from outside (press Ctrl-C again to exit now).",
+            highlight=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(EXIT_TERMINATED if _Signals.terminated else EXIT_INTERRUPTED)
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn UserError into a one-line message and exit code 2; Ctrl-C into exit 130."""
@@ -82,10 +134,7 @@ def user_errors() -> Iterator[None]:
     except UserError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        err_console.print(
-            styled(("interrupted", "yellow"), ": finished nodes are checkpointed; rerun to resume.")
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        interrupted_exit()
 
 
 def safe_filename(name: str, suffix: str, *, prefix: str = "") -> Path:
@@ -114,7 +163,9 @@ def main() -> None:
     """Console-script entry point."""
     from dagagents.cli import commands  # noqa: F401 - registers every command
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if _Signals.terminated else EXIT_INTERRUPTED)

@@ -213,7 +213,7 @@ def budget_estimate(
 
 
 def _role(spec: NodeSpec | None, described: Mapping[str, Any]) -> str:
-    """"planner" or "synthesis" only for nodes that say so: an Orchestrator's planner and
+    """ "planner" or "synthesis" only for nodes that say so: an Orchestrator's planner and
     synthesizer (and plan files' synthesis) carry `tags={"role": ...}`, as may a user's own
     node. A fan-in node or a node that expands the graph is ordinary work unless tagged: an
     aggregation step is part of the task, not coordination overhead."""

@@ -95,7 +95,7 @@ class LiveProgress:
         pending = max(0, self.total - len(self.state))
         head = Text(f"{self.title}  ", style="bold")
         head.append(f"{now - self.t0:5.1f}s  ", style="dim")
-        for s in ("running", "done", "cached", "failed", "skipped"):
+        for s in ("running", "done", "cached", "failed", "cancelled", "skipped"):
             if counts.get(s):
                 head.append(f"{s} {counts[s]}  ", style=STYLE[s])
         head.append(f"pending {pending}", style="dim")
@@ -209,7 +209,9 @@ class PlainProgress:
         if kind == "node_error":
             word = "cancelled" if event["error"] in CANCEL_WORDS else "failed"
             style = STYLE[word]
-            return Text.assemble((word, style), " " * (9 - len(word)), f"{node}: {event['error']}")
+            return Text.assemble(
+                (word, style), " " * max(1, 9 - len(word)), f"{node}: {event['error']}"
+            )
         if kind == "node_skipped":
             return Text(f"skipped  {node} (because {event['because']})")
         return None
