@@ -16,7 +16,8 @@ system-deps:
 	  echo "installing graphviz (dot) with apt-get"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; }
 
-# The HTML report is checked in headless Chromium by the tests.
+# The HTML report and the web view are checked in headless Chromium (Playwright drives Debian's
+# chromium: the `playwright` package comes with the dev extra, no browser download).
 system-test-deps: system-deps
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing chromium with apt-get (report screenshot test)"; \

@@ -7,6 +7,7 @@ graphs resume, and traces that tell which agent cost what.
 from dagagents.engine.executors import Executor, LocalExecutor
 from dagagents.engine.limits import RateLimits
 from dagagents.engine.retry import RetryPolicy
+from dagagents.engine.stream import astream
 from dagagents.errors import (
     BudgetExceeded,
     DagAgentsError,
@@ -80,6 +81,7 @@ __all__ = [
     "Summary",
     "Subtask",
     "UserError",
+    "astream",
     "cost_usd",
     "estimate",
     "load_run",

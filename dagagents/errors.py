@@ -39,6 +39,16 @@ class StoreError(UserError):
     """The checkpoint store cannot be used (unreachable, unknown run, ...)."""
 
 
+class StoreUnwritable(DagAgentsError):
+    """The store is full or read-only: what was computed could not be saved. Not a user
+    error (exit 1, like a failed node): the outputs were fine, the disk was not."""
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"store '{store}' is {reason}")
+        self.store = store
+        self.reason = reason  # "full" or "read-only"
+
+
 class NodeFailed(DagAgentsError):
     """A node's body failed; the message names the node."""
 

@@ -239,8 +239,9 @@ def _stage(log: str, value: int) -> Callable[..., Any]:
 def _blocker(log: str, pid_file: str, release: str) -> Callable[..., Any]:
     def body(**inputs: Any) -> int:
         _log(log, str(os.getpid()))
-        if not os.path.exists(pid_file):
-            Path(pid_file).write_text(str(os.getpid()))
+        if not os.path.exists(pid_file):  # written whole, then renamed: never read half-written
+            Path(pid_file + ".tmp").write_text(str(os.getpid()))
+            os.replace(pid_file + ".tmp", pid_file)
         deadline = time.monotonic() + 60
         while not os.path.exists(release) and time.monotonic() < deadline:
             time.sleep(0.02)

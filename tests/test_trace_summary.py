@@ -232,13 +232,23 @@ def test_trace_summary_user_errors(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "line 2 is not JSON" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "empty").mkdir()
     empty_store = subprocess.run(
-        dagagents_cmd("trace", "summary", "--store", str(tmp_path / "none")),
+        dagagents_cmd("trace", "summary", "--store", str(tmp_path / "empty")),
         capture_output=True,
         text=True,
         env=cli_env(),
     )
     assert empty_store.returncode == 2 and "has no runs yet" in empty_store.stderr
+    # a store that is not there is named as such, and reading it does not create it
+    no_store = subprocess.run(
+        dagagents_cmd("trace", "summary", "--store", str(tmp_path / "none")),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert no_store.returncode == 2 and "no store at" in no_store.stderr
+    assert not (tmp_path / "none").exists()
 
 
 def test_a_run_without_a_final_manifest_is_summarised_from_its_trace(

@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -23,6 +24,7 @@ from rich.text import Text
 
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
+from dagagents.store import StoreWarning
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
@@ -159,10 +161,22 @@ def load_target(target: str, **options: Any) -> Graph:
     return graph
 
 
+_show_warning = warnings.showwarning
+
+
+def _print_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Store warnings (a damaged file skipped) as one plain line, not Python's two."""
+    if isinstance(category, type) and issubclass(category, StoreWarning):
+        err_console.print(styled(("warning:", "yellow"), f" {message}"), highlight=False)
+        return
+    _show_warning(message, category, *args, **kwargs)
+
+
 def main() -> None:
     """Console-script entry point."""
     from dagagents.cli import commands  # noqa: F401 - registers every command
 
+    warnings.showwarning = _print_warning
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:

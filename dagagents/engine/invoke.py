@@ -9,9 +9,10 @@ each call passes the run's `Limiter` (buckets, adaptive concurrency, budget) ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any, Literal
@@ -19,13 +20,15 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.limits import Limiter
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy, deadline
+from dagagents.engine.token_count import TokenCounter
 from dagagents.errors import NodeFailed, ProviderError
 from dagagents.model.agents import Agent
 from dagagents.model.tools import input_model, tool_schema
 from dagagents.observe.pricing import Pricing
-from dagagents.providers.base import Provider, Request, Response, Usage
+from dagagents.providers.base import Provider, Request, Response, Usage, response_begun
 
 Emit = Callable[..., None]
 OUTPUT_TOOL = "final_answer"
@@ -34,6 +37,11 @@ _CACHEABLE_BLOCKS = {"text", "image", "document", "tool_result", "tool_use"}
 
 def _no_emit(event: str, **fields: Any) -> None:
     return None
+
+
+@contextlib.asynccontextmanager
+async def _no_gate() -> AsyncIterator[None]:
+    yield None
 
 
 @dataclass
@@ -56,6 +64,12 @@ class CallContext:
     pricing: Pricing | None = None
     auto_cache: bool = True
     structured_output: Literal["auto", "native", "tool"] = "auto"
+    # The run's cache-warming gate (None: off); see engine/cache_warming.py.
+    cache_warmer: CacheWarmer | None = None
+    # Pre-flight token counting (None: off); see engine/token_count.py.
+    token_counter: TokenCounter | None = None
+    # Streamed text deltas go here when someone is watching (providers with `streams_text`).
+    on_text: Callable[[str], None] | None = None
     # Free-form extras for executors and providers that need more (kept for compatibility).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -73,6 +87,10 @@ class AgentResult:
     cost_usd: float = 0.0
     retries: int = 0
     tool_calls: int = 0
+    # Dollars saved against the same calls uncached at the standard price (see pricing.py).
+    saved_cache_usd: float = 0.0
+    saved_batch_usd: float = 0.0
+    batch_calls: int = 0
 
 
 @lru_cache(maxsize=256)
@@ -116,6 +134,9 @@ class _Invocation:
             self.output_name += "_"
         self.usage = Usage()
         self.cost = 0.0
+        self.saved_cache = 0.0
+        self.saved_batch = 0.0
+        self.batch_calls = 0
         self.calls = 0
         self.retries = 0
         self.tool_calls = 0
@@ -205,14 +226,42 @@ class _Invocation:
         ctx = self.ctx
         attempts = 0
         cost = 0.0
+        reserved = 0
+        streaming = ctx.on_text is not None and getattr(ctx.provider, "streams_text", False)
 
         async def attempt() -> Response:
-            nonlocal attempts, cost
+            nonlocal attempts, cost, reserved
             attempts += 1
-            async with self.limiter.slot(request, node=ctx.node, emit=ctx.emit) as slot:
-                async with deadline(self.policy.timeout, f"call to {request.model}"):
-                    response = await ctx.provider.complete(request)
-                cost = slot.done(response)
+            warmer = ctx.cache_warmer
+            gate = (
+                warmer.gate(request, node=ctx.node, emit=ctx.emit)
+                if warmer is not None
+                else _no_gate()
+            )
+            # A follower waits at the gate for its leader's response, before taking a slot.
+            async with gate as begun:
+                exact = None
+                if ctx.token_counter is not None:  # the API's count for the ITPM reservation
+                    exact = await ctx.token_counter.input_tokens(
+                        request, node=ctx.node, emit=ctx.emit
+                    )
+                slot_for = self.limiter.slot(
+                    request, node=ctx.node, emit=ctx.emit, input_tokens=exact
+                )
+                async with slot_for as slot:
+                    token = response_begun.set(begun)
+                    try:
+                        async with deadline(self.policy.timeout, f"call to {request.model}"):
+                            if streaming:
+                                response = await ctx.provider.complete(request, on_text=ctx.on_text)  # type: ignore[call-arg]
+                            else:
+                                response = await ctx.provider.complete(request)
+                    finally:
+                        response_begun.reset(token)
+                    if begun is not None:
+                        begun()  # a provider that cannot tell earlier: it has begun by now
+                    reserved = slot.est_input
+                    cost = slot.done(response)
             return response
 
         started = time.perf_counter()
@@ -229,6 +278,10 @@ class _Invocation:
         self.simulated = self.simulated or response.simulated
         self.model = response.model or self.model
         self.responses.append(response)
+        by_cache, by_batch = self.pricing.savings(request.model, response.usage, response.batch)
+        self.saved_cache += by_cache
+        self.saved_batch += by_batch
+        self.batch_calls += response.batch
         ctx.emit(
             "llm_call",
             node=ctx.node,
@@ -239,6 +292,10 @@ class _Invocation:
             stop_reason=response.stop_reason,
             usage=response.usage.model_dump(),
             cost=cost,
+            batch=response.batch,
+            reserved_input=reserved,
+            saved_cache=round(by_cache, 8),
+            saved_batch=round(by_batch, 8),
         )
         return response
 
@@ -367,6 +424,9 @@ class _Invocation:
             cost_usd=self.cost,
             retries=self.retries,
             tool_calls=self.tool_calls,
+            saved_cache_usd=self.saved_cache,
+            saved_batch_usd=self.saved_batch,
+            batch_calls=self.batch_calls,
         )
 
     async def _answer_use(self, use: dict[str, Any], exc: ValidationError) -> dict[str, Any]:

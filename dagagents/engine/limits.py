@@ -214,10 +214,17 @@ class Budget:
         self.reserved_usd = 0.0
         self.refused = 0
 
-    def reserve(self, model: str, input_tokens: int, max_tokens: int, node: str | None) -> float:
+    def reserve(
+        self,
+        model: str,
+        input_tokens: int,
+        max_tokens: int,
+        node: str | None,
+        batch: bool = False,
+    ) -> float:
         if self.max_cost_usd is None:
             return 0.0
-        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens)
+        worst = self.pricing.worst_case_usd(model, input_tokens, max_tokens, batch)
         if worst is None:
             raise UserError(
                 f"max_cost_usd is set but no price is known for model '{model}'; add it to a "
@@ -360,13 +367,22 @@ class Slot:
         "out_bucket",
     )
 
-    def __init__(self, limiter: Limiter, request: Request, node: str | None, emit: Emit) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        request: Request,
+        node: str | None,
+        emit: Emit,
+        input_tokens: int | None = None,
+    ) -> None:
         self.limiter = limiter
         self.model = limiter.for_model(request.model)
         self.node = node
         self.emit = emit
         self.request = request
         self.est_input, self.prefix = estimate_input_tokens(request)
+        if input_tokens is not None:  # counted by the API (count_tokens): exact
+            self.est_input = input_tokens
         self.cache_key = _cache_key(request)
         if self.cache_key and self.model.cached.get(self.cache_key, 0.0) > time.monotonic():
             self.est_input -= self.prefix  # expected to be a cache read, which ITPM ignores
@@ -384,7 +400,7 @@ class Slot:
     async def __aenter__(self) -> Slot:
         lim, m = self.limiter, self.model
         self.cost_reserved = lim.budget.reserve(
-            self.request.model, self.est_input, self.request.max_tokens, self.node
+            self.request.model, self.est_input, self.request.max_tokens, self.node, lim.batch
         )
         start = time.monotonic()
         reason = None
@@ -458,7 +474,7 @@ class Slot:
             m.calibrate(response.headers)
         m.concurrency.success()
         m.calls += 1
-        self.cost_usd = self.limiter.record_usage(self.request.model, usage)
+        self.cost_usd = self.limiter.record_usage(self.request.model, usage, response.batch)
         self.limiter.budget.settle(self.cost_reserved, self.cost_usd)
         self.cost_reserved = 0.0
         self._release(refund=False)
@@ -525,6 +541,8 @@ class Limiter:
         self.pricing = pricing or default_pricing()
         self.budget = Budget(max_cost_usd, self.pricing)
         self.models: dict[str, ModelLimits] = {}
+        # Batch mode: the budget reserves each call's worst case at the batch price.
+        self.batch = False
         self.usage_by_model: dict[str, Usage] = {}
         self.cost_by_model: dict[str, float] = {}
 
@@ -536,11 +554,19 @@ class Limiter:
             )
         return m
 
-    def slot(self, request: Request, *, node: str | None = None, emit: Emit = _no_emit) -> Slot:
-        return Slot(self, request, node, emit)
+    def slot(
+        self,
+        request: Request,
+        *,
+        node: str | None = None,
+        emit: Emit = _no_emit,
+        input_tokens: int | None = None,
+    ) -> Slot:
+        """Admission for one call; `input_tokens` replaces the estimate when known exactly."""
+        return Slot(self, request, node, emit, input_tokens)
 
-    def record_usage(self, model: str, usage: Usage) -> float:
-        cost = self.pricing.cost_usd(model, usage)
+    def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
+        cost = self.pricing.cost_usd(model, usage, batch)
         prev = self.usage_by_model.get(model)
         self.usage_by_model[model] = usage if prev is None else prev + usage
         self.cost_by_model[model] = self.cost_by_model.get(model, 0.0) + cost
@@ -549,6 +575,38 @@ class Limiter:
     @property
     def spent_usd(self) -> float:
         return self.budget.spent_usd
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the limits are doing right now, for live views: per model the calls in flight
+        against the adaptive limit, each bucket's level and capacity, 429/529s seen and the
+        seconds left of a server-requested backoff; the budget spent and reserved."""
+        now = time.monotonic()
+
+        def bucket(b: TokenBucket | None) -> list[float] | None:
+            if b is None:
+                return None
+            b._refill(now)
+            return [round(b.level, 1), round(b.capacity, 1)]
+
+        return {
+            "spent_usd": round(self.budget.spent_usd, 6),
+            "reserved_usd": round(self.budget.reserved_usd, 6),
+            "max_cost_usd": self.budget.max_cost_usd,
+            "models": {
+                name: {
+                    "in_flight": m.concurrency.in_flight,
+                    "limit": None if m.concurrency.limit == math.inf else m.concurrency.limit,
+                    "ceiling": None if m.concurrency.ceiling == math.inf else m.concurrency.ceiling,
+                    "rpm": bucket(m.requests),
+                    "itpm": bucket(m.input),
+                    "otpm": bucket(m.output),
+                    "overloads": m.overloads,
+                    "calls": m.calls,
+                    "backoff": round(max(0.0, m.resume_at - now), 3),
+                }
+                for name, m in self.models.items()
+            },
+        }
 
     def summary(self) -> dict[str, Any]:
         """Per-model calls, usage, cost, overloads and concurrency, for the run report."""

@@ -15,8 +15,9 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.checkpoints import checkpoint_key
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
@@ -24,6 +25,7 @@ from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
+from dagagents.engine.token_count import make_counter
 from dagagents.errors import (
     BudgetExceeded,
     DagAgentsError,
@@ -38,6 +40,9 @@ from dagagents.observe.runs import NodeRecord, RunResult
 from dagagents.observe.trace import Tracer
 from dagagents.providers import Provider, resolve_provider
 from dagagents.store import CorruptObject, Store, codec
+
+if TYPE_CHECKING:
+    from dagagents.engine.batches import BatchingProvider, BatchOptions
 
 MANIFEST_VERSION = 1
 DEFAULT_STORE = ".dagagents"
@@ -67,6 +72,11 @@ async def arun(
     retry: RetryPolicy | int | None = None,
     pricing: Pricing | None = None,
     call_options: dict[str, Any] | None = None,
+    cache_warming: bool | None = None,
+    batch: bool | BatchOptions = False,
+    batch_window: float = 2.0,
+    batch_max: int = 100_000,
+    count_tokens: bool | float = False,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
 
@@ -74,7 +84,13 @@ async def arun(
     to recompute even if checkpointed. `rate_limits` (requests/tokens per minute per model),
     `max_cost_usd` (no call starts that could exceed it) and `retry` (a RetryPolicy or a number
     of attempts) govern every agent call; `call_options` are extra CallContext fields
-    (`auto_cache`, `structured_output`). Raises UserError for an invalid graph or option.
+    (`auto_cache`, `structured_output`). `cache_warming` (default: on for the Anthropic
+    provider) lets calls sharing a cacheable prefix write it once (engine/cache_warming.py).
+    `batch=True` sends every agent call through the Message Batches API at the batch price,
+    collected over `batch_window` seconds or `batch_max` requests (engine/batches.py); a
+    `BatchOptions` also sets the poll backoff. `count_tokens=True` (or the endpoint's
+    requests per minute) counts each prompt shape's first call exactly for the ITPM limit.
+    Raises UserError for an invalid graph or option.
     """
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
@@ -84,10 +100,30 @@ async def arun(
     if prepare is not None:
         await prepare(opened, concurrency)
     try:
+        resolved = resolve_provider(provider, graph.simulator)
+        limiter = Limiter(
+            rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd, pricing=pricing
+        )
+        extras = dict(call_options or {})
+        batching: BatchingProvider | None = None
+        if batch:
+            from dagagents.engine.batches import BatchingProvider, BatchOptions  # imports the SDK
+
+            options = batch if isinstance(batch, BatchOptions) else None
+            batching = BatchingProvider(resolved, options or BatchOptions(batch_window, batch_max))
+            resolved = batching
+            limiter.batch = True
+            cache_warming = False  # a batch has no "response began" moment to wait for
+        if cache_warming is None:
+            cache_warming = resolved.name == "anthropic"
+        if cache_warming and "cache_warmer" not in extras:
+            extras["cache_warmer"] = CacheWarmer(limiter.pricing)
+        if count_tokens and not batch and "token_counter" not in extras:
+            extras["token_counter"] = make_counter(resolved, count_tokens)
         run = _Run(
             graph,
             concurrency=concurrency,
-            provider=resolve_provider(provider, graph.simulator),
+            provider=resolved,
             store=opened,
             fresh=fresh,
             rerun=set(rerun),
@@ -96,19 +132,32 @@ async def arun(
             executor=executor,
             listener=listener,
             keep_events=keep_events,
-            limiter=Limiter(
-                rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd, pricing=pricing
-            ),
+            limiter=limiter,
             retry=RetryPolicy(max_attempts=retry)
             if isinstance(retry, int)
             else retry or DEFAULT_RETRY,
-            call_options=call_options or {},
+            call_options=extras,
         )
     except BaseException:
         if prepare is not None:
             await executor.close()
         raise
-    return await run.execute()
+    if batching is None:
+        return await run.execute()
+    from dagagents.engine.batches import BatchJournal
+
+    batching.attach(
+        BatchJournal(opened, run.run_id, graph.name),
+        key_of=lambda name: run.records[name].key if name in run.records else None,
+        emit=run.emit,
+    )
+    finished = False
+    try:
+        result = await run.execute()
+        finished = result.ok
+        return result
+    finally:
+        await batching.finish(collected=finished)
 
 
 def _open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
@@ -255,6 +304,8 @@ class _Run:
         while True:
             await asyncio.sleep(every)
             self.tracer.flush()
+            if self.tracer.listening:  # live views: what the limiter is doing (never traced)
+                self.tracer.stream("limits", **self.limiter.snapshot())
 
     def _launch(self) -> None:
         """Start ready nodes while slots are free; checkpoint hits complete immediately.
@@ -491,6 +542,11 @@ class _Run:
             "pricing": self.pricing,
             **self.call_options,  # explicit CallContext fields win
         }
+        if self.tracer.listening:  # live views show the prompt while the reply streams
+            self.tracer.stream("prompt", node=spec.name, prompt=prompt, system=spec.agent.system)
+        if self.tracer.listening and "on_text" not in fields:
+            stream, node = self.tracer.stream, spec.name
+            fields["on_text"] = lambda text: stream("token", node=node, text=text)
         ctx = CallContext(provider=self.provider, node=spec.name, emit=self.emit, **fields)
         try:
             result = await self.executor.run_agent(spec, prompt, ctx)
@@ -509,6 +565,9 @@ class _Run:
         record.calls = result.calls
         record.simulated = result.simulated
         record.cost_usd = result.cost_usd or cost_usd(result.model, result.usage, self.pricing)
+        record.saved_cache_usd = result.saved_cache_usd
+        record.saved_batch_usd = result.saved_batch_usd
+        record.batch_calls = result.batch_calls
         meta.update(
             usage=result.usage.model_dump(),
             model=result.model,

@@ -14,7 +14,7 @@ import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, overload
@@ -241,6 +241,13 @@ class Graph:
         from dagagents.engine.run import arun
 
         return await arun(self, **options)
+
+    def astream(self, **options: Any) -> AsyncIterator[Any]:
+        """`async for event in graph.astream(...)`: the run's events as they happen (token
+        deltas too), then its RunResult. Options as for `run`."""
+        import dagagents
+
+        return dagagents.astream(self, **options)
 
     # ------------------------------------------------------------------ loading
     @classmethod

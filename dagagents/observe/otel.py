@@ -53,6 +53,8 @@ class OtelListener:
     `tracer_provider` defaults to the global one (configure exporters there as usual).
     """
 
+    wants_tokens = False  # spans need no text deltas, so its runs do not stream for it
+
     def __init__(self, tracer_provider: Any = None) -> None:
         from dagagents import __version__
 

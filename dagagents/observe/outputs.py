@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from dagagents.store import CorruptObject, Store
+from dagagents.store import CorruptObject, Store, codec
 
 PREVIEW_CHARS = 80
 
@@ -59,7 +59,7 @@ class NodeDetail:
             "key": self.key,
             "agent": self.agent,
             "model": self.model,
-            "output": self.output if self.has_output else None,
+            "output": untag(self.output) if self.has_output else None,
             "prompt": self.prompt,
             "system": self.system,
             "note": self.note,
@@ -112,7 +112,7 @@ def node_detail(store: Store | None, name: str, record: dict[str, Any]) -> NodeD
         detail.note = f"its checkpoint {detail.key[:12]} is no longer in the store (gc?)"
         return detail
     detail.has_output = True
-    detail.output = orjson.loads(stored.value)
+    detail.output = codec.decode_json(stored.value)
     meta = stored.meta
     if isinstance(meta.get("prompt"), str):
         detail.prompt = meta["prompt"]

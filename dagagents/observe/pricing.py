@@ -4,6 +4,8 @@ Prices live in `dagagents/data/pricing.json` so they can be corrected without a 
 `DAGAGENTS_PRICING` (or the `path` argument) at a JSON file of the same shape and its entries are
 merged field by field over the defaults. The same table carries two facts the request builder
 needs per model: the minimum cacheable prompt length and whether native structured outputs exist.
+`batch` is the Message Batches price as a fraction of the standard one (0.5: half price for
+input, output and the cache prices, which stack on it).
 """
 
 from __future__ import annotations
@@ -41,14 +43,31 @@ class ModelPrice(BaseModel):
     cache_read: float
     min_cache_tokens: int = 1024
     structured_outputs: bool = True
+    # Message Batches price as a fraction of the standard one (cache prices stack on it).
+    batch: float = 0.5
 
-    def cost(self, usage: Usage) -> float:
-        return (
+    def cost(self, usage: Usage, batch: bool = False) -> float:
+        dollars = (
             usage.input_tokens * self.input
             + usage.output_tokens * self.output
             + usage.cache_creation_input_tokens * self.cache_write
             + usage.cache_read_input_tokens * self.cache_read
         ) / _MTOK
+        return dollars * self.batch if batch else dollars
+
+    def savings(self, usage: Usage, batch: bool = False) -> tuple[float, float]:
+        """(saved by caching, saved by batching) in dollars for one call, against the same
+        call uncached at the standard price. Caching can save a negative amount: a cache
+        write nobody read costs more than plain input."""
+        uncached = (
+            (usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens)
+            * self.input
+            + usage.output_tokens * self.output
+        ) / _MTOK
+        standard = self.cost(usage)
+        by_cache = (uncached - standard) * (self.batch if batch else 1.0)
+        by_batch = standard - self.cost(usage, batch) if batch else 0.0
+        return by_cache, by_batch
 
 
 class Pricing:
@@ -65,7 +84,10 @@ class Pricing:
     def load(cls, path: str | Path | None = None) -> Pricing:
         """Defaults, then the file in `$DAGAGENTS_PRICING`, then `path` (later wins per field)."""
         raw = _read_json(resources.files("dagagents") / "data" / "pricing.json", "built-in")
-        table: dict[str, dict[str, Any]] = {k: dict(v) for k, v in raw["models"].items()}
+        batch = float(raw.get("batch", 0.5))
+        table: dict[str, dict[str, Any]] = {
+            k: {"batch": batch, **v} for k, v in raw["models"].items()
+        }
         for extra in (os.environ.get(ENV_VAR) or None, path):
             if extra is None:
                 continue
@@ -74,7 +96,7 @@ class Pricing:
             if not isinstance(entries, dict):
                 raise UserError(f"pricing file {extra}: expected an object of models.")
             for name, fields in entries.items():
-                if name in ("version", "unit", "source", "matching"):
+                if name in ("version", "unit", "source", "matching", "batch"):
                     continue
                 if not isinstance(fields, dict):
                     raise UserError(f"pricing file {extra}: model '{name}' must map to an object.")
@@ -103,21 +125,29 @@ class Pricing:
         self._memo[model] = found
         return found
 
-    def cost_usd(self, model: str, usage: Usage) -> float:
+    def cost_usd(self, model: str, usage: Usage, batch: bool = False) -> float:
         price = self.lookup(model)
         if price is None:
             if model not in self._warned:
                 self._warned.add(model)
                 log.warning("no price known for model %r; its cost counts as $0", model)
             return 0.0
-        return price.cost(usage)
+        return price.cost(usage, batch)
 
-    def worst_case_usd(self, model: str, input_tokens: int, max_output_tokens: int) -> float | None:
+    def savings(self, model: str, usage: Usage, batch: bool = False) -> tuple[float, float]:
+        """(by caching, by batching) dollars saved on one call; zeros for unknown models."""
+        price = self.lookup(model)
+        return (0.0, 0.0) if price is None else price.savings(usage, batch)
+
+    def worst_case_usd(
+        self, model: str, input_tokens: int, max_output_tokens: int, batch: bool = False
+    ) -> float | None:
         """Most a call could cost (all input uncached, every output token used); None if unknown."""
         price = self.lookup(model)
         if price is None:
             return None
-        return (input_tokens * price.input + max_output_tokens * price.output) / _MTOK
+        dollars = (input_tokens * price.input + max_output_tokens * price.output) / _MTOK
+        return dollars * price.batch if batch else dollars
 
 
 def _read_json(source: Any, label: str) -> Any:
@@ -139,6 +169,8 @@ def default_pricing() -> Pricing:
     return _default(os.environ.get(ENV_VAR) or None)
 
 
-def cost_usd(model: str, usage: Usage, pricing: Pricing | None = None) -> float:
-    """Dollars for one call's usage (cache writes and reads priced as such)."""
-    return (pricing or default_pricing()).cost_usd(model, usage)
+def cost_usd(
+    model: str, usage: Usage, pricing: Pricing | None = None, batch: bool = False
+) -> float:
+    """Dollars for one call's usage (cache writes and reads priced as such; batch rate)."""
+    return (pricing or default_pricing()).cost_usd(model, usage, batch)

@@ -28,6 +28,8 @@ STYLE = {
 MAX_ROWS = 24
 # Reasons a node was stopped rather than broken: shown as "cancelled", as in the manifest.
 CANCEL_WORDS = frozenset({"cancelled", "interrupted", "terminated"})
+TAIL_CHARS = 400  # streamed text kept per running node
+TAIL_SHOWN = 58  # of which the live view shows the end
 
 
 def _tokens(usage: dict[str, Any] | None) -> str:
@@ -47,7 +49,9 @@ class LiveProgress:
         self.elapsed: dict[str, float] = {}
         self.detail: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
+        self.text: dict[str, str] = {}  # the tail of each running node's streamed reply
         self.total = 0
+        self.batches: dict[str, str] = {}  # batch id -> submitted | in_progress | ended
         self.t0 = time.perf_counter()
         self._live = Live(
             get_renderable=self.render, console=console, refresh_per_second=6, transient=False
@@ -63,18 +67,34 @@ class LiveProgress:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         node = event.get("node")
+        if kind == "token":
+            name = str(node)
+            self.text[name] = (self.text.get(name, "") + event["text"])[-TAIL_CHARS:]
+            return
         if kind == "run_start":
             self.total = event["nodes"]
         elif kind == "expand":
             self.total += len(event["added"])
+        elif kind == "batch_submitted":
+            self.batches[event["batch_id"]] = "submitted"
+            for name in event.get("nodes") or ():
+                self.detail[name] = f"in batch {event['batch_id'][-8:]}"
+        elif kind == "batch_status" and event.get("batch_id") in self.batches:
+            self.batches[event["batch_id"]] = str(event.get("status"))
         elif node is None:
             return
+        elif kind == "batch_wait":
+            self.detail[node] = "waiting for the next batch"
+        elif kind == "cache_warm" and not event.get("gave_up"):
+            for name in event.get("followers") or ():
+                self.detail[name] = f"read the prompt cache {node} wrote"
         elif kind == "node_start":
             self.state[node] = "running"
             self.started[node] = time.perf_counter()
         elif kind == "cache_hit":
             self.state[node] = "cached"
         elif kind == "node_complete":
+            self.text.pop(node, None)
             self.state[node] = "done"
             self.elapsed[node] = event["duration"]
             self.tokens[node] = _tokens(event.get("usage"))
@@ -85,6 +105,7 @@ class LiveProgress:
             self.state[node] = "skipped"
             self.detail[node] = f"because {event['because']}"
         elif kind == "retry":
+            self.text.pop(node, None)  # the retried call streams its reply again
             self.detail[node] = f"retry {event.get('attempt')} in {event.get('wait', 0):.1f}s"
 
     def render(self) -> RenderableType:
@@ -99,6 +120,14 @@ class LiveProgress:
             if counts.get(s):
                 head.append(f"{s} {counts[s]}  ", style=STYLE[s])
         head.append(f"pending {pending}", style="dim")
+        if self.batches:
+            states = list(self.batches.values())
+            ended = states.count("ended")
+            head.append(
+                f"  batches: {len(states)} submitted, {len(states) - ended} processing, "
+                f"{ended} ended",
+                style="magenta",
+            )
         table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
         table.add_column("node")
         table.add_column("state")
@@ -109,8 +138,12 @@ class LiveProgress:
         order = sorted(self.state, key=lambda n: (self.state[n] != "running", n))
         for node in order[:MAX_ROWS]:
             s = self.state[node]
+            note = self.detail.get(node, "")
             if s == "running":
                 secs = now - self.started.get(node, now)
+                tail = " ".join(self.text.get(node, "").split())
+                if tail:
+                    note = "…" + tail[-TAIL_SHOWN:]
             else:
                 secs = self.elapsed.get(node, 0.0)
             table.add_row(
@@ -118,7 +151,7 @@ class LiveProgress:
                 Text(s, style=STYLE.get(s, "")),
                 f"{secs:.1f}s" if secs else "",
                 self.tokens.get(node, ""),
-                Text(self.detail.get(node, "")),
+                Text(note, style="italic" if s == "running" else ""),
             )
         if len(order) > MAX_ROWS:
             table.add_row(f"… {len(order) - MAX_ROWS} more", "", "", "", "")
@@ -161,6 +194,13 @@ def summary_table(result: RunResult, max_rows: int = 60) -> Table:
         f"{counts} · wall {result.wall:.2f}s · cost ${result.cost_usd:.4f}{sim}"
         + (f" · store {result.store}" if result.store else "")
     )
+    saved = result.savings
+    if saved["cache_read_tokens"] or saved["cache_write_tokens"] or saved["batch_calls"]:
+        table.caption += (
+            f"\nsaved ${saved['cache_usd']:.4f} by prompt caching "
+            f"({saved['cache_read_tokens']:,} tokens read, {saved['cache_write_tokens']:,} written)"
+            f" and ${saved['batch_usd']:.4f} by batching ({saved['batch_calls']} batch calls)"
+        )
     table.caption_justify = "left"
     return table
 

@@ -48,6 +48,10 @@ class NodeRecord:
     # From the trace only (the manifest does not keep them).
     retries: int = 0
     tool_calls: int = 0
+    # Saved against the same calls uncached at the standard price (cache; Message Batches).
+    saved_cache_usd: float = 0.0
+    saved_batch_usd: float = 0.0
+    batch_calls: int = 0
 
     @property
     def duration(self) -> float:
@@ -80,6 +84,9 @@ class NodeRecord:
             because=raw.get("because"),
             simulated=bool(raw.get("simulated", False)),
             depends_on=tuple(str(d) for d in raw.get("depends_on") or ()),
+            saved_cache_usd=_number(raw.get("saved_cache_usd")) or 0.0,
+            saved_batch_usd=_number(raw.get("saved_batch_usd")) or 0.0,
+            batch_calls=int(_number(raw.get("batch_calls")) or 0),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -100,6 +107,9 @@ class NodeRecord:
             "because": self.because,
             "simulated": self.simulated,
             "depends_on": list(self.depends_on),
+            "saved_cache_usd": self.saved_cache_usd,
+            "saved_batch_usd": self.saved_batch_usd,
+            "batch_calls": self.batch_calls,
         }
 
 
@@ -162,6 +172,9 @@ def fold_events(events: Iterable[Mapping[str, Any]]) -> dict[str, NodeRecord]:
             n.tool_calls += 1
         elif kind == "llm_call":
             calls[name] += 1
+            n.saved_cache_usd += float(e.get("saved_cache") or 0.0)
+            n.saved_batch_usd += float(e.get("saved_batch") or 0.0)
+            n.batch_calls += 1 if e.get("batch") else 0
     for name, count in calls.items():
         nodes[name].calls = count
     return nodes
@@ -231,6 +244,19 @@ class RunResult:
             if r.status == "done":
                 total = total + r.usage
         return total
+
+    @property
+    def savings(self) -> dict[str, float]:
+        """What this run's calls saved against paying for them uncached at the standard
+        price: by prompt caching and by the Message Batches API, in dollars and tokens."""
+        done = [r for r in self.records.values() if r.status == "done"]
+        return {
+            "cache_usd": sum(r.saved_cache_usd for r in done),
+            "batch_usd": sum(r.saved_batch_usd for r in done),
+            "cache_read_tokens": sum(r.usage.cache_read_input_tokens for r in done),
+            "cache_write_tokens": sum(r.usage.cache_creation_input_tokens for r in done),
+            "batch_calls": sum(r.batch_calls for r in done),
+        }
 
     def cost_by(self, what: str = "agent") -> dict[str, float]:
         """Dollars spent in this run per agent (or per model)."""

@@ -23,7 +23,7 @@ import orjson
 from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
 from dagagents.observe.runs import NodeRecord, RunResult, fold_events
-from dagagents.store import Store
+from dagagents.store import Store, manifest_problem, warn_once
 
 
 @dataclass
@@ -192,13 +192,38 @@ def load_run(target: str | None = None, store: str | os.PathLike[str] = ".dagage
         if path.is_dir():
             path = path / "trace.jsonl"
         events = read_events(path)
-        manifest_path = path.parent / "manifest.json"
-        if manifest_path.is_file():
-            return RunData.from_manifest(orjson.loads(manifest_path.read_bytes()), events)
+        manifest = _folder_manifest(path.parent / "manifest.json")
+        if manifest is not None:
+            return RunData.from_manifest(manifest, events)
         return RunData.from_events(events)
-    st = Store(store)
+    if target is not None and _looks_like_a_file(target):
+        raise UserError(f"trace file '{target}' does not exist.")
+    st = Store(store, create=False)  # reading never creates a store
     manifest = st.read_manifest(target)
     return RunData.from_manifest(manifest, st.read_trace(manifest["run_id"]))
+
+
+def _looks_like_a_file(target: str) -> bool:
+    """A path, not a run id: run ids have neither separators nor a .jsonl/.json suffix."""
+    return os.sep in target or "/" in target or target.endswith((".jsonl", ".json"))
+
+
+def _folder_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest beside a trace file; a damaged one is warned about and left out (the
+    trace alone still tells the run)."""
+    if not path.is_file():
+        return None
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        manifest = None
+        problem: str | None = "not JSON"
+    else:
+        problem = manifest_problem(manifest)
+    if problem is not None:
+        warn_once(f"manifest '{path}' is damaged ({problem}); skipped.")
+        return None
+    return dict(manifest)
 
 
 def load_graph_run(store: Store, run: str, graph_name: str) -> RunData:
@@ -219,22 +244,30 @@ def load_graph_run(store: Store, run: str, graph_name: str) -> RunData:
 
 
 def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The events of a JSONL trace; a damaged line is a one-sentence UserError."""
-    events = []
+    """The events of a JSONL trace; a damaged line is a one-sentence UserError, except a
+    last line with no newline, which a kill cut short mid-write (the store's reader skips it
+    too, so a run folder and its run id read the same)."""
     try:
         with open(path, "rb") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    event = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    raise UserError(f"trace '{path}' line {number} is not JSON.") from None
-                if not isinstance(event, dict) or "event" not in event:
-                    raise UserError(f"trace '{path}' line {number} is not a trace event.")
-                events.append(event)
+            lines = fh.read().split(b"\n")
+    except FileNotFoundError:
+        raise UserError(f"trace file '{path}' does not exist.") from None
     except OSError as exc:
         raise UserError(f"trace '{path}' cannot be read: {exc.strerror}.") from None
+    torn = len(lines)  # the text after the last newline, if any, is an unfinished line
+    events = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if number == torn:
+                break
+            raise UserError(f"trace '{path}' line {number} is not JSON.") from None
+        if not isinstance(event, dict) or "event" not in event:
+            raise UserError(f"trace '{path}' line {number} is not a trace event.")
+        events.append(event)
     return events
 
 

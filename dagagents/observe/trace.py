@@ -20,11 +20,15 @@ Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (uni
 - `warning`: node, message
 - `run_end`: status, wall, counts {status: n}, cost
 
+Listeners alone (never written, never kept) also see `token`: node, text (a streamed delta of
+an agent's reply; see `Tracer.stream`). The trace keeps only the final output's digest.
+
 Values are the caller's; the tracer never reads the environment, so no secret can leak in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -54,15 +58,40 @@ class Tracer:
         self._keep = keep
         self._sinks = sinks or []
         self._listeners: list[Listener] = []
+        self._token_listeners: list[Listener] = []
         self._flush_every = flush_every
         self._last_flush = self._perf0
+        # Sinks that failed (a full or read-only disk) and why: dropped, so the run goes on
+        # and the caller says once what was not written.
+        self.failed_sinks: list[tuple[IO[bytes], OSError]] = []
 
     def now(self) -> float:
         """Seconds since the run started (monotonic)."""
         return time.perf_counter() - self._perf0
 
     def subscribe(self, listener: Listener) -> None:
+        """`listener` sees every event; it also gets `token` events unless it says it has no
+        use for them (a `wants_tokens = False` attribute), which spares streaming entirely
+        when nobody shows text."""
         self._listeners.append(listener)
+        if getattr(listener, "wants_tokens", True):
+            self._token_listeners.append(listener)
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone would see `stream` events (else callers need not produce them)."""
+        return bool(self._token_listeners)
+
+    def stream(self, event: str, **fields: Any) -> None:
+        """An ephemeral event for listeners only: not written to the trace, not kept, so
+        token deltas cost nothing on disk and traces stay small."""
+        if not self._token_listeners:
+            return
+        t = time.perf_counter() - self._perf0
+        record = {"v": TRACE_VERSION, "event": event, "run": self.run_id, "ts": self.t0 + t, "t": t}
+        record.update(fields)
+        for listener in self._token_listeners:
+            listener(record)
 
     def add_sink(self, sink: IO[bytes]) -> None:
         self._sinks.append(sink)
@@ -76,19 +105,36 @@ class Tracer:
         if self._sinks:
             line = orjson.dumps(record, default=str) + b"\n"
             for sink in self._sinks:
-                sink.write(line)
+                try:
+                    sink.write(line)
+                except OSError as exc:
+                    self._drop(sink, exc)
             if t - (self._last_flush - self._perf0) > self._flush_every:
                 self.flush()
         for listener in self._listeners:
             listener(record)
 
+    def _drop(self, sink: IO[bytes], exc: OSError) -> None:
+        if any(s is sink for s, _ in self.failed_sinks):
+            return
+        self.failed_sinks.append((sink, exc))
+        self._sinks = [s for s in self._sinks if s is not sink]  # rebinds: loops go on
+        with contextlib.suppress(OSError):
+            sink.close()
+
     def flush(self) -> None:
         self._last_flush = time.perf_counter()
         for sink in self._sinks:
-            sink.flush()
+            try:
+                sink.flush()
+            except OSError as exc:
+                self._drop(sink, exc)
 
     def close(self) -> None:
         self.flush()
         for sink in self._sinks:
-            sink.close()
+            try:
+                sink.close()
+            except OSError as exc:
+                self._drop(sink, exc)
         self._sinks = []

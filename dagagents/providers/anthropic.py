@@ -24,7 +24,7 @@ import httpx2
 import orjson
 
 from dagagents.errors import ProviderError
-from dagagents.providers.base import Request, Response, Usage
+from dagagents.providers.base import Request, Response, Usage, response_begun
 
 # Above this many output tokens the SDK insists on streaming (10 minutes at its rate estimate).
 _STREAM_ABOVE_MAX_TOKENS = 21_000
@@ -163,6 +163,7 @@ class AnthropicProvider:
     """
 
     name = "anthropic"
+    streams_text = True
 
     def __init__(
         self,
@@ -306,18 +307,31 @@ class AnthropicProvider:
         kw["timeout"] = httpx2.Timeout(timeout, connect=min(10.0, timeout))
         return kw
 
-    async def complete(self, request: Request) -> Response:
+    async def complete(
+        self, request: Request, *, on_text: Callable[[str], None] | None = None
+    ) -> Response:
+        """One call; with `on_text` (someone is watching) it streams over SSE and passes each
+        text delta on as it arrives, unless `stream=False` was chosen."""
         kw = self.request_kwargs(request)
+        begun = response_begun.get()
         streaming = self.stream if self.stream is not None else None
         if streaming is None:
-            streaming = request.max_tokens > _STREAM_ABOVE_MAX_TOKENS
+            # Stream when someone watches the text, or waits for this response to begin
+            # (cache warming).
+            streaming = (
+                request.max_tokens > _STREAM_ABOVE_MAX_TOKENS
+                or begun is not None
+                or on_text is not None
+            )
         pool = await self._bound_pool()
         shard = pool.acquire()
         client = pool.clients[shard]
         try:
             if streaming:
-                return await self._complete_streaming(client, kw)
+                return await self._complete_streaming(client, kw, begun, on_text)
             raw = await client.messages.with_raw_response.create(**kw)
+            if begun is not None:
+                begun()
             data = orjson.loads(await raw.read())
             headers = kept_headers(raw.headers)
         except anthropic.APIStatusError as e:
@@ -358,8 +372,22 @@ class AnthropicProvider:
         return _to_response(data, headers)
 
     @staticmethod
-    async def _complete_streaming(client: anthropic.AsyncAnthropic, kw: dict[str, Any]) -> Response:
+    async def _complete_streaming(
+        client: anthropic.AsyncAnthropic,
+        kw: dict[str, Any],
+        begun: Callable[[], None] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Response:
         async with client.messages.stream(**kw) as stream:
+            if begun is not None or on_text is not None:
+                async for event in stream:
+                    if begun is not None:
+                        begun()  # the first event: the response has begun
+                        begun = None
+                    if on_text is None:
+                        break  # the rest is read by get_final_message
+                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        on_text(event.delta.text)
             message = await stream.get_final_message()
             headers = kept_headers(stream.response.headers)
         data = message.model_dump(mode="json", exclude_none=True)

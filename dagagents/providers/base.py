@@ -7,9 +7,18 @@ language. Nothing here knows about graphs or scheduling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# Set by the caller around `complete()`: a provider that can tell when the response has begun
+# (the first streamed event) calls it then, and streams for that purpose. Cache warming
+# releases the calls waiting for this one's prompt-cache write at that moment.
+response_begun: ContextVar[Callable[[], None] | None] = ContextVar(
+    "dagagents_response_begun", default=None
+)
 
 
 class Usage(BaseModel):
@@ -66,6 +75,8 @@ class Response(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     # True when no real model produced this (the simulated provider); shown to users.
     simulated: bool = False
+    # True when it came through the Message Batches API (priced at the batch rate).
+    batch: bool = False
 
     @property
     def text(self) -> str:
@@ -79,7 +90,10 @@ class Response(BaseModel):
 
 @runtime_checkable
 class Provider(Protocol):
-    """Anything that can answer a `Request`. Implementations must be safe to call concurrently."""
+    """Anything that can answer a `Request`. Implementations must be safe to call concurrently.
+
+    A provider that sets `streams_text = True` also accepts `complete(request, on_text=fn)`
+    and calls `fn(delta)` with each piece of reply text as it arrives (token streaming)."""
 
     name: str
 

@@ -90,6 +90,7 @@ class SimulatedProvider:
     """Offline provider. `time_scale` shrinks every latency (0 makes calls instant)."""
 
     name = "simulated"
+    streams_text = True
 
     def __init__(
         self,
@@ -126,7 +127,11 @@ class SimulatedProvider:
         factor = 1.0 + rng.uniform(-self.jitter, self.jitter) if self.jitter else 1.0
         return max(0.0, base * factor)
 
-    async def complete(self, request: Request) -> Response:
+    async def complete(
+        self, request: Request, *, on_text: Callable[[str], None] | None = None
+    ) -> Response:
+        """Answer after the simulated latency; with `on_text`, the reply's text arrives in
+        word-sized deltas after the time to first token, at `tokens_per_second`."""
         self.calls += 1
         prompt = _last_user_text(request)
         rng = random.Random(_request_seed(request, self.seed))
@@ -145,7 +150,10 @@ class SimulatedProvider:
             if script is not None and script.latency is not None
             else self.latency_for(out_tokens, rng)
         )
-        if self.time_scale * latency > 0:
+        failing = script is not None and script.error is not None
+        if on_text is not None and not failing:
+            await self._stream(content, self.time_scale * latency, on_text)
+        elif self.time_scale * latency > 0:
             await asyncio.sleep(self.time_scale * latency)
         if script is not None and script.error is not None:
             raise script.error
@@ -158,6 +166,26 @@ class SimulatedProvider:
             usage=Usage(input_tokens=in_tokens, output_tokens=out_tokens),
             simulated=True,
         )
+
+    async def _stream(
+        self, content: list[dict[str, Any]], total: float, on_text: Callable[[str], None]
+    ) -> None:
+        """Spend `total` seconds as a streamed reply does: silence until the first token, then
+        the text in pieces spaced evenly over the rest."""
+        text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+        pieces = re.findall(r"\S+\s*|\s+", text)
+        first = min(total, self.ttft * self.time_scale)
+        if first > 0:
+            await asyncio.sleep(first)
+        if not pieces:
+            if total - first > 0:
+                await asyncio.sleep(total - first)
+            return
+        gap = (total - first) / len(pieces)
+        for piece in pieces:
+            on_text(piece)
+            if gap > 0:
+                await asyncio.sleep(gap)
 
     def _content(
         self,

@@ -11,9 +11,14 @@ from dagagents.store.store import (
     GcResult,
     Store,
     StoredOutput,
+    StoreWarning,
+    manifest_problem,
+    no_runs_message,
+    no_store_message,
     pack,
     run_state,
     unpack,
+    warn_once,
 )
 
 __all__ = [
@@ -21,9 +26,14 @@ __all__ = [
     "CorruptObject",
     "GcResult",
     "Store",
+    "StoreWarning",
     "StoredOutput",
     "codec",
+    "manifest_problem",
+    "no_runs_message",
+    "no_store_message",
     "pack",
     "run_state",
     "unpack",
+    "warn_once",
 ]

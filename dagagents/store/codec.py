@@ -1,8 +1,13 @@
-"""Node outputs to canonical bytes and back.
+"""Node outputs to exact bytes and back.
 
-Canonical (orjson, sorted keys) so that equal outputs have equal digests: that is what lets an
-upstream rerun with an identical output invalidate nothing downstream (early cutoff).
-Pydantic models, also inside lists and dicts, round-trip to the same type.
+Exact, not canonical: `decode(encode(x)) == x` with dict key order, int vs float, unicode and
+nesting preserved, because a resumed run must hand downstream nodes what a fresh run did (a step
+that joins a dict's keys renders the same prompt either way). The output digest is the sha256 of
+these bytes, so it covers exactly what downstream nodes receive; equal outputs still have equal
+digests, which is what lets an identical upstream rerun invalidate nothing (early cutoff).
+Pydantic models, also inside lists and dicts, round-trip to the same type. What orjson cannot
+hold exactly (integers beyond 64 bits, NaN and infinities) is written by the standard library's
+`json` behind a marker byte instead of being rounded or turned into null.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import json
+import math
 import sys
 import typing
 from typing import Any
@@ -17,9 +24,12 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _PYDANTIC = "__dagagents_pydantic__"
 _PYDANTIC_BYTES = b'"' + _PYDANTIC.encode() + b'"'
+# Prefix of bodies written by the standard library's json (never valid JSON, so an orjson
+# body can never be mistaken for one).
+_STDLIB = b"\x1fjson\n"
 
 
 class NotSerialisable(TypeError):
@@ -42,11 +52,56 @@ def _tag(obj: Any) -> Any:
 
 
 def encode(value: Any) -> bytes:
-    """Canonical JSON bytes of an output (pydantic models are tagged with their class)."""
+    """Exact JSON bytes of an output, keys in their own order (pydantic models are tagged
+    with their class)."""
     try:
-        return orjson.dumps(value, default=_tag, option=_OPTS)
+        data = orjson.dumps(value, default=_tag, option=_OPTS)
     except TypeError as exc:
-        raise NotSerialisable(_describe(value, exc)) from None
+        if "64-bit" not in str(exc):
+            raise NotSerialisable(_describe(value, exc)) from None
+        return _encode_stdlib(value)
+    # orjson writes NaN and the infinities as null; only look when a null is there at all.
+    if b"null" in data and _has_non_finite(value):
+        return _encode_stdlib(value)
+    return data
+
+
+def _encode_stdlib(value: Any) -> bytes:
+    """The rare output orjson would change: big integers, NaN, infinities."""
+    _check_keys(value)
+    try:
+        text = json.dumps(value, default=_tag, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise NotSerialisable(_describe(value, TypeError(str(exc)))) from None
+    return _STDLIB + text.encode("utf-8", "surrogatepass")
+
+
+def _check_keys(value: Any) -> None:
+    """The standard library turns int, float, bool and None keys into strings silently;
+    orjson refuses them, and so must this path (or `decode` would not give `value` back)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise NotSerialisable(
+                    f"an output with a dict key of type {type(k).__name__}, which is not "
+                    "JSON-serialisable (dict keys must be strings)"
+                )
+            _check_keys(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_keys(v)
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    if isinstance(value, BaseModel):
+        return _has_non_finite(value.model_dump())
+    return False
 
 
 def _describe(value: Any, exc: TypeError) -> str:
@@ -73,10 +128,18 @@ def decode(data: bytes, hint: type[BaseModel] | Hint | None = None) -> Any:
     imported by name, such as ones defined inside a function. Raises UnknownModel if a
     stored model's class cannot be found, so the caller recomputes rather than hand a dict
     to code that expects the model."""
-    value = orjson.loads(data)
+    value = decode_json(data)
     if _PYDANTIC_BYTES not in data:  # the common case: no models, no walk
         return value
     return _untag(value, hint.resolve() if isinstance(hint, Hint) else hint)
+
+
+def decode_json(data: bytes) -> Any:
+    """The stored JSON value as it is, pydantic class tags included (for viewers that show
+    an output without importing the user's classes)."""
+    if data.startswith(_STDLIB):
+        return json.loads(data[len(_STDLIB) :].decode("utf-8", "surrogatepass"))
+    return orjson.loads(data)
 
 
 def _untag(value: Any, hint: type[BaseModel] | None) -> Any:

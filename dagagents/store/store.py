@@ -1,14 +1,21 @@
 """Content-addressed checkpoint store: `objects/ab/cdef...` plus `runs/<id>/` manifests.
 
 An object is written to a temp file in its final directory, then renamed, so a crash never
-leaves a partial object under a real name. Every object carries a checksum of its body, verified
-on each read: a corrupt or truncated file is reported and recomputed, never trusted. Two runs
-may share a store: identical work maps to the same key and is stored once.
+leaves a partial object under a real name. Every object carries a checksum of its key and body,
+verified on each read: a corrupt or truncated file, a file copied onto another key's path, or a
+directory where the file should be is reported and recomputed, never trusted. Two runs may
+share a store: identical work maps to the same key and is stored once, and a node one live
+process is computing is leased (`objects/ab/.lease-cdef...`) so another process waits for it
+instead of paying for it again.
+
+Objects of format 2 (before the checksum bound the key, and written by a codec that sorted
+dict keys) read as absent: they are recomputed once, never served.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import math
@@ -17,6 +24,7 @@ import secrets
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +32,51 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
-from dagagents.errors import StoreError
+from dagagents.errors import StoreError, StoreUnwritable
 
-MAGIC = b"dagagents-object 2"
+MAGIC = b"dagagents-object 3"
+OLD_MAGICS = (b"dagagents-object 2",)
 TMP_PREFIX = ".tmp-"
+LEASE_PREFIX = ".lease-"
+
+
+class StoreWarning(UserWarning):
+    """Something in the store was damaged and skipped; the message names the file."""
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Report a damaged file once per process, however many commands or runs read it."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    warnings.warn(message, StoreWarning, stacklevel=3)
+
+
+@dataclass
+class Lease:
+    """The right to compute one key, held by this process until released. `heartbeat` keeps
+    it alive past its ttl; a holder killed without releasing stops blocking others."""
+
+    store: Store
+    key: str
+    path: str  # "" when the store cannot hold leases
+    token: str
+
+    def heartbeat(self) -> None:
+        if self.path:
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        """Remove the lease file if it is still ours (an expired one may have been taken)."""
+        if not self.path:
+            return
+        with contextlib.suppress(OSError, orjson.JSONDecodeError, AttributeError):
+            if orjson.loads(Path(self.path).read_bytes()).get("token") == self.token:
+                os.remove(self.path)
 
 
 @dataclass(frozen=True)
@@ -40,38 +89,69 @@ class StoredOutput:
 
 
 class CorruptObject(Exception):
-    """An object's checksum does not match its body (truncated or edited on disk)."""
+    """An object's checksum does not match its key and body (truncated, edited, or another
+    object copied onto its path)."""
 
 
-def pack(value: bytes, meta: dict[str, Any]) -> tuple[bytes, str]:
-    """Object file bytes and the output digest (sha256 of the encoded value alone).
+class OldObject(CorruptObject):
+    """An object in an older format: `Store.get` reads it as absent, so it is recomputed
+    and overwritten, never served (and never reported as damage)."""
 
-    Layout: `MAGIC check digest\n meta-json\n value`; `check` covers the digest, the meta
-    line and the value, so any flipped or missing byte after the magic is detected."""
+
+def _check(key: str, value_digest: bytes, meta_line: bytes, value: bytes) -> bytes:
+    return (
+        hashlib.sha256(key.encode() + b"\n" + value_digest + meta_line + value).hexdigest().encode()
+    )
+
+
+def pack(key: str, value: bytes, meta: dict[str, Any]) -> tuple[bytes, str]:
+    """Object file bytes for `key` and the output digest (sha256 of the encoded value alone).
+
+    Layout: `MAGIC check digest\n meta-json\n value`; `check` covers the key, the digest, the
+    meta line and the value, so any flipped or missing byte after the magic is detected, and
+    so is a whole object moved onto a key that is not its own."""
     meta_line = orjson.dumps(meta, option=orjson.OPT_SORT_KEYS) + b"\n"
     value_digest = hashlib.sha256(value).hexdigest().encode()
-    check = hashlib.sha256(value_digest + meta_line + value).hexdigest().encode()
+    check = _check(key, value_digest, meta_line, value)
     header = MAGIC + b" " + check + b" " + value_digest + b"\n"
     return header + meta_line + value, value_digest.decode()
 
 
-def unpack(data: bytes) -> StoredOutput:
-    """Parse and verify an object file; raise CorruptObject on any mismatch."""
+def unpack(data: bytes, key: str) -> StoredOutput:
+    """Parse and verify the object file of `key`; raise CorruptObject on any mismatch and
+    OldObject for an intact-looking object of an older format."""
     try:
         header, rest = data.split(b"\n", 1)
         magic_a, magic_b, check, value_digest = header.split(b" ")
         meta_line, value = rest.split(b"\n", 1)
     except ValueError:
         raise CorruptObject("malformed header") from None
-    if magic_a + b" " + magic_b != MAGIC:
+    magic = magic_a + b" " + magic_b
+    if magic != MAGIC:
+        if magic in OLD_MAGICS:
+            raise OldObject(f"object format {magic.decode()!r} is no longer read")
         raise CorruptObject("not a dagagents object")
-    if hashlib.sha256(value_digest + meta_line + b"\n" + value).hexdigest().encode() != check:
-        raise CorruptObject("checksum mismatch (truncated or modified)")
+    if _check(key, value_digest, meta_line + b"\n", value) != check:
+        raise CorruptObject("checksum mismatch (truncated, modified, or not this key's object)")
     try:
         meta = orjson.loads(meta_line)
     except orjson.JSONDecodeError:  # only reachable if sha256 collides; never trust it
         raise CorruptObject("unreadable metadata") from None
     return StoredOutput(value=value, digest=value_digest.decode(), meta=meta)
+
+
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+LEASE_TTL = 30.0  # seconds a lease lives without a heartbeat (holders beat every TTL/4)
+
+
+def unwritable_reason(exc: OSError) -> str | None:
+    """'full' or 'read-only' when a write failed because of the store's disk, else None."""
+    if exc.errno in _FULL:
+        return "full"
+    if exc.errno in _READ_ONLY:
+        return "read-only"
+    return None
 
 
 _TMP_COUNTER = itertools.count()
@@ -100,10 +180,14 @@ class _LocalFS:
             fd = os.open(path, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except IsADirectoryError:  # not on Linux, where opening a directory succeeds
+            raise CorruptObject("a directory, not an object file") from None
         try:
             parts = [os.read(fd, 65536)]
             while parts[-1]:
                 parts.append(os.read(fd, 1 << 20))
+        except IsADirectoryError:
+            raise CorruptObject("a directory, not an object file") from None
         finally:
             os.close(fd)
         return parts[0] if len(parts) == 2 else b"".join(parts)
@@ -150,8 +234,12 @@ class _LocalFS:
             return 0.0
 
     def remove(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.remove(path)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            shutil.rmtree(path, ignore_errors=True)
 
     def du(self, path: str) -> int:
         total = 0
@@ -201,6 +289,8 @@ class _FsspecFS:
             return bytes(self.fs.cat_file(path))
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise CorruptObject("a directory, not an object file") from None
 
     def write_atomic(self, path: str, data: bytes) -> None:
         # Object stores write whole objects atomically; rename is a copy there.
@@ -268,16 +358,27 @@ class Store:
         else:
             path = loc.removeprefix("file://")
             if not create and not os.path.isdir(path):
-                raise StoreError(f"store '{loc}' does not exist.")
-            try:
-                os.makedirs(os.path.join(path, "objects"), exist_ok=True)
-                os.makedirs(os.path.join(path, "runs"), exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"store '{loc}' cannot be created: {exc.strerror}.") from None
+                raise StoreError(no_store_message(loc))
+            if create:
+                try:
+                    os.makedirs(os.path.join(path, "objects"), exist_ok=True)
+                    os.makedirs(os.path.join(path, "runs"), exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"store '{loc}' cannot be created: {exc.strerror}.") from None
             self.fs = _LocalFS(path)
             self.url = str(Path(path).resolve())
         self._sep = os.sep if isinstance(self.fs, _LocalFS) else "/"
         self._objects = self.fs.join("objects") + self._sep
+
+    @classmethod
+    def existing(cls, location: str | os.PathLike[str]) -> Store | None:
+        """The store at `location` if one is there, else None: for read-only commands
+        (render, estimate) that work without history and must not create a store."""
+        loc = os.fspath(location)
+        local = "://" not in loc or loc.startswith("file://")
+        if local and not os.path.isdir(loc.removeprefix("file://")):
+            return None
+        return cls(loc, create=False)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -292,20 +393,103 @@ class Store:
         return f"{self._objects}{key[:2]}{self._sep}{key[2:]}"
 
     def get(self, key: str) -> StoredOutput | None:
-        """The verified object for `key`, None if absent. Raises CorruptObject if damaged."""
+        """The verified object for `key`, None if absent (or of an older format). Raises
+        CorruptObject if damaged, not this key's object, or not a file."""
         data = self.fs.read(self.object_path(key))
         if data is None:
             return None
-        return unpack(data)
+        try:
+            return unpack(data, key)
+        except OldObject:
+            return None
 
     def put(self, key: str, value: bytes, meta: dict[str, Any]) -> str:
         """Store an encoded output atomically; return its digest."""
-        data, value_digest = pack(value, meta)
-        self.fs.write_atomic(self.object_path(key), data)
+        data, value_digest = pack(key, value, meta)
+        with self._writing():
+            self.fs.write_atomic(self.object_path(key), data)
         return value_digest
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A full or read-only disk becomes StoreUnwritable (one sentence); other OSErrors
+        stay what they are."""
+        try:
+            yield
+        except OSError as exc:
+            reason = unwritable_reason(exc)
+            if reason is None:
+                raise
+            raise StoreUnwritable(self.url, reason) from None
+
     def discard(self, key: str) -> None:
-        self.fs.remove(self.object_path(key))
+        """Remove a damaged object (a directory squatting on its path too). On a read-only
+        store it stays; it is recomputed each time and never served."""
+        try:
+            self.fs.remove(self.object_path(key))
+        except OSError as exc:
+            if unwritable_reason(exc) is None:
+                raise
+
+    # ------------------------------------------------------------------- leases
+    def lease_path(self, key: str) -> str:
+        """`objects/ab/.lease-cdef...`, beside the object it promises."""
+        return f"{self._objects}{key[:2]}{self._sep}{LEASE_PREFIX}{key[2:]}"
+
+    def try_lease(self, key: str, ttl: float = LEASE_TTL) -> Lease | None:
+        """Claim the right to compute `key`: a Lease, or None while another live process
+        holds one. A holder that died (its pid is gone on this host) or stopped beating for
+        `ttl` seconds no longer blocks. Stores other than local directories are not leased
+        (every claim succeeds, as before leases existed)."""
+        token = secrets.token_hex(8)
+        if not isinstance(self.fs, _LocalFS):
+            return Lease(self, key, "", token)
+        path = self.lease_path(key)
+        body = orjson.dumps({"pid": os.getpid(), "host": Store.host(), "token": token, "ttl": ttl})
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                if self._lease_alive(path):
+                    return None
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)  # stale: its holder is gone
+                continue
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                continue
+            except OSError as exc:
+                if unwritable_reason(exc) is None:
+                    raise
+                return Lease(self, key, "", token)  # cannot lease where nothing can be saved
+            try:
+                os.write(fd, body)
+            finally:
+                os.close(fd)
+            return Lease(self, key, path, token)
+        return None
+
+    def _lease_alive(self, path: str) -> bool:
+        try:
+            info = orjson.loads(self.fs.read(path) or b"{}")
+            age = time.time() - os.path.getmtime(path)
+        except (orjson.JSONDecodeError, CorruptObject, FileNotFoundError):
+            return False  # half-written or gone: a holder writes it at once after creating it
+        if not isinstance(info, dict):
+            return False
+        ttl = info.get("ttl")
+        if age > (ttl if isinstance(ttl, int | float) else LEASE_TTL):
+            return False
+        if info.get("host") == Store.host():
+            return _alive(info.get("pid"))
+        return True
+
+    def leased(self, key: str) -> bool:
+        """Is another live process computing `key` right now?"""
+        if not isinstance(self.fs, _LocalFS):
+            return False
+        path = self.lease_path(key)
+        return os.path.exists(path) and self._lease_alive(path)
 
     def _object_files(self) -> Iterator[tuple[str, str, str]]:
         """(shard, file name, path) of every file under objects/, temp files included."""
@@ -318,7 +502,7 @@ class Store:
         return [
             (prefix + name, path)
             for prefix, name, path in self._object_files()
-            if not name.startswith(TMP_PREFIX)
+            if not name.startswith(".")  # temp files and leases
         ]
 
     def verify(self) -> dict[str, str]:
@@ -326,7 +510,9 @@ class Store:
         bad: dict[str, str] = {}
         for key, path in self.iter_objects():
             try:
-                unpack(self.fs.read(path) or b"")
+                unpack(self.fs.read(path) or b"", key)
+            except OldObject as exc:
+                bad[key] = f"{exc} (recomputed when next needed)"
             except CorruptObject as exc:
                 bad[key] = str(exc)
         return bad
@@ -356,11 +542,13 @@ class Store:
 
     def open_trace(self, run_id: str) -> IO[bytes]:
         """A binary sink for the run's JSONL trace (local: appended as it goes)."""
-        return self.fs.open_append(self.trace_path(run_id))
+        with self._writing():
+            return self.fs.open_append(self.trace_path(run_id))
 
     def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
         data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
-        self.fs.write_atomic(self.manifest_path(run_id), data)
+        with self._writing():
+            self.fs.write_atomic(self.manifest_path(run_id), data)
 
     def list_runs(self) -> list[str]:
         """Run ids, oldest first (ids start with a UTC timestamp)."""
@@ -370,7 +558,7 @@ class Store:
     def resolve_run(self, run: str | None) -> str:
         runs = self.list_runs()
         if not runs:
-            raise StoreError(f"store '{self.url}' has no runs yet.")
+            raise StoreError(no_runs_message(self.url))
         if run is None or run == "latest":
             return runs[-1]
         matches = [r for r in runs if r == run or r.startswith(run)]
@@ -382,16 +570,26 @@ class Store:
         return matches[0]
 
     def read_manifest(self, run: str | None = None) -> dict[str, Any]:
+        """The manifest of `run` (an id or prefix); the newest readable one for None or
+        'latest', skipping damaged ones with a warning."""
+        if run is None or run == "latest":
+            for run_id in reversed(self.list_runs()):
+                manifest = self._manifest_or_none(run_id)
+                if manifest is not None:
+                    return manifest
+            raise StoreError(no_runs_message(self.url))
         run_id = self.resolve_run(run)
-        data = self.fs.read(self.manifest_path(run_id))
+        path = self.manifest_path(run_id)
+        try:
+            data = self.fs.read(path)
+        except CorruptObject:
+            data = b"\0"
         if data is None:
             raise StoreError(f"run '{run_id}' in '{self.url}' has no manifest.")
-        try:
-            return dict(orjson.loads(data))
-        except orjson.JSONDecodeError:
-            raise StoreError(
-                f"run '{run_id}' in '{self.url}' has an unreadable manifest."
-            ) from None
+        manifest, problem = _parse_manifest(data)
+        if problem is not None or manifest is None:
+            raise StoreError(f"manifest '{path}' is damaged ({problem}).")
+        return manifest
 
     def read_trace(self, run: str | None = None) -> list[dict[str, Any]]:
         """The run's events; a line cut short by a kill is ignored."""
@@ -413,6 +611,7 @@ class Store:
         keeps what an unfinished (killed) kept run finished, so resuming it stays free."""
         if keep_runs < 0:
             raise StoreError(f"--keep-runs must be 0 or more (got {keep_runs}).")
+        self._check_writable()
         gc_started = time.time()
         runs = self.list_runs()
         manifests = {run_id: self._manifest_or_none(run_id) for run_id in runs}
@@ -455,7 +654,19 @@ class Store:
             if name.startswith(TMP_PREFIX) and gc_started - self.fs.mtime(path) > tmp_age:
                 freed += self.fs.size(path)
                 self.fs.remove(path)
+            elif name.startswith(LEASE_PREFIX) and not self._lease_alive(path):
+                self.fs.remove(path)
         return GcResult(removed, freed, len(drop), kept)
+
+    def _check_writable(self) -> None:
+        """Raise StoreUnwritable before gc removes anything from a store it cannot change
+        (a read-only mount would otherwise fail halfway, or silently remove nothing)."""
+        if not isinstance(self.fs, _LocalFS):
+            return
+        probe = self.fs.join("objects", _tmp_name())
+        with self._writing(), contextlib.suppress(FileNotFoundError):  # no objects/: nothing to do
+            _write_file(probe, b"")
+            os.remove(probe)
 
     def _last_activity(self, run_id: str, state: str) -> float:
         """Until when an unfinished run may have written objects. A killed run wrote each
@@ -483,13 +694,122 @@ class Store:
             yield manifest
 
     def _manifest_or_none(self, run_id: str) -> dict[str, Any] | None:
-        data = self.fs.read(self.manifest_path(run_id))
+        """The run's manifest; None if it has none yet, or if it is damaged (then a warning
+        naming the file, once)."""
+        path = self.manifest_path(run_id)
+        try:
+            data = self.fs.read(path)
+        except CorruptObject:  # a directory where the file should be
+            data = b"\0"
         if data is None:
             return None
-        try:
-            return dict(orjson.loads(data))
-        except orjson.JSONDecodeError:
-            return None
+        manifest, problem = _parse_manifest(data)
+        if problem is not None:
+            warn_once(f"manifest '{path}' is damaged ({problem}); skipped.")
+        return manifest
+
+
+def _parse_manifest(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(manifest, None) if `data` is a usable manifest, else (None, the problem)."""
+    try:
+        manifest = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None, "not JSON" if data != b"\0" else "not a file"
+    problem = manifest_problem(manifest)
+    return (None, problem) if problem is not None else (manifest, None)
+
+
+def no_store_message(location: str) -> str:
+    """The one wording for a store that is not there."""
+    return f"no store at '{location}' (the directory does not exist)."
+
+
+def no_runs_message(location: str) -> str:
+    """The one wording for a store without runs."""
+    return f"store '{location}' has no runs yet."
+
+
+_NUMBER = (int, float)
+_TOP_FIELDS: dict[str, tuple[type, ...]] = {
+    "run_id": (str,),
+    "graph": (str,),
+    "status": (str,),
+    "started": _NUMBER,
+    "wall": _NUMBER,
+    "concurrency": (int,),
+    "pid": (int,),
+    "host": (str,),
+    "provider": (str,),
+    "executor": (str,),
+    "nodes": (dict,),
+    "edges": (list,),
+    "specs": (dict,),
+}
+_REQUIRED = ("run_id", "status")
+_NODE_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "kind": (str,),
+    "agent": (str,),
+    "model": (str,),
+    "key": (str,),
+    "digest": (str,),
+    "start": _NUMBER,
+    "end": _NUMBER,
+    "duration": _NUMBER,
+    "cost_usd": _NUMBER,
+    "calls": (int,),
+    "usage": (dict,),
+    "error": (str,),
+    "because": (str,),
+    "simulated": (bool,),
+    "depends_on": (list,),
+}
+
+
+def _what(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _bad_type(value: Any, types: tuple[type, ...], *, optional: bool) -> bool:
+    if value is None:
+        return not optional
+    if isinstance(value, bool) and bool not in types:
+        return True  # true is no number here
+    return not isinstance(value, types)
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a parsed manifest (the first problem), None if every field that
+    commands read has the type they expect. Readers may then index it without checks."""
+    if not isinstance(manifest, dict):
+        return f"it holds a JSON {_what(manifest)}, not an object"
+    for name in _REQUIRED:
+        if not isinstance(manifest.get(name), str):
+            return f"'{name}' is {'missing' if name not in manifest else _what(manifest[name])}"
+    for name, types in _TOP_FIELDS.items():
+        if name in manifest and _bad_type(manifest[name], types, optional=name == "wall"):
+            return f"'{name}' is a {_what(manifest[name])}"
+    for node, record in manifest.get("nodes", {}).items():
+        if not isinstance(record, dict):
+            return f"node '{node}' is a {_what(record)}, not an object"
+        for name, types in _NODE_FIELDS.items():
+            if name in record and _bad_type(record[name], types, optional=True):
+                return f"'nodes.{node}.{name}' is a {_what(record[name])}"
+        usage = record.get("usage") or {}
+        for name, count in usage.items():
+            if _bad_type(count, _NUMBER, optional=True):
+                return f"'nodes.{node}.usage.{name}' is a {_what(count)}"
+        if not all(isinstance(d, str) for d in record.get("depends_on") or ()):
+            return f"'nodes.{node}.depends_on' holds a non-string"
+    for edge in manifest.get("edges", []):
+        if not (
+            isinstance(edge, list) and len(edge) == 2 and all(isinstance(x, str) for x in edge)
+        ):
+            return f"'edges' holds {_what(edge)} {str(edge)[:40]!r}, not a pair of node names"
+    for node, spec in manifest.get("specs", {}).items():
+        if not isinstance(spec, dict):
+            return f"'specs.{node}' is a {_what(spec)}, not an object"
+    return None
 
 
 def _in_windows(mtime: float, windows: list[tuple[float, float]]) -> bool:

@@ -313,6 +313,7 @@ class RecordedRequest:
     status: int | None = None
     outcome: str = "pending"  # "ok" | "error" | "dropped" | "pending"
     usage: Json | None = None  # the usage the server reported, for answered messages
+    begun: float | None = None  # when the response began (first SSE event, or the JSON body)
 
     @property
     def model(self) -> str | None:
@@ -493,7 +494,8 @@ class FakeAnthropic:
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.startswith("/v1/messages")]
+        """Direct `POST /v1/messages` calls (not count_tokens, not batches)."""
+        return [r for r in self.requests if r.path.split("?", 1)[0] == "/v1/messages"]
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> FakeAnthropic:
@@ -659,6 +661,7 @@ class FakeAnthropic:
             return await self._send_stream(writer, record, message, latency, extra, mid, decision)
         if latency > 0:
             await asyncio.sleep(latency)
+        record.begun = time.monotonic()
         self.cache.begun(decision)  # the response starts now: its prefix becomes readable
         return await self._send_json(writer, record, 200, message, extra)
 
@@ -874,6 +877,7 @@ class FakeAnthropic:
         record.status = 200
         if latency > 0:
             await asyncio.sleep(latency)
+        record.begun = time.monotonic()
         if decision is not None:
             self.cache.begun(decision)  # first event: the written prefix becomes readable
         for i, (event, data) in enumerate(_sse_events(message)):

@@ -11,4 +11,5 @@ from dagagents.cli.commands import (  # noqa: F401
     show,
     store,
     trace,
+    ui,
 )

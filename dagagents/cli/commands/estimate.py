@@ -35,7 +35,7 @@ def estimate_command(
         if concurrency < 1:
             raise UserError(f"--concurrency must be at least 1 (got {concurrency}).")
         graph = load_target(target, workers=workers)
-        result = estimate(graph, concurrency=concurrency, store=Store(store))
+        result = estimate(graph, concurrency=concurrency, store=Store.existing(store))
     console.print(estimate_renderable(result, show_nodes=nodes))
 
 

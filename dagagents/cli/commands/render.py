@@ -99,7 +99,7 @@ def resolve_diagram(
     """A graph or plan file (optionally with one of its runs), or a run id in the store."""
     if is_graph_target(target):
         graph = load_target(target, workers=workers)
-        data = load_graph_run(Store(store), run, graph.name) if run else None
+        data = load_graph_run(Store(store, create=False), run, graph.name) if run else None
         return diagram_from_graph(graph, data)
     if run is not None:
         raise UserError(f"--run is for graph files; '{target}' is not one (a run id?).")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,6 +82,47 @@ def run(
             "(default: grows with the agent's max_tokens)."
         ),
     ] = None,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Send every agent call through the Message Batches API at half price "
+            "(for work that can wait up to 24 h).",
+        ),
+    ] = False,
+    batch_window: Annotated[
+        float, typer.Option(help="--batch: submit once no call has joined for this many seconds.")
+    ] = 2.0,
+    batch_max: Annotated[
+        int, typer.Option(help="--batch: submit at once at this many requests.")
+    ] = 100_000,
+    no_cache_warming: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache-warming",
+            help="Let parallel calls that share a cacheable prefix start together (each writes it).",
+        ),
+    ] = False,
+    count_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--count-tokens", help="Count each prompt shape's first call exactly for --itpm."
+        ),
+    ] = False,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Watch it in the local web view (dagagents[ui]).")
+    ] = False,
+    ui_port: Annotated[int, typer.Option(help="Port of the web view (0: a free one).")] = 8765,
+    ui_host: Annotated[
+        str, typer.Option(help="Interface of the web view; beyond loopback it needs a token.")
+    ] = "127.0.0.1",
+    ui_linger: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds the web view stays up after the run (default: until Ctrl-C "
+            "on a terminal, else none)."
+        ),
+    ] = None,
 ) -> None:
     """Run a graph: ready nodes start at once under the concurrency limit; finished nodes
     are checkpointed so a rerun resumes."""
@@ -107,6 +150,11 @@ def run(
             "rate_limits": RateLimits(rpm=rpm, itpm=itpm, otpm=otpm),
             "max_cost_usd": max_cost,
             "retry": retry_policy(retries, timeout),
+            "batch": batch,
+            "batch_window": batch_window,
+            "batch_max": batch_max,
+            "cache_warming": False if no_cache_warming else None,
+            "count_tokens": count_tokens,
             "executor": executor_from_options(
                 executor,
                 scheduler_address=scheduler_address,
@@ -116,7 +164,32 @@ def run(
         }
         for hook in RUN_OPTIONS_HOOKS:
             options = hook(options)
-        result = run_with_view(graph, quiet=quiet, **options)
+        if not ui:
+            result = run_with_view(graph, quiet=quiet, **options)
+        else:
+            from dagagents.cli.commands.ui import start_live_ui
+
+            live, served = start_live_ui(graph, options, host=ui_host, port=ui_port)
+
+            def announce(event: dict[str, Any]) -> None:
+                live(event)
+                if event["event"] == "run_start":
+                    console.print(f"watching run: {served.run_url(event['run'])}", highlight=False)
+
+            announce.wants_tokens = True  # type: ignore[attr-defined]
+            try:
+                result = run_with_view(graph, quiet=quiet, listener=announce, **options)
+                linger = ui_linger
+                if linger is None:
+                    linger = float("inf") if sys.stdout.isatty() and sys.stdin.isatty() else 0.0
+                if linger > 0:
+                    console.print("the web view stays up; Ctrl-C to quit", highlight=False)
+                    until = time.monotonic() + linger
+                    with contextlib.suppress(KeyboardInterrupt):
+                        while served.thread.is_alive() and time.monotonic() < until:
+                            time.sleep(0.2)
+            finally:
+                served.stop()
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
@@ -172,6 +245,8 @@ def run_with_view(
             if listener is not None:
                 listener(event)
 
+        # Plain lines show no text: stream only if the caller's listener wants tokens.
+        lines.wants_tokens = listener is not None and getattr(listener, "wants_tokens", True)  # type: ignore[attr-defined]
         result = graph.run(listener=lines, **options)
     for event in result.events:  # e.g. a corrupt checkpoint that was recomputed
         if event["event"] == "warning":

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from dagagents.cli.app import app, console, load_target, user_errors
+from dagagents.cli.app import EXIT_FAILED, app, console, fail, load_target, user_errors
+from dagagents.errors import StoreUnwritable
 from dagagents.observe.progress import STYLE
 from dagagents.observe.resume import CACHED, COMPUTE, MAYBE, plan_from_run, plan_resume, run_nodes
 from dagagents.store import Store, run_state
@@ -124,7 +125,10 @@ def gc(
 ) -> None:
     """Delete runs beyond the newest N and every object no kept run references."""
     with user_errors():
-        result = Store(store, create=False).gc(keep_runs=keep_runs)
+        try:
+            result = Store(store, create=False).gc(keep_runs=keep_runs)
+        except StoreUnwritable as exc:
+            fail(f"{exc}: gc removed nothing.", code=EXIT_FAILED)
     console.print(
         f"removed {result.objects_removed} object(s) and {result.runs_removed} run(s), "
         f"freed {result.bytes_freed:,} bytes; kept {result.objects_kept} object(s)",

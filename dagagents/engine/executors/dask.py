@@ -355,7 +355,9 @@ class DaskExecutor:
     async def run_agent(self, spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:
         """The invocation runs here (limits, retries, trace); each request on a worker."""
         remote = copy.copy(ctx)
-        remote.provider = _RemoteProvider(ctx.provider, self)
+        if not getattr(ctx.provider, "runs_on_driver", False):
+            # (Batch mode's provider stays here: a batch is waited for, not computed.)
+            remote.provider = _RemoteProvider(ctx.provider, self)
         async with self._lease():
             return await spec.call(prompt, remote)  # node kinds may wrap the call
 

@@ -1,0 +1,215 @@
+"""Batch mode through the real SDK against the fake server's Message Batches API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from _anthropic_support import KEY, provider_for, run_graph
+from pydantic import BaseModel
+
+from dagagents import Agent, Graph
+from dagagents.engine.batches import BatchOptions
+from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, tool_call  # noqa: F401
+
+FAST = BatchOptions(window=0.2, poll=0.05, poll_max=0.2)
+
+
+def three_levels() -> Graph:
+    worker = Agent("worker", model="claude-haiku-4-5", max_tokens=64)
+    g = Graph("levels")
+    g.task("brief", worker, "Write a brief about tides.")
+    for i in range(3):
+        g.task(f"part{i}", worker, f"Expand part {i} of: {{brief}}", depends_on=["brief"])
+    g.task("final", worker, "Combine.", depends_on=["part0", "part1", "part2"])
+    return g
+
+
+def test_a_batch_run_gives_the_normal_outputs_with_one_request_per_node(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    normal = run_graph(three_levels(), provider=provider_for(fake_anthropic))
+    assert normal.ok, normal.errors
+    direct = len(fake_anthropic.message_requests)
+    fake_anthropic.batches.delay = 0.1
+    batched = run_graph(
+        three_levels(), provider=provider_for(fake_anthropic), batch=FAST, store=tmp_path
+    )
+    assert batched.ok, batched.errors
+    assert batched.outputs == normal.outputs
+    assert len(fake_anthropic.message_requests) == direct  # no direct calls in batch mode
+    batches = fake_anthropic.batches.submitted
+    assert [len(b.requests) for b in batches] == [1, 3, 1]  # the ready set, level by level
+    custom_ids = [cid for b in batches for cid in b.custom_ids]
+    assert len(custom_ids) == len(set(custom_ids)) == 5
+    # Batch price: half of the normal run's cost, and the saving is reported.
+    assert batched.cost_usd == pytest.approx(normal.cost_usd / 2)
+    assert batched.savings["batch_usd"] == pytest.approx(normal.cost_usd / 2)
+    assert batched.savings["batch_calls"] == 5
+    events = [e["event"] for e in batched.events]
+    assert events.count("batch_submitted") == 3
+    # Records of every batch are in the run's folder, all collected.
+    records = list((tmp_path / "runs" / batched.run_id / "batches").glob("*.json"))
+    assert len(records) == 3 and all('"collected"' in r.read_text() for r in records)
+
+
+def test_tool_loops_and_structured_output_work_in_batches(fake_anthropic: FakeAnthropic) -> None:
+    class Verdict(BaseModel):
+        ok: bool
+        reason: str
+
+    def lookup(term: str) -> str:
+        """Look a term up."""
+        return f"{term} means water"
+
+    fake_anthropic.reply(
+        tool_call("lookup", {"term": "tide"}), "tide means water, so yes", pattern="tide"
+    )
+    g = Graph("tools")
+    g.task("look", Agent("reader", model="claude-haiku-4-5", tools=[lookup]), "What is a tide?")
+    g.task("judge", Agent("judge", model="claude-haiku-4-5", output=Verdict), "Judge.")
+    result = run_graph(g, provider=provider_for(fake_anthropic), batch=FAST)
+    assert result.ok, result.errors
+    assert result.outputs["look"] == "tide means water, so yes"
+    assert isinstance(result.outputs["judge"], Verdict)
+    assert result.records["look"].calls == 2 and result.records["look"].batch_calls == 2
+    sizes = [len(b.requests) for b in fake_anthropic.batches.submitted]
+    assert sizes == [2, 1]  # the second turn of the tool loop is a request in the next batch
+
+
+def test_errored_results_are_retried_in_a_later_batch_and_expired_ones_resubmitted_once(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.batches.fail("errored", pattern="^Alpha", error_type="overloaded_error")
+    fake_anthropic.batches.fail("expired", pattern="^Beta")
+    fake_anthropic.batches.fail("expired", pattern="^Gamma", times=2)
+    fake_anthropic.batches.fail("errored", pattern="^Delta", error_type="invalid_request_error")
+    worker = Agent("worker", model="claude-haiku-4-5")
+    g = Graph("outcomes")
+    for name in ("Alpha", "Beta", "Gamma", "Delta"):
+        g.task(name.lower(), worker, f"{name} question.")
+    result = run_graph(g, provider=provider_for(fake_anthropic), batch=FAST)
+    assert result.status == {
+        "alpha": "done",  # overloaded (529): retried by the retry policy, in the next batch
+        "beta": "done",  # expired once: resubmitted
+        "gamma": "failed",  # expired twice: failed with a sentence saying so
+        "delta": "failed",  # invalid request (400): not retried
+    }
+    assert "expired twice" in result.errors["gamma"] and "24 hours" in result.errors["gamma"]
+    assert "400 invalid_request_error" in result.errors["delta"]
+    sizes = [len(b.requests) for b in fake_anthropic.batches.submitted]
+    assert sizes == [4, 3]  # alpha, beta, gamma go again; delta does not
+    assert [e["node"] for e in result.events if e["event"] == "retry"] == ["alpha"]
+
+
+def test_the_budget_is_reserved_at_the_batch_price(fake_anthropic: FakeAnthropic) -> None:
+    g = Graph("budget")
+    g.task("one", Agent("w", model="claude-haiku-4-5", max_tokens=1000), "Hello.")
+    # Worst case at the standard price: 1000 output tokens x $5/MTok = $0.005; batch: $0.0025.
+    result = run_graph(g, provider=provider_for(fake_anthropic), batch=FAST, max_cost_usd=0.003)
+    assert result.ok, result.errors
+    refused = run_graph(g, provider=provider_for(fake_anthropic), max_cost_usd=0.003)
+    assert refused.status["one"] == "failed" and "budget" in refused.errors["one"]
+
+
+def test_batch_mode_needs_the_anthropic_provider() -> None:
+    from dagagents.errors import UserError
+
+    with pytest.raises(UserError, match="batch mode needs the Anthropic provider"):
+        three_levels().run(provider="simulated", batch=True, store=None)
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    from dagagents import Agent, Graph
+    from dagagents.engine.batches import BatchOptions
+    from dagagents.providers.anthropic import AnthropicProvider
+
+    worker = Agent("worker", model="claude-haiku-4-5", max_tokens=64)
+    g = Graph("killable")
+    for i in range(4):
+        g.task(f"w{i}", worker, f"Question {i}.")
+    g.task("final", worker, "Combine.", depends_on=[f"w{i}" for i in range(4)])
+    provider = AnthropicProvider(api_key=sys.argv[3], base_url=sys.argv[1])
+    result = g.run(provider=provider, store=sys.argv[2], concurrency=8,
+                   batch=BatchOptions(window=0.2, poll=0.05, poll_max=0.2))
+    print("OK" if result.ok else result.errors, flush=True)
+    """
+)
+
+
+def test_sigkill_while_a_batch_processes_then_rerun_reattaches_and_pays_nothing_twice(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    fake_anthropic.batches.delay = 3.0  # the first batch is still processing when we kill
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    store = tmp_path / "store"
+    args = [sys.executable, str(script), fake_anthropic.url, str(store), KEY]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, env=dict(os.environ))
+    deadline = time.monotonic() + 60
+    while not list(store.glob("runs/*/batches/*.json")):
+        assert proc.poll() is None, "the driver exited before submitting a batch"
+        assert time.monotonic() < deadline, "no batch record was written"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (first,) = fake_anthropic.batches.submitted
+    assert first.processing_status == "in_progress" and len(first.requests) == 4
+    fake_anthropic.batches.delay = 0.1
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert rerun.stdout.strip() == "OK", rerun.stdout + rerun.stderr
+    batches = fake_anthropic.batches.submitted
+    # The rerun collected the killed run's batch and submitted only the next level.
+    assert [len(b.requests) for b in batches] == [4, 1]
+    for cid in first.custom_ids:
+        assert fake_anthropic.batches.requests_for(cid) == [first.id]
+    assert fake_anthropic.usage_totals()["messages"] == 5  # one answer per node, ever
+
+
+def test_cli_batch_flag_runs_through_batches_and_reports_the_saving(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    graph = tmp_path / "g.py"
+    graph.write_text(
+        textwrap.dedent(
+            """
+            from dagagents import Agent, Graph
+            worker = Agent("worker", model="claude-haiku-4-5", max_tokens=64)
+            graph = Graph("cli-batch")
+            graph.task("a", worker, "First question.")
+            graph.task("b", worker, "Second question.")
+            graph.task("c", worker, "Combine.", depends_on=["a", "b"])
+            """
+        )
+    )
+    env = {**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": fake_anthropic.url}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagagents",
+            "run",
+            str(graph),
+            "--batch",
+            "--batch-window",
+            "0.1",
+            "--store",
+            str(tmp_path / "store"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [2, 1]
+    assert "by batching (3 batch calls)" in " ".join(done.stdout.split())
+    assert KEY not in done.stdout + done.stderr

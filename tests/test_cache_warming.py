@@ -1,0 +1,82 @@
+"""Cache warming through the real SDK against the fake server, judged by the server's accounting."""
+
+from __future__ import annotations
+
+from _anthropic_support import provider_for, run_graph
+
+from dagagents import Agent, Graph
+from dagagents.testing import FakeAnthropic, fake_anthropic_fixture  # noqa: F401
+
+HANDBOOK = "You are a careful analyst. Cite sources; state uncertainty. " * 400  # ~6,000 tokens
+
+
+def fanout(system: str, workers: int = 8) -> Graph:
+    analyst = Agent("analyst", model="claude-sonnet-4-6", system=system, max_tokens=64)
+    g = Graph("fanout")
+    for i in range(workers):
+        g.task(f"w{i}", analyst, f"Question {i}: what matters most?")
+    return g
+
+
+def test_eight_workers_write_the_shared_prefix_once_and_read_it_seven_times(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.latency = 0.3
+    result = run_graph(fanout(HANDBOOK), provider=provider_for(fake_anthropic), concurrency=8)
+    assert result.ok, result.errors
+    totals = fake_anthropic.usage_totals()
+    assert totals["messages"] == 8
+    assert totals["cache_writes"] == 1 and totals["cache_reads"] == 7
+    assert totals["cache_read_input_tokens"] == 7 * totals["cache_creation_input_tokens"]
+    assert totals["cache_creation_input_tokens"] > 5500
+    # No follower reached the server before the leader's response had begun.
+    calls = fake_anthropic.message_requests
+    leader = next(r for r in calls if r.usage and r.usage["cache_creation_input_tokens"])
+    assert leader.begun is not None
+    assert all(r.started >= leader.begun for r in calls if r is not leader)
+    # The trace says who led, who followed, how big the prefix was and how long they waited.
+    (warm,) = [e for e in result.events if e["event"] == "cache_warm"]
+    question = (leader.body or {})["messages"][0]["content"]
+    assert warm["leader"] == "w" + question.split(":")[0].removeprefix("Question ")
+    assert sorted(warm["followers"]) == sorted(n for n in result.outputs if n != warm["leader"])
+    assert warm["prefix_tokens"] > 5500 and warm["wait"] > 0
+
+
+def test_without_warming_every_parallel_worker_writes_the_prefix_and_pays_for_it(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.latency = 0.3
+    cold = run_graph(
+        fanout(HANDBOOK), provider=provider_for(fake_anthropic), concurrency=8, cache_warming=False
+    )
+    assert cold.ok, cold.errors
+    totals = fake_anthropic.usage_totals()
+    assert totals["cache_writes"] == 8 and totals["cache_reads"] == 0
+    assert not [e for e in cold.events if e["event"] == "cache_warm"]
+    with FakeAnthropic(latency=0.3) as fresh:  # a server with an empty cache
+        warmed = run_graph(fanout(HANDBOOK), provider=provider_for(fresh), concurrency=8)
+    assert warmed.cost_usd <= 0.35 * cold.cost_usd
+
+
+def test_warming_is_skipped_below_the_minimum_cacheable_length(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.latency = 0.3
+    short = "Be brief and exact. " * 250  # ~1,250 tokens: under claude-sonnet-4-6's 2,048
+    result = run_graph(fanout(short), provider=provider_for(fake_anthropic), concurrency=8)
+    assert result.ok, result.errors
+    calls = fake_anthropic.message_requests
+    assert len(calls) == 8
+    first_begun = min(r.begun for r in calls if r.begun is not None)
+    assert all(r.started < first_begun for r in calls)  # nobody waited
+    assert fake_anthropic.usage_totals()["cache_writes"] == 0
+    assert not [e for e in result.events if e["event"] == "cache_warm"]
+
+
+def test_a_failed_leader_hands_the_lead_to_a_follower(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.latency = 0.2
+    fake_anthropic.fail(400, times=1, message="bad request for the first caller")
+    result = run_graph(fanout(HANDBOOK, workers=4), provider=provider_for(fake_anthropic))
+    assert sorted(result.status.values()) == ["done", "done", "done", "failed"]
+    totals = fake_anthropic.usage_totals()
+    assert totals["cache_writes"] == 1 and totals["cache_reads"] == 2
