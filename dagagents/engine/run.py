@@ -22,14 +22,25 @@ from dagagents.engine.checkpoints import checkpoint_key
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
 from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.engine.language import (
+    CONDITION_FALSE,
+    SKIPPED_DIGEST,
+    condition_holds,
+    loop_note,
+    map_item_failure,
+    node_inputs,
+    step_kwargs,
+)
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
+from dagagents.engine.shared_limits import SharedLimits, make_limiter
 from dagagents.engine.token_count import make_counter
 from dagagents.errors import (
     BudgetExceeded,
     DagAgentsError,
     GraphError,
+    LimitsUnavailable,
     ProviderError,
     UserError,
 )
@@ -77,6 +88,7 @@ async def arun(
     batch_window: float = 2.0,
     batch_max: int = 100_000,
     count_tokens: bool | float = False,
+    limits: str | SharedLimits | None = None,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
 
@@ -90,74 +102,91 @@ async def arun(
     collected over `batch_window` seconds or `batch_max` requests (engine/batches.py); a
     `BatchOptions` also sets the poll backoff. `count_tokens=True` (or the endpoint's
     requests per minute) counts each prompt shape's first call exactly for the ITPM limit.
+    `limits="redis://host:6379/0"` (or a SharedLimits, or env DAGAGENTS_LIMITS_URL) shares the
+    rate limits, backoff, concurrency and, with a budget key, the budget with every process on
+    the same API key (engine/shared_limits.py).
     Raises UserError for an invalid graph or option.
     """
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
     opened = _open_store(store)
-    executor = executor or LocalExecutor()
-    prepare = getattr(executor, "prepare", None)  # optional hook, see executors/base.py
-    if prepare is not None:
-        await prepare(opened, concurrency)
-    try:
-        resolved = resolve_provider(provider, graph.simulator)
-        limiter = Limiter(
-            rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd, pricing=pricing
-        )
-        extras = dict(call_options or {})
-        batching: BatchingProvider | None = None
-        if batch:
-            from dagagents.engine.batches import BatchingProvider, BatchOptions  # imports the SDK
-
-            options = batch if isinstance(batch, BatchOptions) else None
-            batching = BatchingProvider(resolved, options or BatchOptions(batch_window, batch_max))
-            resolved = batching
-            limiter.batch = True
-            cache_warming = False  # a batch has no "response began" moment to wait for
-        if cache_warming is None:
-            cache_warming = resolved.name == "anthropic"
-        if cache_warming and "cache_warmer" not in extras:
-            extras["cache_warmer"] = CacheWarmer(limiter.pricing)
-        if count_tokens and not batch and "token_counter" not in extras:
-            extras["token_counter"] = make_counter(resolved, count_tokens)
-        run = _Run(
-            graph,
-            concurrency=concurrency,
-            provider=resolved,
-            store=opened,
-            fresh=fresh,
-            rerun=set(rerun),
-            fail_fast=fail_fast,
-            trace=trace,
-            executor=executor,
-            listener=listener,
-            keep_events=keep_events,
-            limiter=limiter,
-            retry=RetryPolicy(max_attempts=retry)
-            if isinstance(retry, int)
-            else retry or DEFAULT_RETRY,
-            call_options=extras,
-        )
-    except BaseException:
-        if prepare is not None:
-            await executor.close()
-        raise
-    if batching is None:
-        return await run.execute()
-    from dagagents.engine.batches import BatchJournal
-
-    batching.attach(
-        BatchJournal(opened, run.run_id, graph.name),
-        key_of=lambda name: run.records[name].key if name in run.records else None,
-        emit=run.emit,
+    resolved = resolve_provider(provider, graph.simulator)
+    limiter = make_limiter(
+        limits,
+        rate_limits,
+        provider=resolved,
+        concurrency=concurrency,
+        max_cost_usd=max_cost_usd,
+        pricing=pricing,
     )
-    finished = False
+    await limiter.start()  # an unreachable shared-limits store is a UserError, before any work
     try:
-        result = await run.execute()
-        finished = result.ok
-        return result
+        executor = executor or LocalExecutor()
+        prepare = getattr(executor, "prepare", None)  # optional hook, see executors/base.py
+        if prepare is not None:
+            await prepare(opened, concurrency)
+        try:
+            extras = dict(call_options or {})
+            batching: BatchingProvider | None = None
+            if batch:
+                from dagagents.engine.batches import (  # imports the SDK
+                    BatchingProvider,
+                    BatchOptions,
+                )
+
+                options = batch if isinstance(batch, BatchOptions) else None
+                batching = BatchingProvider(
+                    resolved, options or BatchOptions(batch_window, batch_max)
+                )
+                resolved = batching
+                limiter.batch = True
+                cache_warming = False  # a batch has no "response began" moment to wait for
+            if cache_warming is None:
+                cache_warming = resolved.name == "anthropic"
+            if cache_warming and "cache_warmer" not in extras:
+                extras["cache_warmer"] = CacheWarmer(limiter.pricing)
+            if count_tokens and not batch and "token_counter" not in extras:
+                extras["token_counter"] = make_counter(resolved, count_tokens)
+            run = _Run(
+                graph,
+                concurrency=concurrency,
+                provider=resolved,
+                store=opened,
+                fresh=fresh,
+                rerun=set(rerun),
+                fail_fast=fail_fast,
+                trace=trace,
+                executor=executor,
+                listener=listener,
+                keep_events=keep_events,
+                limiter=limiter,
+                retry=RetryPolicy(max_attempts=retry)
+                if isinstance(retry, int)
+                else retry or DEFAULT_RETRY,
+                call_options=extras,
+            )
+        except BaseException:
+            if prepare is not None:
+                await executor.close()
+            raise
+        if batching is None:
+            return await run.execute()
+        from dagagents.engine.batches import BatchJournal
+
+        batching.attach(
+            BatchJournal(opened, run.run_id, graph.name),
+            key_of=lambda name: run.records[name].key if name in run.records else None,
+            emit=run.emit,
+        )
+        finished = False
+        try:
+            result = await run.execute()
+            finished = result.ok
+            return result
+        finally:
+            await batching.finish(collected=finished)
     finally:
-        await batching.finish(collected=finished)
+        await limiter.aclose()
 
 
 def _open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
@@ -188,7 +217,7 @@ class _Run:
         call_options: dict[str, Any],
     ) -> None:
         graph.validate()
-        unknown = sorted(rerun - set(graph.specs))
+        unknown = sorted(n for n in rerun - set(graph.specs) if not _grown_name(n, graph.specs))
         if unknown:
             raise UserError(f"--rerun names unknown node '{unknown[0]}' in graph '{graph.name}'.")
         # The user's graph is copied only if an expansion is about to grow it.
@@ -315,6 +344,8 @@ class _Run:
         while sorter.has_ready() and len(running) < self.concurrency:
             name = sorter.pop_ready()
             self.emit("node_ready", node=name)
+            if self.specs[name].when is not None and self._condition_false(name):
+                continue
             if self._try_cache(name):
                 continue
             running[name] = asyncio.ensure_future(self._node(name))
@@ -369,13 +400,23 @@ class _Run:
         self.emit("node_error", node=name, error=record.error, traceback=detail)
         for skipped in self.sorter.fail(name):
             self._mark_skipped(skipped, because=name)
+            failed_item = map_item_failure(self.specs[skipped], name, record.error)
+            if failed_item:  # a map fails, naming its item; the siblings still finish
+                self.records[skipped].status = "failed"
+                self.records[skipped].error = failed_item
+                self.emit("node_error", node=skipped, error=failed_item)
         if auth:
             self._auth_failed = True
             self._skip_all(AUTH_FAILED)
-        if isinstance(error, BudgetExceeded):
+        if isinstance(error, BudgetExceeded | LimitsUnavailable):
             # No new call may start; in-flight calls finish (their cost was reserved).
+            because = (
+                "cost budget reached"
+                if isinstance(error, BudgetExceeded)
+                else "shared limits store unreachable"
+            )
             for skipped in self.sorter.skip_all():
-                self._mark_skipped(skipped, because="cost budget reached")
+                self._mark_skipped(skipped, because=because)
         if self.fail_fast:
             for skipped in self.sorter.skip_all():
                 self._mark_skipped(skipped, because=f"fail_fast after '{name}' failed")
@@ -395,6 +436,25 @@ class _Run:
         record.error = reason
         self.sorter.cancelled(name)
         self.emit("node_error", node=name, error=reason)
+
+    def _condition_false(self, name: str) -> bool:
+        """Evaluate `name`'s when= condition; if false, skip it and what requires it (zero
+        cost), letting dependents that take it as optional run with None."""
+        spec = self.specs[name]
+        try:
+            holds = condition_holds(spec, node_inputs(spec, self.outputs))
+        except GraphError as exc:
+            self._settle(name, None, exc)
+            return True
+        if holds:
+            return False
+        self.digests[name] = SKIPPED_DIGEST
+        self._mark_skipped(name, because=CONDITION_FALSE)
+        specs = self.specs
+        for skipped in self.sorter.skip_unneeded(name, lambda s, d: s in specs[d].optional):
+            self.digests[skipped] = SKIPPED_DIGEST
+            self._mark_skipped(skipped, because=CONDITION_FALSE)
+        return True
 
     def _mark_skipped(self, name: str, because: str) -> None:
         record = self.records[name]
@@ -416,6 +476,9 @@ class _Run:
                 )
                 return
         self.outputs[name] = value
+        note = loop_note(spec, value)
+        if note is not None:
+            self.emit("warning", node=name, message=note)
         self.sorter.done(name)  # what became ready is started by the next _launch
 
     # -------------------------------------------------------------- checkpoints
@@ -479,7 +542,7 @@ class _Run:
     async def _body(self, name: str) -> Any:
         spec = self.specs[name]
         record = self.records[name]
-        inputs = {dep: self.outputs[dep] for dep in spec.depends_on}
+        inputs = node_inputs(spec, self.outputs)
         record.start = self.tracer.now()
         self.emit("node_start", node=name, kind=spec.kind, agent=record.agent, model=record.model)
         for dep in spec.depends_on:
@@ -518,7 +581,7 @@ class _Run:
         if isinstance(spec, AgentTask):
             return await self._agent_body(spec, inputs, record, meta)
         assert isinstance(spec, Step)
-        kwargs = {p: inputs[p] for p in spec.params}
+        kwargs = step_kwargs(spec, inputs)
         stored = getattr(self.executor, "run_step_stored", None)  # see executors/base.py
         if stored is not None and self.store is not None and record.key is not None:
             value, digest = await stored(spec, kwargs, self.store, record.key, meta)
@@ -533,7 +596,7 @@ class _Run:
         record: NodeRecord,
         meta: dict[str, Any],
     ) -> Any:
-        prompt = render_prompt(spec, {k: codec.as_text(v) for k, v in inputs.items()})
+        prompt = render_prompt(spec, inputs)
         # What was sent, kept beside the output so `dagagents show --prompt` can print it.
         meta.update(prompt=prompt, system=spec.agent.system)
         fields: dict[str, Any] = {
@@ -716,6 +779,7 @@ class _Run:
             run_id=self.run_id,
             records=self.records,
             outputs=self.outputs,
+            output_node=self.graph.output,
             wall=self.wall,
             concurrency=self.concurrency,
             provider=self.provider.name,
@@ -773,6 +837,12 @@ def _is_auth_failure(error: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+def _grown_name(name: str, specs: dict[str, NodeSpec]) -> bool:
+    """A node a run adds as it goes (a map item `jokes[3]`, a loop round `refine[2].joke`):
+    `--rerun` may name it before it exists."""
+    return "[" in name and name.split("[", 1)[0] in specs
 
 
 def _error_text(name: str, error: BaseException) -> str:

@@ -7,16 +7,18 @@ in the style of Hamilton). Either may `expand` the running graph from its output
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from dagagents.errors import GraphError
 from dagagents.model.agents import Agent, source_hash
 
 if TYPE_CHECKING:
@@ -38,8 +40,23 @@ class NodeSpec(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     # Expected seconds, used to prioritise the critical path before any run has timed it.
     estimate: float | None = Field(default=None, ge=0)
+    # A predicate over dependency outputs (by parameter name): false skips the node at zero
+    # cost with reason "condition false". Its source is part of the fingerprint.
+    when: Callable[..., Any] | None = None
+    # Dependencies that may be condition-skipped; this node then receives None for them.
+    optional: tuple[str, ...] = ()
+    # Dependency name -> the name the prompt or function uses for it (namespaced subgraph
+    # and loop nodes keep their body's names).
+    aliases: dict[str, str] = Field(default_factory=dict)
+    # The name that enters the checkpoint key (a map item is keyed by its content, not its
+    # position, so reordering a list reruns nothing).
+    key_name: str | None = None
 
     kind: str = "node"
+
+    def local(self, dep: str) -> str:
+        """The name under which dependency `dep` reaches this node's prompt or function."""
+        return self.aliases.get(dep, dep) if self.aliases else dep
 
     def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
         """What determines this node's output besides its inputs. `memo` shares work
@@ -89,6 +106,8 @@ class Step(NodeSpec):
     params: tuple[str, ...] = ()
     # Bump to invalidate checkpoints when behaviour changes outside the function's source.
     version: str = ""
+    # Arguments fixed when the node was made (a map item's `item`/`index`); part of the key.
+    bound: dict[str, Any] = Field(default_factory=dict)
     kind: str = "step"
 
     @property
@@ -102,7 +121,14 @@ class Step(NodeSpec):
             "source": _memoized(memo, _code_identity(self.fn), lambda: step_source(self.fn)),
             "version": self.version,
             "depends_on": list(self.depends_on),
+            **({"bound": _bound_digest(self.bound)} if self.bound else {}),
         }
+
+
+def _bound_digest(bound: dict[str, Any]) -> str:
+    from dagagents.store.codec import encode
+
+    return hashlib.sha256(encode(bound)).hexdigest()
 
 
 class Expansion(BaseModel):
@@ -120,38 +146,56 @@ AgentTask.model_rebuild()
 Step.model_rebuild()
 
 
-# A placeholder is `{name}` where name could be a node's name (letters, digits, `_`, `-`, `.`);
-# `{{` and `}}` are literal braces. Any other brace is text: JSON (`{"n": 1}`), set notation
-# (`{N, D}`), code (`{ }`, `{0}`) pasted into a prompt, or produced by a model and placed into
-# one, is never taken for a template field and never fails a run.
-_PROMPT_TOKEN = re.compile(r"\{\{|\}\}|\{(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)\}")
+# A placeholder is `{name}`, `{name.field}`, `{name[0]}` (optionally `!r` / `:spec`) where name
+# could be a node's name; `{{` and `}}` are literal braces. Any other brace is text: JSON
+# (`{"n": 1}`), set notation (`{N, D}`), code (`{ }`, `{0}`, a lone `}`) pasted into a prompt,
+# or produced by a model and placed into one, is never taken for a template field and never
+# fails a run.
+_PROMPT_TOKEN = re.compile(
+    r"\{\{|\}\}|\{(?P<field>(?P<root>[A-Za-z_][A-Za-z0-9_\-]*)(?:\.[A-Za-z_]\w*|\[-?\w+\])*)"
+    r"(?:!(?P<conv>[rsa]))?(?::(?P<spec>[\w<>=^+\-#,.%]*))?\}"
+)
+
+
+class _TemplateParser:
+    """`string.Formatter().parse`, except that only placeholders as above are fields: every
+    other brace stays in the literal text (so templates with JSON in them never raise)."""
+
+    @staticmethod
+    def parse(template: str) -> Iterator[tuple[str, str | None, str | None, str | None]]:
+        literal: list[str] = []
+        pos = 0
+        for match in _PROMPT_TOKEN.finditer(template):
+            literal.append(template[pos : match.start()])
+            pos = match.end()
+            token = match.group(0)
+            if token in ("{{", "}}"):
+                literal.append(token[0])
+                continue
+            yield (
+                "".join(literal),
+                match.group("field"),
+                match.group("spec") or "",
+                match.group("conv"),
+            )
+            literal = []
+        literal.append(template[pos:])
+        rest = "".join(literal)
+        if rest:
+            yield rest, None, None, None
+
+
+_formatter = _TemplateParser()
 
 
 def prompt_placeholders(template: str) -> list[str]:
     """Names of `{name}` fields in a prompt template (`{{` and `}}` are literal braces)."""
     names: list[str] = []
     for match in _PROMPT_TOKEN.finditer(template):
-        name = match.group("name")
-        if name and name not in names:
-            names.append(name)
+        root = match.group("root")
+        if root and root not in names:
+            names.append(root)
     return names
-
-
-def _fill(template: str, inputs: dict[str, str]) -> str:
-    """The template with its placeholders filled from `inputs` and `{{`/`}}` unescaped, in
-    one pass: a filled-in value is never scanned again, and a placeholder naming no input
-    stays as written."""
-
-    def one(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token == "{{":
-            return "{"
-        if token == "}}":
-            return "}"
-        name = match.group("name")
-        return str(inputs[name]) if name in inputs else token
-
-    return _PROMPT_TOKEN.sub(one, template)
 
 
 def _memoized(memo: dict[int, Any] | None, obj: object, compute: Callable[[], Any]) -> Any:
@@ -180,18 +224,118 @@ def step_source(fn: Callable[..., Any]) -> str:
 def spec_digest(spec: NodeSpec, memo: dict[int, Any] | None = None) -> str:
     """sha256 of a node's canonical fingerprint (orjson, sorted keys)."""
     fp = spec.fingerprint(memo)
+    if spec.when is not None or spec.optional or spec.aliases:
+        fp = {
+            **fp,
+            "when": step_source(spec.when) if spec.when is not None else None,
+            "optional": sorted(spec.optional),
+            "aliases": spec.aliases,
+        }
     return hashlib.sha256(orjson.dumps(fp, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def render_prompt(task: AgentTask, inputs: dict[str, str]) -> str:
-    """Fill placeholders with dependency outputs; append the unreferenced ones as context."""
-    used = set(task.placeholders())
-    text = _fill(task.prompt, inputs)
-    extra = [name for name in task.depends_on if name not in used]
+def render_prompt(task: AgentTask, inputs: dict[str, Any]) -> str:
+    """Fill placeholders with dependency outputs; append the unreferenced ones as context.
+
+    `inputs` are keyed by the names the prompt uses (see `NodeSpec.local`) and may be raw
+    outputs: `{grade.feedback}` and `{subjects.items[0]}` read a field of a pydantic model
+    or JSON output. A field that does not exist raises GraphError naming node, placeholder
+    and the fields that do exist — before the call is made, never after paying for it.
+    Skipped optional dependencies (None) render as "(none)". Only this template is parsed:
+    a filled-in value is never scanned again, and a `{name}` that names no input (text a
+    model wrote, placed into an expansion's prompt) stays as written."""
+    from dagagents.store.codec import as_text
+
+    pieces: list[str] = []
+    used: list[str] = []
+    for literal, field, spec_, conv in _formatter.parse(task.prompt):
+        pieces.append(literal)
+        if field is None:
+            continue
+        root = field.split(".", 1)[0].split("[", 1)[0]
+        if root not in inputs:
+            pieces.append(
+                "{" + field + (f"!{conv}" if conv else "") + (f":{spec_}" if spec_ else "") + "}"
+            )
+            continue
+        if root not in used:
+            used.append(root)
+        value = resolve_field(task.name, field, inputs[root])
+        text = "(none)" if value is None else as_text(value)
+        if conv or spec_:
+            text = format(text if conv != "r" else repr(text), spec_ or "")
+        pieces.append(text)
+    text = "".join(pieces)
+    extra = [name for name in inputs if name not in used]
     if extra:
-        blocks = "\n\n".join(f'<input from="{name}">\n{inputs[name]}\n</input>' for name in extra)
+        blocks = "\n\n".join(
+            f'<input from="{name}">\n'
+            f"{'(none)' if inputs[name] is None else as_text(inputs[name])}\n</input>"
+            for name in extra
+        )
         text = f"{text}\n\nOutputs of the steps this task depends on:\n\n{blocks}"
     return text
+
+
+def field_path(field: str) -> list[str | int]:
+    """`grade.feedback` -> ['feedback']; `subjects.items[0].name` -> ['items', 0, 'name']."""
+    root = re.match(r"[^.\[]*", field)
+    rest = field[root.end() if root else 0 :]
+    return [
+        (int(idx) if idx.lstrip("-").isdigit() else idx) if attr is None or attr == "" else attr
+        for attr, idx in _PATH.findall(rest)
+    ]
+
+
+_PATH = re.compile(r"\.([^.\[]+)|\[([^\]]*)\]")
+
+
+def fields_of(value: Any) -> list[str]:
+    """The field names a value offers to `{dep.field}` (for error messages)."""
+    if isinstance(value, BaseModel):
+        return list(type(value).model_fields)
+    if isinstance(value, dict):
+        return [str(k) for k in value]
+    return []
+
+
+def resolve_field(node: str, field: str, value: Any) -> Any:
+    """Follow `dep.a[0].b` into a raw output (pydantic model, dict, list or JSON text)."""
+    path = field_path(field)
+    if not path:
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = orjson.loads(value)
+    walked = field.split(".", 1)[0].split("[", 1)[0]
+    for part in path:
+        try:
+            if isinstance(part, int):
+                value = value[part]
+            elif isinstance(value, BaseModel):
+                value = getattr(value, part) if part in type(value).model_fields else _missing()
+            elif isinstance(value, dict):
+                value = value[part]
+            else:
+                raise KeyError(part)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            offered = fields_of(value)
+            if offered:
+                what = f"its fields are {', '.join(offered)}"
+            elif isinstance(value, list):
+                what = f"it is a list of {len(value)} items"
+            else:
+                what = f"it is a {type(value).__name__}"
+            raise GraphError(
+                f"node '{node}': prompt placeholder '{{{field}}}' has no '{part}' in "
+                f"'{walked}' ({what})."
+            ) from None
+        walked += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return value
+
+
+def _missing() -> Any:
+    raise KeyError
 
 
 def _code_key(fn: Callable[..., Any]) -> Any:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from dagagents.cli.app import (
@@ -24,6 +25,12 @@ from dagagents.cli.app import (
 from dagagents.engine.executors.choice import executor_from_options
 from dagagents.engine.limits import RateLimits, check_limit
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
+from dagagents.engine.shared_limits import (
+    DEFAULT_LEASE_TTL,
+    DEFAULT_TIMEOUT,
+    SharedLimits,
+    resolve_limits,
+)
 from dagagents.errors import UserError
 from dagagents.observe.progress import LiveProgress, PlainProgress, summary_table
 from dagagents.observe.runs import RunResult
@@ -82,6 +89,37 @@ def run(
             "(default: grows with the agent's max_tokens)."
         ),
     ] = None,
+    input_: Annotated[
+        list[str] | None,
+        typer.Option("--input", help="A graph input, NAME=VALUE (repeatable)."),
+    ] = None,
+    inputs_file: Annotated[
+        Path | None, typer.Option("--inputs", help="A JSON object of graph inputs.")
+    ] = None,
+    limits: Annotated[
+        str | None,
+        typer.Option(
+            help="Share rate limits, backoff, concurrency (and --budget-key) with every "
+            "process on this Redis: redis://HOST:PORT/DB (env DAGAGENTS_LIMITS_URL).",
+            show_default=False,
+        ),
+    ] = None,
+    limits_key: Annotated[
+        str | None,
+        typer.Option(help="Name of the shared limits (default: a hash of the API key)."),
+    ] = None,
+    budget_key: Annotated[
+        str | None,
+        typer.Option(help="With --max-cost and --limits: a budget shared by all who name it."),
+    ] = None,
+    limits_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds new calls wait for a lost --limits store before the run stops."),
+    ] = DEFAULT_TIMEOUT,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(help="Seconds a dead process's concurrency leases outlive it (--limits)."),
+    ] = DEFAULT_LEASE_TTL,
     batch: Annotated[
         bool,
         typer.Option(
@@ -134,11 +172,17 @@ def run(
                 "--otpm": otpm,
                 "--max-cost": max_cost,
                 "--timeout": timeout,
+                "--limits-timeout": limits_timeout,
+                "--lease-ttl": lease_ttl,
             }
         )
         if retries is not None and retries < 1:
             raise UserError(f"--retries must be at least 1 (the first attempt), got {retries}.")
         graph = load_target(target, workers=workers)
+        if (input_ or inputs_file) and hasattr(graph, "bind"):
+            graph = graph.bind(parse_inputs(graph, input_ or [], inputs_file))
+        elif hasattr(graph, "bind"):
+            graph = graph.bind({})
         options: dict[str, Any] = {
             "concurrency": concurrency,
             "provider": provider,
@@ -150,6 +194,13 @@ def run(
             "rate_limits": RateLimits(rpm=rpm, itpm=itpm, otpm=otpm),
             "max_cost_usd": max_cost,
             "retry": retry_policy(retries, timeout),
+            "limits": shared_limits(
+                limits,
+                key=limits_key,
+                budget_key=budget_key,
+                timeout=limits_timeout,
+                lease_ttl=lease_ttl,
+            ),
             "batch": batch,
             "batch_window": batch_window,
             "batch_max": batch_max,
@@ -210,6 +261,56 @@ def retry_policy(retries: int | None, timeout: float | None) -> RetryPolicy | No
     if timeout is not None:
         changes["timeout"] = timeout
     return dataclasses.replace(DEFAULT_RETRY, **changes)
+
+
+def parse_inputs(graph: Any, pairs: list[str], path: Path | None) -> dict[str, Any]:
+    """`--inputs file.json` then each `--input NAME=VALUE` (a value is JSON when the input
+    declares a non-string type, else text). One sentence for a malformed one."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise UserError(f"--inputs file '{path}' cannot be read ({exc.strerror}).") from None
+        except orjson.JSONDecodeError as exc:
+            raise UserError(f"--inputs file '{path}' is not valid JSON ({exc}).") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"--inputs file '{path}' must hold a JSON object of name: value.")
+        values.update(loaded)
+    declared = graph.inputs() if hasattr(graph, "inputs") else {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise UserError(f"--input '{pair}' must be NAME=VALUE.")
+        spec = declared.get(name)
+        value: Any = text
+        if spec is not None and spec.type not in (None, str):
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                value = text
+        values[name] = value
+    return values
+
+
+def shared_limits(
+    url: str | None,
+    *,
+    key: str | None = None,
+    budget_key: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+) -> SharedLimits | None:
+    """--limits (or DAGAGENTS_LIMITS_URL) and its companions; the names need a URL."""
+    found = resolve_limits(url)
+    if found is None:
+        for flag, value in (("--limits-key", key), ("--budget-key", budget_key)):
+            if value is not None:
+                raise UserError(f"{flag} needs --limits redis://... (or DAGAGENTS_LIMITS_URL).")
+        return None
+    return SharedLimits(
+        found.url, key=key, budget_key=budget_key, timeout=timeout, lease_ttl=lease_ttl
+    )
 
 
 def run_with_view(

@@ -73,6 +73,11 @@ def summary_renderable(s: Summary) -> RenderableType:
     )
     if s.cache_hits:
         head.append(f" · {s.cache_hits} cache hit(s) saved ${s.saved_cost:.4f}")
+    if s.saved_by_prompt_cache or s.batch_calls:
+        head.append(
+            f"\nprompt caching saved ${s.saved_by_prompt_cache:.4f} · batching saved "
+            f"${s.saved_by_batch:.4f} ({s.batch_calls} batch calls)"
+        )
     parts.append(head)
 
     agents = Table(title="per agent (most expensive first)", title_justify="left")
@@ -142,6 +147,8 @@ def summary_renderable(s: Summary) -> RenderableType:
                 str(r["node"]), str(r["attempt"]), f"{r.get('wait') or 0:.2f}s", str(r["error"])
             )
         parts.append(retries)
+    if s.structure:
+        parts.append(Text("maps, loops, conditions\n  " + "\n  ".join(s.structure)))
     if s.failures or s.skipped:
         fails = Table(title="failures and skips", title_justify="left")
         fails.add_column("node")
