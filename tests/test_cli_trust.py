@@ -231,3 +231,22 @@ def test_money_is_rounded_to_a_millionth_in_results() -> None:
     assert repr(result.cost_by("model")) == "{'m': 0.309642}"
     assert repr(result.cost_by("agent")) == "{'a': 0.309642}"
     assert repr(result.cost_usd) == "0.309642"
+
+
+# ------------------------------------------------------------ 29: the demo's closing hint
+def test_demo_hint_points_estimate_at_the_demos_store(tmp_path: Path) -> None:
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    graph = str(ROOT / "graphs" / "market_report.py")
+    demo = cli(tmp_path, "demo", graph, "--out", "out", DAGAGENTS_SIM_TIME_SCALE="0.05")
+    assert demo.returncode == 0, demo.stderr
+    hint = re.search(r"dagagents estimate \S+ --store \S+", demo.stdout)
+    assert hint is not None, demo.stdout[-2000:]
+    assert hint.group(0).endswith("--store out/store")
+    estimate = cli(tmp_path, *shlex.split(hint.group(0))[1:])
+    assert estimate.returncode == 0, estimate.stderr
+    assert "Not enough to go on" not in estimate.stdout
+    assert "synthesis" in estimate.stdout  # the planned subtasks are seen, up to the synthesis

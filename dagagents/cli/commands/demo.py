@@ -129,5 +129,6 @@ def demo(
             (f"dagagents estimate {graph} --store {store}", "bold"),
         ),
         highlight=False,
+        soft_wrap=True,  # commands stay on one line, ready to paste
     )
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
