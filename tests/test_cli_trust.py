@@ -250,3 +250,9 @@ def test_demo_hint_points_estimate_at_the_demos_store(tmp_path: Path) -> None:
     assert estimate.returncode == 0, estimate.stderr
     assert "Not enough to go on" not in estimate.stdout
     assert "synthesis" in estimate.stdout  # the planned subtasks are seen, up to the synthesis
+
+
+def test_help_texts_keep_their_brackets(tmp_path: Path) -> None:
+    proc = cli(tmp_path, "run", "--help", COLUMNS="200")
+    assert proc.returncode == 0, proc.stderr
+    assert "dagagents[ui]" in proc.stdout

@@ -35,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are literal: "dagagents[ui]" keeps its brackets
 )
 # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
 # Markup is off: node names, file names, errors and model output are printed literally
