@@ -10,6 +10,7 @@ a user reading a plan file) sees all of them at once.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -172,28 +173,30 @@ def plan_problems(
                 "another id."
             )
         if s.worker not in worker_names:
-            problems.add(
-                lambda s=s: (
-                    f"subtask '{clip(s.id)}' names unknown worker '{clip(s.worker)}'"
-                    f"{did_you_mean(s.worker, worker_names)}; available workers: "
-                    f"{_quote_list(worker_names)}."
-                )
-            )
+            problems.add(functools.partial(_unknown_worker, s, worker_names))
         if not s.task.strip():
             problems.add(f"subtask '{clip(s.id)}' has an empty task.")
         for dep in dict.fromkeys(s.depends_on):
             if dep == s.id:
                 problems.add(f"subtask '{clip(s.id)}' depends on itself.")
             elif dep not in ids:
-                problems.add(
-                    lambda s=s, dep=dep: (
-                        f"subtask '{clip(s.id)}' depends on unknown subtask "
-                        f"'{clip(dep)}'{did_you_mean(dep, ids)}."
-                    )
-                )
+                problems.add(functools.partial(_unknown_dependency, s, dep, ids))
     for cycle in _cycle_problems(plan):
         problems.add(cycle)
     return problems.result()
+
+
+def _unknown_worker(s: Subtask, workers: set[str]) -> str:
+    return (
+        f"subtask '{clip(s.id)}' names unknown worker '{clip(s.worker)}'"
+        f"{did_you_mean(s.worker, workers)}; available workers: {_quote_list(workers)}."
+    )
+
+
+def _unknown_dependency(s: Subtask, dep: str, ids: set[str]) -> str:
+    return (
+        f"subtask '{clip(s.id)}' depends on unknown subtask '{clip(dep)}'{did_you_mean(dep, ids)}."
+    )
 
 
 def _cycle_problems(plan: Plan) -> list[str]:
