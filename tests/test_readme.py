@@ -6,7 +6,9 @@ Python blocks run each in a fresh interpreter: a block must be complete on its o
 blocks, every line starting with `dagagents ` runs (comments stripped, `\\` continuations
 joined); other lines (`make`, `pip`, `dask`) are for the reader. A block that truly cannot run
 here (it needs a cluster, or serves until Ctrl-C) is preceded by
-`<!-- readme-test: skip (why) -->`; use it sparingly.
+`<!-- readme-test: skip (why) -->`; use it sparingly. A block that needs the Anthropic API
+itself (batch mode) is preceded by `<!-- readme-test: fake-api (why) -->`: it runs with a key
+against `dagagents.testing`'s fake Messages API on 127.0.0.1, never the network.
 
 The simulated provider runs at 1/20 of its latencies (`DAGAGENTS_SIM_TIME_SCALE=0.05`): the
 same commands, outputs and schedules, in a minute instead of four.
@@ -26,8 +28,12 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, cli_env
 
+from dagagents.testing import FakeAnthropic
+
 README = ROOT / "README.md"
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\b.*?-->")
+FAKE_API = re.compile(r"<!--\s*readme-test:\s*fake-api\b.*?-->")
+KEY = "sk-ant-readme-test-0000000000"
 FENCE = re.compile(r"^```\s*([\w+-]*)\s*$")
 SHELLS = {"bash", "sh", "shell", "console"}
 
@@ -37,6 +43,7 @@ class Snippet:
     kind: str  # "python" | "command"
     text: str
     line: int  # 1-based line in README.md
+    fake_api: bool = False
 
     @property
     def id(self) -> str:
@@ -49,7 +56,7 @@ class Snippet:
 def readme_snippets(text: str) -> Iterator[Snippet]:
     """Python blocks and `dagagents` command lines, in order; skip-marked blocks left out."""
     lines = text.splitlines()
-    skip_next = False
+    skip_next = fake_next = False
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -57,8 +64,10 @@ def readme_snippets(text: str) -> Iterator[Snippet]:
         if not fence:
             if SKIP.search(line):
                 skip_next = True
+            elif FAKE_API.search(line):
+                fake_next = True
             elif line.strip():
-                skip_next = False  # a marker applies only to the block right after it
+                skip_next = fake_next = False  # a marker applies to the block right after it
             i += 1
             continue
         lang = fence.group(1).lower()
@@ -67,10 +76,11 @@ def readme_snippets(text: str) -> Iterator[Snippet]:
         body = lines[i + 1 : end]
         if not skip_next:
             if lang == "python":
-                yield Snippet("python", "\n".join(body) + "\n", i + 2)
+                yield Snippet("python", "\n".join(body) + "\n", i + 2, fake_next)
             elif lang in SHELLS:
-                yield from _commands(body, i + 2)
-        skip_next = False
+                for command in _commands(body, i + 2):
+                    yield Snippet(command.kind, command.text, command.line, fake_next)
+        skip_next = fake_next = False
         i = end + 1
 
 
@@ -114,9 +124,22 @@ def test_readme_calls_the_pattern_graphs_four() -> None:
     assert "three patterns" not in text
 
 
+@pytest.fixture(scope="module")
+def fake_api() -> Iterator[FakeAnthropic]:
+    """The fake Messages API on 127.0.0.1, for blocks marked fake-api."""
+    api = FakeAnthropic(api_key=KEY).start()
+    yield api
+    api.stop()
+
+
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
-def test_readme_snippet_runs(snippet: Snippet, workdir: Path) -> None:
+def test_readme_snippet_runs(
+    snippet: Snippet, workdir: Path, request: pytest.FixtureRequest
+) -> None:
     env = cli_env(COLUMNS="160", DAGAGENTS_SIM_TIME_SCALE="0.05")
+    if snippet.fake_api:
+        api: FakeAnthropic = request.getfixturevalue("fake_api")
+        env.update(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.url)
     if snippet.kind == "python":
         path = workdir / f"readme_line_{snippet.line}.py"
         path.write_text(snippet.text, encoding="utf-8")
