@@ -226,3 +226,44 @@ def test_cli_batch_flag_runs_through_batches_and_reports_the_saving(
     assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [2, 1]
     assert "by batching (3 batch calls)" in " ".join(done.stdout.split())
     assert KEY not in done.stdout + done.stderr
+
+
+def test_per_minute_limits_do_not_throttle_batch_submission(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    from dagagents import RateLimits
+
+    worker = Agent("worker", model="claude-haiku-4-5", max_tokens=64)
+    g = Graph("wide")
+    for i in range(6):
+        g.task(f"n{i}", worker, f"Item {i}.")
+    # 1 request a minute would take 5 minutes directly; batches are not counted against it.
+    result = run_graph(
+        g, provider=provider_for(fake_anthropic), batch=FAST, rate_limits=RateLimits(rpm=1)
+    )
+    assert result.ok, result.errors
+    assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [6]
+    assert not [e for e in result.events if e["event"] == "rate_limited"]
+
+
+def test_a_recorded_batch_that_is_gone_is_submitted_again(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    fake_anthropic.batches.delay = 30.0
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    store = tmp_path / "store"
+    args = [sys.executable, str(script), fake_anthropic.url, str(store), KEY]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(store.glob("runs/*/batches/*.json")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (lost,) = fake_anthropic.batches.submitted
+    del fake_anthropic.batches.batches[lost.id]  # e.g. archived: its results are gone
+    fake_anthropic.batches.delay = 0.1
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert rerun.stdout.strip() == "OK", rerun.stdout + rerun.stderr
+    assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [4, 1]

@@ -659,3 +659,28 @@ def test_a_graph_file_embeds_another_graph_files_graph(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert Graph.load(tmp_path / "outer.py").run(inputs={"word": "hi"}).output == "HI!HI!"
+
+
+def test_estimate_takes_map_size_from_history_else_states_an_assumption(tmp_path: Path) -> None:
+    from dagagents import Store, estimate
+
+    g = jokes_graph()
+    store = Store(tmp_path / "s")
+    before = estimate(g, store=store)
+    assert before.assumptions == [
+        "map 'jokes' assumed to have 3 items (no earlier run shows its size)"
+    ]
+    assert {n for n in before.nodes if n.startswith("jokes[")} == {
+        "jokes[*]",
+        "jokes[0]",
+        "jokes[1]",
+        "jokes[2]",
+    }
+    assert not before.unseen_expansions
+    sim = SimulatedProvider(time_scale=0)
+    sim.script(lambda req: Subjects(items=[str(i) for i in range(5)]), agent="planner")
+    g.simulator = sim
+    assert g.run(inputs={"topic": "cats"}, store=store).ok
+    after = estimate(g, store=store)
+    assert after.assumptions == []
+    assert len([n for n in after.nodes if n.startswith("jokes[") and n != "jokes[*]"]) == 5

@@ -173,3 +173,28 @@ def test_missing_field_fails_before_the_request(fake_anthropic: FakeAnthropic) -
     assert result.status["use"] == "failed"
     assert "has no 'itemz' in 'data' (its fields are items)" in result.errors["use"]
     assert fake_anthropic.requests == []
+
+
+def test_subgraph_requests_run_while_a_sibling_outside_is_in_flight(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.latency = lambda body: 1.0 if "slow sibling" in str(body) else 0.0
+    fake_anthropic.reply(lambda r: "text for " + last_user_text(r))
+    research = Graph("research", output="notes")
+    research.input("topic")
+    research.task("sources", Agent("researcher"), "Sources on {topic}.")
+    research.task("notes", Agent("researcher"), "Notes on {topic} from {sources}")
+    g = Graph("outer", output="article")
+    g.input("topic")
+    g.task("sibling", Agent("writer"), "A slow sibling about {topic}.")
+    g.subgraph("research", research, inputs={"topic": "topic"})
+    g.task("article", Agent("writer"), "Article: {sibling} {research}")
+    result = run_graph(g, provider=provider_for(fake_anthropic), inputs={"topic": "tides"})
+    assert result.ok, result.errors
+    assert result.outputs["research.notes"].startswith("text for Notes on tides from text for")
+    by_prompt = {last_user_text(r.body or {}): r for r in fake_anthropic.requests}
+    sibling = by_prompt["A slow sibling about tides."]
+    notes = next(r for p, r in by_prompt.items() if p.startswith("Notes on tides"))
+    # Both research requests were answered while the sibling's request was still open.
+    assert sibling.finished is not None and notes.finished is not None
+    assert sibling.started < notes.started and notes.finished < sibling.finished

@@ -21,6 +21,7 @@ from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.checkpoints import checkpoint_key
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
+from dagagents.engine.heap import frozen_heap
 from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.engine.language import (
     CONDITION_FALSE,
@@ -83,7 +84,7 @@ async def arun(
     retry: RetryPolicy | int | None = None,
     pricing: Pricing | None = None,
     call_options: dict[str, Any] | None = None,
-    cache_warming: bool | None = None,
+    cache_warming: bool | float | None = None,
     batch: bool | BatchOptions = False,
     batch_window: float = 2.0,
     batch_max: int = 100_000,
@@ -97,7 +98,8 @@ async def arun(
     `max_cost_usd` (no call starts that could exceed it) and `retry` (a RetryPolicy or a number
     of attempts) govern every agent call; `call_options` are extra CallContext fields
     (`auto_cache`, `structured_output`). `cache_warming` (default: on for the Anthropic
-    provider) lets calls sharing a cacheable prefix write it once (engine/cache_warming.py).
+    provider) lets calls sharing a cacheable prefix write it once (engine/cache_warming.py);
+    a number is the most seconds a follower waits (default 10).
     `batch=True` sends every agent call through the Message Batches API at the batch price,
     collected over `batch_window` seconds or `batch_max` requests (engine/batches.py); a
     `BatchOptions` also sets the poll backoff. `count_tokens=True` (or the endpoint's
@@ -144,7 +146,12 @@ async def arun(
             if cache_warming is None:
                 cache_warming = resolved.name == "anthropic"
             if cache_warming and "cache_warmer" not in extras:
-                extras["cache_warmer"] = CacheWarmer(limiter.pricing)
+                wait = 10.0 if cache_warming is True else float(cache_warming)
+                if wait < 0:
+                    raise UserError(
+                        f"cache_warming must be True, False or the most seconds to wait (got {wait})."
+                    )
+                extras["cache_warmer"] = CacheWarmer(limiter.pricing, max_wait=wait)
             if count_tokens and not batch and "token_counter" not in extras:
                 extras["token_counter"] = make_counter(resolved, count_tokens)
             run = _Run(
@@ -283,6 +290,11 @@ class _Run:
 
     # ------------------------------------------------------------------ loop
     async def execute(self) -> RunResult:
+        # No full collection walks the heap that existed before the run (see engine/heap.py).
+        with frozen_heap():
+            return await self._execute()
+
+    async def _execute(self) -> RunResult:
         self._history = (
             previous_durations(self.store, self.graph.name) if self.store is not None else {}
         )
