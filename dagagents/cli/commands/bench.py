@@ -31,15 +31,25 @@ def bench_command(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write figures here.")
     ] = None,
+    input_: Annotated[
+        list[str] | None,
+        typer.Option("--input", help="A graph input, NAME=VALUE (repeatable)."),
+    ] = None,
+    inputs_file: Annotated[
+        Path | None, typer.Option("--inputs", help="A JSON object of graph inputs.")
+    ] = None,
 ) -> None:
     """Run a graph in parallel and one node at a time (simulated provider, or a recorded
     run's durations); print wall times, the lower bound, speedup and efficiency."""
     with user_errors():
+        from dagagents.cli.commands.run import parse_inputs
         from dagagents.observe.bench import bench
         from dagagents.observe.timeline import timeline_png
         from dagagents.store import Store
 
         graph = load_target(target, workers=workers)
+        if hasattr(graph, "bind"):
+            graph = graph.bind(parse_inputs(graph, input_ or [], inputs_file))
         replay = (Store(store), from_run) if from_run else None
         report = bench(graph, concurrency=concurrency, repeat=repeat, replay=replay)
         png = output or safe_filename(graph.name, ".png", prefix="bench-")
