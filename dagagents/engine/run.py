@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from dagagents.engine import approvals
+from dagagents.engine.approvals import ApprovalRejected, ApprovalRequest, Approver
 from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.checkpoints import checkpoint_key
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
+from dagagents.engine.heap import frozen_heap
 from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.engine.language import (
     CONDITION_FALSE,
@@ -41,10 +44,11 @@ from dagagents.errors import (
     DagAgentsError,
     GraphError,
     LimitsUnavailable,
+    ProviderError,
     UserError,
 )
 from dagagents.model.graph import Graph, check_acyclic, validate_spec
-from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
+from dagagents.model.nodes import AgentTask, Approval, Expansion, NodeSpec, Step, render_prompt
 from dagagents.observe.pricing import Pricing, cost_usd
 from dagagents.observe.runs import NodeRecord, RunResult
 from dagagents.observe.trace import Tracer
@@ -88,10 +92,13 @@ async def arun(
     batch_max: int = 100_000,
     count_tokens: bool | float = False,
     limits: str | SharedLimits | None = None,
+    approver: Approver | None = None,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
 
-    `store=None` disables checkpoints; `fresh=True` ignores existing ones; `rerun` names nodes
+    `approver` decides approval nodes in-process (see engine/approvals.py); without one they
+    wait and the run ends "waiting". `store=None` disables checkpoints; `fresh=True` ignores
+    existing ones; `rerun` names nodes
     to recompute even if checkpointed. `rate_limits` (requests/tokens per minute per model),
     `max_cost_usd` (no call starts that could exceed it) and `retry` (a RetryPolicy or a number
     of attempts) govern every agent call; `call_options` are extra CallContext fields
@@ -169,6 +176,7 @@ async def arun(
                 if isinstance(retry, int)
                 else retry or DEFAULT_RETRY,
                 call_options=extras,
+                approver=approver,
             )
         except BaseException:
             if prepare is not None:
@@ -220,6 +228,7 @@ class _Run:
         limiter: Limiter,
         retry: RetryPolicy,
         call_options: dict[str, Any],
+        approver: Approver | None = None,
     ) -> None:
         graph.validate()
         unknown = sorted(n for n in rerun - set(graph.specs) if not _grown_name(n, graph.specs))
@@ -237,6 +246,7 @@ class _Run:
         self.fail_fast = fail_fast
         self.executor = executor
         self.call_options = call_options
+        self.approver = approver
         self.limiter = limiter
         self.retry = retry
         self.pricing = limiter.pricing
@@ -259,6 +269,7 @@ class _Run:
         self._memo: dict[int, Any] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._closing = ""  # set to the reason when the run is being torn down
+        self._auth_failed = False  # a 401 was reported: later ones are skips, not failures
         self._started_at = time.time()
 
     @staticmethod
@@ -287,6 +298,11 @@ class _Run:
 
     # ------------------------------------------------------------------ loop
     async def execute(self) -> RunResult:
+        # No full collection walks the heap that existed before the run (see engine/heap.py).
+        with frozen_heap():
+            return await self._execute()
+
+    async def _execute(self) -> RunResult:
         self._history = (
             previous_durations(self.store, self.graph.name) if self.store is not None else {}
         )
@@ -327,6 +343,10 @@ class _Run:
                 r.status in ("failed", "cancelled") for r in self.records.values()
             ):
                 status = "failed"
+            if status == "done" and any(
+                r.status == approvals.WAITING for r in self.records.values()
+            ):
+                status = approvals.RUN_WAITING
             flusher.cancel()
             await self.executor.close()
             self._finish(status)
@@ -353,7 +373,8 @@ class _Run:
             if self._try_cache(name):
                 continue
             running[name] = asyncio.ensure_future(self._node(name))
-        if not running and not sorter.is_active() and not self._all_done.done():
+        # Over when nothing runs and nothing is ready: all done, or the rest waits for approval.
+        if not running and not sorter.has_ready() and not self._all_done.done():
             self._all_done.set_result(None)
 
     async def _node(self, name: str) -> None:
@@ -365,6 +386,10 @@ class _Run:
         error: BaseException | None = None
         try:
             value = await self._body(name)
+        except _Waiting:
+            del self._running[name]  # waits for a decision without holding a slot
+            self._launch()
+            return
         except asyncio.CancelledError as exc:
             error = exc
         except Exception as exc:
@@ -389,6 +414,14 @@ class _Run:
         if isinstance(error, asyncio.CancelledError):
             self._settle_cancelled(name, "cancelled")
             return
+        auth = _is_auth_failure(error)
+        if auth and self._auth_failed:
+            # The key is bad for every call: one failure says so; the rest are skipped.
+            record.end = self.tracer.now()
+            self.sorter.fail(name)
+            self._mark_skipped(name, because=AUTH_FAILED)
+            self._skip_all(AUTH_FAILED)
+            return
         record.status = "failed"
         record.end = self.tracer.now()
         record.error = _error_text(name, error)
@@ -401,6 +434,9 @@ class _Run:
                 self.records[skipped].status = "failed"
                 self.records[skipped].error = failed_item
                 self.emit("node_error", node=skipped, error=failed_item)
+        if auth:
+            self._auth_failed = True
+            self._skip_all(AUTH_FAILED)
         if isinstance(error, BudgetExceeded | LimitsUnavailable):
             # No new call may start; in-flight calls finish (their cost was reserved).
             because = (
@@ -415,6 +451,10 @@ class _Run:
                 self._mark_skipped(skipped, because=f"fail_fast after '{name}' failed")
             for task in list(self._running.values()):
                 task.cancel()
+
+    def _skip_all(self, because: str) -> None:
+        for skipped in self.sorter.skip_all():
+            self._mark_skipped(skipped, because=because)
 
     def _settle_cancelled(self, name: str, reason: str) -> None:
         record = self.records[name]
@@ -569,6 +609,8 @@ class _Run:
     ) -> Any:
         if isinstance(spec, AgentTask):
             return await self._agent_body(spec, inputs, record, meta)
+        if isinstance(spec, Approval):
+            return await self._approval_body(spec, inputs, record, meta)
         assert isinstance(spec, Step)
         kwargs = step_kwargs(spec, inputs)
         stored = getattr(self.executor, "run_step_stored", None)  # see executors/base.py
@@ -610,6 +652,31 @@ class _Run:
             raise
         self._record_usage(record, result, meta)
         return result.output
+
+    async def _approval_body(
+        self, spec: Approval, inputs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
+    ) -> Any:
+        """A decision already in the store, else the approver's, else wait (see approvals)."""
+        key = record.key
+        reason = approvals.read_rejection(self.store, key) if self.store and key else None
+        if reason is not None:
+            raise ApprovalRejected(f"rejected: {reason}")
+        record.status = approvals.WAITING
+        self.emit("node_waiting", node=spec.name, prompt=spec.prompt, key=key)
+        if self.approver is None:
+            raise _Waiting(spec.name)
+        request = ApprovalRequest(self.run_id, spec.name, spec.prompt, dict(inputs))
+        decision = await approvals.ask(self.approver, request)
+        record.status = "pending"
+        self.emit("approval", node=spec.name, approved=decision.approved, reason=decision.reason)
+        if not decision.approved:
+            if self.store is not None and key is not None:
+                approvals.write_rejection(self.store, key, spec.name, decision.reason)
+            raise ApprovalRejected(f"rejected: {decision.reason or 'rejected'}")
+        meta.update(approvals.approval_meta(spec.name, decision.reason))
+        if decision.value is not None:
+            return decision.value
+        return approvals.default_value(inputs)
 
     def _record_usage(self, record: NodeRecord, result: AgentResult, meta: dict[str, Any]) -> None:
         record.usage = result.usage
@@ -720,7 +787,9 @@ class _Run:
         for record in self.records.values():
             if record.status == "pending":
                 record.status = "skipped"
-                record.because = record.because or status
+                record.because = record.because or (
+                    "the run is waiting for approval" if status == approvals.RUN_WAITING else status
+                )
             counts[record.status] = counts.get(record.status, 0) + 1
         self.wall = self.tracer.now()
         self.emit(
@@ -779,6 +848,10 @@ class _Run:
         )
 
 
+class _Waiting(Exception):
+    """An approval node with no decision and no approver: it waits; the run goes on."""
+
+
 class NodeTimeout(DagAgentsError):
     """A node exceeded its `timeout`."""
 
@@ -811,6 +884,21 @@ def previous_durations(store: Store, graph_name: str, lookback: int = 20) -> dic
             if node.get("status") == "done" and node.get("duration")
         }
     return {}
+
+
+AUTH_FAILED = "authentication failed"
+
+
+def _is_auth_failure(error: BaseException) -> bool:
+    """A 401 (or no credentials at all): no other call with this key can succeed."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ProviderError) and (
+            seen.status == 401 or seen.kind == "authentication_error"
+        ):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _grown_name(name: str, specs: dict[str, NodeSpec]) -> bool:

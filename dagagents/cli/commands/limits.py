@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from dagagents.cli.app import app, console, user_errors
+from dagagents.cli.app import app, console, styled, user_errors
 from dagagents.engine.shared_limits import (
     ENV_URL,
     redact_url,
@@ -58,7 +58,7 @@ def limits_command(
     if as_json:
         print(orjson.dumps(state, option=orjson.OPT_INDENT_2).decode())
         return
-    console.print(f"shared limits at [bold]{redact_url(config.url)}[/]", highlight=False)
+    console.print(styled("shared limits at ", (redact_url(config.url), "bold")), highlight=False)
     if not state["keys"] and not state["budgets"]:
         console.print("nothing shared yet: no process has used this store.")
         return
