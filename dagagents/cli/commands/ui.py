@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dagagents.cli.app import app, console, user_errors
+from dagagents.cli.app import app, console, styled, user_errors
 from dagagents.engine.approvals import record_decision
 from dagagents.errors import UserError
 from dagagents.store import Store
@@ -28,7 +28,7 @@ def _need_extra() -> None:
 
 
 def _announce(running: Running) -> None:
-    console.print(f"web view: [bold]{running.url}[/]", highlight=False, soft_wrap=True)
+    console.print(styled("web view: ", (running.url, "bold")), highlight=False, soft_wrap=True)
     if running.token:
         console.print(
             f"serving on {running.host}: anyone who can reach it needs the token in that URL",
