@@ -442,3 +442,13 @@ def test_bad_shared_limits_flags_are_one_sentence_and_exit_2(
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not fake_anthropic.requests
+
+
+def test_the_benchmark_measures_the_added_latency(redis_server: RedisServer) -> None:
+    """benchmarks.shared_limits at a tiny size (the README's figures come from the full one)."""
+    from benchmarks.shared_limits import latency
+
+    figures = latency(redis_server.url, 50)
+    assert figures["calls"] == 50
+    assert 0 < figures["local_p50_ms"] < figures["redis_p50_ms"]
+    assert figures["redis_with_budget_p50_ms"] > 0
