@@ -442,3 +442,45 @@ def test_bad_shared_limits_flags_are_one_sentence_and_exit_2(
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not fake_anthropic.requests
+
+
+def test_the_benchmark_measures_the_added_latency(redis_server: RedisServer) -> None:
+    """benchmarks.shared_limits at a tiny size (the README's figures come from the full one)."""
+    from benchmarks.shared_limits import latency
+
+    figures = latency(redis_server.url, 50)
+    assert figures["calls"] == 50
+    assert 0 < figures["local_p50_ms"] < figures["redis_p50_ms"]
+    assert figures["redis_with_budget_p50_ms"] > 0
+
+
+def test_shared_rate_limits_with_a_per_run_budget(redis_server: RedisServer) -> None:
+    """--limits without --budget-key: the buckets are shared, --max-cost stays this run's own."""
+    from dagagents.errors import BudgetExceeded
+
+    async def scenario() -> tuple[int, float, dict]:
+        config = SharedLimits(redis_server.url, key="solo")
+        limiter = RedisLimiter(config, RateLimits(rpm=600), key="solo", max_cost_usd=0.002)
+        await limiter.start()
+        done = 0
+        try:
+            with pytest.raises(BudgetExceeded, match=r"cost budget of \$0.0020 reached"):
+                for i in range(10):
+                    async with limiter.slot(_request(f"call {i}")) as slot:
+                        slot.done(
+                            Response(
+                                content=[{"type": "text", "text": "ok"}],
+                                usage=Usage(input_tokens=10, output_tokens=40),
+                            )
+                        )
+                    done += 1
+            state = await snapshot(config, key="solo")
+        finally:
+            await limiter.aclose()
+        return done, limiter.budget.spent_usd, state
+
+    done, spent, state = asyncio.run(scenario())
+    # Each call could cost up to ~$0.00079 (50 tokens out): two fit under $0.002, a third not.
+    assert done == 2 and spent <= 0.002
+    (model,) = state["keys"][0]["models"]
+    assert model["calls"] == 2 and model["leases"] == 0 and not state["budgets"]
