@@ -67,6 +67,7 @@ from dagagents.errors import (
     DagAgentsError,
     GraphError,
     LimitsUnavailable,
+    ProviderError,
     UserError,
 )
 from dagagents.model.graph import Graph
@@ -253,6 +254,7 @@ class _Run:
         self._flusher: asyncio.Task[None] | None = None
         self.wall = 0.0
         self.run_id = Store.new_run_id()
+        self._auth_failed = False  # a 401 was reported: later ones are skips, not failures
         self._started_at = time.time()
         self.tracer = self._open_tracer(options)
         self.emit = self.tracer.emit
@@ -513,9 +515,21 @@ class _Run:
 
     def _fail(self, name: str, error: BaseException) -> None:
         record = self.records[name]
+        auth = _is_auth_failure(error)
+        if auth and self._auth_failed:
+            # The key is bad for every call: one failure says so; the rest are skipped.
+            for skipped in self.sorter.fail(name):
+                self._transition(skipped, SKIPPED, because=AUTH_FAILED)
+            record.end = self.tracer.now()
+            self._transition(name, SKIPPED, because=AUTH_FAILED)
+            self._skip_all(AUTH_FAILED)
+            return
         record.error = _error_text(error)
         detail = None if isinstance(error, DagAgentsError) else _short_traceback(error)
         self._transition(name, FAILED, traceback=detail)
+        if auth:
+            self._auth_failed = True
+            self._skip_all(AUTH_FAILED)
         if isinstance(error, BudgetExceeded):
             # No new call may start; in-flight calls finish (their cost was reserved).
             self._skip_all("cost budget reached")
@@ -878,6 +892,21 @@ def _unwrap(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+AUTH_FAILED = "authentication failed"
+
+
+def _is_auth_failure(error: BaseException) -> bool:
+    """A 401 (or no credentials at all): no other call with this key can succeed."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ProviderError) and (
+            seen.status == 401 or seen.kind == "authentication_error"
+        ):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _error_text(error: BaseException) -> str:
