@@ -713,7 +713,7 @@ class _Run:
         except AgentFailed as failed:
             # Calls made before the failure were still paid for: keep them on the record.
             self._record_usage(record, failed.spent, meta)
-            raise failed.error from None
+            raise failed.error  # its own cause chain kept (a 401 is found through it)
         self._record_usage(record, result, meta)
         return result.output
 
