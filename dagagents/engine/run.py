@@ -713,7 +713,7 @@ class _Run:
         except AgentFailed as failed:
             # Calls made before the failure were still paid for: keep them on the record.
             self._record_usage(record, failed.spent, meta)
-            raise failed.error  # its own cause chain kept (a 401 is found through it)
+            raise failed.error from failed.error.__cause__  # a 401 behind it stays findable
         self._record_usage(record, result, meta)
         return result.output
 
