@@ -640,10 +640,7 @@ class _Run:
         record = self.records[name]
         if record.digest is not None:
             return  # the executor already stored it where the body ran
-        try:  # also without a store: an output that cannot be stored fails either way
-            encoded = codec.encode(value)
-        except codec.NotSerialisable as exc:
-            raise UserError(f"node '{name}' returned {exc}.") from None
+        encoded = _encodable(name, value)
         if self.checkpoints is None or record.key is None:
             return
         digest = await self.checkpoints.apersist(record.key, encoded, meta)
@@ -669,7 +666,10 @@ class _Run:
                 raise NodeTimeout(f"timed out after {spec.timeout:g}s") from None
         record.end = self.tracer.now()
         meta["duration"] = record.duration
-        await self._persist(name, value, meta)
+        if self.checkpoints is None:
+            _encodable(name, value)  # no store: the same refusal, without a coroutine
+        else:
+            await self._persist(name, value, meta)
         return value
 
     async def _run_body(
@@ -885,6 +885,14 @@ def _new_record(spec: NodeSpec) -> NodeRecord:
         model=agent.model if agent else None,
         depends_on=spec.depends_on,
     )
+
+
+def _encodable(name: str, value: Any) -> bytes:
+    """The encoded output; one that cannot be stored fails its node, with a store or without."""
+    try:
+        return codec.encode(value)
+    except codec.NotSerialisable as exc:
+        raise UserError(f"node '{name}' returned {exc}.") from None
 
 
 def _unwrap(exc: BaseException) -> BaseException:
