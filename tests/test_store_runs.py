@@ -5,6 +5,7 @@ fake Messages API."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from conftest import cli_env, dagagents_cmd
 
 from dagagents import Store
+from dagagents.engine.leases import Leases
 from dagagents.testing import FakeAnthropic
 
 
@@ -174,3 +176,36 @@ def test_two_processes_on_one_store_pay_once_for_in_flight_nodes(tmp_path: Path)
     assert done == 40  # each node computed by exactly one of the two runs
     assert not list((tmp_path / "shared").rglob(".lease-*"))  # every lease released
     assert os.environ.get("ANTHROPIC_API_KEY") is None and sys.executable
+
+
+def test_a_claim_waits_for_the_holder_and_then_takes_its_output(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    key = "ab" + "1" * 62
+    order: list[str] = []
+
+    async def scenario() -> tuple[str | None, str | None]:
+        mine, theirs = Leases(store), Leases(store)
+
+        def found() -> str | None:
+            got = store.get(key)
+            return None if got is None else got.value.decode()
+
+        first = await mine.claim(key, found)
+        order.append("first holds")
+
+        async def finish() -> None:
+            await asyncio.sleep(0.2)
+            order.append("first stores")
+            store.put(key, b'"answer"', {})
+            mine.release(key)
+
+        waiter = asyncio.create_task(theirs.claim(key, found, poll=0.01))
+        await finish()
+        second = await waiter
+        order.append("second has it")
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first is None and second == '"answer"'
+    assert order == ["first holds", "first stores", "second has it"]
+    assert not Path(store.lease_path(key)).exists()

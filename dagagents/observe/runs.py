@@ -193,6 +193,10 @@ class RunResult:
     interrupted: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
+    # "store X is full: N nodes could not be saved" when outputs were computed but the store
+    # (full, read-only) kept none of them: the run did not do what a rerun relies on.
+    store_problem: str | None = None
+    unsaved: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> dict[str, str]:
@@ -219,8 +223,10 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(
-            r.status in ("done", "cached") for r in self.records.values()
+        return (
+            not self.interrupted
+            and self.store_problem is None
+            and all(r.status in ("done", "cached") for r in self.records.values())
         )
 
     @property

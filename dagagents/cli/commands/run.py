@@ -206,4 +206,6 @@ def run_with_view(
         for name, error in result.errors.items():
             if result.status[name] == "failed":
                 print(f"failed: {name}: {error}", file=sys.stderr)
+    if result.store_problem:  # always said, -q or not: the outputs were not kept
+        print(f"error: {result.store_problem}", file=sys.stderr)
     return result
