@@ -40,6 +40,15 @@ class Row:
     rss_plain_mb: float | None
     rss_ckpt_mb: float | None
     load: float
+    bare_cpu_us: float | None = None
+    plain_cpu_us: float | None = None
+
+    @property
+    def cpu_vs_bare(self) -> float | None:
+        """Process CPU per node, dagagents / bare: steadier than wall on a shared machine."""
+        if self.plain_cpu_us and self.bare_cpu_us:
+            return self.plain_cpu_us / self.bare_cpu_us
+        return None
 
     @property
     def vs_bare(self) -> float | None:
@@ -55,7 +64,7 @@ class Row:
 
         return (
             f"{self.dag:<10} {self.nodes:>7}  bare {f(self.bare_us)} us  dagagents "
-            f"{f(self.plain_us)} us ({f(self.vs_bare, '4.2f')}x bare)  ckpt {f(self.ckpt_us)} us"
+            f"{f(self.plain_us)} us ({f(self.vs_bare, '4.2f')}x bare; cpu {f(self.cpu_vs_bare, '4.2f')}x)  ckpt {f(self.ckpt_us)} us"
             f" (disk probe {f(self.disk_us)} us: {f(self.ckpt_vs_disk, '4.2f')}x)  peak "
             f"{f(self.rss_plain_mb, '5.0f')}/{f(self.rss_ckpt_mb, '5.0f')} MB  load {self.load:.2f}"
         )
@@ -75,6 +84,10 @@ def measure_row(dag: str, quick: bool, root: str, ckpt: bool) -> tuple[Row, list
         m = got.get(engine)
         return m.per_node_us if m and m.ok else None
 
+    def cpu(engine: str) -> float | None:
+        m = got.get(engine)
+        return m.cpu_per_node_us if m and m.ok else None
+
     def rss(engine: str) -> float | None:
         m = got.get(engine)
         return m.rss_peak_mb if m and m.ok else None
@@ -90,6 +103,8 @@ def measure_row(dag: str, quick: bool, root: str, ckpt: bool) -> tuple[Row, list
         rss_plain_mb=rss("dagagents"),
         rss_ckpt_mb=rss("dagagents-ckpt"),
         load=os.getloadavg()[0],
+        bare_cpu_us=cpu("bare"),
+        plain_cpu_us=cpu("dagagents"),
     )
     return row, list(got.values())
 
@@ -136,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"dagagents / bare eager loop: {min(ratios):.2f}x .. {max(ratios):.2f}x (target <= 2)"
         )
+    cpu_ratios = [r.cpu_vs_bare for r in rows if r.cpu_vs_bare]
+    if cpu_ratios:
+        print(f"  the same in process CPU time: {min(cpu_ratios):.2f}x .. {max(cpu_ratios):.2f}x")
     disk = [r.ckpt_vs_disk for r in rows if r.ckpt_vs_disk]
     if disk:
         print(f"checkpointed / disk probe: {min(disk):.2f}x .. {max(disk):.2f}x (target <= 1.5)")

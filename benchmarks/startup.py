@@ -5,8 +5,9 @@
 Each repeat starts a fresh `python -m dagagents run GRAPH --provider simulated --no-store -q
 --trace FILE` and reads the first `node_start` event's wall-clock stamp from the trace: the
 figure is that stamp minus the moment just before the process was spawned. Beside it, in the
-same run, two yardsticks: a bare interpreter (`python -c pass`, spawn to exit) and `python -c
-"import dagagents"`. Target: <= 0.3 s on a quiet machine; the load average is printed with it.
+same run, yardsticks: a bare interpreter (`python -c pass`, spawn to exit), `python -c
+"import dagagents"`, and the CPU seconds of importing everything the CLI imports (steadier
+than wall time on a shared machine). Target: <= 0.3 s on a quiet machine; the load average is printed with it.
 The median of the repeats counts (the machine is shared).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,10 +34,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-def spawn_to_exit(args: list[str]) -> float:
-    t0 = time.time()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def spawn_to_exit(args: list[str]) -> tuple[float, float]:
+    """(wall seconds from spawn to exit, the child's CPU seconds)."""
+    c0, t0 = _children_cpu(), time.time()
     subprocess.run([sys.executable, *args], check=True, env=_env(), cwd=REPO)
-    return time.time() - t0
+    return time.time() - t0, _children_cpu() - c0
 
 
 def first_node_start(graph: str) -> tuple[float, float]:
@@ -61,10 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load0 = os.getloadavg()[0]
     bare, imp, first, total = [], [], [], []
+    bare_cpu, cli_cpu = [], []
     spawn_to_exit(["-c", "import dagagents"])  # warm the OS file cache
     for _ in range(args.repeat):
-        bare.append(spawn_to_exit(["-c", "pass"]))
-        imp.append(spawn_to_exit(["-c", "import dagagents"]))
+        wall, cpu = spawn_to_exit(["-c", "pass"])
+        bare.append(wall)
+        bare_cpu.append(cpu)
+        imp.append(spawn_to_exit(["-c", "import dagagents"])[0])
+        cli_cpu.append(spawn_to_exit(["-c", "import dagagents.cli.commands"])[1])
         f, t = first_node_start(args.graph)
         first.append(f)
         total.append(t)
@@ -78,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         "first_node_start_s": round(med(first), 3),
         "first_node_start_all_s": [round(x, 3) for x in first],
         "process_total_s": round(med(total), 3),
+        # CPU seconds (steadier than wall on a shared machine): what the CLI's imports cost
+        "python_pass_cpu_s": round(med(bare_cpu), 3),
+        "import_cli_cpu_s": round(med(cli_cpu), 3),
         "first_node_start_over_bare_python": round(med(first) / med(bare), 2),
         "target_s": 0.3,
         "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],

@@ -68,3 +68,11 @@ class ProviderError(DagAgentsError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.kind = kind
+
+
+class LimitsUnavailable(DagAgentsError):
+    """The shared limits store (Redis) stayed unreachable past `limits_timeout`: the run stops.
+
+    Calls already admitted finish and are checkpointed; no new call starts, because running on
+    without the shared limits would silently exceed what the other processes on the key rely on.
+    """

@@ -179,9 +179,9 @@ def test_connection_error_refunds_its_request_token(fake_anthropic: FakeAnthropi
     assert not [e for e in events(result, "rate_limited") if e["limit"] == "rpm"]
 
 
-def test_429_refunds_the_request_token_the_server_did_not_count() -> None:
+def test_a_failed_call_refunds_its_token_reservations_and_a_429_keeps_its_request() -> None:
     async def scenario() -> tuple[float, float]:
-        limiter = Limiter(RateLimits(rpm=600, itpm=100_000, otpm=100_000))
+        limiter = Limiter(RateLimits(rpm=6, itpm=100_000, otpm=100_000))  # 1 request per 10 s
         request = Request(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=50)
         m = limiter.for_model("m")
         assert m.requests is not None and m.input is not None and m.output is not None
@@ -193,7 +193,8 @@ def test_429_refunds_the_request_token_the_server_did_not_count() -> None:
         return m.requests.level - before[0], m.input.level - before[1]
 
     requests, tokens = asyncio.run(scenario())
-    assert requests >= 0 and tokens >= 0  # everything given back (and a little refill)
+    assert tokens >= 0  # the input reservation came back (and a little refill)
+    assert requests < 0  # the 429 kept its request token (the client was ahead)
     assert counted_by_server(ProviderError("x", status=500))
+    assert counted_by_server(ProviderError("x", status=429, retryable=True))
     assert not counted_by_server(ProviderError("x", kind="connection"))
-    assert counted_by_server(ProviderError("x", status=429, kind="spend_limit"))

@@ -54,6 +54,12 @@ def test_a_batch_run_gives_the_normal_outputs_with_one_request_per_node(
     assert batched.savings["batch_calls"] == 5
     events = [e["event"] for e in batched.events]
     assert events.count("batch_submitted") == 3
+    # `trace summary` (from the stored run) says what batching saved.
+    from dagagents.observe.summary import load_run, summarize
+
+    summary = summarize(load_run("latest", store=tmp_path))
+    assert summary.batch_calls == 5
+    assert summary.saved_by_batch == pytest.approx(batched.savings["batch_usd"])
     # Records of every batch are in the run's folder, all collected.
     records = list((tmp_path / "runs" / batched.run_id / "batches").glob("*.json"))
     assert len(records) == 3 and all('"collected"' in r.read_text() for r in records)

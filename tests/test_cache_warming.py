@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from _anthropic_support import provider_for, run_graph
 
 from dagagents import Agent, Graph
@@ -80,3 +81,49 @@ def test_a_failed_leader_hands_the_lead_to_a_follower(fake_anthropic: FakeAnthro
     assert sorted(result.status.values()) == ["done", "done", "done", "failed"]
     totals = fake_anthropic.usage_totals()
     assert totals["cache_writes"] == 1 and totals["cache_reads"] == 2
+
+
+def test_a_shared_document_marked_with_agent_cache_is_written_once(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.latency = 0.2
+    contract = "Clause: the supplier delivers on time. " * 700  # ~6,000 tokens
+    reader = Agent("reader", model="claude-sonnet-4-6", system="Answer briefly.", cache=contract)
+    g = Graph("document")
+    for i in range(4):
+        g.task(f"q{i}", reader, f"Question {i} about the contract.")
+    result = run_graph(g, provider=provider_for(fake_anthropic), concurrency=4)
+    assert result.ok, result.errors
+    first = (fake_anthropic.message_requests[0].body or {})["messages"][0]["content"]
+    assert first[0] == {"type": "text", "text": contract, "cache_control": {"type": "ephemeral"}}
+    assert first[1]["text"].startswith("Question ")
+    totals = fake_anthropic.usage_totals()
+    assert totals["cache_writes"] == 1 and totals["cache_reads"] == 3
+    assert result.savings["cache_usd"] > 0
+
+
+def test_agent_cache_is_part_of_the_fingerprint_and_bounded() -> None:
+    from pydantic import ValidationError
+
+    plain = Agent("a", system="s")
+    assert "cache" not in plain.fingerprint()  # existing checkpoint keys do not change
+    assert Agent("a", system="s", cache="doc").fingerprint()["cache"] == ["doc"]
+    with pytest.raises(ValidationError, match="at most 2 cached documents"):
+        Agent("a", cache=["x", "y", "z"])
+    offline = Graph("offline")
+    offline.task("t", Agent("a", cache="A long document."), "Summarise it.")
+    assert offline.run(provider="simulated", store=None).ok
+
+
+def test_estimate_shows_what_warming_and_batching_save() -> None:
+    from dagagents.observe.estimate import estimate
+
+    g = fanout(HANDBOOK)
+    g.task("short", Agent("short", model="claude-sonnet-4-6", system="Be brief."), "Hi.")
+    e = estimate(g, concurrency=8)
+    (shared,) = e.shared_prefixes
+    assert shared.nodes == [f"w{i}" for i in range(8)] and shared.tokens > 5500
+    # Seven writes at $3.75/MTok become reads at $0.30/MTok.
+    assert shared.saving == pytest.approx(7 * shared.tokens * (3.75 - 0.30) / 1e6)
+    assert e.batch_cost == pytest.approx(e.cost / 2)
+    assert not estimate(fanout("Be brief. " * 100)).shared_prefixes  # below the minimum

@@ -569,6 +569,31 @@ def test_anthropic_requests_run_on_workers_with_their_own_key(
         api.stop()
 
 
+def test_batch_mode_composes_with_dask_the_batches_are_waited_for_on_the_driver(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    from dagagents.engine.batches import BatchOptions
+
+    api = FakeAnthropic().start()
+    try:
+        g = Graph("dask-batch")
+        for i in range(3):
+            g.task(f"ask{i}", Agent("a", model="claude-haiku-4-5", max_tokens=64), f"Q{i}?")
+        g.add_step("count", lambda ask0, ask1, ask2: len(ask0 + ask1 + ask2))
+        result = g.run(
+            store=tmp_path / "s",
+            provider=AnthropicProvider(api_key="sk-ant-test-driver-only", base_url=api.url),
+            executor=DaskExecutor(dask_client),
+            batch=BatchOptions(window=0.1, poll=0.05, poll_max=0.2),
+        )
+        assert result.ok, result.errors
+        assert [len(b.requests) for b in api.batches.submitted] == [3]
+        assert not api.message_requests  # no direct calls, and none from the workers
+        assert result.records["count"].status == "done"
+    finally:
+        api.stop()
+
+
 # ------------------------------------------------------------------ timeouts, benchmark
 def _stubborn(stop: str) -> Callable[..., Any]:
     def body() -> str:

@@ -123,7 +123,11 @@ class CacheWarmer:
         while True:
             now = time.monotonic()
             if self._warm.get(key, 0.0) > now:
-                break  # readable now: go, and refresh the entry's life when we begin
+                # Readable now: go at once. Nobody waits on this call, so it needs no early
+                # signal (and no streaming); its read refreshes the entry's life.
+                yield None
+                self._warm[key] = max(self._warm[key], time.monotonic() + ttl - _MARGIN)
+                return
             current = self._leads.get(key)
             if current is None:
                 lead = _Lead(node, now, tokens, ttl, asyncio.get_running_loop().create_future())

@@ -169,6 +169,17 @@ class _Invocation:
             return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
         return text
 
+    def first_turn(self, prompt: str) -> str | list[dict[str, Any]]:
+        """The task, after the agent's shared documents (`Agent(cache=...)`), each marked as a
+        cache breakpoint so every worker given them reads them from the cache."""
+        if not self.agent.cache:
+            return prompt
+        mark = {"cache_control": {"type": "ephemeral"}} if self.ctx.auto_cache else {}
+        blocks: list[dict[str, Any]] = [
+            {"type": "text", "text": doc, **mark} for doc in self.agent.cache
+        ]
+        return [*blocks, {"type": "text", "text": prompt}]
+
     def messages_for_request(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """In a long tool loop, cache the conversation so far (one breakpoint, on the last block)."""
         if not self.ctx.auto_cache or len(messages) < 3:
@@ -345,7 +356,7 @@ class _Invocation:
     # ------------------------------------------------------------------ the loop
     async def run(self, prompt: str) -> Any:
         agent = self.agent
-        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": self.first_turn(prompt)}]
         tool_turns = 0
         asked_again = False
         turn = 0

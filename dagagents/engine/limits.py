@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -289,11 +289,11 @@ class ModelLimits:
     def _bucket(per_minute: float | None, request_bucket: bool = False) -> TokenBucket | None:
         if per_minute is None:
             return None
-        # One request (or 50 ms of a token limit's refill) of headroom absorbs client/server
-        # clock skew. Tokens are reserved before the request leaves and the server counts them
-        # when it arrives (later, so its bucket has refilled more): a larger margin is wasted
-        # burst (1% of a minute was 0.6 s of every rate-limited run).
-        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.05)
+        # One request (or 250 ms of a token limit's refill) of headroom absorbs the skew
+        # between our bucket and the server's (requests reach it out of order, late, under
+        # load); 50 ms was seen to allow an occasional 429 on a loaded machine, and a larger
+        # margin is wasted burst (1% of a minute was 0.6 s of every rate-limited run).
+        slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.25)
         return TokenBucket(per_minute, slack=min(slack, per_minute / 2))
 
     def calibrate(self, headers: Mapping[str, str]) -> None:
@@ -321,16 +321,41 @@ class ModelLimits:
             bucket.calibrate(limit, remaining, tolerance)
 
 
-def counted_by_server(error: ProviderError) -> bool:
-    """Whether a failed call spent a request from the server's rate limit.
+class CallSlot(Protocol):
+    """The seam every limiter backend shares: admit a call, then reconcile it.
 
-    A connection that failed before any response never reached the model, and a 429 is the
-    server refusing to count the request; neither spends the server's request budget, so the
-    client's request token goes back (its input/output reservations always do on failure).
+    `async with limiter.slot(request) as slot:` waits for admission (budget, concurrency,
+    buckets); `slot.done(response)` reconciles with what the call really used and returns its
+    cost; leaving the block without `done` (an error) refunds what was reserved and, for a
+    429/529 `ProviderError`, slows the model down. The in-process `Slot` and the Redis-backed
+    one (`dagagents.engine.shared_limits`) have the same semantics. `est_input` is the input
+    tokens reserved for the call.
     """
-    if error.kind == "connection":
-        return False
-    return not (error.status == 429 and error.kind != "spend_limit")
+
+    est_input: int
+
+    async def __aenter__(self) -> CallSlot: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def done(self, response: Response) -> float: ...
+
+
+def counted_by_server(error: ProviderError) -> bool:
+    """Whether a failed call may have spent a request from the server's rate limit.
+
+    A connection that failed before any response never reached the model, so its request
+    token goes back (its input/output reservations always do on failure). A 429 was not
+    counted either, but it keeps its token: it shows this client's bucket is ahead of the
+    server's, and the spent token moves it back (refunding it let one early drift repeat as
+    a 429 every few hundred milliseconds).
+    """
+    return error.kind != "connection"
 
 
 class Slot:
@@ -514,6 +539,11 @@ class Slot:
 class Limiter:
     """Run-wide limits, shared by every node of a run (and only one run).
 
+    This is the in-process backend and the default. `RedisLimiter` (engine/shared_limits.py)
+    subclasses it to share buckets, backoff, leases and the budget across processes; both
+    hand out `CallSlot`s, and the run calls `start()` before the first node and `aclose()` after
+    the last.
+
     `concurrency` caps API calls per model (the AIMD ceiling); the scheduler's own semaphore
     still bounds nodes. `rate_limits=None` starts unlimited and learns from response headers.
     """
@@ -551,9 +581,15 @@ class Limiter:
         node: str | None = None,
         emit: Emit = _no_emit,
         input_tokens: int | None = None,
-    ) -> Slot:
+    ) -> CallSlot:
         """Admission for one call; `input_tokens` replaces the estimate when known exactly."""
         return Slot(self, request, node, emit, input_tokens)
+
+    async def start(self) -> None:
+        """Connect to whatever backs the limits (nothing, in process); raise UserError if not."""
+
+    async def aclose(self) -> None:
+        """Release what `start` opened."""
 
     def record_usage(self, model: str, usage: Usage, batch: bool = False) -> float:
         cost = self.pricing.cost_usd(model, usage, batch)

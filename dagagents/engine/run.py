@@ -25,8 +25,15 @@ from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
+from dagagents.engine.shared_limits import SharedLimits, make_limiter
 from dagagents.engine.token_count import make_counter
-from dagagents.errors import BudgetExceeded, DagAgentsError, GraphError, UserError
+from dagagents.errors import (
+    BudgetExceeded,
+    DagAgentsError,
+    GraphError,
+    LimitsUnavailable,
+    UserError,
+)
 from dagagents.model.graph import Graph, check_acyclic, validate_spec
 from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
 from dagagents.observe.pricing import Pricing, cost_usd
@@ -71,6 +78,7 @@ async def arun(
     batch_window: float = 2.0,
     batch_max: int = 100_000,
     count_tokens: bool | float = False,
+    limits: str | SharedLimits | None = None,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
 
@@ -84,74 +92,91 @@ async def arun(
     collected over `batch_window` seconds or `batch_max` requests (engine/batches.py); a
     `BatchOptions` also sets the poll backoff. `count_tokens=True` (or the endpoint's
     requests per minute) counts each prompt shape's first call exactly for the ITPM limit.
+    `limits="redis://host:6379/0"` (or a SharedLimits, or env DAGAGENTS_LIMITS_URL) shares the
+    rate limits, backoff, concurrency and, with a budget key, the budget with every process on
+    the same API key (engine/shared_limits.py).
     Raises UserError for an invalid graph or option.
     """
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
     opened = _open_store(store)
-    executor = executor or LocalExecutor()
-    prepare = getattr(executor, "prepare", None)  # optional hook, see executors/base.py
-    if prepare is not None:
-        await prepare(opened, concurrency)
-    try:
-        resolved = resolve_provider(provider, graph.simulator)
-        limiter = Limiter(
-            rate_limits, concurrency=concurrency, max_cost_usd=max_cost_usd, pricing=pricing
-        )
-        extras = dict(call_options or {})
-        batching: BatchingProvider | None = None
-        if batch:
-            from dagagents.engine.batches import BatchingProvider, BatchOptions  # imports the SDK
-
-            options = batch if isinstance(batch, BatchOptions) else None
-            batching = BatchingProvider(resolved, options or BatchOptions(batch_window, batch_max))
-            resolved = batching
-            limiter.batch = True
-            cache_warming = False  # a batch has no "response began" moment to wait for
-        if cache_warming is None:
-            cache_warming = resolved.name == "anthropic"
-        if cache_warming and "cache_warmer" not in extras:
-            extras["cache_warmer"] = CacheWarmer(limiter.pricing)
-        if count_tokens and not batch and "token_counter" not in extras:
-            extras["token_counter"] = make_counter(resolved, count_tokens)
-        run = _Run(
-            graph,
-            concurrency=concurrency,
-            provider=resolved,
-            store=opened,
-            fresh=fresh,
-            rerun=set(rerun),
-            fail_fast=fail_fast,
-            trace=trace,
-            executor=executor,
-            listener=listener,
-            keep_events=keep_events,
-            limiter=limiter,
-            retry=RetryPolicy(max_attempts=retry)
-            if isinstance(retry, int)
-            else retry or DEFAULT_RETRY,
-            call_options=extras,
-        )
-    except BaseException:
-        if prepare is not None:
-            await executor.close()
-        raise
-    if batching is None:
-        return await run.execute()
-    from dagagents.engine.batches import BatchJournal
-
-    batching.attach(
-        BatchJournal(opened, run.run_id, graph.name),
-        key_of=lambda name: run.records[name].key if name in run.records else None,
-        emit=run.emit,
+    resolved = resolve_provider(provider, graph.simulator)
+    limiter = make_limiter(
+        limits,
+        rate_limits,
+        provider=resolved,
+        concurrency=concurrency,
+        max_cost_usd=max_cost_usd,
+        pricing=pricing,
     )
-    finished = False
+    await limiter.start()  # an unreachable shared-limits store is a UserError, before any work
     try:
-        result = await run.execute()
-        finished = result.ok
-        return result
+        executor = executor or LocalExecutor()
+        prepare = getattr(executor, "prepare", None)  # optional hook, see executors/base.py
+        if prepare is not None:
+            await prepare(opened, concurrency)
+        try:
+            extras = dict(call_options or {})
+            batching: BatchingProvider | None = None
+            if batch:
+                from dagagents.engine.batches import (  # imports the SDK
+                    BatchingProvider,
+                    BatchOptions,
+                )
+
+                options = batch if isinstance(batch, BatchOptions) else None
+                batching = BatchingProvider(
+                    resolved, options or BatchOptions(batch_window, batch_max)
+                )
+                resolved = batching
+                limiter.batch = True
+                cache_warming = False  # a batch has no "response began" moment to wait for
+            if cache_warming is None:
+                cache_warming = resolved.name == "anthropic"
+            if cache_warming and "cache_warmer" not in extras:
+                extras["cache_warmer"] = CacheWarmer(limiter.pricing)
+            if count_tokens and not batch and "token_counter" not in extras:
+                extras["token_counter"] = make_counter(resolved, count_tokens)
+            run = _Run(
+                graph,
+                concurrency=concurrency,
+                provider=resolved,
+                store=opened,
+                fresh=fresh,
+                rerun=set(rerun),
+                fail_fast=fail_fast,
+                trace=trace,
+                executor=executor,
+                listener=listener,
+                keep_events=keep_events,
+                limiter=limiter,
+                retry=RetryPolicy(max_attempts=retry)
+                if isinstance(retry, int)
+                else retry or DEFAULT_RETRY,
+                call_options=extras,
+            )
+        except BaseException:
+            if prepare is not None:
+                await executor.close()
+            raise
+        if batching is None:
+            return await run.execute()
+        from dagagents.engine.batches import BatchJournal
+
+        batching.attach(
+            BatchJournal(opened, run.run_id, graph.name),
+            key_of=lambda name: run.records[name].key if name in run.records else None,
+            emit=run.emit,
+        )
+        finished = False
+        try:
+            result = await run.execute()
+            finished = result.ok
+            return result
+        finally:
+            await batching.finish(collected=finished)
     finally:
-        await batching.finish(collected=finished)
+        await limiter.aclose()
 
 
 def _open_store(store: str | os.PathLike[str] | Store | None) -> Store | None:
@@ -354,10 +379,15 @@ class _Run:
         self.emit("node_error", node=name, error=record.error, traceback=detail)
         for skipped in self.sorter.fail(name):
             self._mark_skipped(skipped, because=name)
-        if isinstance(error, BudgetExceeded):
+        if isinstance(error, BudgetExceeded | LimitsUnavailable):
             # No new call may start; in-flight calls finish (their cost was reserved).
+            because = (
+                "cost budget reached"
+                if isinstance(error, BudgetExceeded)
+                else "shared limits store unreachable"
+            )
             for skipped in self.sorter.skip_all():
-                self._mark_skipped(skipped, because="cost budget reached")
+                self._mark_skipped(skipped, because=because)
         if self.fail_fast:
             for skipped in self.sorter.skip_all():
                 self._mark_skipped(skipped, because=f"fail_fast after '{name}' failed")

@@ -38,6 +38,9 @@ class Agent(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     # Extra request parameters (top_p, stop_sequences, ...), part of the fingerprint.
     params: dict[str, Any] = Field(default_factory=dict)
+    # Long shared context (documents) sent before each task, each a prompt-cache breakpoint:
+    # workers given the same documents write them to the cache once and read them after.
+    cache: tuple[str, ...] = ()
 
     def __init__(self, name: str | None = None, /, **data: Any) -> None:
         if name is not None:
@@ -48,6 +51,17 @@ class Agent(BaseModel):
     @classmethod
     def _tools_tuple(cls, v: Any) -> Any:
         return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_tuple(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = (v,)
+        v = tuple(v) if isinstance(v, list) else v
+        if isinstance(v, tuple) and len(v) > 2:
+            # The API allows 4 breakpoints: the system prompt's, these, and a tool loop's.
+            raise ValueError(f"at most 2 cached documents per agent (got {len(v)})")
+        return v
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything about this agent that can change its answers (not its name)."""
@@ -62,6 +76,7 @@ class Agent(BaseModel):
             "output": self.output.model_json_schema() if self.output is not None else None,
             "max_turns": self.max_turns,
             "params": self.params,
+            **({"cache": list(self.cache)} if self.cache else {}),  # old keys stay valid
         }
 
     def with_(self, **changes: Any) -> Agent:

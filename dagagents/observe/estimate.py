@@ -23,7 +23,7 @@ import networkx as nx
 from dagagents.engine.scheduler import EagerSorter, critical_path, remaining_path_lengths
 from dagagents.model.graph import Graph
 from dagagents.model.nodes import AgentTask, NodeSpec
-from dagagents.observe.pricing import cost_usd
+from dagagents.observe.pricing import cost_usd, default_pricing
 from dagagents.providers.base import Usage
 from dagagents.providers.simulated import SimulatedProvider
 from dagagents.store import Store
@@ -54,6 +54,50 @@ class NodeEstimate:
 
 
 @dataclass
+class SharedPrefix:
+    """Nodes whose first calls share one cacheable prefix (model, tools, system, documents)."""
+
+    model: str
+    agent: str
+    nodes: list[str]
+    tokens: int
+    saving: float  # dollars: (n-1) writes become reads when the first response leads
+
+
+def shared_prefixes(specs: Mapping[str, NodeSpec]) -> list[SharedPrefix]:
+    """Groups of two or more agent nodes with the same cacheable prefix above the model's
+    minimum: unwarmed, parallel ones each write it; warmed, one writes and the rest read."""
+    pricing = default_pricing()
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    meta: dict[tuple[Any, ...], tuple[str, str, int]] = {}
+    for name, spec in specs.items():
+        if not isinstance(spec, AgentTask):
+            continue
+        agent = spec.agent
+        price = pricing.lookup(agent.model)
+        if price is None:
+            continue
+        tools = [getattr(t, "__name__", repr(t)) for t in agent.tools]
+        chars = len(agent.system) + sum(len(d) for d in agent.cache) + 200 * len(tools)
+        tokens = chars // CHARS_PER_TOKEN
+        if tokens < price.min_cache_tokens:
+            continue
+        key = (agent.model, agent.system, tuple(tools), agent.cache)
+        groups.setdefault(key, []).append(name)
+        meta[key] = (agent.model, agent.name, tokens)
+    out = []
+    for key, names in groups.items():
+        if len(names) < 2:
+            continue
+        model, agent_name, tokens = meta[key]
+        price = pricing.lookup(model)
+        assert price is not None
+        saving = (len(names) - 1) * tokens * (price.cache_write - price.cache_read) / 1_000_000
+        out.append(SharedPrefix(model, agent_name, sorted(names), tokens, saving))
+    return out
+
+
+@dataclass
 class Estimate:
     """The prediction for one run of a graph under a concurrency limit."""
 
@@ -70,6 +114,22 @@ class Estimate:
     unseen_expansions: list[str] = field(default_factory=list)
     expanded_from: str | None = None  # the run whose manifest supplied the planned subtasks
     cached: list[str] = field(default_factory=list)  # already checkpointed in the store
+    # Agent calls sharing a cacheable prefix, and what cache warming saves on them.
+    shared_prefixes: list[SharedPrefix] = field(default_factory=list)
+
+    @property
+    def warming_saves(self) -> float:
+        return sum(p.saving for p in self.shared_prefixes)
+
+    @property
+    def batch_cost(self) -> float:
+        """The same calls through the Message Batches API (`--batch`)."""
+        pricing = default_pricing()
+        total = 0.0
+        for n in self.nodes.values():
+            price = pricing.lookup(n.model) if n.model else None
+            total += n.cost * (price.batch if price is not None else 1.0)
+        return total
 
     @property
     def saved(self) -> float:
@@ -358,4 +418,5 @@ def estimate(
         unseen_expansions=unseen,
         expanded_from=expanded_from,
         cached=cached,
+        shared_prefixes=shared_prefixes(specs),
     )

@@ -129,6 +129,11 @@ def _cards(s: Summary) -> str:
         (str(len(s.retries)), "retries"),
         (str(s.cache_hits), "cache hits"),
     ]
+    if s.saved_by_prompt_cache or s.batch_calls:
+        cards += [
+            (f"${s.saved_by_prompt_cache:.4f}", "saved by prompt caching"),
+            (f"${s.saved_by_batch:.4f}", f"saved by batching ({s.batch_calls} calls)"),
+        ]
     body = "".join(
         f'<div class="card"><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>'
         for v, k in cards

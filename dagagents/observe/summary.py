@@ -288,6 +288,10 @@ class Summary:
     cost: float
     input_tokens: int
     output_tokens: int
+    # What prompt caching and the Message Batches API saved (against uncached, standard price).
+    saved_by_prompt_cache: float = 0.0
+    saved_by_batch: float = 0.0
+    batch_calls: int = 0
 
     @property
     def critical_share(self) -> float:
@@ -392,6 +396,9 @@ def summarize(run: RunData, top: int = 5) -> Summary:
         cost=sum(n.cost_usd for n in done),
         input_tokens=sum(n.usage.input_tokens for n in done),
         output_tokens=sum(n.usage.output_tokens for n in done),
+        saved_by_prompt_cache=sum(n.saved_cache_usd for n in done),
+        saved_by_batch=sum(n.saved_batch_usd for n in done),
+        batch_calls=sum(n.batch_calls for n in done),
     )
 
 

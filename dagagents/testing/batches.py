@@ -5,7 +5,10 @@ documented rules: at most 100,000 requests or 256 MB per batch; `custom_id` uniq
 batch and matching `^[a-zA-Z0-9_-]{1,64}$`; request counts stay at `processing` until the whole
 batch ends; results (any order) only once `processing_status` is `ended`; a batch expires 24 hours
 after creation. Processing takes `delay` seconds (settable per test), after which every request
-is answered by the same machinery as a direct call (scripted replies, prompt cache, usage).
+is answered by the same machinery as a direct call (scripted replies, prompt cache, usage). The
+requests of one batch are processed as if side by side: none reads a cache entry another one
+of the same batch writes (the API promises cache hits within a batch only on a best-effort
+basis), while entries written before the batch are read.
 `fail("errored" | "expired", ...)` makes chosen requests come back errored or expired.
 """
 
@@ -279,6 +282,7 @@ class BatchQueue:
 
         srv = self.server
         results = []
+        begun = []  # requests of one batch run side by side: none reads another's cache write
         for item in batch.requests:
             cid, params = item["custom_id"], item["params"]
             result: Json
@@ -295,11 +299,13 @@ class BatchQueue:
                 result = _errored("invalid_request_error", problem)
             else:
                 message, decision, _latency = srv.make_message(params)
-                srv.cache.begun(decision)
+                begun.append(decision)
                 srv.usage_log[-1]["batch_id"] = batch.id
                 srv.usage_log[-1]["custom_id"] = cid
                 result = {"type": "succeeded", "message": message}
             results.append({"custom_id": cid, "result": result})
+        for decision in begun:
+            srv.cache.begun(decision)
         results.reverse()  # the API promises no order: make sure callers match by custom_id
         batch.results = results
         batch.processing_status = "ended"

@@ -600,6 +600,19 @@ class FakeAnthropic:
                 writer, record, 401, "authentication_error", "invalid x-api-key"
             )
         path = record.path.split("?", 1)[0]
+        if path == "/_fake/usage" and record.method == "GET":
+            # Not an API route: the server's accounting, for a test or benchmark that runs the
+            # server in another process (`python -m dagagents.testing`).
+            return await self._send_json(
+                writer,
+                record,
+                200,
+                {
+                    "totals": self.usage_totals(),
+                    "log": self.usage_log,
+                    "batches": len(self.batches.batches),
+                },
+            )
         if path.startswith("/v1/messages/batches"):
             return await self.batches.serve(record, path, writer)
         if record.method != "POST" or not path.startswith("/v1/messages"):
@@ -663,6 +676,8 @@ class FakeAnthropic:
             await asyncio.sleep(latency)
         record.begun = time.monotonic()
         self.cache.begun(decision)  # the response starts now: its prefix becomes readable
+        if self.stream_delay > 0:  # the whole answer takes as long as streaming it would
+            await asyncio.sleep(self.stream_delay * sum(1 for _ in _sse_events(message)))
         return await self._send_json(writer, record, 200, message, extra)
 
     def make_message(self, body: Json) -> tuple[Json, CacheDecision, float]:
@@ -1105,6 +1120,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--stream-delay", type=float, default=0.0, help="seconds between SSE events"
     )
+    parser.add_argument(
+        "--batch-delay", type=float, default=0.0, help="seconds a message batch takes"
+    )
     parser.add_argument("--api-key", default=None, help="require this key (else any is accepted)")
     parser.add_argument("--rpm", type=float, default=None, help="enforce requests per minute")
     parser.add_argument("--capacity", type=float, default=None, help="request bucket capacity")
@@ -1124,6 +1142,7 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.api_key,
         host=args.host,
         port=args.port,
+        batch_delay=args.batch_delay,
     )
     if args.rpm or args.itpm or args.otpm:
         server.rate_limit(args.rpm, capacity=args.capacity, itpm=args.itpm, otpm=args.otpm)

@@ -4,6 +4,7 @@ from dagagents.cli.commands import (  # noqa: F401
     bench,
     demo,
     estimate,
+    limits,
     plan,
     render,
     report,

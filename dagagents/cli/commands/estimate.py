@@ -90,6 +90,22 @@ def estimate_renderable(e: Estimate, *, show_nodes: bool = False) -> RenderableT
         line.append("no planner or synthesis nodes")
     line.append(f"; parallelism saves {e.saved:.2f}s")
     parts.append(line)
+    for shared in e.shared_prefixes:
+        parts.append(
+            Text(
+                f"prompt cache: {len(shared.nodes)} calls of '{shared.agent}' ({shared.model}) "
+                f"share a ~{shared.tokens:,}-token prefix; cache warming (on by default) writes "
+                f"it once and reads it {len(shared.nodes) - 1} times, saving up to "
+                f"${shared.saving:.4f}"
+            )
+        )
+    if e.cost:
+        parts.append(
+            Text(
+                f"batch mode (--batch, for work that can wait up to 24 h): "
+                f"${e.batch_cost:.4f} instead of ${e.cost:.4f}"
+            )
+        )
     if e.unseen_expansions:
         parts.append(
             Text(

@@ -14,6 +14,13 @@ import typer
 from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
 from dagagents.engine.executors.choice import executor_from_options
 from dagagents.engine.limits import RateLimits
+from dagagents.engine.shared_limits import (
+    DEFAULT_LEASE_TTL,
+    DEFAULT_TIMEOUT,
+    SharedLimits,
+    resolve_limits,
+)
+from dagagents.errors import UserError
 from dagagents.observe.progress import LiveProgress, PlainProgress, summary_table
 from dagagents.observe.runs import RunResult
 
@@ -64,6 +71,30 @@ def run(
     retries: Annotated[
         int | None, typer.Option(help="Attempts per API call, the first included.")
     ] = None,
+    limits: Annotated[
+        str | None,
+        typer.Option(
+            help="Share rate limits, backoff, concurrency (and --budget-key) with every "
+            "process on this Redis: redis://HOST:PORT/DB (env DAGAGENTS_LIMITS_URL).",
+            show_default=False,
+        ),
+    ] = None,
+    limits_key: Annotated[
+        str | None,
+        typer.Option(help="Name of the shared limits (default: a hash of the API key)."),
+    ] = None,
+    budget_key: Annotated[
+        str | None,
+        typer.Option(help="With --max-cost and --limits: a budget shared by all who name it."),
+    ] = None,
+    limits_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds new calls wait for a lost --limits store before the run stops."),
+    ] = DEFAULT_TIMEOUT,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(help="Seconds a dead process's concurrency leases outlive it (--limits)."),
+    ] = DEFAULT_LEASE_TTL,
     batch: Annotated[
         bool,
         typer.Option(
@@ -121,6 +152,13 @@ def run(
             "rate_limits": RateLimits(rpm=rpm, itpm=itpm, otpm=otpm),
             "max_cost_usd": max_cost,
             "retry": retries,
+            "limits": shared_limits(
+                limits,
+                key=limits_key,
+                budget_key=budget_key,
+                timeout=limits_timeout,
+                lease_ttl=lease_ttl,
+            ),
             "batch": batch,
             "batch_window": batch_window,
             "batch_max": batch_max,
@@ -162,6 +200,26 @@ def run(
             finally:
                 served.stop()
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+def shared_limits(
+    url: str | None,
+    *,
+    key: str | None = None,
+    budget_key: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+) -> SharedLimits | None:
+    """--limits (or DAGAGENTS_LIMITS_URL) and its companions; the names need a URL."""
+    found = resolve_limits(url)
+    if found is None:
+        for flag, value in (("--limits-key", key), ("--budget-key", budget_key)):
+            if value is not None:
+                raise UserError(f"{flag} needs --limits redis://... (or DAGAGENTS_LIMITS_URL).")
+        return None
+    return SharedLimits(
+        found.url, key=key, budget_key=budget_key, timeout=timeout, lease_ttl=lease_ttl
+    )
 
 
 def run_with_view(

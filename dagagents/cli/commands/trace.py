@@ -73,6 +73,11 @@ def summary_renderable(s: Summary) -> RenderableType:
     )
     if s.cache_hits:
         head.append(f" · {s.cache_hits} cache hit(s) saved ${s.saved_cost:.4f}")
+    if s.saved_by_prompt_cache or s.batch_calls:
+        head.append(
+            f"\nprompt caching saved ${s.saved_by_prompt_cache:.4f} · batching saved "
+            f"${s.saved_by_batch:.4f} ({s.batch_calls} batch calls)"
+        )
     parts.append(head)
 
     agents = Table(title="per agent (most expensive first)", title_justify="left")

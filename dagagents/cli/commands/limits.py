@@ -1,0 +1,102 @@
+"""`dagagents limits`: what the processes sharing limits through Redis hold right now."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from dagagents.cli.app import app, console, user_errors
+from dagagents.engine.shared_limits import ENV_URL, redact_url, resolve_limits, snapshot
+from dagagents.errors import UserError
+
+
+@app.command("limits")
+def limits_command(
+    limits: Annotated[
+        str | None,
+        typer.Option(
+            help="The shared limits store: redis://HOST:PORT/DB (env DAGAGENTS_LIMITS_URL).",
+            show_default=False,
+        ),
+    ] = None,
+    limits_key: Annotated[
+        str | None, typer.Option(help="Only this limits key (default: every key).")
+    ] = None,
+    budget_key: Annotated[
+        str | None, typer.Option(help="Only this budget (default: every budget).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+) -> None:
+    """Show the shared limits: bucket levels per model, leases by host and pid, budgets."""
+    with user_errors():
+        config = resolve_limits(limits)
+        if config is None:
+            raise UserError(f"no limits store given: pass --limits redis://... or set {ENV_URL}.")
+        state = asyncio.run(snapshot(config, limits_key, budget_key))
+    if as_json:
+        print(orjson.dumps(state, option=orjson.OPT_INDENT_2).decode())
+        return
+    console.print(f"shared limits at [bold]{redact_url(config.url)}[/]", highlight=False)
+    if not state["keys"] and not state["budgets"]:
+        console.print("nothing shared yet: no process has used this store.")
+        return
+    if state["keys"]:
+        console.print(_models_table(state["keys"]))
+    if state["budgets"]:
+        console.print(_budgets_table(state["budgets"]))
+
+
+def _models_table(keys: list[dict[str, Any]]) -> Table:
+    table = Table(title="rate limits per key and model family", title_justify="left")
+    for column in ("key", "model", "requests", "input tok", "output tok", "leases", "held by"):
+        table.add_column(column, justify="right" if column in ("leases",) else "left")
+    table.add_column("concurrency", justify="right")
+    table.add_column("paused s", justify="right")
+    table.add_column("calls / 429s", justify="right")
+    for entry in keys:
+        for m in entry["models"]:
+            buckets = m["buckets"]
+            cells = []
+            for kind in ("requests", "input_tokens", "output_tokens"):
+                b = buckets.get(kind)
+                if b is None:
+                    cells.append("-")
+                    continue
+                text = f"{b['level']:.1f}"
+                if b.get("per_minute"):
+                    text += f" of {b['per_minute']:g}/min"
+                if "server_limit" in b:
+                    text += f" (server says {b['server_limit']:g}/min)"
+                cells.append(text)
+            holders = ", ".join(f"{who} x{n}" for who, n in sorted(m["holders"].items()))
+            limit = m["concurrency_limit"]
+            table.add_row(
+                entry["key"],
+                m["family"],
+                *cells,
+                str(m["leases"]),
+                holders or "-",
+                "-" if limit is None else f"{limit:.2f}",
+                f"{m['paused_for_s']:g}",
+                f"{m['calls']} / {m['overloads']}",
+            )
+    return table
+
+
+def _budgets_table(budgets: list[dict[str, Any]]) -> Table:
+    table = Table(title="shared budgets", title_justify="left")
+    for column in ("budget", "spent $", "reserved $", "max $", "refused calls"):
+        table.add_column(column, justify="left" if column == "budget" else "right")
+    for b in budgets:
+        table.add_row(
+            b["budget"],
+            f"{b['spent_usd']:.6f}",
+            f"{b['reserved_usd']:.6f}",
+            "-" if b["max_usd"] is None else f"{b['max_usd']:.4f}",
+            str(b["refused"]),
+        )
+    return table

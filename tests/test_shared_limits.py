@@ -1,0 +1,379 @@
+"""Limits shared by several driver processes through a real Redis.
+
+Every multi-process test here starts a real `redis-server` (dagagents.testing.redis_server, on a
+free loopback port with a temp dir) and real `python -m dagagents run ...` processes that call
+the fake Messages API through the real `anthropic` SDK; the fake server enforces the limits and
+keeps the request log the assertions read. Nothing is patched and nothing imitates Redis.
+
+Scaled from the issue's figures to keep the suite quick (the full-size run is
+`python -m benchmarks.shared_limits`): 4 drivers x 33 nodes against 120 requests per minute
+(bucket capacity 120) instead of 4 x 60 against 60 rpm, and the same shape for input tokens per
+minute; the structure (a burst of one bucket, then a steady trickle fought over by 4 processes)
+is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import cli_env, dagagents_cmd
+
+from dagagents.engine.limits import RateLimits
+from dagagents.engine.shared_limits import RedisLimiter, SharedLimits, snapshot
+from dagagents.errors import ProviderError
+from dagagents.observe.pricing import default_pricing
+from dagagents.providers.base import Request, Response, Usage
+from dagagents.store import Store
+from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, text  # noqa: F401
+from dagagents.testing.redis_server import RedisServer
+
+pytest.importorskip("redis")
+
+KEY = "sk-ant-test-Shared8xW4vT2mN7pL0"
+MODEL = "claude-sonnet-4-6"
+
+GRAPH = """
+import os
+
+from dagagents import Agent, Graph
+
+W = Agent("w", model="claude-sonnet-4-6", max_tokens=int(os.environ.get("MAX_TOKENS", "50")))
+graph = Graph("driver-" + os.environ["DRIVER"])
+pad = " " + "x" * int(os.environ.get("PAD", "0"))
+for i in range(int(os.environ["NODES"])):
+    graph.task(f"n{i}", W, f"driver {os.environ['DRIVER']} task {i}" + pad)
+"""
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+def start_driver(
+    tmp_path: Path,
+    api: FakeAnthropic,
+    driver: int,
+    nodes: int,
+    *flags: str,
+    quiet: bool = True,
+    **env: str,
+) -> subprocess.Popen[str]:
+    (tmp_path / "g.py").write_text(GRAPH)
+    return subprocess.Popen(
+        dagagents_cmd(
+            "run", "g.py", *(["-q"] if quiet else []), "--store", f"store{driver}", *flags
+        ),
+        cwd=tmp_path,
+        env=cli_env(
+            ANTHROPIC_API_KEY=KEY,
+            ANTHROPIC_BASE_URL=api.url,
+            DRIVER=str(driver),
+            NODES=str(nodes),
+            **env,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(procs: list[subprocess.Popen[str]], timeout: float = 240) -> list[tuple[int, str]]:
+    out = []
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        out.append((proc.returncode, err))
+    return out
+
+
+def driver_of(request: object) -> str:
+    body = getattr(request, "body", None) or {}
+    content = body["messages"][0]["content"]
+    return content.split()[1]
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """Most requests in flight at once, from (started, finished) pairs."""
+    points = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans])
+    peak = now = 0
+    for _, step in points:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+# ------------------------------------------------------------------ 4 drivers, one key
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", ["rpm", "itpm"])
+def test_four_drivers_sharing_redis_limits_get_no_429(
+    tmp_path: Path, redis_server: RedisServer, fake_anthropic: FakeAnthropic, limit: str
+) -> None:
+    drivers, nodes = 4, 33
+    if limit == "rpm":
+        fake_anthropic.rate_limit(rpm=120, capacity=120)
+        flags, env, per_call, per_minute = ["--rpm", "120"], {}, 1.0, 120.0
+    else:
+        # ~500 input tokens a call against 60,000 a minute: the same 120 calls/min shape.
+        fake_anthropic.rate_limit(itpm=60_000)
+        flags, env, per_call, per_minute = ["--itpm", "60000"], {"PAD": "1950"}, 0.0, 60_000.0
+    procs = [
+        start_driver(
+            tmp_path, fake_anthropic, d, nodes, *flags, "--limits", redis_server.url, **env
+        )
+        for d in range(drivers)
+    ]
+    results = finish(procs)
+    assert [code for code, _ in results] == [0] * drivers, results
+    total = drivers * nodes
+    assert fake_anthropic.statuses() == {200: total}  # not a single 429
+    requests = fake_anthropic.message_requests
+    assert {driver_of(r) for r in requests} == {str(d) for d in range(drivers)}
+    if limit == "itpm":
+        per_call = max(r.usage["input_tokens"] for r in requests if r.usage)
+    # The server's bucket starts full: the log can only span less than this if the drivers
+    # together sent faster than the limit (which the server would have answered with 429s).
+    starts = sorted(r.started for r in requests)
+    allowed = (total * per_call - per_minute) / (per_minute / 60.0)
+    assert starts[-1] - starts[0] >= allowed - 1.0
+
+
+@pytest.mark.slow
+def test_without_shared_limits_the_same_four_drivers_collect_429s_and_still_finish(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    """The problem the shared limits fix: each driver under its own 120 rpm, 4 together over."""
+    fake_anthropic.rate_limit(rpm=120, capacity=120)
+    procs = [
+        start_driver(tmp_path, fake_anthropic, d, 33, "--rpm", "120", "--retries", "30")
+        for d in range(4)
+    ]
+    results = finish(procs)
+    assert [code for code, _ in results] == [0] * 4, results
+    statuses = fake_anthropic.statuses()
+    assert statuses[429] > 0
+    assert statuses[200] == 4 * 33
+
+
+# ------------------------------------------------------------------ concurrency leases
+@pytest.mark.slow
+def test_concurrency_is_shared_and_a_killed_drivers_leases_expire(
+    tmp_path: Path, redis_server: RedisServer, fake_anthropic: FakeAnthropic
+) -> None:
+    """3 drivers share --concurrency 8; SIGKILL one while it holds leases; the other two get
+    all 8 again once its leases expire (lease_ttl 2 s here; 30 s by default)."""
+    fake_anthropic.latency = 0.5
+    flags = ["--concurrency", "8", "--limits", redis_server.url, "--lease-ttl", "2"]
+    procs = [start_driver(tmp_path, fake_anthropic, d, 30, *flags) for d in range(3)]
+    victim = procs[0]
+    deadline = time.monotonic() + 120
+    held: list[object] = []
+    while time.monotonic() < deadline:
+        held = [
+            r
+            for r in list(fake_anthropic.message_requests)
+            if r.outcome == "pending" and driver_of(r) == "0"
+        ]
+        if held:
+            break
+        time.sleep(0.01)
+    assert held, "driver 0 never sent a request"
+    # While it runs, `dagagents limits` names the lease holders by host and pid.
+    state = subprocess.run(
+        dagagents_cmd("limits", "--limits", redis_server.url, "--json"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    assert state.returncode == 0, state.stderr
+    holders = {
+        pid
+        for key in orjson.loads(state.stdout)["keys"]
+        for m in key["models"]
+        for pid in m["holders"]
+    }
+    pids = {p.pid for p in procs}
+    assert holders and all(int(h.rsplit(":", 1)[1]) in pids for h in holders)
+
+    victim.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.wait(30)
+    results = finish(procs[1:])
+    assert [code for code, _ in results] == [0, 0], results
+    assert fake_anthropic.max_in_flight <= 8
+    survivors = [
+        (r.started, r.finished or r.started)
+        for r in fake_anthropic.message_requests
+        if driver_of(r) != "0" and r.started > killed_at
+    ]
+    # Leases the dead driver held cannot be released by it: full concurrency again proves
+    # they expired.
+    assert max_overlap(survivors) == 8
+    assert all(r.status == 200 for r in fake_anthropic.message_requests if driver_of(r) != "0")
+
+
+# ------------------------------------------------------------------ the budget ledger
+@pytest.mark.slow
+def test_a_shared_budget_is_never_exceeded_by_three_drivers(
+    tmp_path: Path, redis_server: RedisServer, fake_anthropic: FakeAnthropic
+) -> None:
+    usage = Usage(input_tokens=20, output_tokens=1000)
+    fake_anthropic.reply(text("ok", usage=usage.model_dump()))
+    per_call = default_pricing().cost_usd(MODEL, usage)
+    flags = ["--limits", redis_server.url, "--max-cost", "0.05", "--budget-key", "nightly"]
+    procs = [
+        start_driver(tmp_path, fake_anthropic, d, 10, *flags, MAX_TOKENS="1000") for d in range(3)
+    ]
+    results = finish(procs)
+    served = fake_anthropic.statuses()[200]
+    assert served * per_call <= 0.05  # the fake server's priced usage, all drivers together
+    assert served == int(0.05 // 0.01509)  # and the budget was used, not refused wholesale
+    assert all(code == 1 for code, _ in results)  # each driver was refused further calls
+    errors = [
+        rec.get("error") or ""
+        for d in range(3)
+        for manifest in Store(tmp_path / f"store{d}").recent_manifests(
+            "driver-0".replace("0", str(d))
+        )
+        for rec in manifest["nodes"].values()
+    ]
+    assert any("shared cost budget 'nightly' of $0.0500 reached" in e for e in errors)
+    state = subprocess.run(
+        dagagents_cmd("limits", "--limits", redis_server.url, "--budget-key", "nightly", "--json"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    (budget,) = orjson.loads(state.stdout)["budgets"]
+    assert budget["budget"] == "nightly" and budget["max_usd"] == 0.05
+    assert budget["spent_usd"] == pytest.approx(served * per_call)
+    assert budget["reserved_usd"] == 0 and budget["refused"] >= 3
+
+
+# ------------------------------------------------------------------ Redis going away
+@pytest.mark.slow
+def test_redis_killed_mid_run_stops_the_run_and_a_rerun_resumes(
+    tmp_path: Path, redis_server: RedisServer, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.latency = 0.3
+    nodes = 30
+    flags = ["--concurrency", "2", "--limits", redis_server.url, "--limits-timeout", "2"]
+    proc = start_driver(tmp_path, fake_anthropic, 0, nodes, *flags, quiet=False)
+    deadline = time.monotonic() + 120
+    while fake_anthropic.statuses()[200] < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    redis_server.kill()
+    ((code, err),) = finish([proc])
+    assert code == 1, err
+    assert f"shared limits store at {redis_server.url} was unreachable for 2 s" in err
+    assert "Traceback" not in err
+    first = len(fake_anthropic.message_requests)
+    assert 5 <= first < nodes
+    (manifest,) = Store(tmp_path / "store0").recent_manifests("driver-0", lookback=5)
+    done = {n for n, rec in manifest["nodes"].items() if rec["status"] == "done"}
+    assert len(done) == first  # every call that was answered became a checkpoint
+
+    redis_server.start()  # the same port: the same --limits URL works again
+    ((code, err),) = finish([start_driver(tmp_path, fake_anthropic, 0, nodes, *flags)])
+    assert code == 0, err
+    again = [r.body["messages"][0]["content"].split()[3] for r in fake_anthropic.message_requests]
+    rerun = {f"n{i}" for i in again[first:]}
+    assert rerun == {f"n{i}" for i in range(nodes)} - done  # nothing finished was re-requested
+
+
+def test_an_unreachable_redis_at_start_is_one_sentence_and_exit_2(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    url = "redis://:hunter2secret@127.0.0.1:1/0"
+    ((code, err),) = finish([start_driver(tmp_path, fake_anthropic, 0, 3, "--limits", url)])
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1  # one sentence, naming the URL (password masked)
+    assert "cannot reach the shared limits store at redis://:***@127.0.0.1:1/0" in err
+    assert "hunter2secret" not in err and "Traceback" not in err
+    assert not fake_anthropic.requests
+
+
+# ------------------------------------------------------------------ in one process, two limiters
+def _request(node: str) -> Request:
+    return Request(model=MODEL, messages=[{"role": "user", "content": node}], max_tokens=50)
+
+
+def test_a_429_seen_by_one_process_slows_the_other_and_headers_calibrate_both(
+    redis_server: RedisServer,
+) -> None:
+    """Two RedisLimiters stand for two processes on one key (the same scripts and Redis)."""
+
+    async def scenario() -> tuple[list[str], dict]:
+        config = SharedLimits(redis_server.url, key="team")
+        a = RedisLimiter(config, RateLimits(rpm=600), key="team", concurrency=4)
+        b = RedisLimiter(config, RateLimits(rpm=600), key="team", concurrency=4)
+        await a.start()
+        await b.start()
+        seen: list[str] = []
+        try:
+            with pytest.raises(ProviderError):
+                async with a.slot(_request("a1")):
+                    raise ProviderError("429", status=429, retryable=True, retry_after=1.0)
+
+            def emit(event: str, **fields: object) -> None:
+                seen.append(f"{event}:{fields.get('limit')}")
+
+            async with b.slot(_request("b1"), emit=emit) as slot:
+                headers = {
+                    "anthropic-ratelimit-requests-limit": "300",
+                    "anthropic-ratelimit-requests-remaining": "250",
+                }
+                slot.done(
+                    Response(
+                        content=[{"type": "text", "text": "ok"}],
+                        usage=Usage(input_tokens=5, output_tokens=2),
+                        headers=headers,
+                    )
+                )
+            state = await snapshot(config, key="team")
+        finally:
+            await a.aclose()
+            await b.aclose()
+        return seen, state
+
+    seen, state = asyncio.run(scenario())
+    assert seen == ["rate_limited:retry-after"]  # b waited for the pause a was told about
+    (model,) = state["keys"][0]["models"]
+    # AIMD, shared: a's 429 halved 4 to 2, b's success added 1/2.
+    assert model["overloads"] == 1 and model["concurrency_limit"] == 2.5
+    assert model["buckets"]["requests"]["server_limit"] == 300  # calibrated for everyone
+    assert model["buckets"]["requests"]["level"] < 260  # followed the server's remaining (250)
+    assert model["calls"] == 1 and model["leases"] == 0
+
+
+def test_the_default_limits_key_is_a_hash_never_the_api_key(
+    redis_server: RedisServer, tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    ((code, err),) = finish(
+        [start_driver(tmp_path, fake_anthropic, 0, 2, "--limits", redis_server.url)]
+    )
+    assert code == 0, err
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    keys = [k.decode() for k in client.keys("*")]
+    client.close()
+    assert keys and all(k.startswith("dagagents:{key-") for k in keys)
+    assert not any(KEY in k or KEY[-12:] in k for k in keys)
