@@ -258,7 +258,8 @@ def run_with_view(
         result = graph.run(listener=lines, **options)
     for event in result.events:  # e.g. a corrupt checkpoint that was recomputed
         if event["event"] == "warning":
-            print(f"warning: {event.get('node')}: {event['message']}", file=sys.stderr)
+            where = f"{event['node']}: " if event.get("node") else ""  # run-wide: no node
+            print(f"warning: {where}{event['message']}", file=sys.stderr)
     if not quiet:
         console.print(summary_table(result))
         for name, error in result.errors.items():
