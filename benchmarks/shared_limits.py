@@ -121,7 +121,8 @@ def drivers(url: str, n_drivers: int, nodes: int, per_minute: float, kind: str) 
             for d in range(n_drivers)
         ]
         codes = [p.wait() for p in procs]
-        wall = time.monotonic() - launched
+        ended = time.monotonic()
+        wall = ended - launched
         requests = api.message_requests
         statuses = api.statuses()
         per_call = (
@@ -144,6 +145,9 @@ def drivers(url: str, n_drivers: int, nodes: int, per_minute: float, kind: str) 
         "span_over_allowed": round(span / allowed, 3) if allowed else None,
         "wall_s": round(wall, 2),
         "wall_over_allowed": round(wall / allowed, 3) if allowed else None,
+        # where the rest of the wall time goes: starting 4 Pythons (imports, SDK), and exiting
+        "first_request_after_launch_s": round(starts[0] - launched, 2),
+        "exit_after_last_request_s": round(ended - starts[-1], 2),
     }
 
 

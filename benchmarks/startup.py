@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+def _env(repo: Path = REPO) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path}
     env.pop("ANTHROPIC_API_KEY", None)
     return env
@@ -39,21 +39,21 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def spawn_to_exit(args: list[str]) -> tuple[float, float]:
+def spawn_to_exit(args: list[str], repo: Path = REPO) -> tuple[float, float]:
     """(wall seconds from spawn to exit, the child's CPU seconds)."""
     c0, t0 = _children_cpu(), time.time()
-    subprocess.run([sys.executable, *args], check=True, env=_env(), cwd=REPO)
+    subprocess.run([sys.executable, *args], check=True, env=_env(repo), cwd=repo)
     return time.time() - t0, _children_cpu() - c0
 
 
-def first_node_start(graph: str) -> tuple[float, float]:
+def first_node_start(graph: str, repo: Path = REPO) -> tuple[float, float]:
     """(seconds from spawn to the first node_start, seconds from spawn to exit)."""
     with tempfile.TemporaryDirectory(prefix="dagagents-startup-") as tmp:
         trace = Path(tmp) / "trace.jsonl"
         cmd = [sys.executable, "-m", "dagagents", "run", graph, "--provider", "simulated"]
         cmd += ["--no-store", "-q", "--trace", str(trace)]
         t0 = time.time()
-        subprocess.run(cmd, check=True, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, env=_env(repo), cwd=repo, stdout=subprocess.DEVNULL)
         total = time.time() - t0
         for line in trace.read_text().splitlines():
             event = json.loads(line)
@@ -66,10 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.startup")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--graph", default="graphs/fanout.py")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. `git archive` of an older commit) measured alternately",
+    )
     args = parser.parse_args(argv)
     load0 = os.getloadavg()[0]
     bare, imp, first, total = [], [], [], []
     bare_cpu, cli_cpu = [], []
+    other_first: list[float] = []
+    other_cpu: list[float] = []
     spawn_to_exit(["-c", "import dagagents"])  # warm the OS file cache
     for _ in range(args.repeat):
         wall, cpu = spawn_to_exit(["-c", "pass"])
@@ -80,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         f, t = first_node_start(args.graph)
         first.append(f)
         total.append(t)
+        if args.against is not None:
+            other_first.append(first_node_start(args.graph, args.against)[0])
+            other_cpu.append(
+                spawn_to_exit(["-c", "import dagagents.cli.commands"], args.against)[1]
+            )
     med = statistics.median
     out = {
         "benchmark": "startup",
@@ -97,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         "target_s": 0.3,
         "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
     }
+    if other_first:
+        out["against"] = str(args.against)
+        out["against_first_node_start_s"] = round(med(other_first), 3)
+        out["against_import_cli_cpu_s"] = round(med(other_cpu), 3)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -7,11 +7,13 @@ graphs resume, and traces that tell which agent cost what.
 from dagagents.engine.executors import Executor, LocalExecutor
 from dagagents.engine.limits import RateLimits
 from dagagents.engine.retry import RetryPolicy
+from dagagents.engine.shared_limits import SharedLimits
 from dagagents.engine.stream import astream
 from dagagents.errors import (
     BudgetExceeded,
     DagAgentsError,
     GraphError,
+    LimitsUnavailable,
     PlanError,
     ProviderError,
     StoreError,
@@ -59,6 +61,7 @@ __all__ = [
     "Expansion",
     "Graph",
     "GraphError",
+    "LimitsUnavailable",
     "LocalExecutor",
     "NodeRecord",
     "NodeSpec",
@@ -74,6 +77,7 @@ __all__ = [
     "RunData",
     "RunResult",
     "Script",
+    "SharedLimits",
     "SimulatedProvider",
     "Step",
     "Store",

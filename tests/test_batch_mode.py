@@ -219,3 +219,21 @@ def test_cli_batch_flag_runs_through_batches_and_reports_the_saving(
     assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [2, 1]
     assert "by batching (3 batch calls)" in " ".join(done.stdout.split())
     assert KEY not in done.stdout + done.stderr
+
+
+def test_per_minute_limits_do_not_throttle_batch_submission(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    from dagagents import RateLimits
+
+    worker = Agent("worker", model="claude-haiku-4-5", max_tokens=64)
+    g = Graph("wide")
+    for i in range(6):
+        g.task(f"n{i}", worker, f"Item {i}.")
+    # 1 request a minute would take 5 minutes directly; batches are not counted against it.
+    result = run_graph(
+        g, provider=provider_for(fake_anthropic), batch=FAST, rate_limits=RateLimits(rpm=1)
+    )
+    assert result.ok, result.errors
+    assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [6]
+    assert not [e for e in result.events if e["event"] == "rate_limited"]

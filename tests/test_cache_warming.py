@@ -127,3 +127,18 @@ def test_estimate_shows_what_warming_and_batching_save() -> None:
     assert shared.saving == pytest.approx(7 * shared.tokens * (3.75 - 0.30) / 1e6)
     assert e.batch_cost == pytest.approx(e.cost / 2)
     assert not estimate(fanout("Be brief. " * 100)).shared_prefixes  # below the minimum
+
+
+def test_a_follower_stops_waiting_after_the_stated_most_seconds(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.latency = 1.0  # the leader's response begins after 1 s ...
+    result = run_graph(
+        fanout(HANDBOOK, workers=3),
+        provider=provider_for(fake_anthropic),
+        cache_warming=0.2,  # ... but followers wait at most 0.2 s
+    )
+    assert result.ok, result.errors
+    gave_up = [e for e in result.events if e["event"] == "cache_warm" and e.get("gave_up")]
+    assert len(gave_up) == 2 and all(e["wait"] >= 0.2 for e in gave_up)
+    assert fake_anthropic.usage_totals()["cache_writes"] == 3  # each wrote it after all

@@ -569,6 +569,55 @@ def test_anthropic_requests_run_on_workers_with_their_own_key(
         api.stop()
 
 
+def test_dask_drivers_share_rate_limits_and_concurrency_through_redis(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    """Two drivers on one cluster, requests sent from the workers: with `limits=redis://...`
+    they share one concurrency limit of 3 and one 120 rpm bucket (capacity 120 at the server),
+    instead of 3 + 3 in flight and 2 x 120 requests a minute."""
+    from dagagents.engine.limits import RateLimits
+    from dagagents.testing.redis_server import RedisServer
+
+    pytest.importorskip("redis")
+    key = "sk-ant-test-dask-shared-Zq8xW4vT"
+    try:
+        redis_server = RedisServer().start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    api = FakeAnthropic(api_key=key, latency=0.15).start()
+    api.rate_limit(rpm=120, capacity=120)
+    results: dict[int, Any] = {}
+
+    def driver(i: int) -> None:
+        g = Graph(f"shared{i}")
+        for n in range(65):
+            g.task(f"ask{n}", Agent("a", model="claude-haiku-4-5", max_tokens=16), f"D{i} Q{n}?")
+        results[i] = g.run(
+            store=tmp_path / f"s{i}",
+            provider=AnthropicProvider(api_key=key, base_url=api.url),
+            executor=DaskExecutor(dask_client),
+            concurrency=3,
+            rate_limits=RateLimits(rpm=120),
+            limits=redis_server.url,
+        )
+
+    dask_client.run(_set_worker_env, {"ANTHROPIC_API_KEY": key})
+    try:
+        threads = [threading.Thread(target=driver, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=240)
+    finally:
+        dask_client.run(_set_worker_env, {"ANTHROPIC_API_KEY": None})
+        api.stop()
+        redis_server.close()
+    assert sorted(results) == [0, 1]
+    assert all(r.ok for r in results.values()), [r.errors for r in results.values()]
+    assert api.max_in_flight <= 3  # one limit for both drivers (each alone allows 3)
+    assert api.statuses() == {200: 130}  # 130 requests > 120 capacity, and not one 429
+
+
 def test_batch_mode_composes_with_dask_the_batches_are_waited_for_on_the_driver(
     dask_client: Any, tmp_path: Path
 ) -> None:

@@ -179,18 +179,19 @@ def test_concurrency_is_shared_and_a_killed_drivers_leases_expire(
     all 8 again once its leases expire (lease_ttl 2 s here; 30 s by default)."""
     fake_anthropic.latency = 0.5
     flags = ["--concurrency", "8", "--limits", redis_server.url, "--lease-ttl", "2"]
-    procs = [start_driver(tmp_path, fake_anthropic, d, 30, *flags) for d in range(3)]
+    # The victim has more work than it will live to do; the survivors enough to fill all 8
+    # leases for a while after the victim's expire.
+    procs = [
+        start_driver(tmp_path, fake_anthropic, d, n, *flags) for d, n in enumerate([200, 40, 40])
+    ]
     victim = procs[0]
     deadline = time.monotonic() + 120
     held: list[object] = []
     while time.monotonic() < deadline:
-        held = [
-            r
-            for r in list(fake_anthropic.message_requests)
-            if r.outcome == "pending" and driver_of(r) == "0"
-        ]
-        if held:
-            break
+        requests = list(fake_anthropic.message_requests)
+        held = [r for r in requests if r.outcome == "pending" and driver_of(r) == "0"]
+        if held and {"1", "2"} <= {driver_of(r) for r in requests}:
+            break  # all three are running and the victim holds leases
         time.sleep(0.01)
     assert held, "driver 0 never sent a request"
     # While it runs, `dagagents limits` names the lease holders by host and pid.
@@ -298,6 +299,30 @@ def test_redis_killed_mid_run_stops_the_run_and_a_rerun_resumes(
     assert rerun == {f"n{i}" for i in range(nodes)} - done  # nothing finished was re-requested
 
 
+@pytest.mark.slow
+def test_redis_back_within_the_timeout_the_run_goes_on(
+    tmp_path: Path, redis_server: RedisServer, fake_anthropic: FakeAnthropic
+) -> None:
+    """New calls wait for Redis (retrying the connection) and carry on once it is back; the
+    restarted Redis has lost its scripts and state, and is simply used again."""
+    fake_anthropic.latency = 0.2
+    nodes = 20
+    flags = ["--concurrency", "2", "--limits", redis_server.url, "--limits-timeout", "60"]
+    proc = start_driver(tmp_path, fake_anthropic, 0, nodes, *flags, quiet=False)
+    deadline = time.monotonic() + 120
+    while fake_anthropic.statuses()[200] < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    redis_server.kill()
+    answered = fake_anthropic.statuses()[200]
+    time.sleep(1.5)
+    # Nothing new started while Redis was away (at most the two admitted calls finished).
+    assert len(fake_anthropic.message_requests) <= answered + 2
+    redis_server.start()
+    ((code, err),) = finish([proc])
+    assert code == 0, err
+    assert fake_anthropic.statuses() == {200: nodes}  # each node asked once
+
+
 def test_an_unreachable_redis_at_start_is_one_sentence_and_exit_2(
     tmp_path: Path, fake_anthropic: FakeAnthropic
 ) -> None:
@@ -377,3 +402,27 @@ def test_the_default_limits_key_is_a_hash_never_the_api_key(
     client.close()
     assert keys and all(k.startswith("dagagents:{key-") for k in keys)
     assert not any(KEY in k or KEY[-12:] in k for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--budget-key", "nightly", "--max-cost", "1"], "--budget-key needs --limits redis://"),
+        (
+            ["--limits", "http://127.0.0.1:6379"],
+            "limits URL 'http://127.0.0.1:6379' is not a Redis URL",
+        ),
+        (
+            ["--limits", "redis://127.0.0.1:1/0", "--budget-key", "nightly"],
+            "without max_cost_usd (--max-cost)",
+        ),
+        (["--limits", "redis://127.0.0.1:1/0", "--limits-key", "a b"], "limits key 'a b' must be"),
+    ],
+)
+def test_bad_shared_limits_flags_are_one_sentence_and_exit_2(
+    tmp_path: Path, fake_anthropic: FakeAnthropic, flags: list[str], message: str
+) -> None:
+    ((code, err),) = finish([start_driver(tmp_path, fake_anthropic, 0, 1, *flags)])
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not fake_anthropic.requests

@@ -57,3 +57,10 @@ def test_the_endpoints_own_rate_limit_is_respected(fake_anthropic: FakeAnthropic
     counts = [r for r in fake_anthropic.requests if r.path == "/v1/messages/count_tokens"]
     assert [r.status for r in counts] == [200, 429]  # then paused for the retry-after
     assert len([e for e in result.events if e["event"] == "token_count"]) == 1
+
+
+def test_offline_the_option_warns_once_and_the_run_goes_on() -> None:
+    result = shapes().run(provider="simulated", store=None, count_tokens=True)
+    assert result.ok
+    warnings = [e for e in result.events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "needs the Anthropic provider" in warnings[0]["message"]

@@ -163,6 +163,9 @@ class BatchingProvider:
         inner: Provider,
         options: BatchOptions | None = None,
     ) -> None:
+        resolve = getattr(inner, "resolve", None)
+        if not isinstance(inner, AnthropicProvider) and callable(resolve):
+            inner = resolve()  # a provider that builds the real one on first use
         if not isinstance(inner, AnthropicProvider):
             raise UserError(
                 f"batch mode needs the Anthropic provider (the Message Batches API); "

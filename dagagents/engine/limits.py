@@ -426,17 +426,19 @@ class Slot:
                 await asyncio.sleep(pause)
             self.epoch = await m.concurrency.acquire()
             self.acquired = True
-            if m.requests is not None:
+            if lim.batch:
+                pass  # Message Batches do not count against the Messages API's per-minute limits
+            elif m.requests is not None:
                 bucket, self.req_bucket = m.requests, None
                 if await bucket.take(1) > 0.001:
                     reason = "rpm"
                 self.req_bucket = bucket
-            if m.input is not None:
+            if m.input is not None and not lim.batch:
                 bucket, self.in_bucket = m.input, None
                 waited = await bucket.take(self.est_input)
                 self.in_bucket = bucket  # reserved: reconciled or refunded later
                 reason = "itpm" if waited > 0.001 else reason
-            if m.output is not None:
+            if m.output is not None and not lim.batch:
                 bucket, self.out_bucket = m.output, None
                 waited = await bucket.take(self.out_reserved)
                 self.out_bucket = bucket
@@ -561,7 +563,8 @@ class Limiter:
         self.pricing = pricing or default_pricing()
         self.budget = Budget(max_cost_usd, self.pricing)
         self.models: dict[str, ModelLimits] = {}
-        # Batch mode: the budget reserves each call's worst case at the batch price.
+        # Batch mode: the budget reserves each call's worst case at the batch price, and the
+        # per-minute buckets (which the Message Batches API does not count against) are skipped.
         self.batch = False
         self.usage_by_model: dict[str, Usage] = {}
         self.cost_by_model: dict[str, float] = {}

@@ -21,7 +21,17 @@ from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.checkpoints import checkpoint_key
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
+from dagagents.engine.heap import frozen_heap
 from dagagents.engine.invoke import AgentResult, CallContext
+from dagagents.engine.language import (
+    CONDITION_FALSE,
+    SKIPPED_DIGEST,
+    condition_holds,
+    loop_note,
+    map_item_failure,
+    node_inputs,
+    step_kwargs,
+)
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
@@ -73,7 +83,7 @@ async def arun(
     retry: RetryPolicy | int | None = None,
     pricing: Pricing | None = None,
     call_options: dict[str, Any] | None = None,
-    cache_warming: bool | None = None,
+    cache_warming: bool | float | None = None,
     batch: bool | BatchOptions = False,
     batch_window: float = 2.0,
     batch_max: int = 100_000,
@@ -87,7 +97,8 @@ async def arun(
     `max_cost_usd` (no call starts that could exceed it) and `retry` (a RetryPolicy or a number
     of attempts) govern every agent call; `call_options` are extra CallContext fields
     (`auto_cache`, `structured_output`). `cache_warming` (default: on for the Anthropic
-    provider) lets calls sharing a cacheable prefix write it once (engine/cache_warming.py).
+    provider) lets calls sharing a cacheable prefix write it once (engine/cache_warming.py);
+    a number is the most seconds a follower waits (default 10).
     `batch=True` sends every agent call through the Message Batches API at the batch price,
     collected over `batch_window` seconds or `batch_max` requests (engine/batches.py); a
     `BatchOptions` also sets the poll backoff. `count_tokens=True` (or the endpoint's
@@ -134,7 +145,12 @@ async def arun(
             if cache_warming is None:
                 cache_warming = resolved.name == "anthropic"
             if cache_warming and "cache_warmer" not in extras:
-                extras["cache_warmer"] = CacheWarmer(limiter.pricing)
+                wait = 10.0 if cache_warming is True else float(cache_warming)
+                if wait < 0:
+                    raise UserError(
+                        f"cache_warming must be True, False or the most seconds to wait (got {wait})."
+                    )
+                extras["cache_warmer"] = CacheWarmer(limiter.pricing, max_wait=wait)
             if count_tokens and not batch and "token_counter" not in extras:
                 extras["token_counter"] = make_counter(resolved, count_tokens)
             run = _Run(
@@ -207,7 +223,7 @@ class _Run:
         call_options: dict[str, Any],
     ) -> None:
         graph.validate()
-        unknown = sorted(rerun - set(graph.specs))
+        unknown = sorted(n for n in rerun - set(graph.specs) if not _grown_name(n, graph.specs))
         if unknown:
             raise UserError(f"--rerun names unknown node '{unknown[0]}' in graph '{graph.name}'.")
         # The user's graph is copied only if an expansion is about to grow it.
@@ -272,6 +288,11 @@ class _Run:
 
     # ------------------------------------------------------------------ loop
     async def execute(self) -> RunResult:
+        # No full collection walks the heap that existed before the run (see engine/heap.py).
+        with frozen_heap():
+            return await self._execute()
+
+    async def _execute(self) -> RunResult:
         self._history = (
             previous_durations(self.store, self.graph.name) if self.store is not None else {}
         )
@@ -333,6 +354,8 @@ class _Run:
         while sorter.has_ready() and len(running) < self.concurrency:
             name = sorter.pop_ready()
             self.emit("node_ready", node=name)
+            if self.specs[name].when is not None and self._condition_false(name):
+                continue
             if self._try_cache(name):
                 continue
             running[name] = asyncio.ensure_future(self._node(name))
@@ -379,6 +402,11 @@ class _Run:
         self.emit("node_error", node=name, error=record.error, traceback=detail)
         for skipped in self.sorter.fail(name):
             self._mark_skipped(skipped, because=name)
+            failed_item = map_item_failure(self.specs[skipped], name, record.error)
+            if failed_item:  # a map fails, naming its item; the siblings still finish
+                self.records[skipped].status = "failed"
+                self.records[skipped].error = failed_item
+                self.emit("node_error", node=skipped, error=failed_item)
         if isinstance(error, BudgetExceeded | LimitsUnavailable):
             # No new call may start; in-flight calls finish (their cost was reserved).
             because = (
@@ -404,6 +432,25 @@ class _Run:
         self.sorter.cancelled(name)
         self.emit("node_error", node=name, error=reason)
 
+    def _condition_false(self, name: str) -> bool:
+        """Evaluate `name`'s when= condition; if false, skip it and what requires it (zero
+        cost), letting dependents that take it as optional run with None."""
+        spec = self.specs[name]
+        try:
+            holds = condition_holds(spec, node_inputs(spec, self.outputs))
+        except GraphError as exc:
+            self._settle(name, None, exc)
+            return True
+        if holds:
+            return False
+        self.digests[name] = SKIPPED_DIGEST
+        self._mark_skipped(name, because=CONDITION_FALSE)
+        specs = self.specs
+        for skipped in self.sorter.skip_unneeded(name, lambda s, d: s in specs[d].optional):
+            self.digests[skipped] = SKIPPED_DIGEST
+            self._mark_skipped(skipped, because=CONDITION_FALSE)
+        return True
+
     def _mark_skipped(self, name: str, because: str) -> None:
         record = self.records[name]
         record.status = "skipped"
@@ -424,6 +471,9 @@ class _Run:
                 )
                 return
         self.outputs[name] = value
+        note = loop_note(spec, value)
+        if note is not None:
+            self.emit("warning", node=name, message=note)
         self.sorter.done(name)  # what became ready is started by the next _launch
 
     # -------------------------------------------------------------- checkpoints
@@ -487,7 +537,7 @@ class _Run:
     async def _body(self, name: str) -> Any:
         spec = self.specs[name]
         record = self.records[name]
-        inputs = {dep: self.outputs[dep] for dep in spec.depends_on}
+        inputs = node_inputs(spec, self.outputs)
         record.start = self.tracer.now()
         self.emit("node_start", node=name, kind=spec.kind, agent=record.agent, model=record.model)
         for dep in spec.depends_on:
@@ -526,7 +576,7 @@ class _Run:
         if isinstance(spec, AgentTask):
             return await self._agent_body(spec, inputs, record, meta)
         assert isinstance(spec, Step)
-        kwargs = {p: inputs[p] for p in spec.params}
+        kwargs = step_kwargs(spec, inputs)
         stored = getattr(self.executor, "run_step_stored", None)  # see executors/base.py
         if stored is not None and self.store is not None and record.key is not None:
             value, digest = await stored(spec, kwargs, self.store, record.key, meta)
@@ -541,7 +591,7 @@ class _Run:
         record: NodeRecord,
         meta: dict[str, Any],
     ) -> Any:
-        prompt = render_prompt(spec, {k: codec.as_text(v) for k, v in inputs.items()})
+        prompt = render_prompt(spec, inputs)
         # What was sent, kept beside the output so `dagagents show --prompt` can print it.
         meta.update(prompt=prompt, system=spec.agent.system)
         fields: dict[str, Any] = {
@@ -724,6 +774,7 @@ class _Run:
             run_id=self.run_id,
             records=self.records,
             outputs=self.outputs,
+            output_node=self.graph.output,
             wall=self.wall,
             concurrency=self.concurrency,
             provider=self.provider.name,
@@ -766,6 +817,12 @@ def previous_durations(store: Store, graph_name: str, lookback: int = 20) -> dic
             if node.get("status") == "done" and node.get("duration")
         }
     return {}
+
+
+def _grown_name(name: str, specs: dict[str, NodeSpec]) -> bool:
+    """A node a run adds as it goes (a map item `jokes[3]`, a loop round `refine[2].joke`):
+    `--rerun` may name it before it exists."""
+    return "[" in name and name.split("[", 1)[0] in specs
 
 
 def _error_text(name: str, error: BaseException) -> str:

@@ -116,6 +116,33 @@ class EagerSorter:
             heapq.heapify(self._ready)
         return skipped
 
+    def skip_unneeded(self, node: str, optional: Callable[[str, str], bool]) -> list[str]:
+        """`node` will not run (its condition is false): a successor that may do without it
+        (`optional(node, successor)`) proceeds as if it were done; one that requires it is
+        skipped the same way, recursively. Returns the successors skipped."""
+        self.state[node] = SKIPPED
+        self._open -= 1
+        skipped: list[str] = []
+        stack = [node]
+        while stack:
+            src = stack.pop()
+            for succ in self._succ[src]:
+                if self.state[succ] not in (PENDING, READY):
+                    continue
+                if optional(src, succ):
+                    self._waiting[succ] -= 1
+                    if self._waiting[succ] == 0 and self.state[succ] == PENDING:
+                        self._push(succ)
+                else:
+                    self.state[succ] = SKIPPED
+                    self._open -= 1
+                    skipped.append(succ)
+                    stack.append(succ)
+        if skipped:
+            self._ready = [item for item in self._ready if self.state[item[2]] == READY]
+            heapq.heapify(self._ready)
+        return skipped
+
     def skip_all(self) -> list[str]:
         """Skip every node that has not started (fail-fast and interruption)."""
         skipped = [n for n, s in self.state.items() if s in (PENDING, READY)]

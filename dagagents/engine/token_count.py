@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,11 +48,15 @@ class TokenCounter:
         from dagagents.providers.anthropic import AnthropicProvider
         from dagagents.providers.anthropic_batches import count_tokens
 
-        if not isinstance(self.provider, AnthropicProvider):
+        provider = self.provider
+        resolve = getattr(provider, "resolve", None)
+        if not isinstance(provider, AnthropicProvider) and callable(resolve):
+            provider = resolve()  # a provider that builds the real one on first use
+        if not isinstance(provider, AnthropicProvider):
             raise ProviderError("token counting needs the Anthropic provider", kind="unsupported")
         if self.bucket is not None:
             await self.bucket.take(1)
-        return await count_tokens(self.provider, request)
+        return await count_tokens(provider, request)
 
     async def input_tokens(
         self, request: Request, *, node: str | None = None, emit: Emit | None = None
@@ -71,7 +76,10 @@ class TokenCounter:
         try:
             exact = await self._count(request)
         except ProviderError as exc:
-            self.paused_until = time.monotonic() + (exc.retry_after or 10.0)
+            forever = exc.kind == "unsupported"
+            self.paused_until = (
+                math.inf if forever else time.monotonic() + (exc.retry_after or 10.0)
+            )
             del self.ratio[shape]  # a later call of this shape may try again
             future.set_result(0.0)
             if emit is not None:

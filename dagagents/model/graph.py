@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -18,14 +19,35 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, overload
 
 import networkx as nx
+from pydantic import BaseModel
 
 from dagagents.errors import GraphError, UserError
 from dagagents.model.agents import Agent
+from dagagents.model.language import (
+    DEFAULT_MAX_ITEMS,
+    Input,
+    LoopCollect,
+    LoopDef,
+    MapSplit,
+    SubgraphOutput,
+    _identity,
+    _last_round,
+    bind_inputs,
+    body_output,
+    check_field,
+    inline,
+    make_collect,
+    make_input,
+    make_split,
+    output_model,
+)
 from dagagents.model.nodes import (
     AgentTask,
     Expansion,
     NodeSpec,
     Step,
+    _formatter,
+    prompt_placeholders,
     step_params,
     takes_var_keyword,
 )
@@ -35,6 +57,7 @@ if TYPE_CHECKING:
     from dagagents.providers.base import Provider
 
 F = Callable[..., Any]
+_NO_DEFAULT: Any = object()
 
 
 def did_you_mean(name: str, options: Iterable[str]) -> str:
@@ -46,19 +69,31 @@ def did_you_mean(name: str, options: Iterable[str]) -> str:
 class Graph:
     """A DAG of agent tasks and Python steps. Build it, validate it, run it."""
 
-    def __init__(self, name: str = "graph", *, simulator: Provider | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "graph",
+        *,
+        simulator: Provider | None = None,
+        output: str | None = None,
+    ) -> None:
         self.name = name
         self.nx: nx.DiGraph = nx.DiGraph()
         self._specs: dict[str, NodeSpec] = {}
         # The provider used offline (no API key): lets example graphs script realistic answers.
         self.simulator = simulator
+        # The node whose output is `result.output` and what a parent graph's subgraph yields.
+        self.output = output
 
     # ----------------------------------------------------------------- building
-    def add(self, spec: NodeSpec) -> NodeSpec:
+    def add(self, spec: NodeSpec, *, _internal: bool = False) -> NodeSpec:
         """Add a node spec. Dependencies may be added later; `validate` checks them."""
         if spec.name in self._specs:
-            raise GraphError(f"graph '{self.name}': duplicate node name '{spec.name}'.")
-        if not spec.name or not spec.name.replace("-", "_").replace(".", "_").isidentifier():
+            what = "a node of an embedded graph" if _internal else "node name"
+            raise GraphError(f"graph '{self.name}': duplicate {what} '{spec.name}'.")
+        plain = spec.name.replace("-", "_").replace(".", "_")
+        if _internal:
+            plain = re.sub(r"\[(\d+|\*)\]", "_", plain)
+        if not spec.name or not plain.isidentifier():
             raise GraphError(
                 f"graph '{self.name}': node name {spec.name!r} must be an identifier "
                 "(letters, digits, '_', '-', '.')."
@@ -80,20 +115,234 @@ class Graph:
         expand: Callable[[Any], Expansion] | None = None,
         tags: dict[str, str] | None = None,
         estimate: float | None = None,
+        when: Callable[..., Any] | None = None,
+        optional: Iterable[str] = (),
+        output: type[BaseModel] | None = None,
     ) -> AgentTask:
-        """An agent node. `{dep}` placeholders in `prompt` take dependency outputs."""
+        """An agent node. `{dep}` placeholders in `prompt` take dependency outputs (a
+        placeholder naming a graph input, or without `depends_on` an already declared node,
+        is a dependency by itself). `when=` is a predicate over dependency outputs by
+        parameter name (false: skipped, "condition false"); `optional` dependencies may be
+        condition-skipped and then arrive as None; `output=` a pydantic model for the reply."""
         spec = AgentTask(
             name=name,
-            agent=agent,
+            agent=agent if output is None else agent.with_(output=output),
             prompt=prompt,
-            depends_on=tuple(depends_on or ()),
+            depends_on=self._implied_deps(prompt, depends_on, optional),
             timeout=timeout,
             expand=expand,
             tags=tags or {},
             estimate=estimate,
+            when=when,
+            optional=tuple(optional),
         )
         self.add(spec)
         return spec
+
+    def _implied_deps(
+        self, prompt: str, depends_on: Iterable[str] | None, optional: Iterable[str] = ()
+    ) -> tuple[str, ...]:
+        deps = list(depends_on or ())
+        for ph in prompt_placeholders(prompt):
+            if ph in deps:
+                continue
+            spec = self._specs.get(ph)
+            if spec is not None and (depends_on is None or isinstance(spec, Input)):
+                deps.append(ph)
+        for opt in optional:
+            if opt not in deps:
+                deps.append(opt)
+        return tuple(deps)
+
+    def input(self, name: str, default: Any = _NO_DEFAULT, *, type: Any = None) -> str:  # noqa: A002 - reads as the user writes it
+        """A graph input: `{name}` in prompts, a parameter in steps, a name in depends_on.
+        Its value (from `run(inputs=...)` or `--input name=value`) is part of the key of
+        every node that reads it. Returns the name, for use in `depends_on`."""
+        has_default = default is not _NO_DEFAULT
+        self.add(make_input(name, default if has_default else None, has_default, type))
+        return name
+
+    def map(
+        self,
+        name: str,
+        worker: Agent | F,
+        prompt: str | None = None,
+        *,
+        over: str,
+        depends_on: Iterable[str] | None = None,
+        max_items: int = DEFAULT_MAX_ITEMS,
+        when: Callable[..., Any] | None = None,
+        timeout: float | None = None,
+        output: type[BaseModel] | None = None,
+    ) -> str:
+        """One node per item of `over` ("node" or "node.field"): `name[0]`, `name[1]`, ...
+        An agent gets `{item}`/`{index}` (and `{item.field}`) in its prompt, a function
+        `item`/`index` parameters; other dependencies as usual. Items run concurrently,
+        each checkpointed by its own content; `name` is their outputs in item order."""
+        if max_items < 0:
+            raise GraphError(f"graph '{self.name}': map '{name}' max_items must be >= 0.")
+        root = over.split(".", 1)[0].split("[", 1)[0]
+        if isinstance(worker, Agent):
+            if prompt is None:
+                raise GraphError(f"graph '{self.name}': map '{name}' with an agent needs a prompt.")
+            deps = [d for d in self._implied_deps(prompt, depends_on) if d not in ("item", "index")]
+            if depends_on is None:
+                deps += [
+                    ph
+                    for ph in prompt_placeholders(prompt)
+                    if ph not in deps and ph not in ("item", "index")
+                ]
+            proto: NodeSpec = AgentTask(
+                name=name,
+                agent=worker if output is None else worker.with_(output=output),
+                prompt=prompt,
+                depends_on=tuple(deps),
+                timeout=timeout,
+            )
+        else:
+            params = step_params(worker)
+            names = [p.name for p in params if p.name not in ("item", "index")]
+            if depends_on is None:
+                deps = [
+                    p.name
+                    for p in params
+                    if p.name in names and (p.default is p.empty or p.name in self._specs)
+                ]
+            else:
+                deps = list(depends_on)
+            proto = Step(
+                name=name,
+                fn=worker,
+                depends_on=tuple(deps),
+                params=tuple(d for d in deps if d in names or takes_var_keyword(worker)),
+                timeout=timeout,
+            )
+        split_deps = (root, *(d for d in proto.depends_on if d != root))
+        split = make_split(name, over, max_items, proto, split_deps, when=when)
+        self.add(split, _internal=True)
+        self.add(make_collect(name))
+        return name
+
+    def subgraph(self, name: str, other: Graph, inputs: Mapping[str, str] | None = None) -> str:
+        """Embed `other` under the namespace `name.` (`name.summary`): its nodes are scheduled
+        with everything else, no barrier; `inputs` maps its inputs to nodes of this graph;
+        the node `name` is its output."""
+        other.validate()
+        inputs = dict(inputs or {})
+        where = f"graph '{self.name}': subgraph '{name}'"
+        declared = {n: s for n, s in other.specs.items() if isinstance(s, Input) and s.exposed}
+        for inner in inputs:
+            if inner not in declared:
+                raise GraphError(
+                    f"{where}: graph '{other.name}' declares no input '{inner}' "
+                    f"(its inputs: {', '.join(declared) or 'none'})."
+                )
+        for inner, spec in declared.items():
+            if inner not in inputs and not spec.has_default:
+                raise GraphError(
+                    f"{where}: input '{inner}' of graph '{other.name}' is required; "
+                    f"pass inputs={{'{inner}': '<node>'}}."
+                )
+        out = body_output(other)
+        nodes = inline(other, name, lambda inp: inputs.get(inp.name), {"subgraph": name})
+        for node in nodes:
+            if node.name in self._specs:
+                raise GraphError(
+                    f"{where}: node '{node.name}' clashes with a node of graph '{self.name}'."
+                )
+        for node in nodes:
+            self.add(node, _internal=True)
+        self.add(
+            SubgraphOutput(
+                name=name,
+                fn=_identity,
+                depends_on=(f"{name}.{out}",),
+                params=(f"{name}.{out}",),
+                tags={"subgraph": name, "role": "output"},
+            )
+        )
+        return name
+
+    def loop(
+        self,
+        name: str,
+        body: Graph,
+        *,
+        until: Callable[..., Any] | None = None,
+        max_rounds: int,
+        carry: Mapping[str, str] | None = None,
+        inputs: Mapping[str, str] | None = None,
+    ) -> str:
+        """Run `body` round after round: `carry` feeds a round's outputs into the next
+        round's inputs (`{"feedback": "grade.feedback"}`), `until` is a predicate over a
+        round's outputs by node name; at most `max_rounds`. Rounds are nodes `name[k].node`;
+        `name` is the last round's output."""
+        where = f"graph '{self.name}': loop '{name}'"
+        if max_rounds < 1:
+            raise GraphError(f"{where}: max_rounds must be at least 1 (got {max_rounds}).")
+        body.validate()
+        carry = dict(carry or {})
+        inputs = dict(inputs or {})
+        declared = {n: s for n, s in body.specs.items() if isinstance(s, Input) and s.exposed}
+        nodes = [n for n, s in body.specs.items() if not isinstance(s, Input)]
+        for inner in inputs:
+            if inner not in declared:
+                raise GraphError(
+                    f"{where}: body '{body.name}' declares no input '{inner}' "
+                    f"(its inputs: {', '.join(declared) or 'none'})."
+                )
+        for inner, source in carry.items():
+            if inner not in declared:
+                raise GraphError(
+                    f"{where}: carry names '{inner}', which is not an input of body "
+                    f"'{body.name}' (its inputs: {', '.join(declared) or 'none'})."
+                )
+            root = source.split(".", 1)[0].split("[", 1)[0]
+            if root not in nodes:
+                raise GraphError(
+                    f"{where}: carry '{inner}' reads '{source}', but body '{body.name}' "
+                    f"has no node '{root}'{did_you_mean(root, nodes)}."
+                )
+            check_field(where, "carry", source, output_model(body.specs[root]))
+        for inner, spec in declared.items():
+            if inner not in inputs and not spec.has_default:
+                raise GraphError(
+                    f"{where}: body input '{inner}' has no value for round 1 "
+                    f"(pass inputs={{'{inner}': '<node>'}} or give it a default)."
+                )
+        if until is not None:
+            for p in step_params(until):
+                if p.name not in nodes and p.default is p.empty:
+                    raise GraphError(
+                        f"{where}: until parameter '{p.name}' names no node of body "
+                        f"'{body.name}'{did_you_mean(p.name, nodes)}."
+                    )
+        loop = LoopDef(
+            name=name,
+            body=body,
+            until=until,
+            max_rounds=max_rounds,
+            carry=carry,
+            outer=inputs,
+            output=body_output(body),
+        )
+        first = loop.round_nodes(1, None)
+        for node in first:
+            if node.name in self._specs:
+                raise GraphError(f"{where}: node '{node.name}' clashes with an existing node.")
+        for node in first:
+            self.add(node, _internal=True)
+        self.add(
+            LoopCollect(
+                name=name,
+                fn=_last_round,
+                depends_on=(f"{name}[1]",),
+                params=(f"{name}[1]",),
+                max_rounds=max_rounds,
+                tags={"loop": name, "role": "loop"},
+            )
+        )
+        return name
 
     @overload
     def step(self, fn: F, /) -> F: ...
@@ -109,6 +358,7 @@ class Graph:
         expand: Callable[[Any], Expansion] | None = None,
         version: str = "",
         estimate: float | None = None,
+        when: Callable[..., Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -122,8 +372,10 @@ class Graph:
         expand: Callable[[Any], Expansion] | None = None,
         version: str = "",
         estimate: float | None = None,
+        when: Callable[..., Any] | None = None,
     ) -> F | Callable[[F], F]:
-        """Decorator: a Python node whose parameter names are its dependencies."""
+        """Decorator: a Python node whose parameter names are its dependencies. A parameter
+        with a default that names a node is an optional dependency (None if skipped)."""
 
         def register(f: F) -> F:
             self.add_step(
@@ -134,6 +386,7 @@ class Graph:
                 expand=expand,
                 version=version,
                 estimate=estimate,
+                when=when,
             )
             return f
 
@@ -150,6 +403,7 @@ class Graph:
         version: str = "",
         tags: dict[str, str] | None = None,
         estimate: float | None = None,
+        when: Callable[..., Any] | None = None,
     ) -> Step:
         """Programmatic form of `@g.step`. With `depends_on`, `fn` receives those outputs as
         keyword arguments (so `fn(**deps)` works); otherwise its parameters name them."""
@@ -162,6 +416,7 @@ class Graph:
             deps = tuple(depends_on)
             names = {p.name for p in params}
             passed = deps if has_var_kw else tuple(d for d in deps if d in names)
+        optional = tuple(p.name for p in params if p.default is not p.empty and p.name in deps)
         spec = Step(
             name=name,
             fn=fn,
@@ -172,6 +427,8 @@ class Graph:
             version=version,
             tags=tags or {},
             estimate=estimate,
+            when=when,
+            optional=optional,
         )
         self.add(spec)
         return spec
@@ -199,7 +456,7 @@ class Graph:
 
     def copy(self) -> Graph:
         """A shallow copy: runs expand the copy, never the user's graph."""
-        g = Graph(self.name, simulator=self.simulator)
+        g = Graph(self.name, simulator=self.simulator, output=self.output)
         g.nx = self.nx.copy()
         g._specs = dict(self._specs)
         return g
@@ -208,19 +465,33 @@ class Graph:
     def validate(self) -> None:
         """Raise GraphError with one sentence for the first problem found."""
         validate_specs(self.name, self._specs, self.nx)
+        if self.output is not None and self.output not in self._specs:
+            raise GraphError(
+                f"graph '{self.name}': output names unknown node '{self.output}'"
+                f"{did_you_mean(self.output, self._specs)}."
+            )
+
+    def inputs(self) -> dict[str, Input]:
+        """The graph's inputs by name."""
+        return {n: s for n, s in self._specs.items() if isinstance(s, Input) and s.exposed}
+
+    def bind(self, inputs: Mapping[str, Any] | None) -> Graph:
+        """A copy whose inputs hold these values; one sentence for a missing or bad one."""
+        return bind_inputs(self, inputs)
 
     # ------------------------------------------------------------------ running
-    def run(self, **options: Any) -> RunResult:
-        """Run synchronously. Options: see `dagagents.engine.run.arun`."""
+    def run(self, *, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
+        """Run synchronously. `inputs` give the graph's inputs; other options: see
+        `dagagents.engine.run.arun`."""
         from dagagents.engine.run import run_sync
 
-        return run_sync(self, **options)
+        return run_sync(self.bind(inputs), **options)
 
-    async def arun(self, **options: Any) -> RunResult:
+    async def arun(self, *, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
         """Run inside an existing event loop."""
         from dagagents.engine.run import arun
 
-        return await arun(self, **options)
+        return await arun(self.bind(inputs), **options)
 
     def astream(self, **options: Any) -> AsyncIterator[Any]:
         """`async for event in graph.astream(...)`: the run's events as they happen (token
@@ -248,9 +519,13 @@ def validate_specs(graph_name: str, specs: dict[str, NodeSpec], g: nx.DiGraph) -
 
 
 def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
-    """One node's dependencies, placeholders and step parameters against the `known` nodes."""
+    """One node's dependencies, placeholders, step parameters, condition and structured
+    fields against the `known` nodes."""
+    local = {spec.local(d): d for d in spec.depends_on}
     if isinstance(spec, Step):
         for p in step_params(spec.fn):
+            if local.get(p.name, p.name) != p.name or p.name in spec.bound:
+                continue  # an aliased name (a namespaced node keeps its body's names)
             if p.name not in known and (p.name in spec.params or p.default is p.empty):
                 raise GraphError(
                     f"{where}: step '{spec.name}' parameter '{p.name}' names no node"
@@ -264,22 +539,67 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
                 f"{where}: node '{spec.name}' depends on unknown node '{dep}'"
                 f"{did_you_mean(dep, known)}."
             )
-    if isinstance(spec, AgentTask):
-        for ph in spec.placeholders():
-            if ph not in spec.depends_on:
-                deps = ", ".join(spec.depends_on) or "none"
+    for dep in spec.optional:
+        if dep not in spec.depends_on:
+            raise GraphError(
+                f"{where}: node '{spec.name}' lists '{dep}' as optional but does not depend on it."
+            )
+    if spec.when is not None:
+        for p in step_params(spec.when):
+            if p.name not in local and p.default is p.empty:
+                raise GraphError(
+                    f"{where}: node '{spec.name}' condition parameter '{p.name}' is not one of "
+                    f"its dependencies ({', '.join(local) or 'none'})."
+                )
+    prompt_spec = spec.proto if isinstance(spec, MapSplit) else spec
+    if isinstance(prompt_spec, AgentTask):
+        plocal = {prompt_spec.local(d): d for d in prompt_spec.depends_on}
+        extra = ("item", "index") if prompt_spec is not spec else ()
+        for ph in prompt_spec.placeholders():
+            if ph not in plocal and ph not in extra:
+                deps = ", ".join(plocal) or "none"
                 raise GraphError(
                     f"{where}: node '{spec.name}' prompt placeholder '{{{ph}}}' is not one of "
                     f"its dependencies ({deps}); add it to depends_on or escape it as "
                     f"'{{{{{ph}}}}}'."
                 )
+        for field in prompt_fields(prompt_spec.prompt):
+            root = field.split(".", 1)[0].split("[", 1)[0]
+            if root in plocal:
+                check_field(
+                    f"{where}: node '{spec.name}'",
+                    "prompt placeholder",
+                    field,
+                    output_model(known.get(plocal[root])),
+                    shown="{" + field + "}",
+                )
     elif isinstance(spec, Step):
         for p in step_params(spec.fn):
-            if p.name not in spec.depends_on and p.default is p.empty:
+            if p.name not in local and p.default is p.empty and p.name not in spec.bound:
                 raise GraphError(
                     f"{where}: step '{spec.name}' parameter '{p.name}' is not among its "
                     f"dependencies ({', '.join(spec.depends_on) or 'none'})."
                 )
+    if isinstance(spec, MapSplit):
+        source = known.get(spec.depends_on[0]) if spec.depends_on else None
+        check_field(f"{where}: map '{spec.map_name}'", "over", spec.over, output_model(source))
+        if isinstance(spec.proto, Step):
+            item_locals = {spec.proto.local(d) for d in spec.proto.depends_on}
+            for p in step_params(spec.proto.fn):
+                if p.name not in item_locals | {"item", "index"} and p.default is p.empty:
+                    raise GraphError(
+                        f"{where}: map '{spec.map_name}' function parameter '{p.name}' names "
+                        f"no node{did_you_mean(p.name, known)}."
+                    )
+
+
+def prompt_fields(template: str) -> list[str]:
+    """Placeholders that read into a dependency's output (`{grade.feedback}`, `{s.items[0]}`)."""
+    return [
+        field
+        for _, field, _, _ in _formatter.parse(template)
+        if field and ("." in field or "[" in field)
+    ]
 
 
 def check_acyclic(where: str, g: nx.DiGraph) -> None:

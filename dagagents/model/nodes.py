@@ -7,9 +7,11 @@ in the style of Hamilton). Either may `expand` the running graph from its output
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
+import re
 import string
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from dagagents.errors import GraphError
 from dagagents.model.agents import Agent, source_hash
 
 if TYPE_CHECKING:
@@ -40,8 +43,23 @@ class NodeSpec(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     # Expected seconds, used to prioritise the critical path before any run has timed it.
     estimate: float | None = Field(default=None, ge=0)
+    # A predicate over dependency outputs (by parameter name): false skips the node at zero
+    # cost with reason "condition false". Its source is part of the fingerprint.
+    when: Callable[..., Any] | None = None
+    # Dependencies that may be condition-skipped; this node then receives None for them.
+    optional: tuple[str, ...] = ()
+    # Dependency name -> the name the prompt or function uses for it (namespaced subgraph
+    # and loop nodes keep their body's names).
+    aliases: dict[str, str] = Field(default_factory=dict)
+    # The name that enters the checkpoint key (a map item is keyed by its content, not its
+    # position, so reordering a list reruns nothing).
+    key_name: str | None = None
 
     kind: str = "node"
+
+    def local(self, dep: str) -> str:
+        """The name under which dependency `dep` reaches this node's prompt or function."""
+        return self.aliases.get(dep, dep) if self.aliases else dep
 
     def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
         """What determines this node's output besides its inputs. `memo` shares work
@@ -91,6 +109,8 @@ class Step(NodeSpec):
     params: tuple[str, ...] = ()
     # Bump to invalidate checkpoints when behaviour changes outside the function's source.
     version: str = ""
+    # Arguments fixed when the node was made (a map item's `item`/`index`); part of the key.
+    bound: dict[str, Any] = Field(default_factory=dict)
     kind: str = "step"
 
     @property
@@ -104,7 +124,14 @@ class Step(NodeSpec):
             "source": _memoized(memo, _code_identity(self.fn), lambda: step_source(self.fn)),
             "version": self.version,
             "depends_on": list(self.depends_on),
+            **({"bound": _bound_digest(self.bound)} if self.bound else {}),
         }
+
+
+def _bound_digest(bound: dict[str, Any]) -> str:
+    from dagagents.store.codec import encode
+
+    return hashlib.sha256(encode(bound)).hexdigest()
 
 
 class Expansion(BaseModel):
@@ -160,22 +187,115 @@ def step_source(fn: Callable[..., Any]) -> str:
 def spec_digest(spec: NodeSpec, memo: dict[int, Any] | None = None) -> str:
     """sha256 of a node's canonical fingerprint (orjson, sorted keys)."""
     fp = spec.fingerprint(memo)
+    if spec.when is not None or spec.optional or spec.aliases:
+        fp = {
+            **fp,
+            "when": step_source(spec.when) if spec.when is not None else None,
+            "optional": sorted(spec.optional),
+            "aliases": spec.aliases,
+        }
     return hashlib.sha256(orjson.dumps(fp, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def render_prompt(task: AgentTask, inputs: dict[str, str]) -> str:
-    """Fill placeholders with dependency outputs; append the unreferenced ones as context."""
-    used = set(task.placeholders())
-    text = (
-        task.prompt.format_map(inputs)
-        if used
-        else task.prompt.replace("{{", "{").replace("}}", "}")
-    )
-    extra = [name for name in task.depends_on if name not in used]
+def render_prompt(task: AgentTask, inputs: dict[str, Any]) -> str:
+    """Fill placeholders with dependency outputs; append the unreferenced ones as context.
+
+    `inputs` are keyed by the names the prompt uses (see `NodeSpec.local`) and may be raw
+    outputs: `{grade.feedback}` and `{subjects.items[0]}` read a field of a pydantic model
+    or JSON output. A field that does not exist raises GraphError naming node, placeholder
+    and the fields that do exist — before the call is made, never after paying for it.
+    Skipped optional dependencies (None) render as "(none)"."""
+    from dagagents.store.codec import as_text
+
+    pieces: list[str] = []
+    used: list[str] = []
+    for literal, field, spec_, conv in _formatter.parse(task.prompt):
+        pieces.append(literal)
+        if field is None:
+            continue
+        root = field.split(".", 1)[0].split("[", 1)[0]
+        if root not in inputs:
+            raise GraphError(
+                f"node '{task.name}': prompt placeholder '{{{field}}}' names no dependency."
+            )
+        if root not in used:
+            used.append(root)
+        value = resolve_field(task.name, field, inputs[root])
+        text = "(none)" if value is None else as_text(value)
+        if conv or spec_:
+            text = format(text if conv != "r" else repr(text), spec_ or "")
+        pieces.append(text)
+    text = "".join(pieces)
+    extra = [name for name in inputs if name not in used]
     if extra:
-        blocks = "\n\n".join(f'<input from="{name}">\n{inputs[name]}\n</input>' for name in extra)
+        blocks = "\n\n".join(
+            f'<input from="{name}">\n'
+            f"{'(none)' if inputs[name] is None else as_text(inputs[name])}\n</input>"
+            for name in extra
+        )
         text = f"{text}\n\nOutputs of the steps this task depends on:\n\n{blocks}"
     return text
+
+
+def field_path(field: str) -> list[str | int]:
+    """`grade.feedback` -> ['feedback']; `subjects.items[0].name` -> ['items', 0, 'name']."""
+    root = re.match(r"[^.\[]*", field)
+    rest = field[root.end() if root else 0 :]
+    return [
+        (int(idx) if idx.lstrip("-").isdigit() else idx) if attr is None or attr == "" else attr
+        for attr, idx in _PATH.findall(rest)
+    ]
+
+
+_PATH = re.compile(r"\.([^.\[]+)|\[([^\]]*)\]")
+
+
+def fields_of(value: Any) -> list[str]:
+    """The field names a value offers to `{dep.field}` (for error messages)."""
+    if isinstance(value, BaseModel):
+        return list(type(value).model_fields)
+    if isinstance(value, dict):
+        return [str(k) for k in value]
+    return []
+
+
+def resolve_field(node: str, field: str, value: Any) -> Any:
+    """Follow `dep.a[0].b` into a raw output (pydantic model, dict, list or JSON text)."""
+    path = field_path(field)
+    if not path:
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = orjson.loads(value)
+    walked = field.split(".", 1)[0].split("[", 1)[0]
+    for part in path:
+        try:
+            if isinstance(part, int):
+                value = value[part]
+            elif isinstance(value, BaseModel):
+                value = getattr(value, part) if part in type(value).model_fields else _missing()
+            elif isinstance(value, dict):
+                value = value[part]
+            else:
+                raise KeyError(part)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            offered = fields_of(value)
+            if offered:
+                what = f"its fields are {', '.join(offered)}"
+            elif isinstance(value, list):
+                what = f"it is a list of {len(value)} items"
+            else:
+                what = f"it is a {type(value).__name__}"
+            raise GraphError(
+                f"node '{node}': prompt placeholder '{{{field}}}' has no '{part}' in "
+                f"'{walked}' ({what})."
+            ) from None
+        walked += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return value
+
+
+def _missing() -> Any:
+    raise KeyError
 
 
 def _code_key(fn: Callable[..., Any]) -> Any:

@@ -22,6 +22,7 @@ import networkx as nx
 
 from dagagents.engine.scheduler import EagerSorter, critical_path, remaining_path_lengths
 from dagagents.model.graph import Graph
+from dagagents.model.language import LoopRound, MapSplit
 from dagagents.model.nodes import AgentTask, NodeSpec
 from dagagents.observe.pricing import cost_usd, default_pricing
 from dagagents.providers.base import Usage
@@ -114,6 +115,8 @@ class Estimate:
     unseen_expansions: list[str] = field(default_factory=list)
     expanded_from: str | None = None  # the run whose manifest supplied the planned subtasks
     cached: list[str] = field(default_factory=list)  # already checkpointed in the store
+    # What the estimate assumed where no earlier run shows it (a map's size, a loop's rounds).
+    assumptions: list[str] = field(default_factory=list)
     # Agent calls sharing a cacheable prefix, and what cache warming saves on them.
     shared_prefixes: list[SharedPrefix] = field(default_factory=list)
 
@@ -288,6 +291,44 @@ def _role(spec: NodeSpec | None, described: Mapping[str, Any], g: nx.DiGraph) ->
     return "work"
 
 
+ASSUMED_MAP_ITEMS = 3
+
+
+def _assume_structure(
+    specs: dict[str, NodeSpec],
+    described: dict[str, dict[str, Any]],
+    dag: nx.DiGraph,
+    expanding: list[str],
+    assumptions: list[str],
+) -> list[str]:
+    """With no earlier run to show them: a map gets ASSUMED_MAP_ITEMS items, a loop one
+    round; each assumption is stated. Returns the expanding nodes still unseen."""
+    from dagagents.engine.run import describe_spec
+
+    still: list[str] = []
+    for name in expanding:
+        spec = specs[name]
+        if isinstance(spec, MapSplit):
+            for i in range(ASSUMED_MAP_ITEMS):
+                item = spec.proto.model_copy(update={"name": f"{spec.map_name}[{i}]"})
+                specs[item.name] = item
+                described[item.name] = describe_spec(item)
+                dag.add_edges_from((d, item.name) for d in (name, *item.depends_on))
+                dag.add_edge(item.name, spec.map_name)
+            assumptions.append(
+                f"map '{spec.map_name}' assumed to have {ASSUMED_MAP_ITEMS} items "
+                "(no earlier run shows its size)"
+            )
+        elif isinstance(spec, LoopRound):
+            assumptions.append(
+                f"loop '{spec.loop.name}' assumed to stop after round {spec.round} of at most "
+                f"{spec.loop.max_rounds} (no earlier run shows how many it takes)"
+            )
+        else:
+            still.append(name)
+    return still
+
+
 # ------------------------------------------------------------------ scheduling
 def simulate_schedule(
     dag: nx.DiGraph, duration: Mapping[str, float], concurrency: int
@@ -344,6 +385,9 @@ def estimate(
             for a, b in [*manifest.get("edges", []), *history.expansions]
             if a in described and b in described
         )
+    assumptions: list[str] = []
+    if expanded_from is None:
+        expanding = _assume_structure(specs, described, dag, expanding, assumptions)
     unseen = expanding if expanding and expanded_from is None else []
 
     order = list(nx.topological_sort(dag))
@@ -418,5 +462,6 @@ def estimate(
         unseen_expansions=unseen,
         expanded_from=expanded_from,
         cached=cached,
+        assumptions=assumptions,
         shared_prefixes=shared_prefixes(specs),
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
+from dagagents.observe.runs import CONDITION_FALSE
 from dagagents.observe.summary import RunData
 
 if TYPE_CHECKING:  # graphviz is imported when a diagram is drawn, not on the run path
@@ -31,6 +32,7 @@ FILL = {
     "pending": "#ffffff",
 }
 CRITICAL = "#c62828"
+CONDITION_GREY = "#e0e0e0"  # skipped because a when= condition was false: nothing went wrong
 DOT_MISSING = (
     "Graphviz's `dot` program is not installed, so {fmt} cannot be drawn; install it with "
     "`apt-get install graphviz` (macOS: `brew install graphviz`), or use -f mermaid or -f dot."
@@ -46,6 +48,9 @@ class DiagramNode:
     status: str | None = None  # None: no run given
     detail: str = ""  # e.g. "2.31s · $0.0123"
     role: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    because: str | None = None  # why a skipped node was skipped
+    items: int | None = None  # a folded map: how many items it had (None: not known yet)
 
 
 @dataclass
@@ -66,13 +71,65 @@ class Diagram:
 
     def label(self, node: DiagramNode) -> list[str]:
         lines = [node.name]
+        if node.kind == "map":
+            lines[0] += f"  ×{node.items}" if node.items is not None else "  ×N"
         if node.agent:
             lines.append(f"{node.agent} · {node.model}")
         elif node.kind != "agent":
             lines.append(node.kind)
         if node.detail:
             lines.append(node.detail)
+        if node.because == CONDITION_FALSE:
+            lines.append(CONDITION_FALSE)
         return lines
+
+    def clusters(self) -> dict[str, list[str]]:
+        """Loop and subgraph clusters: a label (`loop refine`, `subgraph research`) -> members."""
+        out: dict[str, list[str]] = {}
+        for name, node in self.nodes.items():
+            if node.tags.get("loop"):
+                out.setdefault(f"loop {node.tags['loop']}", []).append(name)
+            elif node.tags.get("subgraph"):
+                out.setdefault(f"subgraph {node.tags['subgraph']}", []).append(name)
+        return out
+
+
+def fold_maps(d: Diagram) -> Diagram:
+    """A map drawn as one stacked node: its splitter and items fold into the map node, which
+    shows how many items it had; their edges become the map's."""
+    folded: dict[str, str] = {}
+    for name, node in d.nodes.items():
+        owner = node.tags.get("map")
+        if owner and name != owner and owner in d.nodes:
+            folded[name] = owner
+    if not folded:
+        return d
+    nodes = {n: node for n, node in d.nodes.items() if n not in folded}
+    for owner in set(folded.values()):
+        members = [d.nodes[n] for n, o in folded.items() if o == owner]
+        items = [m for m in members if m.tags.get("index") is not None]
+        split_done = any(m.name.endswith("[*]") and m.status in ("done", "cached") for m in members)
+        nodes[owner].items = len(items) if items or split_done else None
+        nodes[owner].kind = "map"
+        if any(m.agent for m in items):
+            nodes[owner].agent, nodes[owner].model = items[0].agent, items[0].model
+    edges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for src, dst in d.edges:
+        edge = (folded.get(src, src), folded.get(dst, dst))
+        if edge[0] != edge[1] and edge not in seen:
+            seen.add(edge)
+            edges.append(edge)
+    critical = [n for n in (folded.get(c, c) for c in d.critical)]
+    critical = [n for i, n in enumerate(critical) if i == 0 or critical[i - 1] != n]
+    planned = [
+        (folded.get(a, a), folded.get(b, b))
+        for a, b in d.planned
+        if folded.get(a, a) != folded.get(b, b)
+    ]
+    return Diagram(
+        name=d.name, nodes=nodes, edges=edges, critical=critical, run_id=d.run_id, planned=planned
+    )
 
 
 # ------------------------------------------------------------------ building
@@ -111,6 +168,7 @@ def diagram_from_run(run: RunData) -> Diagram:
         desc["agent"] = desc.get("agent") or n.agent
         desc["model"] = n.model or desc.get("model")
         node = _node(name, desc, n.status)
+        node.because = n.because
         bits = []
         if n.status in ("done", "failed") and n.start is not None:
             bits.append(f"{n.duration:.2f}s")
@@ -143,20 +201,38 @@ def _node(name: str, desc: Mapping[str, Any], status: str | None) -> DiagramNode
         model=desc.get("model"),
         status=status,
         role=tags.get("role") if isinstance(tags, Mapping) else None,
+        tags=dict(tags) if isinstance(tags, Mapping) else {},
     )
 
 
 # ------------------------------------------------------------------ formats
 def to_mermaid(d: Diagram) -> str:
     """Mermaid flowchart text (renders on GitHub, in docs sites and mermaid.live)."""
+    d = fold_maps(d)
     ids = {name: f"n{i}" for i, name in enumerate(d.nodes)}
     lines = ["flowchart LR"]
     title = d.name + (f" (run {d.run_id})" if d.run_id else "")
     lines.insert(0, f"---\ntitle: {_mermaid_text(title)}\n---")
-    for name, node in d.nodes.items():
+    clustered = d.clusters()
+    in_cluster = {n for members in clustered.values() for n in members}
+
+    def node_line(name: str, node: DiagramNode, indent: str) -> str:
         text = "<br/>".join(_mermaid_text(t) for t in d.label(node))
-        shape = ('["', '"]') if node.kind == "agent" else ('(["', '"])')
-        lines.append(f"    {ids[name]}{shape[0]}{text}{shape[1]}")
+        if node.kind == "map":
+            shape = ('[["', '"]]')  # a stacked (subroutine) box: one node per item inside
+        elif node.kind == "agent":
+            shape = ('["', '"]')
+        else:
+            shape = ('(["', '"])')
+        return f"{indent}{ids[name]}{shape[0]}{text}{shape[1]}"
+
+    for name, node in d.nodes.items():
+        if name not in in_cluster:
+            lines.append(node_line(name, node, "    "))
+    for index, (label, members) in enumerate(clustered.items()):
+        lines.append(f'    subgraph c{index} ["{_mermaid_text(label)}"]')
+        lines.extend(node_line(n, d.nodes[n], "        ") for n in members)
+        lines.append("    end")
     critical = d.critical_edges
     critical_links: list[int] = []
     for index, (src, dst) in enumerate(e for e in d.edges if e[0] in ids and e[1] in ids):
@@ -172,13 +248,16 @@ def to_mermaid(d: Diagram) -> str:
             link += 1
     for status, fill in FILL.items():
         lines.append(f"    classDef {status} fill:{fill},stroke:#555,color:#000")
+    lines.append(f"    classDef conditionfalse fill:{CONDITION_GREY},stroke:#999,color:#666")
     lines.append(f"    classDef critical stroke:{CRITICAL},stroke-width:3px")
     by_status: dict[str, list[str]] = {}
     for name, node in d.nodes.items():
-        if node.status:
+        if node.because == CONDITION_FALSE:
+            by_status.setdefault("conditionfalse", []).append(ids[name])
+        elif node.status:
             by_status.setdefault(node.status, []).append(ids[name])
     for status, members in by_status.items():
-        if status in FILL:
+        if status in FILL or status == "conditionfalse":
             lines.append(f"    class {','.join(members)} {status}")
     crit_nodes = [ids[n] for n in d.critical if n in ids]
     if crit_nodes:
@@ -198,6 +277,7 @@ def _mermaid_text(text: str) -> str:
 
 def to_dot(d: Diagram) -> graphviz.Digraph:
     """A graphviz Digraph; `.source` is the DOT text, `.pipe(format=...)` draws it."""
+    d = fold_maps(d)
     title = d.name + (f"  ·  run {d.run_id}" if d.run_id else "")
     import graphviz
 
@@ -206,19 +286,32 @@ def to_dot(d: Diagram) -> graphviz.Digraph:
     dot.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="11")
     dot.attr("edge", color="#666666", arrowsize="0.7")
     critical_nodes = set(d.critical)
+    cluster_of = {n: label for label, members in d.clusters().items() for n in members}
+    clusters = {
+        label: graphviz.Digraph(name=f"cluster_{i}")
+        for i, label in enumerate(dict.fromkeys(cluster_of.values()))
+    }
+    for label, sub in clusters.items():
+        sub.attr(label=_dot_text(label), style="rounded,dashed", color="#888888")
     for name, node in d.nodes.items():
         attrs = {
             "label": "\\n".join(_dot_text(t) for t in d.label(node)),
             "fillcolor": FILL.get(node.status or "pending", "#ffffff"),
             "tooltip": _dot_text(f"{name}: {node.status or node.kind}"),
         }
-        if node.kind != "agent":
+        if node.kind == "map":
+            attrs["shape"] = "box3d"  # stacked: one node per item inside
+        elif node.kind != "agent":
             attrs["shape"] = "component" if node.kind == "step" else "box"
         if node.status in ("skipped", "cancelled"):
             attrs["style"] = "rounded,filled,dashed"
+        if node.because == CONDITION_FALSE:
+            attrs.update(fillcolor=CONDITION_GREY, fontcolor="#666666", color="#999999")
         if name in critical_nodes:
             attrs.update(color=CRITICAL, penwidth="2.5")
-        dot.node(name, **attrs)
+        (clusters[cluster_of[name]] if name in cluster_of else dot).node(name, **attrs)
+    for sub in clusters.values():
+        dot.subgraph(sub)
     critical = d.critical_edges
     for src, dst in d.edges:
         if src not in d.nodes or dst not in d.nodes:

@@ -15,6 +15,8 @@ from typing import Any
 from dagagents.errors import DagAgentsError
 from dagagents.providers.base import Usage
 
+STATUSES = ("done", "cached", "failed", "skipped", "cancelled")
+CONDITION_FALSE = "condition false"  # why a node whose when= did not hold was skipped
 # Statuses of nodes that took a slot (as opposed to cached or skipped ones).
 RAN = frozenset({"done", "failed", "cancelled"})
 
@@ -193,10 +195,47 @@ class RunResult:
     interrupted: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
+    # The node named by `Graph(output=...)`.
+    output_node: str | None = None
     # "store X is full: N nodes could not be saved" when outputs were computed but the store
     # (full, read-only) kept none of them: the run did not do what a rerun relies on.
     store_problem: str | None = None
     unsaved: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> Any:
+        """The graph's result: the output of the node named by `Graph(output=...)`."""
+        if self.output_node is None:
+            raise DagAgentsError(
+                f"graph '{self.graph}' names no output; use Graph(..., output='node') "
+                "or result.outputs['node']."
+            )
+        if self.output_node not in self.outputs:
+            status = (
+                self.records[self.output_node].status
+                if self.output_node in self.records
+                else "missing"
+            )
+            raise RunFailed(f"output node '{self.output_node}' has no output ({status}).")
+        return self.outputs[self.output_node]
+
+    def rounds(self, loop: str) -> list[Any]:
+        """Every finished round's output of loop `loop`, first round first."""
+        out: list[Any] = []
+        k = 1
+        while f"{loop}[{k}]" in self.outputs:
+            value = self.outputs[f"{loop}[{k}]"]
+            out.append(value["output"] if isinstance(value, dict) else value)
+            k += 1
+        return out
+
+    def items(self, map_name: str) -> dict[str, Any]:
+        """A map's item outputs by item node name (`jokes[0]`, ...), in item order."""
+        found = [n for n in self.outputs if n.startswith(f"{map_name}[") and n[-2:] != "*]"]
+        found = [n for n in found if n[len(map_name) + 1 : -1].isdigit()]
+        return {
+            n: self.outputs[n] for n in sorted(found, key=lambda n: int(n[len(map_name) + 1 : -1]))
+        }
 
     @property
     def status(self) -> dict[str, str]:
@@ -226,7 +265,11 @@ class RunResult:
         return (
             not self.interrupted
             and self.store_problem is None
-            and all(r.status in ("done", "cached") for r in self.records.values())
+            and all(
+                r.status in ("done", "cached")
+                or (r.status == "skipped" and r.because == CONDITION_FALSE)
+                for r in self.records.values()
+            )
         )
 
     @property

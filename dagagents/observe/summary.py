@@ -22,7 +22,7 @@ import orjson
 
 from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
-from dagagents.observe.runs import NodeRecord, RunResult, fold_events
+from dagagents.observe.runs import CONDITION_FALSE, NodeRecord, RunResult, fold_events
 from dagagents.store import Store, manifest_problem, warn_once
 
 
@@ -288,6 +288,8 @@ class Summary:
     cost: float
     input_tokens: int
     output_tokens: int
+    # Maps (items, failed items), loops (rounds, how they ended), condition-false skips.
+    structure: list[str] = field(default_factory=list)
     # What prompt caching and the Message Batches API saved (against uncached, standard price).
     saved_by_prompt_cache: float = 0.0
     saved_by_batch: float = 0.0
@@ -396,10 +398,48 @@ def summarize(run: RunData, top: int = 5) -> Summary:
         cost=sum(n.cost_usd for n in done),
         input_tokens=sum(n.usage.input_tokens for n in done),
         output_tokens=sum(n.usage.output_tokens for n in done),
+        structure=structure_lines(run),
         saved_by_prompt_cache=sum(n.saved_cache_usd for n in done),
         saved_by_batch=sum(n.saved_batch_usd for n in done),
         batch_calls=sum(n.batch_calls for n in done),
     )
+
+
+def structure_lines(run: RunData) -> list[str]:
+    """One line per map and loop of the run, and one for condition-false skips."""
+    maps: dict[str, list[NodeRecord]] = {}
+    rounds: dict[str, list[int]] = {}
+    for name, n in run.nodes.items():
+        tags = (run.specs.get(name) or {}).get("tags") or {}
+        if tags.get("map") == name:
+            maps.setdefault(name, [])
+        elif tags.get("map") and tags.get("index") is not None:
+            maps.setdefault(tags["map"], []).append(n)
+        is_round = tags.get("role") == "round" and tags.get("loop") and tags.get("round")
+        if is_round and n.status in ("done", "cached"):
+            rounds.setdefault(tags["loop"], []).append(int(tags["round"]))
+    exhausted = {
+        e.get("node"): e.get("message", "")
+        for e in run.events
+        if e["event"] == "warning" and "max_rounds" in str(e.get("message", ""))
+    }
+    lines: list[str] = []
+    for name, items in maps.items():
+        failed = [n.name for n in items if n.status == "failed"]
+        status = run.nodes[name].status if name in run.nodes else "?"
+        line = f"map {name}: {len(items)} item{'s' if len(items) != 1 else ''} ({status})"
+        if failed:
+            line += f"; failed: {', '.join(failed)}"
+        lines.append(line)
+    for loop, done in rounds.items():
+        last = max(done)
+        note = exhausted.get(f"{loop}[{last}]")
+        how = "reached max_rounds without until holding" if note else "stopped"
+        lines.append(f"loop {loop}: {len(done)} round{'s' if len(done) != 1 else ''}, {how}")
+    skipped = [n.name for n in run.nodes.values() if n.because == CONDITION_FALSE]
+    if skipped:
+        lines.append(f"condition false (skipped at zero cost): {', '.join(skipped)}")
+    return lines
 
 
 def _last_t(events: Sequence[dict[str, Any]]) -> float:

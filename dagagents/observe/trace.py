@@ -8,7 +8,17 @@ Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (uni
 - `node_start`: node, kind, agent, model
 - `cache_hit`: node, key, saved_cost (what computing it cost when it was checkpointed)
 - `retry`: node, attempt, error, wait, status, kind
-- `llm_call`: node, model, turn, attempts, duration, stop_reason, usage, cost (one API call)
+- `llm_call`: node, model, turn, attempts, duration, stop_reason, usage, cost (one API call),
+  batch (sent in a Message Batch), reserved_input (the ITPM reservation), saved_cache and
+  saved_batch (dollars against the same call uncached at the standard price)
+- `cache_warm`: node (the leader), leader, followers, prefix_tokens, wait (seconds until the
+  leader's response began and the followers went); gave_up=true when a follower stopped waiting
+- `token_count`: node, model, tokens (the API's exact count), estimate (the local estimate)
+- `batch_wait`: node, custom_id (the call joined the batch being collected)
+- `batch_submitted`: batch_id, requests, nodes (recorded in the run folder before polling)
+- `batch_status`: batch_id, status (in_progress / canceling / ended), counts
+- `batch_reattached`: batch_id, node (a killed run's batch, collected instead of resubmitted)
+- `batch_expired`: node, custom_id (resubmitted once)
 - `rate_limited`: node, model, wait, limit (which client-side bucket made the call wait)
 - `concurrency_reduced`: node, model, limit, status (a 429/529 halved that model's slots)
 - `tool_call`: node, tool, input, duration, error

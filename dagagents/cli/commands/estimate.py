@@ -106,6 +106,8 @@ def estimate_renderable(e: Estimate, *, show_nodes: bool = False) -> RenderableT
                 f"${e.batch_cost:.4f} instead of ${e.cost:.4f}"
             )
         )
+    for assumption in e.assumptions:
+        parts.append(Text(f"note: {assumption}.", style="yellow"))
     if e.unseen_expansions:
         parts.append(
             Text(

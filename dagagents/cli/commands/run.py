@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
@@ -70,6 +71,13 @@ def run(
     ] = None,
     retries: Annotated[
         int | None, typer.Option(help="Attempts per API call, the first included.")
+    ] = None,
+    input_: Annotated[
+        list[str] | None,
+        typer.Option("--input", help="A graph input, NAME=VALUE (repeatable)."),
+    ] = None,
+    inputs_file: Annotated[
+        Path | None, typer.Option("--inputs", help="A JSON object of graph inputs.")
     ] = None,
     limits: Annotated[
         str | None,
@@ -141,6 +149,10 @@ def run(
     are checkpointed so a rerun resumes."""
     with user_errors():
         graph = load_target(target, workers=workers)
+        if (input_ or inputs_file) and hasattr(graph, "bind"):
+            graph = graph.bind(parse_inputs(graph, input_ or [], inputs_file))
+        elif hasattr(graph, "bind"):
+            graph = graph.bind({})
         options: dict[str, Any] = {
             "concurrency": concurrency,
             "provider": provider,
@@ -200,6 +212,36 @@ def run(
             finally:
                 served.stop()
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+def parse_inputs(graph: Any, pairs: list[str], path: Path | None) -> dict[str, Any]:
+    """`--inputs file.json` then each `--input NAME=VALUE` (a value is JSON when the input
+    declares a non-string type, else text). One sentence for a malformed one."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise UserError(f"--inputs file '{path}' cannot be read ({exc.strerror}).") from None
+        except orjson.JSONDecodeError as exc:
+            raise UserError(f"--inputs file '{path}' is not valid JSON ({exc}).") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"--inputs file '{path}' must hold a JSON object of name: value.")
+        values.update(loaded)
+    declared = graph.inputs() if hasattr(graph, "inputs") else {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise UserError(f"--input '{pair}' must be NAME=VALUE.")
+        spec = declared.get(name)
+        value: Any = text
+        if spec is not None and spec.type not in (None, str):
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                value = text
+        values[name] = value
+    return values
 
 
 def shared_limits(

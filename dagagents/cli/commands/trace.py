@@ -147,6 +147,8 @@ def summary_renderable(s: Summary) -> RenderableType:
                 str(r["node"]), str(r["attempt"]), f"{r.get('wait') or 0:.2f}s", str(r["error"])
             )
         parts.append(retries)
+    if s.structure:
+        parts.append(Text("maps, loops, conditions\n  " + "\n  ".join(s.structure)))
     if s.failures or s.skipped:
         fails = Table(title="failures and skips", title_justify="left")
         fails.add_column("node")

@@ -1,0 +1,60 @@
+"""The live view and the summary table show batches, warming and savings."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from dagagents.observe.progress import LiveProgress, summary_table
+from dagagents.observe.runs import NodeRecord, RunResult
+from dagagents.providers.base import Usage
+
+
+def rendered(thing: object) -> str:
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(thing)
+    return out.getvalue()
+
+
+def test_live_view_shows_batches_and_the_nodes_waiting_in_them() -> None:
+    view = LiveProgress(Console(file=io.StringIO()), "g")
+    events = [
+        {"event": "run_start", "nodes": 3},
+        {"event": "node_start", "node": "a"},
+        {"event": "node_start", "node": "b"},
+        {"event": "batch_wait", "node": "a", "custom_id": "x"},
+        {
+            "event": "batch_submitted",
+            "batch_id": "msgbatch_0123456789",
+            "requests": 2,
+            "nodes": ["a", "b"],
+        },
+        {"event": "batch_status", "batch_id": "msgbatch_0123456789", "status": "in_progress"},
+    ]
+    for event in events:
+        view(event)
+    text = rendered(view.render())
+    assert "batches: 1 submitted, 1 processing, 0 ended" in text
+    assert "in batch 23456789" in text
+    view({"event": "batch_status", "batch_id": "msgbatch_0123456789", "status": "ended"})
+    assert "1 submitted, 0 processing, 1 ended" in rendered(view.render())
+
+
+def test_summary_table_says_what_caching_and_batching_saved() -> None:
+    record = NodeRecord(
+        "w0",
+        status="done",
+        agent="analyst",
+        model="claude-sonnet-4-6",
+        usage=Usage(input_tokens=10, output_tokens=5, cache_read_input_tokens=6000),
+        cost_usd=0.001,
+        calls=1,
+        saved_cache_usd=0.0162,
+        saved_batch_usd=0.001,
+        batch_calls=1,
+    )
+    result = RunResult("g", "run1", {"w0": record}, {"w0": "x"}, 1.0, 8, "anthropic")
+    caption = " ".join(rendered(summary_table(result)).split())
+    assert "saved $0.0162 by prompt caching (6,000 tokens read, 0 written)" in caption
+    assert "$0.0010 by batching (1 batch calls)" in caption
