@@ -148,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as fh:
             json.dump(
                 [
-                    {**r.__dict__, "vs_bare": r.vs_bare, "ckpt_vs_disk": r.ckpt_vs_disk}
+                    {
+                        **r.__dict__,
+                        "vs_bare": r.vs_bare,
+                        "cpu_vs_bare": r.cpu_vs_bare,
+                        "ckpt_vs_disk": r.ckpt_vs_disk,
+                    }
                     for r in rows
                 ],
                 fh,

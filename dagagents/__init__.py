@@ -4,6 +4,7 @@ Eager scheduling under concurrency and rate limits, content-addressed checkpoint
 graphs resume, and traces that tell which agent cost what.
 """
 
+from dagagents.engine.approvals import ApprovalRequest, Decision, record_decision
 from dagagents.engine.executors import Executor, LocalExecutor
 from dagagents.engine.limits import RateLimits
 from dagagents.engine.retry import RetryPolicy
@@ -21,7 +22,7 @@ from dagagents.errors import (
 )
 from dagagents.model.agents import Agent
 from dagagents.model.graph import Graph
-from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step
+from dagagents.model.nodes import AgentTask, Approval, Expansion, NodeSpec, Step
 from dagagents.model.orchestrator import Orchestrator
 from dagagents.model.plan import Plan, Subtask
 from dagagents.observe.estimate import Estimate, estimate
@@ -52,10 +53,13 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Agent",
     "AgentTask",
+    "Approval",
+    "ApprovalRequest",
     "AnthropicProvider",
     "BudgetExceeded",
     "DagAgentsError",
     "DaskExecutor",
+    "Decision",
     "Estimate",
     "Executor",
     "Expansion",
@@ -89,6 +93,7 @@ __all__ = [
     "cost_usd",
     "estimate",
     "load_run",
+    "record_decision",
     "summarize",
     "__version__",
 ]

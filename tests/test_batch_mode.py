@@ -237,3 +237,26 @@ def test_per_minute_limits_do_not_throttle_batch_submission(
     assert result.ok, result.errors
     assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [6]
     assert not [e for e in result.events if e["event"] == "rate_limited"]
+
+
+def test_a_recorded_batch_that_is_gone_is_submitted_again(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    fake_anthropic.batches.delay = 30.0
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    store = tmp_path / "store"
+    args = [sys.executable, str(script), fake_anthropic.url, str(store), KEY]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(store.glob("runs/*/batches/*.json")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (lost,) = fake_anthropic.batches.submitted
+    del fake_anthropic.batches.batches[lost.id]  # e.g. archived: its results are gone
+    fake_anthropic.batches.delay = 0.1
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert rerun.stdout.strip() == "OK", rerun.stdout + rerun.stderr
+    assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [4, 1]

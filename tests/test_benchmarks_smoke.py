@@ -101,3 +101,22 @@ def test_checker_rejects_bad_logs() -> None:
 def test_profile_helper_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert profile.main(["chain10k", "--quick", "--mode", "resume", "--top", "3"]) == 0
     assert "dagagents" in capsys.readouterr().out
+
+
+def test_the_bare_yardstick_loop_is_a_correct_eager_schedule() -> None:
+    """benchmarks.scaling divides by the bare loop: it must run every node once, after its
+    dependencies, within the concurrency limit, on wide, chain and random DAGs."""
+    from benchmarks.engines import run_bare
+
+    for dag in (dags.build("wide300"), dags.build("chain300"), dags.build("random100", True)):
+        run = run_bare(dag, 4)
+        dags.check_log(dag, run.log, 4)
+        assert len(run.log) == dag.number_of_nodes()
+
+
+def test_sized_zero_work_names() -> None:
+    assert dags.zero_work_size("wide1k") == 1000
+    assert dags.zero_work_size("chain100k") == 100_000
+    assert dags.zero_work_size("wide300") == 300
+    assert dags.zero_work_size("fanout") is None
+    assert dags.build("chain1k", quick=True).number_of_nodes() == dags.QUICK_ZERO_WORK_NODES

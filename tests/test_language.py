@@ -684,3 +684,51 @@ def test_estimate_takes_map_size_from_history_else_states_an_assumption(tmp_path
     after = estimate(g, store=store)
     assert after.assumptions == []
     assert len([n for n in after.nodes if n.startswith("jokes[") and n != "jokes[*]"]) == 5
+
+
+def test_until_code_is_part_of_the_round_keys_but_not_of_the_body() -> None:
+    calls: list[str] = []
+
+    def build(until: Any) -> Graph:
+        g = Graph("lp3", output="refine")
+        g.loop("refine", refine_body(calls), until=until, max_rounds=1)
+        return g
+
+    build(lambda grade: grade.score > 1).run()
+    calls.clear()
+    again = build(lambda grade: grade.score > 2).run()
+    assert again.status["refine[1]"] == "done" and again.status["refine[1].draft"] == "cached"
+    assert calls == []
+
+
+def test_map_with_a_false_condition_skips_the_whole_map() -> None:
+    g = Graph("mw", output="out")
+    g.input("xs", default=[1, 2])
+    g.input("go", default=False)
+    g.map("sq", lambda item: item * item, over="xs", depends_on=["go"], when=lambda go: go)
+
+    @g.step
+    def out(sq: list[int] | None = None) -> str:
+        return "none" if sq is None else str(sq)
+
+    assert g.run().output == "none"
+    assert g.run(inputs={"go": True}).output == "[1, 4]"
+
+
+def test_cli_bad_language_in_a_graph_file_is_one_sentence_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text(
+        "from dagagents import Graph\n"
+        "body = Graph('body', output='a')\n"
+        "body.input('x', default=1)\n"
+        "body.add_step('a', lambda x: x)\n"
+        "graph = Graph('bad')\n"
+        "graph.loop('l', body, max_rounds=2, carry={'y': 'a'})\n"
+    )
+    done = subprocess.run(
+        dagagents_cmd("run", "bad.py", "-q"), env=cli_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: bad.py: graph 'bad': loop 'l': carry names 'y', which is not an input of body "
+        "'body' (its inputs: x)."
+    )

@@ -187,6 +187,37 @@ def test_limits_panel_counts_a_429(tmp_path: Path, procs: list[Proc]) -> None:
         assert outside == []
 
 
+APPROVAL = """
+from dagagents import Agent, Graph, SimulatedProvider
+
+graph = Graph("steer", simulator=SimulatedProvider(ttft=0.2, tokens_per_second=100))
+writer = Agent("writer", model="claude-haiku-4-5", max_tokens=60)
+graph.task("draft", writer, "Draft a note about owls.")
+graph.approval("ok", depends_on=["draft"], prompt="Publish this draft?")
+graph.task("publish", writer, "Publish: {ok}", depends_on=["ok"])
+"""
+
+
+def test_approve_in_the_page_and_the_run_continues(tmp_path: Path, procs: list[Proc]) -> None:
+    (tmp_path / "g.py").write_text(APPROVAL)
+    with browser_page() as (page, outside):
+        run = Proc(dagagents_cmd("run", "g.py", "--ui", "--ui-port", "0"), tmp_path)
+        procs.append(run)
+        page.goto(run.wait_for(r"watching run: (\S+)").group(1))
+        page.wait_for_selector('g.node[data-node="ok"][data-status="waiting"]', timeout=60_000)
+        item = page.wait_for_selector('#approval-list li[data-node="ok"]')
+        assert "Publish this draft?" in item.inner_text()
+        assert page.inner_text("#run-status") == "waiting"
+        item.query_selector("button.approve").click()
+        page.wait_for_selector("body[data-ended]", timeout=60_000)
+        assert statuses(page) == {"draft": "done", "ok": "done", "publish": "done"}
+        assert page.is_hidden("#approvals")
+        ARTEFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTEFACTS / "web_view_approved.png"), full_page=True)
+        assert outside == []
+    assert run.proc.wait(60) == 0
+
+
 def test_ui_serves_a_store_and_replays_finished_runs(tmp_path: Path, procs: list[Proc]) -> None:
     (tmp_path / "g.py").write_text(FAST)
     done = subprocess.run(
@@ -224,3 +255,26 @@ def test_beyond_loopback_needs_the_printed_token(tmp_path: Path, procs: list[Pro
     token = url.split("token=")[1]
     with urllib.request.urlopen(f"{bare}?token={token}", timeout=10) as ok:
         assert ok.status == 200
+
+
+def test_ui_approves_a_run_that_ended_waiting(tmp_path: Path, procs: list[Proc]) -> None:
+    (tmp_path / "g.py").write_text(APPROVAL.replace("ttft=0.2", "ttft=0.0, time_scale=0"))
+    waited = subprocess.run(
+        dagagents_cmd("run", "g.py", "-q"), cwd=tmp_path, env=cli_env(), capture_output=True
+    )
+    assert waited.returncode == 3, waited.stderr
+    ui = Proc(dagagents_cmd("ui", "--port", "0"), tmp_path)
+    procs.append(ui)
+    url = ui.wait_for(r"web view: (\S+)").group(1)
+    with browser_page() as (page, outside):
+        page.goto(url)
+        page.wait_for_selector("#runs tbody tr .pill.waiting")
+        page.click("#runs tbody a")
+        page.wait_for_selector("body[data-ended]")
+        page.click('#approval-list li[data-node="ok"] button.approve')
+        page.wait_for_selector('g.node[data-node="ok"][data-status="approved"]')
+        assert outside == []
+    resumed = subprocess.run(
+        dagagents_cmd("run", "g.py", "-q"), cwd=tmp_path, env=cli_env(), capture_output=True
+    )
+    assert resumed.returncode == 0, resumed.stderr

@@ -1,7 +1,7 @@
 """The typer app and what every command shares: exit codes, user-error handling, loading.
 
 Exit codes: 0 all nodes done, 1 some node failed, 2 user error (one sentence, no traceback),
-130 interrupted.
+3 waiting for an approval (`dagagents approve`, then run again), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dagagents.model.graph import Graph
 from dagagents.store import StoreWarning
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_WAITING = 3
 
 app = typer.Typer(
     name="dagagents",

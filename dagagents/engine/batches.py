@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from dagagents.errors import UserError
+from dagagents.errors import ProviderError, UserError
 from dagagents.providers.anthropic import AnthropicProvider
 from dagagents.providers.anthropic_batches import (
     MAX_BATCH_BYTES,
@@ -104,7 +104,7 @@ class BatchJournal:
         self.records[batch_id] = record
         self._save(record)
 
-    def mark(self, batch_id: str, state: str, run_id: str | None = None) -> None:
+    def mark(self, batch_id: str, state: str) -> None:
         record = self.records.get(batch_id)
         if record is None:
             return
@@ -182,6 +182,7 @@ class BatchingProvider:
         self._timer: asyncio.TimerHandle | None = None
         self._polls: dict[str, asyncio.Task[dict[str, dict[str, Any]]]] = {}
         self._recovered: dict[str, str] | None = None
+        self._recovering = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self.submitted = 0
         self.reattached = 0
@@ -228,11 +229,20 @@ class BatchingProvider:
     async def _result_for(
         self, custom_id: str, request: Request, params: dict[str, Any]
     ) -> dict[str, Any]:
-        if self._recovered is None:
-            self._recovered = await asyncio.to_thread(self.journal.uncollected)
+        async with self._recovering:  # one scan of the store, however many calls start
+            if self._recovered is None:
+                self._recovered = await asyncio.to_thread(self.journal.uncollected)
         batch_id = self._recovered.pop(custom_id, None)
         if batch_id is not None:
-            results = await asyncio.shield(self._poll(batch_id, request.node, reattached=True))
+            try:
+                results = await asyncio.shield(self._poll(batch_id, request.node, reattached=True))
+            except ProviderError as exc:  # gone (deleted, archived after 29 days): submit anew
+                self.emit(
+                    "warning",
+                    node=request.node,
+                    message=f"could not collect batch {batch_id} ({exc}); submitting again",
+                )
+                results = {}
             found = results.get(custom_id)
             if found is not None and found.get("type") == "succeeded":
                 self.reattached += 1

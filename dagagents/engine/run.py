@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from dagagents.engine import approvals
+from dagagents.engine.approvals import ApprovalRejected, ApprovalRequest, Approver
 from dagagents.engine.cache_warming import CacheWarmer
 from dagagents.engine.checkpoints import checkpoint_key
 from dagagents.engine.executors.base import Executor
@@ -45,7 +47,7 @@ from dagagents.errors import (
     UserError,
 )
 from dagagents.model.graph import Graph, check_acyclic, validate_spec
-from dagagents.model.nodes import AgentTask, Expansion, NodeSpec, Step, render_prompt
+from dagagents.model.nodes import AgentTask, Approval, Expansion, NodeSpec, Step, render_prompt
 from dagagents.observe.pricing import Pricing, cost_usd
 from dagagents.observe.runs import NodeRecord, RunResult
 from dagagents.observe.trace import Tracer
@@ -89,10 +91,13 @@ async def arun(
     batch_max: int = 100_000,
     count_tokens: bool | float = False,
     limits: str | SharedLimits | None = None,
+    approver: Approver | None = None,
 ) -> RunResult:
     """Run `graph` and return its RunResult (never raises for node failures).
 
-    `store=None` disables checkpoints; `fresh=True` ignores existing ones; `rerun` names nodes
+    `approver` decides approval nodes in-process (see engine/approvals.py); without one they
+    wait and the run ends "waiting". `store=None` disables checkpoints; `fresh=True` ignores
+    existing ones; `rerun` names nodes
     to recompute even if checkpointed. `rate_limits` (requests/tokens per minute per model),
     `max_cost_usd` (no call starts that could exceed it) and `retry` (a RetryPolicy or a number
     of attempts) govern every agent call; `call_options` are extra CallContext fields
@@ -170,6 +175,7 @@ async def arun(
                 if isinstance(retry, int)
                 else retry or DEFAULT_RETRY,
                 call_options=extras,
+                approver=approver,
             )
         except BaseException:
             if prepare is not None:
@@ -221,6 +227,7 @@ class _Run:
         limiter: Limiter,
         retry: RetryPolicy,
         call_options: dict[str, Any],
+        approver: Approver | None = None,
     ) -> None:
         graph.validate()
         unknown = sorted(n for n in rerun - set(graph.specs) if not _grown_name(n, graph.specs))
@@ -238,6 +245,7 @@ class _Run:
         self.fail_fast = fail_fast
         self.executor = executor
         self.call_options = call_options
+        self.approver = approver
         self.limiter = limiter
         self.retry = retry
         self.pricing = limiter.pricing
@@ -333,6 +341,10 @@ class _Run:
                 r.status in ("failed", "cancelled") for r in self.records.values()
             ):
                 status = "failed"
+            if status == "done" and any(
+                r.status == approvals.WAITING for r in self.records.values()
+            ):
+                status = approvals.RUN_WAITING
             flusher.cancel()
             await self.executor.close()
             self._finish(status)
@@ -359,7 +371,8 @@ class _Run:
             if self._try_cache(name):
                 continue
             running[name] = asyncio.ensure_future(self._node(name))
-        if not running and not sorter.is_active() and not self._all_done.done():
+        # Over when nothing runs and nothing is ready: all done, or the rest waits for approval.
+        if not running and not sorter.has_ready() and not self._all_done.done():
             self._all_done.set_result(None)
 
     async def _node(self, name: str) -> None:
@@ -371,6 +384,10 @@ class _Run:
         error: BaseException | None = None
         try:
             value = await self._body(name)
+        except _Waiting:
+            del self._running[name]  # waits for a decision without holding a slot
+            self._launch()
+            return
         except asyncio.CancelledError as exc:
             error = exc
         except Exception as exc:
@@ -575,6 +592,8 @@ class _Run:
     ) -> Any:
         if isinstance(spec, AgentTask):
             return await self._agent_body(spec, inputs, record, meta)
+        if isinstance(spec, Approval):
+            return await self._approval_body(spec, inputs, record, meta)
         assert isinstance(spec, Step)
         kwargs = step_kwargs(spec, inputs)
         stored = getattr(self.executor, "run_step_stored", None)  # see executors/base.py
@@ -616,6 +635,31 @@ class _Run:
             raise
         self._record_usage(record, result, meta)
         return result.output
+
+    async def _approval_body(
+        self, spec: Approval, inputs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
+    ) -> Any:
+        """A decision already in the store, else the approver's, else wait (see approvals)."""
+        key = record.key
+        reason = approvals.read_rejection(self.store, key) if self.store and key else None
+        if reason is not None:
+            raise ApprovalRejected(f"rejected: {reason}")
+        record.status = approvals.WAITING
+        self.emit("node_waiting", node=spec.name, prompt=spec.prompt, key=key)
+        if self.approver is None:
+            raise _Waiting(spec.name)
+        request = ApprovalRequest(self.run_id, spec.name, spec.prompt, dict(inputs))
+        decision = await approvals.ask(self.approver, request)
+        record.status = "pending"
+        self.emit("approval", node=spec.name, approved=decision.approved, reason=decision.reason)
+        if not decision.approved:
+            if self.store is not None and key is not None:
+                approvals.write_rejection(self.store, key, spec.name, decision.reason)
+            raise ApprovalRejected(f"rejected: {decision.reason or 'rejected'}")
+        meta.update(approvals.approval_meta(spec.name, decision.reason))
+        if decision.value is not None:
+            return decision.value
+        return approvals.default_value(inputs)
 
     def _record_usage(self, record: NodeRecord, result: AgentResult, meta: dict[str, Any]) -> None:
         record.usage = result.usage
@@ -726,7 +770,9 @@ class _Run:
         for record in self.records.values():
             if record.status == "pending":
                 record.status = "skipped"
-                record.because = record.because or status
+                record.because = record.because or (
+                    "the run is waiting for approval" if status == approvals.RUN_WAITING else status
+                )
             counts[record.status] = counts.get(record.status, 0) + 1
         self.wall = self.tracer.now()
         self.emit(
@@ -783,6 +829,10 @@ class _Run:
             events=self.tracer.events,
             edges=list(self.graph.nx.edges),
         )
+
+
+class _Waiting(Exception):
+    """An approval node with no decision and no approver: it waits; the run goes on."""
 
 
 class NodeTimeout(DagAgentsError):

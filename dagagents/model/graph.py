@@ -43,6 +43,7 @@ from dagagents.model.language import (
 )
 from dagagents.model.nodes import (
     AgentTask,
+    Approval,
     Expansion,
     NodeSpec,
     Step,
@@ -499,6 +500,42 @@ class Graph:
         import dagagents
 
         return dagagents.astream(self, **options)
+
+    def approval(
+        self,
+        name: str,
+        depends_on: Iterable[str] | None = None,
+        *,
+        prompt: str = "Approve?",
+        tags: dict[str, str] | None = None,
+    ) -> Approval:
+        """A node that waits for a person. Once its dependencies are done the run reaches it
+        and waits (other branches keep going); `approve`, `dagagents approve`, the web view or
+        an `approver=` callback decides. Approved, its value (by default its input: the one
+        dependency's output, else {dependency: output}) flows on as its output."""
+        spec = Approval(
+            name=name, depends_on=tuple(depends_on or ()), prompt=prompt, tags=tags or {}
+        )
+        self.add(spec)
+        return spec
+
+    def approve(
+        self,
+        run: str | None,
+        node: str,
+        *,
+        approved: bool = True,
+        value: Any = None,
+        reason: str | None = None,
+        store: Any = ".dagagents",
+    ) -> None:
+        """Record a decision for a waiting approval node of `run` (None: the latest); the
+        next run of this graph resumes from its checkpoints and continues past it."""
+        import dagagents
+
+        dagagents.record_decision(
+            store, run, node, approved=approved, value=value, reason=reason, graph=self.name
+        )
 
     # ------------------------------------------------------------------ loading
     @classmethod

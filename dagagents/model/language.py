@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -557,9 +557,3 @@ def _last_round(**rounds: Any) -> Any:
 def round_number(name: str) -> int | None:
     found = _ROUND.search(name)
     return int(found.group(1)) if found else None
-
-
-def check_names(where: str, names: Iterable[str], known: Mapping[str, Any], what: str) -> None:
-    for n in names:
-        if n not in known:
-            raise GraphError(f"{where}: {what} '{n}' names nothing it declares.")

@@ -128,6 +128,18 @@ class Step(NodeSpec):
         }
 
 
+class Approval(NodeSpec):
+    """A person's decision: the run waits here until someone approves (the value flows on as
+    this node's output) or rejects (this node fails with the reason; its descendants skip).
+    Decisions live in the store, keyed by this node's checkpoint key."""
+
+    prompt: str = "Approve?"
+    kind: str = "approval"
+
+    def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
+        return {"kind": "approval", "prompt": self.prompt, "depends_on": list(self.depends_on)}
+
+
 def _bound_digest(bound: dict[str, Any]) -> str:
     from dagagents.store.codec import encode
 
@@ -147,6 +159,7 @@ class Expansion(BaseModel):
 NodeSpec.model_rebuild()
 AgentTask.model_rebuild()
 Step.model_rebuild()
+Approval.model_rebuild()
 
 
 def prompt_placeholders(template: str) -> list[str]:

@@ -25,6 +25,7 @@ STYLE = {
     "cancelled": "magenta",
     "running": "bold blue",
     "pending": "dim",
+    "waiting": "bold yellow",
 }
 MAX_ROWS = 24
 TAIL_CHARS = 400  # streamed text kept per running node
@@ -92,6 +93,9 @@ class LiveProgress:
             self.started[node] = time.perf_counter()
         elif kind == "cache_hit":
             self.state[node] = "cached"
+        elif kind == "node_waiting":
+            self.state[node] = "waiting"
+            self.detail[node] = str(event.get("prompt") or "")
         elif kind == "node_complete":
             self.text.pop(node, None)
             self.state[node] = "done"

@@ -160,6 +160,8 @@ def fold_events(events: Iterable[Mapping[str, Any]]) -> dict[str, NodeRecord]:
             n.status = "cancelled" if n.error in ("cancelled", "interrupted") else "failed"
             if n.start is not None:
                 n.end = t
+        elif kind == "node_waiting":
+            n.status, n.key = "waiting", e.get("key") or n.key
         elif kind == "node_skipped":
             n.status, n.because = "skipped", e.get("because")
         elif kind == "retry":
@@ -240,6 +242,11 @@ class RunResult:
     @property
     def status(self) -> dict[str, str]:
         return {name: r.status for name, r in self.records.items()}
+
+    @property
+    def waiting(self) -> list[str]:
+        """Approval nodes waiting for a decision (`Graph.approve`, `dagagents approve`)."""
+        return [name for name, r in self.records.items() if r.status == "waiting"]
 
     @property
     def errors(self) -> dict[str, str]:

@@ -27,11 +27,15 @@ Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (uni
 - `node_complete`: node, duration, model, usage {input_tokens, ...}, cost, key, simulated
 - `node_error`: node, error, traceback (last frames, for non-dagagents exceptions)
 - `node_skipped`: node, because (the failed ancestor, or the reason)
+- `node_waiting`: node, prompt, key (an approval node waits for a decision)
+- `approval`: node, approved, reason (an in-process approver decided)
 - `warning`: node, message
 - `run_end`: status, wall, counts {status: n}, cost
 
 Listeners alone (never written, never kept) also see `token`: node, text (a streamed delta of
-an agent's reply; see `Tracer.stream`). The trace keeps only the final output's digest.
+an agent's reply; see `Tracer.stream`), `prompt`: node, prompt, system (what an agent node is
+sending), and `limits` (the limiter's snapshot, every 0.2 s). The trace keeps only the final
+output's digest.
 
 Values are the caller's; the tracer never reads the environment, so no secret can leak in.
 """

@@ -12,7 +12,15 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
+from dagagents.cli.app import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_WAITING,
+    app,
+    console,
+    load_target,
+    user_errors,
+)
 from dagagents.engine.executors.choice import executor_from_options
 from dagagents.engine.limits import RateLimits
 from dagagents.engine.shared_limits import (
@@ -211,7 +219,22 @@ def run(
                             time.sleep(0.2)
             finally:
                 served.stop()
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+    raise typer.Exit(exit_code(result))
+
+
+def exit_code(result: RunResult) -> int:
+    """0 all done, 1 something failed, 3 nothing failed but approvals wait (printed)."""
+    if result.ok:
+        return EXIT_OK
+    failed = any(s in ("failed", "cancelled") for s in result.status.values())
+    if result.waiting and not failed and not result.interrupted:
+        for name in result.waiting:
+            print(
+                f"waiting: {name}: dagagents approve {result.run_id} {name} [--reject]",
+                file=sys.stderr,
+            )
+        return EXIT_WAITING
+    return EXIT_FAILED
 
 
 def parse_inputs(graph: Any, pairs: list[str], path: Path | None) -> dict[str, Any]:

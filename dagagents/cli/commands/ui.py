@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dagagents.cli.app import app, console, user_errors
+from dagagents.engine.approvals import record_decision
 from dagagents.errors import UserError
 from dagagents.store import Store
 
@@ -52,7 +53,12 @@ def ui_command(
 
         st = Store(store)
         token = access_token(host)
-        running = serve_in_thread(create_app(st, token=token), host, port, token)
+
+        def decide(run: str, node: str, ok: bool, value: Any, reason: str | None) -> None:
+            record_decision(st, run, node, approved=ok, value=value, reason=reason)
+
+        app_ = create_app(st, token=token, approve=decide)
+        running = serve_in_thread(app_, host, port, token)
         _announce(running)
         try:
             while running.thread.is_alive():
@@ -67,13 +73,25 @@ def start_live_ui(
     """Serve the web view for the run about to start (its store's other runs too)."""
     _need_extra()
     from dagagents.observe.ui.app import create_app
-    from dagagents.observe.ui.feeds import LiveRun
+    from dagagents.observe.ui.feeds import LiveRun, WebApprovals
     from dagagents.observe.ui.server import access_token, serve_in_thread
 
     live = LiveRun(graph, max_cost_usd=options.get("max_cost_usd"))
     store = options.get("store")
     st = Store(store) if isinstance(store, str) else store if isinstance(store, Store) else None
     token = access_token(host)
-    running = serve_in_thread(create_app(st, live, token=token), host, port, token)
+    approvals = WebApprovals()
+    options["approver"] = approvals  # this run's approval nodes wait for the page's buttons
+
+    def decide(run: str, node: str, ok: bool, value: Any, reason: str | None) -> None:
+        if run == live.run_id and approvals.waiting(node):
+            approvals.decide(node, ok, value, reason)
+        elif st is not None:  # an earlier run in the same store
+            record_decision(st, run, node, approved=ok, value=value, reason=reason)
+        else:
+            raise UserError(f"node '{node}' is not waiting for approval.")
+
+    app_ = create_app(st, live, token=token, approve=decide)
+    running = serve_in_thread(app_, host, port, token)
     _announce(running)
     return live, running

@@ -7,15 +7,21 @@ the server thread reads from it in batches, so a watched run is barely slowed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from dagagents.errors import UserError
 from dagagents.model.graph import Graph
 from dagagents.model.nodes import AgentTask, NodeSpec
 from dagagents.store import Store, run_state
+
+if TYPE_CHECKING:
+    from dagagents.engine.approvals import ApprovalRequest, Decision
 
 Event = dict[str, Any]
 
@@ -165,3 +171,43 @@ def run_list(store: Store | None, live: LiveRun | None, limit: int = 200) -> lis
             }
         )
     return out
+
+
+class WebApprovals:
+    """An `approver=` for a run watched in the web view: each approval node waits for the
+    page's Approve/Reject button. `decide` is called from the server's thread."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Decision]]] = {}
+        self._lock = threading.Lock()
+
+    async def __call__(self, request: ApprovalRequest) -> Decision:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Decision] = loop.create_future()
+        with self._lock:
+            self._pending[request.node] = (loop, future)
+        try:
+            return await future
+        finally:
+            with self._lock:
+                self._pending.pop(request.node, None)
+
+    def waiting(self, node: str) -> bool:
+        with self._lock:
+            return node in self._pending
+
+    def decide(self, node: str, approved: bool, value: Any, reason: str | None) -> None:
+        with self._lock:
+            entry = self._pending.pop(node, None)
+        if entry is None:
+            raise UserError(f"node '{node}' is not waiting for approval.")
+        from dagagents.engine.approvals import Decision
+
+        loop, future = entry
+        decision = Decision(approved=approved, value=value, reason=reason)
+
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(decision)
+
+        loop.call_soon_threadsafe(resolve)

@@ -312,7 +312,12 @@ async function decide(name, approved) {
   const reason = approved ? null : (window.prompt(`Why reject ${name}?`, "rejected in the web view") || "rejected");
   const r = await fetch(`/api/runs/${encodeURIComponent(S.run)}/${approved ? "approve" : "reject"}/${encodeURIComponent(name)}`,
     { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ reason }) });
-  if (!r.ok) alert((await r.json()).error || "the decision was refused");
+  if (!r.ok) { alert((await r.json()).error || "the decision was refused"); return; }
+  const n = S.nodes.get(name);
+  if (n && S.streamDone) {  // a stored run: the decision waits for the next run to use it
+    n.status = approved ? "approved" : "rejected"; S.dirty = true;
+  }
+  if (S.selected === name) $("#drawer-approve").hidden = true;
 }
 
 function esc(s) {
