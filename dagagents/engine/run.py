@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+import orjson
 
 from dagagents.engine import approvals
 from dagagents.engine.approvals import ApprovalRejected, ApprovalRequest, Approver
@@ -34,6 +37,7 @@ from dagagents.engine.language import (
     node_inputs,
     step_kwargs,
 )
+from dagagents.engine.leases import Leases
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import EagerSorter, remaining_path_lengths
@@ -44,6 +48,7 @@ from dagagents.errors import (
     DagAgentsError,
     GraphError,
     LimitsUnavailable,
+    StoreUnwritable,
     UserError,
 )
 from dagagents.model.graph import Graph, check_acyclic, validate_spec
@@ -250,9 +255,23 @@ class _Run:
         self.retry = retry
         self.pricing = limiter.pricing
         self.run_id = Store.new_run_id()
+        # Another process computing a node this run needs is awaited, not paid twice.
+        self.leases = Leases(store) if store is not None else None
+        # A full or read-only store: outputs computed but not saved, and where the run's own
+        # files went instead (said once, at the end, in one sentence).
+        self.unwritable: StoreUnwritable | None = None
+        self.unsaved: list[str] = []
+        self._moved: Path | None = None
+        run_warnings: list[str] = []
         sinks: list[IO[bytes]] = []
         if store is not None:
-            sinks.append(store.open_trace(self.run_id))  # closed by the tracer
+            try:
+                sinks.append(store.open_trace(self.run_id))  # closed by the tracer
+            except StoreUnwritable as exc:  # a read-only store still serves a cached rerun
+                self.unwritable = exc
+                path = self._elsewhere() / "trace.jsonl"
+                sinks.append(open(path, "wb"))  # noqa: SIM115 - closed by the tracer
+                run_warnings.append(f"{exc}: this run's trace is written to {path}")
         if trace is not None:
             Path(trace).parent.mkdir(parents=True, exist_ok=True)
             sinks.append(open(trace, "wb"))  # noqa: SIM115 - closed by the tracer
@@ -260,6 +279,8 @@ class _Run:
         if listener is not None:
             self.tracer.subscribe(listener)
         self.emit = self.tracer.emit
+        for message in run_warnings:
+            self.emit("warning", node=None, message=message)
         self.records: dict[str, NodeRecord] = {
             name: self._new_record(spec) for name, spec in self.specs.items()
         }
@@ -355,6 +376,8 @@ class _Run:
         while True:
             await asyncio.sleep(every)
             self.tracer.flush()
+            if self.leases is not None:
+                self.leases.heartbeat()
             if self.tracer.listening:  # live views: what the limiter is doing (never traced)
                 self.tracer.stream("limits", **self.limiter.snapshot())
 
@@ -383,7 +406,15 @@ class _Run:
         value: Any = None
         error: BaseException | None = None
         try:
-            value = await self._body(name)
+            if await self._await_other_process(name):
+                del self._running[name]  # completed from the other process's output
+                self._launch()
+                return
+            try:
+                value = await self._body(name)
+            finally:
+                if self.leases is not None:
+                    self.leases.release(self.records[name].key)
         except _Waiting:
             del self._running[name]  # waits for a decision without holding a slot
             self._launch()
@@ -548,7 +579,40 @@ class _Run:
         if self.store is None or record.key is None or record.digest is not None:
             return  # no store, or the executor already stored it where the body ran
         encoded = codec.encode(value)
-        self.digests[name] = record.digest = self.store.put(record.key, encoded, meta)
+        try:
+            digest = self.store.put(record.key, encoded, meta)
+        except StoreUnwritable as exc:  # the output is good; only keeping it failed
+            self.unwritable = self.unwritable or exc
+            self.unsaved.append(name)
+            digest = codec.digest(encoded)
+        self.digests[name] = record.digest = digest
+
+    async def _await_other_process(self, name: str) -> bool:
+        """Claim `name`'s lease before computing it. If another live process is computing
+        it, wait for that output and complete from it (True); else this run holds the lease
+        and computes (False)."""
+        key = self.records[name].key
+        store = self.store
+        if self.leases is None or store is None or key is None:
+            return False
+        if self.fresh or name in self.rerun:
+            return False
+
+        def found() -> Any:
+            try:
+                return store.get(key)
+            except CorruptObject:
+                return None
+
+        got = await self.leases.claim(key, found)
+        return got is not None and self._try_cache(name)
+
+    def _elsewhere(self) -> Path:
+        """Where this run's trace and manifest go when its store cannot take them."""
+        if self._moved is None:
+            self._moved = Path(tempfile.gettempdir()) / "dagagents" / "runs" / self.run_id
+            self._moved.mkdir(parents=True, exist_ok=True)
+        return self._moved
 
     # -------------------------------------------------------------- node bodies
     async def _body(self, name: str) -> Any:
@@ -788,7 +852,26 @@ class _Run:
     def _write_manifest(self, status: str) -> None:
         if self.store is None:
             return
-        self.store.write_manifest(self.run_id, self.manifest(status))
+        try:
+            self.store.write_manifest(self.run_id, self.manifest(status))
+        except StoreUnwritable as exc:
+            self.unwritable = self.unwritable or exc
+            if status == "running":
+                return  # the final one is what matters
+            path = self._elsewhere() / "manifest.json"
+            path.write_bytes(orjson.dumps(self.manifest(status), option=orjson.OPT_INDENT_2))
+            self.emit("warning", node=None, message=f"{exc}: this run's manifest is at {path}")
+
+    def _store_problem(self) -> str | None:
+        """One sentence for outputs the store could not keep (full, read-only)."""
+        if self.leases is not None:
+            self.leases.release_all()
+        for _, exc in self.tracer.failed_sinks:
+            self.emit("warning", node=None, message=f"this run's trace is incomplete: {exc}")
+        if not self.unsaved or self.unwritable is None:
+            return None
+        n = len(self.unsaved)
+        return f"{self.unwritable}: {n} node{'s' if n != 1 else ''} could not be saved"
 
     def manifest(self, status: str) -> dict[str, Any]:
         """The run's record. While running it holds only the header (the trace has the rest)."""
@@ -815,6 +898,7 @@ class _Run:
         }
 
     def _result(self, status: str) -> RunResult:
+        problem = self._store_problem()
         return RunResult(
             graph=self.graph.name,
             run_id=self.run_id,
@@ -828,6 +912,8 @@ class _Run:
             interrupted=status == "interrupted",
             events=self.tracer.events,
             edges=list(self.graph.nx.edges),
+            store_problem=problem,
+            unsaved=list(self.unsaved),
         )
 
 
