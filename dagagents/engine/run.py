@@ -598,10 +598,16 @@ class _Run:
         if self.fresh or name in self.rerun:
             return False
 
+        hint = codec.output_hint(self.specs[name])
+
         def found() -> Any:
+            """The other process's output, if stored and usable (else compute it here)."""
             try:
-                return store.get(key)
-            except CorruptObject:
+                stored = store.get(key)
+                if stored is not None:
+                    codec.decode(stored.value, hint)
+                return stored
+            except Exception:  # corrupt or undecodable: warned about once already
                 return None
 
         got = await self.leases.claim(key, found)
