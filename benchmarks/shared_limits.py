@@ -96,7 +96,13 @@ def latency(url: str, calls: int) -> dict[str, Any]:
 
 
 def drivers(url: str, n_drivers: int, nodes: int, per_minute: float, kind: str) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="dagagents-shared-bench-"))
+    with tempfile.TemporaryDirectory(prefix="dagagents-shared-bench-") as tmp:
+        return _drivers(Path(tmp), url, n_drivers, nodes, per_minute, kind)
+
+
+def _drivers(
+    work: Path, url: str, n_drivers: int, nodes: int, per_minute: float, kind: str
+) -> dict[str, Any]:
     (work / "g.py").write_text(GRAPH)
     env_extra = {"PAD": "1950"} if kind == "itpm" else {}
     with FakeAnthropic() as api:

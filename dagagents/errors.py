@@ -7,6 +7,17 @@ without knowing which backend is in use.
 
 from __future__ import annotations
 
+QUOTE_LIMIT = 200  # characters of any user- or model-supplied string quoted in a message
+
+
+def clip(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """`text` cut to `limit` characters for quoting in an error message: a 1 MB node name or
+    plan field must not become a 1 MB error (nor one a terminal takes minutes to print)."""
+    s = str(text)
+    if len(s) <= limit:
+        return s
+    return f"{s[:limit]}… ({len(s):,} characters)"
+
 
 class DagAgentsError(Exception):
     """Base class of every error dagagents raises on purpose."""

@@ -46,4 +46,5 @@ graph.task(
     "Write the investor memo following this outline:\n\n{outline}\n\n"
     "Use the research and analysis below.",
     depends_on=["market_size", "competitors", "pricing", "regulation", "outline"],
+    tags={"role": "synthesis"},  # `dagagents estimate` counts it as coordination overhead
 )

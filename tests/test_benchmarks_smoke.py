@@ -120,3 +120,15 @@ def test_sized_zero_work_names() -> None:
     assert dags.zero_work_size("wide300") == 300
     assert dags.zero_work_size("fanout") is None
     assert dags.build("chain1k", quick=True).number_of_nodes() == dags.QUICK_ZERO_WORK_NODES
+
+
+def test_rate_limits_benchmark_runs_through_the_real_sdk(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """benchmarks.rate_limits at a tiny size: every node answered, the report printed."""
+    from benchmarks import rate_limits
+
+    assert rate_limits.main(["--nodes", "12", "--bound", "1", "--latency", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["demand"]["requests"] == 12
+    assert out["binding"] in ("requests", "input_tokens", "output_tokens")

@@ -732,3 +732,31 @@ def test_cli_bad_language_in_a_graph_file_is_one_sentence_exit_2(tmp_path: Path)
         "error: bad.py: graph 'bad': loop 'l': carry names 'y', which is not an input of body "
         "'body' (its inputs: x)."
     )
+
+
+def test_a_subgraph_with_a_map_and_a_loop_embedded_twice() -> None:
+    inner = Graph("inner", output="total")
+    inner.input("xs")
+    inner.map("sq", lambda item: item * item, over="xs")
+    inner.loop(
+        "refine",
+        refine_body([]),
+        until=lambda grade: grade.score >= 6,
+        max_rounds=3,
+        carry={"feedback": "grade.feedback"},
+    )
+
+    @inner.step
+    def total(sq: list[int], refine: str) -> str:
+        return f"{sum(sq)}:{refine}"
+
+    outer = Graph("outer", output="final")
+    outer.input("nums")
+    outer.subgraph("a", inner, inputs={"xs": "nums"})
+    outer.subgraph("b", inner, inputs={"xs": "nums"})
+    outer.add_step("final", lambda a, b: a + "|" + b)
+    result = outer.run(inputs={"nums": [1, 2, 3]})
+    assert result.ok, result.errors
+    assert result.output == "14:draft+|14:draft+"
+    assert result.rounds("b.refine") == ["draft", "draft+"]
+    assert list(result.items("a.sq").values()) == [1, 4, 9]

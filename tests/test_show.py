@@ -125,3 +125,33 @@ def test_report_has_outputs_and_prompts(tmp_path: Path) -> None:
     assert 'id="out-title"' in page and 'id="out-words"' in page
     assert html.escape(result.outputs["haiku"]) in page
     assert html.escape(f"Title for: {result.outputs['haiku']}") in page
+
+
+def test_show_mapped_and_loop_nodes(tmp_path: Path) -> None:
+    g = Graph("lang", simulator=SimulatedProvider(time_scale=0))
+    writer = Agent("w", model="claude-haiku-4-5", system="Be brief.", max_tokens=40)
+
+    @g.step
+    def topics() -> list[str]:
+        return ["owls", "larks"]
+
+    g.map("notes", writer, "A line about {item}.", over="topics")
+
+    body = Graph("round")
+    body.input("draft", default="start")
+    body.task("better", writer, "Improve: {draft}")
+    g.loop("polish", body, max_rounds=2, carry={"draft": "better"})
+    result = g.run(store=tmp_path / "st")
+    assert result.ok, result.errors
+
+    mapped = json.loads(show(tmp_path, "notes[1]", "--json").stdout)
+    assert mapped["output"] == result.outputs["notes[1]"]
+    assert mapped["prompt"] == "A line about larks."
+    gathered = json.loads(show(tmp_path, "notes", "--json").stdout)
+    assert gathered["output"] == result.outputs["notes"]
+    rounds = [n for n in result.outputs if n.startswith("polish[")]
+    assert rounds, result.outputs.keys()
+    last = json.loads(show(tmp_path, rounds[-1], "--json").stdout)
+    assert last["output"] == result.outputs[rounds[-1]]
+    listing = show(tmp_path)
+    assert "notes[0]" in listing.stdout and rounds[0] in listing.stdout

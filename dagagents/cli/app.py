@@ -7,15 +7,20 @@ Exit codes: 0 all nodes done, 1 some node failed, 2 user error (one sentence, no
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from types import FrameType
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
@@ -23,6 +28,7 @@ from dagagents.store import StoreWarning
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_WAITING = 3
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
 
 app = typer.Typer(
     name="dagagents",
@@ -30,19 +36,98 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are literal: "dagagents[ui]" keeps its brackets
 )
 # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+# Markup is off: node names, file names, errors and model output are printed literally
+# (`[bold]`, `data[/old].py`, `dagagents[dask]` are text, never styles). Styling is done
+# with `Text` objects (see `styled`), which cannot be injected into.
+console = Console(width=None if sys.stdout.isatty() else 140, markup=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140, markup=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain strings and (text, style) pairs; no part is ever parsed as markup."""
+    return Text.assemble(*parts)
+
 
 # Loaders for run/render/estimate targets by file suffix; plan files register ".json".
 TARGET_LOADERS: dict[str, Any] = {".py": lambda path, **_: Graph.load(path)}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from dagagents import __version__
+
+        console.print(f"dagagents {__version__}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Run multi-agent LLM work as a DAG: eager scheduling, rate limits, checkpoints."""
+
+
 def fail(message: str, code: int = EXIT_USER) -> NoReturn:
     """Print one sentence to stderr and exit; the message must name what is wrong."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(
+        styled(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
+
+
+class _Signals:
+    """SIGTERM is handled as Ctrl-C is (the run is cancelled, its manifest says
+    "interrupted"); the exit code then says which one it was."""
+
+    terminated = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _Signals.terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signal.SIGINT, frame)  # asyncio's: cancel the running graph cleanly
+    else:
+        raise KeyboardInterrupt
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    """A second Ctrl-C (or SIGTERM) while exit waits: leave at once, without a traceback."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
+
+
+def interrupted_exit() -> NoReturn:
+    """After Ctrl-C/SIGTERM: say so, say what exit still waits for, make a second signal
+    end the process at once, and exit 130 (143 for SIGTERM)."""
+    word = "terminated" if _Signals.terminated else "interrupted"
+    err_console.print(
+        styled((word, "yellow"), ": finished nodes are checkpointed; rerun to resume.")
+    )
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _exit_now)
+        signal.signal(signal.SIGTERM, _exit_now)
+    from dagagents.engine.executors.local import running_sync_steps
+
+    waiting = running_sync_steps()
+    if waiting:
+        names = ", ".join(f"'{name}'" for name in waiting)
+        err_console.print(
+            f"waiting for step {names} to return: a running Python function cannot be "
+            "stopped from outside (press Ctrl-C again to exit now).",
+            highlight=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(EXIT_TERMINATED if _Signals.terminated else EXIT_INTERRUPTED)
 
 
 @contextlib.contextmanager
@@ -53,10 +138,17 @@ def user_errors() -> Iterator[None]:
     except UserError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        err_console.print(
-            "[yellow]interrupted[/]: finished nodes are checkpointed; rerun to resume."
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        interrupted_exit()
+
+
+def safe_filename(name: str, suffix: str, *, prefix: str = "") -> Path:
+    """A default output file in the current directory named after a graph.
+
+    Graph names come from user code or from a manifest on disk (which anyone may have
+    edited), so `/abs/dir/pwned` or `../../x` must not choose where we write: every
+    character but letters, digits, `.`, `_` and `-` becomes `_`, and the name stays short."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{prefix}{name}").strip("._-")[:100] or "graph"
+    return Path(f"{stem}{suffix}")
 
 
 def load_target(target: str, **options: Any) -> Graph:
@@ -77,7 +169,7 @@ _show_warning = warnings.showwarning
 def _print_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
     """Store warnings (a damaged file skipped) as one plain line, not Python's two."""
     if isinstance(category, type) and issubclass(category, StoreWarning):
-        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+        err_console.print(styled(("warning:", "yellow"), f" {message}"), highlight=False)
         return
     _show_warning(message, category, *args, **kwargs)
 
@@ -87,8 +179,9 @@ def main() -> None:
     from dagagents.cli import commands  # noqa: F401 - registers every command
 
     warnings.showwarning = _print_warning
-
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if _Signals.terminated else EXIT_INTERRUPTED)

@@ -37,6 +37,19 @@ def _no_emit(event: str, **fields: Any) -> None:
     return None
 
 
+def check_limit(name: str, value: float | None) -> None:
+    """A limit is a positive, finite number (or None for "no limit").
+
+    `nan` compares false with everything, so it would silently disable a budget or stall a
+    bucket forever; zero and negatives would block every call. All are refused up front."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{name} must be a number, got {value!r}.")
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{name} must be a positive finite number, got {value!r}.")
+
+
 @dataclass(frozen=True)
 class RateLimits:
     """Client-side limits per model: requests, input and output tokens per minute.
@@ -53,9 +66,7 @@ class RateLimits:
 
     def __post_init__(self) -> None:
         for name in ("rpm", "itpm", "otpm"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UserError(f"RateLimits: {name} must be positive, got {value}.")
+            check_limit(f"RateLimits: {name}", getattr(self, name))
 
     def for_model(self, model: str) -> RateLimits:
         best = max((p for p in self.per_model if model.startswith(p)), key=len, default=None)
@@ -196,8 +207,7 @@ class Budget:
     """`max_cost_usd`: reserve each call's worst case before it starts, settle to actual after."""
 
     def __init__(self, max_cost_usd: float | None, pricing: Pricing) -> None:
-        if max_cost_usd is not None and max_cost_usd < 0:
-            raise UserError(f"max_cost_usd must be >= 0, got {max_cost_usd}.")
+        check_limit("max_cost_usd", max_cost_usd)
         self.max_cost_usd = max_cost_usd
         self.pricing = pricing
         self.spent_usd = 0.0

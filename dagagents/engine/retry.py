@@ -9,13 +9,14 @@ exponentially with jitter, and emits a `retry` trace event before each wait.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dagagents.errors import ProviderError
+from dagagents.errors import ProviderError, UserError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -46,6 +47,25 @@ class RetryPolicy:
     timeout: float | None = None
     max_retry_after: float = 300.0
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # nan/inf/0 would make every attempt time out at once or never (see limits.check_limit).
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise UserError(
+                f"RetryPolicy: max_attempts must be a whole number, got {self.max_attempts!r}."
+            )
+        if self.max_attempts < 1:
+            raise UserError(
+                f"RetryPolicy: max_attempts must be at least 1, got {self.max_attempts}."
+            )
+        if self.timeout is not None and not (
+            isinstance(self.timeout, int | float)
+            and math.isfinite(self.timeout)
+            and self.timeout > 0
+        ):
+            raise UserError(
+                f"RetryPolicy: timeout must be a positive finite number of seconds, got {self.timeout!r}."
+            )
 
     def for_agent(self, agent: Agent) -> RetryPolicy:
         """This policy with the agent's own attempts (`Agent.retries`) and timeout, if set."""

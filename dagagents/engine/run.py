@@ -48,6 +48,7 @@ from dagagents.errors import (
     DagAgentsError,
     GraphError,
     LimitsUnavailable,
+    ProviderError,
     StoreUnwritable,
     UserError,
 )
@@ -289,6 +290,7 @@ class _Run:
         self._memo: dict[int, Any] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._closing = ""  # set to the reason when the run is being torn down
+        self._auth_failed = False  # a 401 was reported: later ones are skips, not failures
         self._started_at = time.time()
 
     @staticmethod
@@ -443,6 +445,14 @@ class _Run:
         if isinstance(error, asyncio.CancelledError):
             self._settle_cancelled(name, "cancelled")
             return
+        auth = _is_auth_failure(error)
+        if auth and self._auth_failed:
+            # The key is bad for every call: one failure says so; the rest are skipped.
+            record.end = self.tracer.now()
+            self.sorter.fail(name)
+            self._mark_skipped(name, because=AUTH_FAILED)
+            self._skip_all(AUTH_FAILED)
+            return
         record.status = "failed"
         record.end = self.tracer.now()
         record.error = _error_text(name, error)
@@ -455,6 +465,9 @@ class _Run:
                 self.records[skipped].status = "failed"
                 self.records[skipped].error = failed_item
                 self.emit("node_error", node=skipped, error=failed_item)
+        if auth:
+            self._auth_failed = True
+            self._skip_all(AUTH_FAILED)
         if isinstance(error, BudgetExceeded | LimitsUnavailable):
             # No new call may start; in-flight calls finish (their cost was reserved).
             because = (
@@ -469,6 +482,10 @@ class _Run:
                 self._mark_skipped(skipped, because=f"fail_fast after '{name}' failed")
             for task in list(self._running.values()):
                 task.cancel()
+
+    def _skip_all(self, because: str) -> None:
+        for skipped in self.sorter.skip_all():
+            self._mark_skipped(skipped, because=because)
 
     def _settle_cancelled(self, name: str, reason: str) -> None:
         record = self.records[name]
@@ -959,6 +976,21 @@ def previous_durations(store: Store, graph_name: str, lookback: int = 20) -> dic
             if node.get("status") == "done" and node.get("duration")
         }
     return {}
+
+
+AUTH_FAILED = "authentication failed"
+
+
+def _is_auth_failure(error: BaseException) -> bool:
+    """A 401 (or no credentials at all): no other call with this key can succeed."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ProviderError) and (
+            seen.status == 401 or seen.kind == "authentication_error"
+        ):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _grown_name(name: str, specs: dict[str, NodeSpec]) -> bool:

@@ -77,13 +77,30 @@ class EagerSorter:
 
     def pop_ready(self) -> str:
         """The ready node with the longest remaining path; it is now running."""
+        if not self._ready:
+            raise ValueError("no node is ready")
         node = heapq.heappop(self._ready)[2]
         self.state[node] = RUNNING
         return node
 
     # ------------------------------------------------------------------ updates
+    def _check_running(self, node: str) -> None:
+        """Only a node handed out by `pop_ready` may finish, and only once (as in graphlib).
+
+        Checked before anything changes, so a wrong call leaves the sorter as it was instead
+        of releasing a successor while another of its predecessors still runs."""
+        state = self.state.get(node)
+        if state is None:
+            raise ValueError(f"node {node!r} was not added")
+        if state == RUNNING:
+            return
+        if state in (PENDING, READY):
+            raise ValueError(f"node {node!r} was not passed out (still not ready)")
+        raise ValueError(f"node {node!r} was already marked {state}")
+
     def done(self, node: str) -> list[str]:
         """Mark `node` done; return the successors that became ready."""
+        self._check_running(node)
         self.state[node] = DONE
         self._open -= 1
         newly: list[str] = []
@@ -96,6 +113,7 @@ class EagerSorter:
 
     def fail(self, node: str) -> list[str]:
         """Mark `node` failed and every not-yet-finished descendant skipped; return those."""
+        self._check_running(node)
         self.state[node] = FAILED
         self._open -= 1
         return self._skip_from(self._succ[node])
@@ -154,6 +172,7 @@ class EagerSorter:
 
     def cancelled(self, node: str) -> None:
         """A running node was cancelled: it counts as failed without skipping anything more."""
+        self._check_running(node)
         self.state[node] = FAILED
         self._open -= 1
 
@@ -170,6 +189,19 @@ class EagerSorter:
         failed or skipped node skips its target and what lies below, exactly as `fail` does;
         returns those as (skipped node, the failed or skipped node that blocked it)."""
         new = list(nodes)
+        edges = list(edges)
+        fresh = set(new)
+        for n in new:
+            if n in self.state:
+                raise ValueError(f"node {n!r} was already added")
+        for src, dst in edges:
+            for end in (src, dst):
+                if end not in fresh and end not in self.state:
+                    raise ValueError(f"edge ({src!r}, {dst!r}) names node {end!r}, never added")
+            if dst not in fresh and self.state[dst] != PENDING:
+                raise ValueError(
+                    f"edge ({src!r}, {dst!r}) leads into a node already {self.state[dst]}"
+                )
         for n in new:
             self._succ[n] = []
             self._waiting[n] = 0

@@ -906,6 +906,24 @@ def make_limiter(
     )
 
 
+async def reset_budget(config: SharedLimits, name: str) -> bool:
+    """Forget a shared budget's spend and reservations (a new month, a new ceiling); returns
+    whether there was anything to forget. Processes running on it see the reset at once."""
+    SharedLimits(config.url, budget_key=name)  # validates the name
+    client = connect(config.url)
+    try:
+        try:
+            p = _budget_prefix(name)
+            return bool(await client.delete(p, f"{p}:res", f"{p}:amt"))
+        except _connection_errors() as exc:
+            raise UserError(
+                f"cannot reach the shared limits store at {redact_url(config.url)}: "
+                f"{_one_line(exc)}."
+            ) from None
+    finally:
+        await client.aclose()
+
+
 # --------------------------------------------------------------------------- inspection
 async def snapshot(
     config: SharedLimits, key: str | None = None, budget: str | None = None

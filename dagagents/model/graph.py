@@ -6,10 +6,12 @@ reports the first problem as one sentence naming the node (and, for files, the f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import difflib
 import hashlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any, overload
 import networkx as nx
 from pydantic import BaseModel
 
-from dagagents.errors import GraphError, UserError
+from dagagents.errors import GraphError, UserError, clip
 from dagagents.model.agents import Agent
 from dagagents.model.language import (
     DEFAULT_MAX_ITEMS,
@@ -62,9 +64,14 @@ _NO_DEFAULT: Any = object()
 
 
 def did_you_mean(name: str, options: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` for the closest option, or nothing: appended to error sentences."""
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    """` (did you mean 'x'?)` for the closest option, or nothing: appended to error sentences.
+
+    difflib is quadratic in the length, and nobody misspells 100 characters: longer names get
+    no suggestion rather than a minute of matching."""
+    if len(name) > 100:
+        return ""
+    close = difflib.get_close_matches(name, [o for o in options if len(o) <= 100], n=1)
+    return f" (did you mean '{clip(close[0])}'?)" if close else ""
 
 
 class Graph:
@@ -483,7 +490,20 @@ class Graph:
     # ------------------------------------------------------------------ running
     def run(self, *, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
         """Run synchronously. `inputs` give the graph's inputs; other options: see
-        `dagagents.engine.run.arun`."""
+        `dagagents.engine.run.arun`.
+
+        Inside a running event loop (Jupyter, an async web handler) a blocking run cannot
+        start its own loop: that is refused in one sentence before any coroutine exists, so
+        no "coroutine was never awaited" warning follows it."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise UserError(
+                f"graph '{self.name}': Graph.run() cannot be called from a running event loop "
+                "(Jupyter, async code); use `await graph.arun(...)` there instead."
+            )
         from dagagents.engine.run import run_sync
 
         return run_sync(self.bind(inputs), **options)
@@ -674,7 +694,8 @@ def load_module(path: str | os.PathLike[str], what: str = "module") -> ModuleTyp
         raise UserError(f"{path}:{exc.lineno}: syntax error: {exc.msg}.") from None
     except Exception as exc:
         raise UserError(
-            f"{path}: importing the {what} raised {type(exc).__name__}: {exc}".rstrip(".") + "."
+            f"{path}: importing the {what} raised {type(exc).__name__}: {clip(exc)}".rstrip(".")
+            + "."
         ) from None
     finally:
         with contextlib.suppress(ValueError):
@@ -690,9 +711,39 @@ def load_graph(target: str) -> Graph:
     module = load_module(path, "graph file")
     obj = getattr(module, attr, None)
     if callable(obj) and not isinstance(obj, Graph):
-        obj = obj()
+        obj = _call_factory(path, attr, obj)
     if not isinstance(obj, Graph):
         raise UserError(
             f"{path}: no Graph named '{attr}' (define a module-level `{attr} = Graph(...)`)."
         )
     return obj
+
+
+def _call_factory(path: Path, attr: str, factory: Callable[..., Any]) -> Any:
+    """`graph = make_graph` style: call it with no arguments; a factory that needs some or
+    raises is one sentence naming the file and the function, not a traceback."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        needed = [
+            p.name
+            for p in signature.parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if needed:
+            raise UserError(
+                f"{path}: '{attr}' is a function that needs arguments "
+                f"({', '.join(needed)}); a graph factory must take none."
+            )
+    try:
+        return factory()
+    except UserError as exc:
+        raise type(exc)(f"{path}: {attr}(): {exc}") from None
+    except RecursionError:
+        raise UserError(f"{path}: calling {attr}() recursed too deeply.") from None
+    except Exception as exc:
+        raise UserError(
+            f"{path}: calling {attr}() raised {type(exc).__name__}: {clip(exc)}".rstrip(".") + "."
+        ) from None

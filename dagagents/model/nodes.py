@@ -12,8 +12,7 @@ import functools
 import hashlib
 import inspect
 import re
-import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,8 +23,6 @@ from dagagents.model.agents import Agent, source_hash
 
 if TYPE_CHECKING:
     from dagagents.engine.invoke import AgentResult, CallContext
-
-_formatter = string.Formatter()
 
 
 class NodeSpec(BaseModel):
@@ -162,13 +159,53 @@ Step.model_rebuild()
 Approval.model_rebuild()
 
 
+# A placeholder is `{name}`, `{name.field}`, `{name[0]}` (optionally `!r` / `:spec`) where name
+# could be a node's name; `{{` and `}}` are literal braces. Any other brace is text: JSON
+# (`{"n": 1}`), set notation (`{N, D}`), code (`{ }`, `{0}`, a lone `}`) pasted into a prompt,
+# or produced by a model and placed into one, is never taken for a template field and never
+# fails a run.
+_PROMPT_TOKEN = re.compile(
+    r"\{\{|\}\}|\{(?P<field>(?P<root>[A-Za-z_][A-Za-z0-9_\-]*)(?:\.[A-Za-z_]\w*|\[-?\w+\])*)"
+    r"(?:!(?P<conv>[rsa]))?(?::(?P<spec>[\w<>=^+\-#,.%]*))?\}"
+)
+
+
+class _TemplateParser:
+    """`string.Formatter().parse`, except that only placeholders as above are fields: every
+    other brace stays in the literal text (so templates with JSON in them never raise)."""
+
+    @staticmethod
+    def parse(template: str) -> Iterator[tuple[str, str | None, str | None, str | None]]:
+        literal: list[str] = []
+        pos = 0
+        for match in _PROMPT_TOKEN.finditer(template):
+            literal.append(template[pos : match.start()])
+            pos = match.end()
+            token = match.group(0)
+            if token in ("{{", "}}"):
+                literal.append(token[0])
+                continue
+            yield (
+                "".join(literal),
+                match.group("field"),
+                match.group("spec") or "",
+                match.group("conv"),
+            )
+            literal = []
+        literal.append(template[pos:])
+        rest = "".join(literal)
+        if rest:
+            yield rest, None, None, None
+
+
+_formatter = _TemplateParser()
+
+
 def prompt_placeholders(template: str) -> list[str]:
     """Names of `{name}` fields in a prompt template (`{{` and `}}` are literal braces)."""
     names: list[str] = []
-    for _, field, _, _ in _formatter.parse(template):
-        if field is None:
-            continue
-        root = field.split(".", 1)[0].split("[", 1)[0]
+    for match in _PROMPT_TOKEN.finditer(template):
+        root = match.group("root")
         if root and root not in names:
             names.append(root)
     return names
@@ -217,7 +254,9 @@ def render_prompt(task: AgentTask, inputs: dict[str, Any]) -> str:
     outputs: `{grade.feedback}` and `{subjects.items[0]}` read a field of a pydantic model
     or JSON output. A field that does not exist raises GraphError naming node, placeholder
     and the fields that do exist — before the call is made, never after paying for it.
-    Skipped optional dependencies (None) render as "(none)"."""
+    Skipped optional dependencies (None) render as "(none)". Only this template is parsed:
+    a filled-in value is never scanned again, and a `{name}` that names no input (text a
+    model wrote, placed into an expansion's prompt) stays as written."""
     from dagagents.store.codec import as_text
 
     pieces: list[str] = []
@@ -228,9 +267,10 @@ def render_prompt(task: AgentTask, inputs: dict[str, Any]) -> str:
             continue
         root = field.split(".", 1)[0].split("[", 1)[0]
         if root not in inputs:
-            raise GraphError(
-                f"node '{task.name}': prompt placeholder '{{{field}}}' names no dependency."
+            pieces.append(
+                "{" + field + (f"!{conv}" if conv else "") + (f":{spec_}" if spec_ else "") + "}"
             )
+            continue
         if root not in used:
             used.append(root)
         value = resolve_field(task.name, field, inputs[root])

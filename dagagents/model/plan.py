@@ -10,11 +10,12 @@ a user reading a plan file) sees all of them at once.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dagagents.errors import PlanError, UserError
+from dagagents.errors import PlanError, UserError, clip
 from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
 from dagagents.model.graph import Graph, did_you_mean, load_module
 from dagagents.model.nodes import AgentTask, Expansion
@@ -103,9 +104,31 @@ class InvalidPlan(PlanError):
 
 
 # ---------------------------------------------------------------------------- validation
+MAX_LISTED_PROBLEMS = 10  # a plan with 2,000 problems is reported as 10 and "1,990 more"
+
+
+class _Problems:
+    """Problem sentences, listed up to a limit and only counted past it (so a huge broken plan
+    costs no more to report than a small one: no sentence, no suggestion is built for them)."""
+
+    def __init__(self, limit: int = MAX_LISTED_PROBLEMS) -> None:
+        self.listed: list[str] = []
+        self.total = 0
+        self.limit = limit
+
+    def add(self, sentence: str | Callable[[], str]) -> None:
+        self.total += 1
+        if len(self.listed) < self.limit:
+            self.listed.append(sentence() if callable(sentence) else sentence)
+
+    def result(self) -> list[str]:
+        more = self.total - len(self.listed)
+        return self.listed + ([f"(and {more:,} more.)"] if more > 0 else [])
+
+
 def _quote_list(names: Iterable[str]) -> str:
     items = sorted(names)
-    return ", ".join(items) if items else "none"
+    return clip(", ".join(items)) if items else "none"
 
 
 def plan_problems(
@@ -115,53 +138,65 @@ def plan_problems(
     max_subtasks: int = DEFAULT_MAX_SUBTASKS,
     reserved: Iterable[str] = (),
 ) -> list[str]:
-    """Every problem with `plan`, one sentence each (empty when the plan is valid)."""
+    """Every problem with `plan`, one sentence each (empty when the plan is valid).
+
+    A plan over `max_subtasks` is reported for that alone: checking 10,000 subtasks against
+    each other would take minutes and the plan must shrink anyway. At most
+    `MAX_LISTED_PROBLEMS` are listed, then how many more there are; user strings are clipped."""
     worker_names = set(workers)
     reserved_ids = set(reserved)
-    problems: list[str] = []
     subtasks = plan.subtasks
     if not subtasks:
         return ["the plan has no subtasks; it needs at least one."]
     if len(subtasks) > max_subtasks:
-        problems.append(
-            f"the plan has {len(subtasks)} subtasks, more than the limit of {max_subtasks} "
+        return [
+            f"the plan has {len(subtasks):,} subtasks, more than the limit of {max_subtasks} "
             "(max_subtasks); merge related subtasks."
-        )
+        ]
+    problems = _Problems()
     counts: dict[str, int] = {}
     for s in subtasks:
         counts[s.id] = counts.get(s.id, 0) + 1
     for sid, n in counts.items():
         if n > 1:
-            problems.append(f"subtask id '{sid}' is used by {n} subtasks; ids must be unique.")
+            problems.add(f"subtask id '{clip(sid)}' is used by {n} subtasks; ids must be unique.")
     ids = set(counts)
     for s in subtasks:
         if not _ID.match(s.id):
-            problems.append(
-                f"subtask id {s.id!r} is not a valid name (use up to 64 letters, digits, '_', "
-                "'-' or '.', starting with a letter or '_')."
+            problems.add(
+                f"subtask id {clip(repr(s.id))} is not a valid name (use up to 64 letters, "
+                "digits, '_', '-' or '.', starting with a letter or '_')."
             )
         elif s.id in reserved_ids:
-            problems.append(
+            problems.add(
                 f"subtask id '{s.id}' is reserved for the orchestrator's own node; choose "
                 "another id."
             )
         if s.worker not in worker_names:
-            problems.append(
-                f"subtask '{s.id}' names unknown worker '{s.worker}'"
-                f"{did_you_mean(s.worker, worker_names)}; available workers: "
-                f"{_quote_list(worker_names)}."
-            )
+            problems.add(functools.partial(_unknown_worker, s, worker_names))
         if not s.task.strip():
-            problems.append(f"subtask '{s.id}' has an empty task.")
+            problems.add(f"subtask '{clip(s.id)}' has an empty task.")
         for dep in dict.fromkeys(s.depends_on):
             if dep == s.id:
-                problems.append(f"subtask '{s.id}' depends on itself.")
+                problems.add(f"subtask '{clip(s.id)}' depends on itself.")
             elif dep not in ids:
-                problems.append(
-                    f"subtask '{s.id}' depends on unknown subtask '{dep}'{did_you_mean(dep, ids)}."
-                )
-    problems.extend(_cycle_problems(plan))
-    return problems
+                problems.add(functools.partial(_unknown_dependency, s, dep, ids))
+    for cycle in _cycle_problems(plan):
+        problems.add(cycle)
+    return problems.result()
+
+
+def _unknown_worker(s: Subtask, workers: set[str]) -> str:
+    return (
+        f"subtask '{clip(s.id)}' names unknown worker '{clip(s.worker)}'"
+        f"{did_you_mean(s.worker, workers)}; available workers: {_quote_list(workers)}."
+    )
+
+
+def _unknown_dependency(s: Subtask, dep: str, ids: set[str]) -> str:
+    return (
+        f"subtask '{clip(s.id)}' depends on unknown subtask '{clip(dep)}'{did_you_mean(dep, ids)}."
+    )
 
 
 def _cycle_problems(plan: Plan) -> list[str]:
@@ -184,7 +219,7 @@ def _cycle_problems(plan: Plan) -> list[str]:
         # Start the cycle at its earliest subtask in plan order, so messages are stable.
         i = path.index(min(path, key=order.__getitem__))
         path = path[i:] + path[:i]
-        names = " -> ".join([*path, path[0]])
+        names = clip(" -> ".join([*path, path[0]]))
         out.append(
             f"the plan has a dependency cycle: {names} (each subtask depends on the next), "
             "so none of them could ever start."
@@ -210,16 +245,17 @@ def validate_plan(
 def schema_problems(exc: ValidationError, limit: int = 8) -> list[str]:
     """A pydantic validation error as short sentences naming the field at fault."""
     out: list[str] = []
-    for err in exc.errors()[:limit]:
+    errors = exc.errors(include_url=False, include_input=False)
+    for err in errors[:limit]:
         loc = ""
         for part in err.get("loc", ()):
             loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
         msg = str(err.get("msg", "invalid value"))
         msg = msg[0].lower() + msg[1:] if msg else msg
-        out.append(f"{loc or 'the plan'}: {msg}.")
-    more = len(exc.errors()) - limit
+        out.append(f"{clip(loc or 'the plan')}: {clip(msg)}.")
+    more = len(errors) - limit
     if more > 0:
-        out.append(f"({more} more schema errors.)")
+        out.append(f"({more:,} more schema errors.)")
     return out
 
 
@@ -368,19 +404,23 @@ class PlanFile:
 def read_plan(path: str | os.PathLike[str]) -> PlanFile:
     """Parse a plan file. Malformed JSON or a schema error raises PlanError (one sentence)."""
     p = Path(path)
-    where = f"plan file '{p}'"
+    where = f"plan file '{clip(p)}'"
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PlanError(f"{where} does not exist.") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"{where} cannot be read: {exc}.") from None
+        raise PlanError(f"{where} cannot be read: {clip(exc)}.") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlanError(
             f"{where} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
         ) from None
+    except RecursionError:
+        raise PlanError(f"{where} is nested too deeply to be a plan.") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise PlanError(f"{where} holds a value Python will not read: {clip(exc)}.") from None
     if not isinstance(data, dict):
         raise PlanError(
             f"{where} must hold a JSON object with 'subtasks' and 'synthesis_instructions', "
@@ -396,6 +436,8 @@ def read_plan(path: str | os.PathLike[str]) -> PlanFile:
         raise PlanError(
             f"{where} does not match the plan schema: {' '.join(schema_problems(exc))}"
         ) from None
+    except RecursionError:
+        raise PlanError(f"{where} is nested too deeply to be a plan.") from None
     return PlanFile(plan=plan, path=p, task=meta.get("task"), workers=meta.get("workers"))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dagagents.engine.executors.local import LocalExecutor
@@ -21,7 +21,7 @@ from dagagents.errors import UserError
 from dagagents.model.graph import Graph
 from dagagents.model.nodes import AgentTask, Step
 from dagagents.observe.runs import RunResult
-from dagagents.observe.summary import RunData
+from dagagents.observe.summary import RunData, realised_critical_path
 from dagagents.providers.base import Provider, Usage
 from dagagents.providers.simulated import SimulatedProvider
 from dagagents.store import CorruptObject, Store, codec
@@ -35,10 +35,14 @@ class BenchReport:
     concurrency: int
     parallel: list[RunResult]
     sequential: list[RunResult]
-    critical_path: list[str]
+    critical_path: list[str]  # longest chain by measured durations: the lower bound's part
     critical_time: float
     total_work: float
     mode: str
+    # The chain that actually set the median parallel run's wall time (from its trace): what
+    # the table and the timeline highlight.
+    realised_path: list[str] = field(default_factory=list)
+    realised_time: float = 0.0
 
     @property
     def parallel_wall(self) -> float:
@@ -80,6 +84,8 @@ class BenchReport:
             "sequential_wall": self.sequential_wall,
             "critical_path": self.critical_path,
             "critical_time": self.critical_time,
+            "realised_critical_path": self.realised_path,
+            "realised_critical_time": self.realised_time,
             "total_work": self.total_work,
             "lower_bound": self.lower_bound,
             "speedup": self.speedup,
@@ -181,6 +187,7 @@ def bench(
     middle = RunData.from_result(sorted(parallel, key=lambda r: r.wall)[len(parallel) // 2])
     durations = {n.name: n.duration for n in middle.nodes.values() if n.ran}
     path, length = critical_path(middle.dag(), durations)
+    realised, realised_time = realised_critical_path(middle)
     return BenchReport(
         graph=graph.name,
         concurrency=concurrency,
@@ -190,4 +197,6 @@ def bench(
         critical_time=length,
         total_work=sum(durations.values()),
         mode=mode,
+        realised_path=realised,
+        realised_time=realised_time,
     )

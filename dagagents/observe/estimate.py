@@ -275,19 +275,15 @@ def budget_estimate(
     return seconds, text // CHARS_PER_TOKEN + dep_output_tokens, out
 
 
-def _role(spec: NodeSpec | None, described: Mapping[str, Any], g: nx.DiGraph) -> str:
+def _role(spec: NodeSpec | None, described: Mapping[str, Any]) -> str:
+    """ "planner" or "synthesis" only for nodes that say so: an Orchestrator's planner and
+    synthesizer (and plan files' synthesis) carry `tags={"role": ...}`, as may a user's own
+    node. A fan-in node or a node that expands the graph is ordinary work unless tagged: an
+    aggregation step is part of the task, not coordination overhead."""
     tags = (spec.tags if spec is not None else described.get("tags")) or {}
-    role = str(tags.get("role", "")).lower()
+    role = str(tags.get("role", "")).lower() if isinstance(tags, Mapping) else ""
     if role in COORDINATION_ROLES:
         return "synthesis" if role.startswith("synth") or role == "judge" else "planner"
-    if role:
-        return "work"
-    if spec is not None and spec.expand is not None:
-        return "planner"
-    name = spec.name if spec is not None else str(described.get("name"))
-    kind = spec.kind if spec is not None else described.get("kind")
-    if kind == "agent" and name in g and g.out_degree(name) == 0 and g.in_degree(name) >= 2:
-        return "synthesis"
     return "work"
 
 
@@ -435,7 +431,7 @@ def estimate(
             output_tokens=tout,
             cost=cost,
             source=source,
-            role=_role(spec, {**desc, "name": name}, dag),
+            role=_role(spec, desc),
             depends_on=tuple(preds),
         )
 

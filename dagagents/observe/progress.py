@@ -11,7 +11,6 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -28,6 +27,8 @@ STYLE = {
     "waiting": "bold yellow",
 }
 MAX_ROWS = 24
+# Reasons a node was stopped rather than broken: shown as "cancelled", as in the manifest.
+CANCEL_WORDS = frozenset({"cancelled", "interrupted", "terminated"})
 TAIL_CHARS = 400  # streamed text kept per running node
 TAIL_SHOWN = 58  # of which the live view shows the end
 
@@ -102,9 +103,7 @@ class LiveProgress:
             self.elapsed[node] = event["duration"]
             self.tokens[node] = _tokens(event.get("usage"))
         elif kind == "node_error":
-            self.state[node] = (
-                "cancelled" if event["error"] in ("cancelled", "interrupted") else "failed"
-            )
+            self.state[node] = "cancelled" if event["error"] in CANCEL_WORDS else "failed"
             self.detail[node] = event["error"]
         elif kind == "node_skipped":
             self.state[node] = "skipped"
@@ -121,7 +120,7 @@ class LiveProgress:
         pending = max(0, self.total - len(self.state))
         head = Text(f"{self.title}  ", style="bold")
         head.append(f"{now - self.t0:5.1f}s  ", style="dim")
-        for s in ("running", "done", "cached", "failed", "skipped"):
+        for s in ("running", "done", "cached", "failed", "cancelled", "skipped"):
             if counts.get(s):
                 head.append(f"{s} {counts[s]}  ", style=STYLE[s])
         head.append(f"pending {pending}", style="dim")
@@ -152,7 +151,7 @@ class LiveProgress:
             else:
                 secs = self.elapsed.get(node, 0.0)
             table.add_row(
-                node,
+                Text(node),
                 Text(s, style=STYLE.get(s, "")),
                 f"{secs:.1f}s" if secs else "",
                 self.tokens.get(node, ""),
@@ -165,7 +164,7 @@ class LiveProgress:
 
 def summary_table(result: RunResult, max_rows: int = 60) -> Table:
     """Per node: status, agent and model, duration, tokens, cost, and why it failed/skipped."""
-    table = Table(title=f"run {result.run_id} · {result.graph}", title_justify="left")
+    table = Table(title=Text(f"run {result.run_id} · {result.graph}"), title_justify="left")
     table.add_column("node")
     table.add_column("status")
     table.add_column("agent · model")
@@ -185,18 +184,19 @@ def summary_table(result: RunResult, max_rows: int = 60) -> Table:
             f"{r.usage.input_tokens:,} / {r.usage.output_tokens:,}" if r.calls and r.agent else ""
         )
         table.add_row(
-            r.name,
+            Text(r.name),
             Text(r.status, style=STYLE.get(r.status, "")),
-            who,
+            Text(who),
             f"{r.duration:.2f}s" if r.status == "done" else "",
             tokens,
             f"${r.cost_usd:.4f}" if r.agent and r.status == "done" else "",
-            note,
+            Text(note),
         )
     counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts.items()))
     sim = " (simulated provider)" if result.provider == "simulated" else ""
-    table.caption = f"{counts} · wall {result.wall:.2f}s · cost ${result.cost_usd:.4f}{sim}" + (
-        f" · store {result.store}" if result.store else ""
+    table.caption = Text(
+        f"{counts} · wall {result.wall:.2f}s · cost ${result.cost_usd:.4f}{sim}"
+        + (f" · store {result.store}" if result.store else "")
     )
     saved = result.savings
     if saved["cache_read_tokens"] or saved["cache_write_tokens"] or saved["batch_calls"]:
@@ -234,7 +234,7 @@ class PlainProgress:
         self.finished += 1
         quiet = self.total > self.verbose_limit
         if not quiet or kind == "node_error":
-            self.console.print(f"{event['t']:7.2f}s  {line}", highlight=False)
+            self.console.print(Text.assemble(f"{event['t']:7.2f}s  ", line), highlight=False)
         elif self.total and self.finished / self.total >= self._next_report:
             self._next_report += 0.1
             self.console.print(
@@ -242,15 +242,20 @@ class PlainProgress:
             )
 
     @staticmethod
-    def _line(event: dict[str, Any]) -> str | None:
-        kind, node = event["event"], escape(str(event.get("node")))
+    def _line(event: dict[str, Any]) -> Text | None:
+        """One line as `Text`: names and errors are literal, whatever brackets they hold."""
+        kind, node = event["event"], str(event.get("node"))
         if kind == "node_complete":
             cost = f" ${event['cost']:.4f}" if event.get("cost") else ""
-            return f"done     {node} ({event['duration']:.2f}s{cost})"
+            return Text(f"done     {node} ({event['duration']:.2f}s{cost})")
         if kind == "cache_hit":
-            return f"cached   {node}"
+            return Text(f"cached   {node}")
         if kind == "node_error":
-            return f"[red]failed[/]   {node}: {escape(str(event['error']))}"
+            word = "cancelled" if event["error"] in CANCEL_WORDS else "failed"
+            style = STYLE[word]
+            return Text.assemble(
+                (word, style), " " * max(1, 9 - len(word)), f"{node}: {event['error']}"
+            )
         if kind == "node_skipped":
-            return f"skipped  {node} (because {escape(str(event['because']))})"
+            return Text(f"skipped  {node} (because {event['because']})")
         return None

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dagagents.engine.scheduler import critical_path
 from dagagents.errors import UserError
 from dagagents.model.graph import Graph
+from dagagents.observe.palette import CRITICAL_COLOUR, FAILED_COLOUR
 from dagagents.observe.runs import CONDITION_FALSE
-from dagagents.observe.summary import RunData
+from dagagents.observe.summary import RunData, realised_critical_path
 
 if TYPE_CHECKING:  # graphviz is imported when a diagram is drawn, not on the run path
     import graphviz
@@ -31,7 +31,8 @@ FILL = {
     "running": "#bbdefb",
     "pending": "#ffffff",
 }
-CRITICAL = "#c62828"
+CRITICAL = CRITICAL_COLOUR  # near-black: red is for failures, in this view as in every other
+FAILED_BORDER = FAILED_COLOUR
 CONDITION_GREY = "#e0e0e0"  # skipped because a when= condition was false: nothing went wrong
 DOT_MISSING = (
     "Graphviz's `dot` program is not installed, so {fmt} cannot be drawn; install it with "
@@ -178,15 +179,14 @@ def diagram_from_run(run: RunData) -> Diagram:
             bits.append(f"{n.retries} retr{'y' if n.retries == 1 else 'ies'}")
         node.detail = " · ".join(bits)
         nodes[name] = node
-    durations = {n.name: n.duration for n in run.nodes.values() if n.ran}
-    path, _ = critical_path(run.dag(), durations)
+    path, _ = realised_critical_path(run)  # what actually set the wall time
     has_input = {dst for _, dst in run.edges}
     planned = [(a, b) for a, b in run.expansions if b not in has_input and b in nodes]
     return Diagram(
         name=run.graph,
         nodes=nodes,
         edges=list(run.edges),
-        critical=path if len(path) > 1 or durations else [],
+        critical=path,
         run_id=run.run_id,
         planned=planned,
     )
@@ -247,7 +247,8 @@ def to_mermaid(d: Diagram) -> str:
                 critical_links.append(link)
             link += 1
     for status, fill in FILL.items():
-        lines.append(f"    classDef {status} fill:{fill},stroke:#555,color:#000")
+        stroke = f"{FAILED_BORDER},stroke-width:2px" if status == "failed" else "#555"
+        lines.append(f"    classDef {status} fill:{fill},stroke:{stroke},color:#000")
     lines.append(f"    classDef conditionfalse fill:{CONDITION_GREY},stroke:#999,color:#666")
     lines.append(f"    classDef critical stroke:{CRITICAL},stroke-width:3px")
     by_status: dict[str, list[str]] = {}
@@ -259,7 +260,9 @@ def to_mermaid(d: Diagram) -> str:
     for status, members in by_status.items():
         if status in FILL or status == "conditionfalse":
             lines.append(f"    class {','.join(members)} {status}")
-    crit_nodes = [ids[n] for n in d.critical if n in ids]
+    # A failed node keeps its red border even on the critical path (the path's edges still
+    # show the chain), so "failed" and "critical" never look alike.
+    crit_nodes = [ids[n] for n in d.critical if n in ids and d.nodes[n].status != "failed"]
     if crit_nodes:
         lines.append(f"    class {','.join(crit_nodes)} critical")
     if critical_links:
@@ -307,7 +310,9 @@ def to_dot(d: Diagram) -> graphviz.Digraph:
             attrs["style"] = "rounded,filled,dashed"
         if node.because == CONDITION_FALSE:
             attrs.update(fillcolor=CONDITION_GREY, fontcolor="#666666", color="#999999")
-        if name in critical_nodes:
+        if node.status == "failed":
+            attrs.update(color=FAILED_BORDER, penwidth="2.5" if name in critical_nodes else "2")
+        elif name in critical_nodes:
             attrs.update(color=CRITICAL, penwidth="2.5")
         (clusters[cluster_of[name]] if name in cluster_of else dot).node(name, **attrs)
     for sub in clusters.values():
@@ -339,7 +344,8 @@ def _dot_text(text: str) -> str:
 
 
 def render_bytes(d: Diagram, fmt: str) -> bytes:
-    """The diagram in `fmt` (mermaid, dot, svg or png) as bytes."""
+    """The diagram in `fmt` (mermaid, dot, svg or png, any case) as bytes."""
+    fmt = fmt.lower()
     if fmt == "mermaid":
         return to_mermaid(d).encode()
     if fmt == "dot":

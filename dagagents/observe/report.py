@@ -85,8 +85,10 @@ def report_html(
         '<h2 id="agents">Cost and latency per agent</h2>',
         _agents_table(s),
         '<h2 id="slowest">Slowest nodes and the critical path</h2>',
-        f"<p>Critical path ({s.critical_time:.2f}s, {s.critical_share:.0%} of the wall time): "
-        f'<span class="path">{e(" → ".join(s.critical_path) or "(none)")}</span></p>',
+        f"<p>Critical path as it ran: the chain each of whose nodes waited for the one before"
+        f" ({s.realised_time:.2f}s of work, {s.realised_share:.0%} of the wall time): "
+        f'<span class="path">{e(" → ".join(s.realised_path) or "(none)")}</span>. '
+        f"Longest chain by node time: {s.critical_time:.2f}s.</p>",
         _slowest_table(s),
         '<h2 id="failures">Failures, skips and retries</h2>',
         _failures(s),
@@ -124,7 +126,7 @@ def _cards(s: Summary) -> str:
         (f"${s.cost:.4f}", "cost"),
         (f"{s.input_tokens:,} / {s.output_tokens:,}", "tokens in / out"),
         (f"{s.efficiency:.0%}", "parallel efficiency"),
-        (f"{s.critical_share:.0%}", "critical path share"),
+        (f"{s.realised_share:.0%}", "critical path share"),
         (str(len(s.failures)), "failed nodes"),
         (str(len(s.retries)), "retries"),
         (str(s.cache_hits), "cache hits"),
@@ -236,7 +238,7 @@ def _agents_table(s: Summary) -> str:
 
 def _slowest_table(s: Summary) -> str:
     e = html.escape
-    on_path = set(s.critical_path)
+    on_path = set(s.realised_path)
     rows = [
         (
             e(n.name) + (" ★" if n.name in on_path else ""),

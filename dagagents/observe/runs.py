@@ -21,6 +21,12 @@ CONDITION_FALSE = "condition false"  # why a node whose when= did not hold was s
 RAN = frozenset({"done", "failed", "cancelled"})
 
 
+def round_usd(dollars: float) -> float:
+    """Money to a millionth of a dollar: sums of float prices show 0.009942, not
+    0.009942000000000001, and no price is finer than that."""
+    return round(dollars, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
 @dataclass
 class NodeRecord:
     """One node's outcome. Times are seconds since the run started."""
@@ -97,7 +103,7 @@ class NodeRecord:
             "end": self.end,
             "duration": self.duration,
             "usage": self.usage.model_dump(),
-            "cost_usd": self.cost_usd,
+            "cost_usd": round_usd(self.cost_usd),
             "calls": self.calls,
             "error": self.error,
             "because": self.because,
@@ -285,7 +291,7 @@ class RunResult:
 
     @property
     def cost_usd(self) -> float:
-        return sum(r.cost_usd for r in self.records.values() if r.status == "done")
+        return round_usd(sum(r.cost_usd for r in self.records.values() if r.status == "done"))
 
     @property
     def usage(self) -> Usage:
@@ -315,7 +321,7 @@ class RunResult:
             label = getattr(r, what) or "(steps)"
             if r.status == "done":
                 out[label] = out.get(label, 0.0) + r.cost_usd
-        return out
+        return {label: round_usd(dollars) for label, dollars in out.items()}
 
     def raise_for_status(self) -> RunResult:
         if not self.ok:

@@ -153,6 +153,37 @@ class RunData:
         return sorted(started, key=lambda n: (n.start, n.name))
 
 
+def realised_critical_path(run: RunData) -> tuple[list[str], float]:
+    """The chain that actually set the wall time, read from when nodes started and ended.
+
+    From the node that finished last, step back to the dependency (or expander) that finished
+    last before it started, and so on: each link is what that node was waiting for. Unlike the
+    longest path by durations, this shows waits for a slot, retries and slow starts where they
+    happened. Returns the chain (first to last) and the seconds its nodes ran."""
+    timed = {
+        name: n
+        for name, n in run.nodes.items()
+        if n.start is not None and n.end is not None and n.status != "skipped"
+    }
+    if not timed:
+        return [], 0.0
+    dag = run.dag()
+    current = max(timed.values(), key=lambda n: (n.end, n.name))
+    chain = [current]
+    while True:
+        before = [
+            timed[p]
+            for p in dag.predecessors(current.name)
+            if p in timed and timed[p].end <= current.start + 1e-6  # type: ignore[operator]
+        ]
+        if not before:
+            break
+        current = max(before, key=lambda n: (n.end, n.name))
+        chain.append(current)
+    chain.reverse()
+    return [n.name for n in chain], sum(n.duration for n in chain)
+
+
 def load_run(target: str | None = None, store: str | os.PathLike[str] = ".dagagents") -> RunData:
     """A run from a trace file (JSONL; its folder's manifest.json is used when present),
     a run folder, or a run id (prefix, or `latest`) in `store`."""
@@ -288,6 +319,10 @@ class Summary:
     cost: float
     input_tokens: int
     output_tokens: int
+    # The chain that actually set the wall time (see `realised_critical_path`): what the
+    # report and the charts highlight; `critical_path` is the longest chain by node time.
+    realised_path: list[str] = field(default_factory=list)
+    realised_time: float = 0.0
     # Maps (items, failed items), loops (rounds, how they ended), condition-false skips.
     structure: list[str] = field(default_factory=list)
     # What prompt caching and the Message Batches API saved (against uncached, standard price).
@@ -299,6 +334,11 @@ class Summary:
     def critical_share(self) -> float:
         """Fraction of the wall time the critical path accounts for (1.0 = no waiting)."""
         return self.critical_time / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def realised_share(self) -> float:
+        """Fraction of the wall time the nodes of the realised critical path were running."""
+        return self.realised_time / self.wall if self.wall > 0 else 0.0
 
     @property
     def efficiency(self) -> float:
@@ -359,6 +399,7 @@ def summarize(run: RunData, top: int = 5) -> Summary:
     ran = [n for n in run.nodes.values() if n.ran]
     durations = {n.name: n.duration for n in ran}
     path, path_time = critical_path(run.dag(), durations)
+    realised, realised_time = realised_critical_path(run)
     done = [n for n in run.nodes.values() if n.status == "done"]
     messages = [e for e in run.events if e["event"] == "message"]
     delivered = {(e["src"], e["dst"]) for e in messages}
@@ -383,6 +424,8 @@ def summarize(run: RunData, top: int = 5) -> Summary:
         slowest=sorted(ran, key=lambda n: (-n.duration, n.name))[:top],
         critical_path=path,
         critical_time=path_time,
+        realised_path=realised,
+        realised_time=realised_time,
         node_time=sum(durations.values()),
         retries=[
             {k: e.get(k) for k in ("node", "attempt", "error", "wait", "t")}

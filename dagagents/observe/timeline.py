@@ -23,25 +23,26 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from dagagents.engine.scheduler import critical_path
+from dagagents.observe.palette import (  # noqa: E402
+    CRITICAL_COLOUR,
+    FAILED_COLOUR,
+    PALETTE,
+    STEP_COLOUR,
+    agent_colour,
+)
 from dagagents.observe.runs import RunResult  # noqa: E402
-from dagagents.observe.summary import RunData  # noqa: E402
+from dagagents.observe.summary import RunData, realised_critical_path  # noqa: E402
 
 RunLike = RunData | RunResult | Mapping[str, Any]
 MAX_LABELLED_ROWS = 80
-STEP_COLOUR = "#9e9e9e"
-_PALETTE = [
-    "#4e79a7",
-    "#f28e2b",
-    "#59a14f",
-    "#b07aa1",
-    "#76b7b2",
-    "#edc948",
-    "#ff9da7",
-    "#9c755f",
-    "#e15759",
-    "#bab0ac",
-]
+# A failed (or cancelled) bar, and its legend entry: white, hatched and outlined in red.
+FAILED_BAR: dict[str, Any] = {
+    "facecolor": "white",
+    "edgecolor": FAILED_COLOUR,
+    "hatch": "xxx",
+    "hatchcolor": FAILED_COLOUR,
+    "linewidth": 1.2,
+}
 
 
 def as_run_data(run: RunLike) -> RunData:
@@ -54,9 +55,23 @@ def as_run_data(run: RunLike) -> RunData:
 
 
 def agent_colours(*runs: RunData) -> dict[str, str]:
-    """A stable colour per agent across all given runs (steps share one grey)."""
+    """Each agent's colour (`agent_colour`) for the agents in these runs; steps share grey.
+
+    Two agents whose names pick the same colour cannot share it in one picture: the later
+    name (alphabetically) takes the next free colour."""
     agents = sorted({n.agent for r in runs for n in r.nodes.values() if n.agent})
-    return {a: _PALETTE[i % len(_PALETTE)] for i, a in enumerate(agents)}
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for agent in agents:
+        colour = agent_colour(agent)
+        if len(taken) < len(PALETTE):
+            i = PALETTE.index(colour)
+            while colour in taken:
+                i = (i + 1) % len(PALETTE)
+                colour = PALETTE[i]
+        out[agent] = colour
+        taken.add(colour)
+    return out
 
 
 def timeline_figure(run: RunLike, compare_with: RunLike | None = None) -> Figure:
@@ -84,10 +99,10 @@ def timeline_figure(run: RunLike, compare_with: RunLike | None = None) -> Figure
     if any(n.kind == "step" for r in runs for n in r.nodes.values()):
         handles.append(Patch(facecolor=STEP_COLOUR, label="step"))
     handles += [
-        Patch(facecolor="white", edgecolor="black", linewidth=2, label="critical path"),
-        Patch(facecolor="white", edgecolor="#c62828", hatch="xxx", label="failed"),
+        Patch(facecolor="white", edgecolor=CRITICAL_COLOUR, linewidth=2, label="critical path"),
+        Patch(**FAILED_BAR, label="failed"),  # exactly how a failed bar is drawn
         Line2D([], [], marker="D", linestyle="", color="#00acc1", label="cache hit"),
-        Line2D([], [], marker="v", linestyle="", color="#c62828", label="retry"),
+        Line2D([], [], marker="v", linestyle="", color=FAILED_COLOUR, label="retry"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8)
     return fig
@@ -99,9 +114,8 @@ def _mode(run: RunData) -> str:
 
 def _draw(ax: Any, run: RunData, colours: Mapping[str, str]) -> None:
     order = run.start_order()
-    durations = {n.name: n.duration for n in run.nodes.values() if n.ran}
-    path, path_time = critical_path(run.dag(), durations)
-    on_path = set(path) if durations else set()
+    path, path_time = realised_critical_path(run)
+    on_path = set(path)
     retries: dict[str, list[float]] = {}
     for e in run.events:
         if e["event"] == "retry" and e.get("node"):
@@ -117,16 +131,21 @@ def _draw(ax: Any, run: RunData, colours: Mapping[str, str]) -> None:
         if n.status == "cached":
             cached_rows.append((row, n.start or 0.0))
             continue
-        colour = colours.get(n.agent or "", STEP_COLOUR)
         failed = n.status in ("failed", "cancelled")
         end = n.end if n.end is not None else run.wall
         b = bars[failed]
         b["y"].append(row)
         b["left"].append(n.start or 0.0)
         b["width"].append(max(0.0, end - (n.start or 0.0)))
-        b["color"].append(colour)
-        b["edge"].append("black" if n.name in on_path else ("#c62828" if failed else colour))
-        b["lw"].append(2.0 if n.name in on_path else 0.8)
+        if failed:  # drawn as the legend shows it; the red border wins over the path's
+            b["color"].append(FAILED_BAR["facecolor"])
+            b["edge"].append(FAILED_BAR["edgecolor"])
+            b["lw"].append(2.0 if n.name in on_path else FAILED_BAR["linewidth"])
+        else:
+            colour = colours.get(n.agent or "", STEP_COLOUR)
+            b["color"].append(colour)
+            b["edge"].append(CRITICAL_COLOUR if n.name in on_path else colour)
+            b["lw"].append(2.0 if n.name in on_path else 0.8)
         retry_marks += [(t, row - 0.45) for t in retries.get(n.name, [])]
     for failed, b in bars.items():
         if not b["y"]:
@@ -142,8 +161,9 @@ def _draw(ax: Any, run: RunData, colours: Mapping[str, str]) -> None:
                 facecolors=b["color"],
                 edgecolors=b["edge"],
                 linewidths=b["lw"],
-                alpha=0.55 if failed else 0.9,
-                hatch="xxx" if failed else None,
+                alpha=None if failed else 0.9,
+                hatch=FAILED_BAR["hatch"] if failed else None,
+                hatchcolors=FAILED_BAR["hatchcolor"] if failed else None,
                 zorder=2,
             )
         )
@@ -172,7 +192,7 @@ def _draw(ax: Any, run: RunData, colours: Mapping[str, str]) -> None:
             [t for t, _ in retry_marks],
             [y for _, y in retry_marks],
             "v",
-            color="#c62828",
+            color=FAILED_COLOUR,
             markersize=6,
             zorder=4,
         )

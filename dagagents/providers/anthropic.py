@@ -43,6 +43,17 @@ _STATUS_OF_TYPE = {
     "overloaded_error": 529,
 }
 _SPEND_WORDS = ("spend limit", "usage limit", "credit balance", "billing")
+# Seconds per call when neither the agent, the run nor the provider names a timeout: the
+# connection plus a slow generation of every requested token (~20 tokens/s), capped at the
+# SDK's own ten minutes. A hung server then costs a minute or two per attempt, not ten.
+_TIMEOUT_BASE_S = 30.0
+_TIMEOUT_TOKENS_PER_S = 20.0
+_TIMEOUT_CAP_S = 600.0
+
+
+def default_call_timeout(max_tokens: int) -> float:
+    """A per-call timeout that grows with the output asked for (see `_TIMEOUT_*`)."""
+    return min(_TIMEOUT_CAP_S, _TIMEOUT_BASE_S + max(0, max_tokens) / _TIMEOUT_TOKENS_PER_S)
 
 
 class AnthropicAPIError(ProviderError):
@@ -144,6 +155,11 @@ class AnthropicProvider:
     `stream=None` streams only when `max_tokens` is too large for a plain request; `True`
     always streams (SSE), `False` never does. `pool_shards` caps how many SDK clients (each
     with its own connection pool) share the load; see `_ClientPool`.
+
+    Per-call timeout, first that applies: the request's (an agent's or the run's `timeout`),
+    this provider's `timeout=`, the timeout of a `client=` the user built, else
+    `default_call_timeout(max_tokens)`. A user's client is used with `max_retries=0` (a copy
+    via `with_options`): retries happen in one place, the run's policy, where they are traced.
     """
 
     name = "anthropic"
@@ -154,7 +170,7 @@ class AnthropicProvider:
         api_key: str | None = None,
         base_url: str | None = None,
         *,
-        timeout: float = 600.0,
+        timeout: float | None = None,
         stream: bool | None = None,
         default_headers: Mapping[str, str] | None = None,
         client: anthropic.AsyncAnthropic | None = None,
@@ -170,18 +186,25 @@ class AnthropicProvider:
             )
             if v and len(v) >= 8
         )
+        if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < 1e9):
+            raise ValueError(
+                f"AnthropicProvider: timeout must be a positive number of seconds, got {timeout!r}."
+            )
         self.timeout = timeout
         self.stream = stream
+        connect = min(10.0, timeout) if timeout is not None else 10.0
         self._options: dict[str, Any] = {
             "api_key": api_key,
             "base_url": base_url,
             "max_retries": 0,
-            "timeout": httpx2.Timeout(timeout, connect=min(10.0, timeout)),
+            "timeout": httpx2.Timeout(timeout or _TIMEOUT_CAP_S, connect=connect),
             "default_headers": dict(default_headers) if default_headers else None,
         }
         self.pool_shards = max(1, pool_shards)
         self._tls: ssl.SSLContext | None = None
-        self._fixed = client
+        # The user's client keeps its timeout, base URL and headers; only its retries go.
+        self._fixed = client.with_options(max_retries=0) if client is not None else None
+        self._client_timeout = _timeout_of(client) if client is not None else None
         self._pool = self._new_pool()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -275,6 +298,12 @@ class AnthropicProvider:
         if extra:
             kw["extra_body"] = extra
         timeout = request.timeout or self.timeout
+        if timeout is None and self._fixed is not None:
+            if self._client_timeout is not None:
+                kw["timeout"] = self._client_timeout  # the user's client's own setting
+            return kw
+        if timeout is None:
+            timeout = default_call_timeout(request.max_tokens)
         kw["timeout"] = httpx2.Timeout(timeout, connect=min(10.0, timeout))
         return kw
 
@@ -408,6 +437,14 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self._pool.aclose()
         self._closed = True
+
+
+def _timeout_of(client: anthropic.AsyncAnthropic) -> Any:
+    """The timeout a user's client was built with (a number or an httpx Timeout), if any."""
+    timeout = getattr(client, "timeout", None)
+    if isinstance(timeout, int | float | httpx2.Timeout):
+        return timeout
+    return None
 
 
 def _to_response(data: dict[str, Any], headers: dict[str, str]) -> Response:

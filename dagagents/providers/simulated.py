@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
+import os
 import random
 import re
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from dagagents.errors import ProviderError
+from dagagents.errors import ProviderError, UserError
 from dagagents.providers.base import Request, Response, Usage
 
 Responder = Callable[[Request], "str | dict[str, Any] | BaseModel | list[dict[str, Any]]"]
@@ -86,8 +88,27 @@ class Script:
         return self.pattern is None or re.search(self.pattern, prompt, re.S) is not None
 
 
+TIME_SCALE_ENV = "DAGAGENTS_SIM_TIME_SCALE"
+
+
+def _default_time_scale() -> float:
+    """`DAGAGENTS_SIM_TIME_SCALE` (e.g. 0.05 in CI, so the README's commands run in seconds
+    with the same outputs and schedules); 1.0 when unset."""
+    raw = os.environ.get(TIME_SCALE_ENV)
+    if raw is None:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"{TIME_SCALE_ENV} must be a number >= 0, got {raw!r}.")
+    return value
+
+
 class SimulatedProvider:
-    """Offline provider. `time_scale` shrinks every latency (0 makes calls instant)."""
+    """Offline provider. `time_scale` shrinks every latency (0 makes calls instant); it
+    defaults to `DAGAGENTS_SIM_TIME_SCALE`, else 1."""
 
     name = "simulated"
     streams_text = True
@@ -99,7 +120,7 @@ class SimulatedProvider:
         tokens_per_second: float = 90.0,
         jitter: float = 0.15,
         seed: int = 0,
-        time_scale: float = 1.0,
+        time_scale: float | None = None,
         min_output_tokens: int = 40,
         max_output_tokens: int = 220,
         scripts: list[Script] | None = None,
@@ -108,7 +129,7 @@ class SimulatedProvider:
         self.tokens_per_second = tokens_per_second
         self.jitter = jitter
         self.seed = seed
-        self.time_scale = time_scale
+        self.time_scale = _default_time_scale() if time_scale is None else time_scale
         self.min_output_tokens = min_output_tokens
         self.max_output_tokens = max_output_tokens
         self.scripts: list[Script] = list(scripts or [])

@@ -14,7 +14,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dagagents.cli.app import EXIT_FAILED, EXIT_OK, app, console, load_target, user_errors
+from dagagents.cli.app import (
+    EXIT_FAILED,
+    EXIT_OK,
+    app,
+    console,
+    load_target,
+    styled,
+    user_errors,
+)
 from dagagents.cli.commands.run import run_with_view
 from dagagents.model.graph import Graph
 from dagagents.observe.runs import RunResult
@@ -80,13 +88,17 @@ def demo(
         target = load_target(graph)
         out.mkdir(parents=True, exist_ok=True)
         store = out / "store"
-        console.rule("[bold]dagagents demo")
+        console.rule(styled(("dagagents demo", "bold")))
         console.print(
-            f"graph [bold]{target.name}[/] from {graph}: a planner node plans the work at run "
-            "time; its subtasks run in parallel as soon as their inputs exist.\n"
-            "No ANTHROPIC_API_KEY needed: answers come from the simulated provider (offline)."
+            styled(
+                "graph ",
+                (target.name, "bold"),
+                f" from {graph}: a planner node plans the work at run "
+                "time; its subtasks run in parallel as soon as their inputs exist.\n"
+                "No ANTHROPIC_API_KEY needed: answers come from the simulated provider (offline).",
+            )
             if provider != "anthropic"
-            else f"graph [bold]{target.name}[/] on the Anthropic API.",
+            else styled("graph ", (target.name, "bold"), " on the Anthropic API."),
             highlight=False,
         )
         options: dict[str, Any] = {
@@ -108,9 +120,15 @@ def demo(
         table.add_row(what, str(path))
     console.print(table)
     console.print(
-        f"next: [bold]dagagents run {graph}[/] twice (the second run is all cache hits), "
-        f"[bold]dagagents trace summary --store {store}[/], "
-        f"[bold]dagagents estimate {graph}[/]",
+        styled(
+            "next: ",
+            (f"dagagents run {graph}", "bold"),
+            " twice (the second run is all cache hits), ",
+            (f"dagagents trace summary --store {store}", "bold"),
+            ", ",
+            (f"dagagents estimate {graph} --store {store}", "bold"),
+        ),
         highlight=False,
+        soft_wrap=True,  # commands stay on one line, ready to paste
     )
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)

@@ -9,8 +9,14 @@ import orjson
 import typer
 from rich.table import Table
 
-from dagagents.cli.app import app, console, user_errors
-from dagagents.engine.shared_limits import ENV_URL, redact_url, resolve_limits, snapshot
+from dagagents.cli.app import app, console, styled, user_errors
+from dagagents.engine.shared_limits import (
+    ENV_URL,
+    redact_url,
+    reset_budget,
+    resolve_limits,
+    snapshot,
+)
 from dagagents.errors import UserError
 
 
@@ -30,17 +36,29 @@ def limits_command(
         str | None, typer.Option(help="Only this budget (default: every budget).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+    reset_budget_name: Annotated[
+        str | None,
+        typer.Option(
+            "--reset-budget",
+            help="Forget this shared budget's spend (e.g. a new month), then show the state.",
+        ),
+    ] = None,
 ) -> None:
     """Show the shared limits: bucket levels per model, leases by host and pid, budgets."""
     with user_errors():
         config = resolve_limits(limits)
         if config is None:
             raise UserError(f"no limits store given: pass --limits redis://... or set {ENV_URL}.")
+        if reset_budget_name is not None:
+            if not asyncio.run(reset_budget(config, reset_budget_name)):
+                raise UserError(f"no shared budget named '{reset_budget_name}' to reset.")
+            if not as_json:
+                console.print(f"budget '{reset_budget_name}' reset", highlight=False)
         state = asyncio.run(snapshot(config, limits_key, budget_key))
     if as_json:
         print(orjson.dumps(state, option=orjson.OPT_INDENT_2).decode())
         return
-    console.print(f"shared limits at [bold]{redact_url(config.url)}[/]", highlight=False)
+    console.print(styled("shared limits at ", (redact_url(config.url), "bold")), highlight=False)
     if not state["keys"] and not state["budgets"]:
         console.print("nothing shared yet: no process has used this store.")
         return

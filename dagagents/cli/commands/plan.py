@@ -19,6 +19,7 @@ from dagagents.cli.app import (
     app,
     console,
     err_console,
+    styled,
     user_errors,
 )
 from dagagents.model.orchestrator import Orchestrator
@@ -75,7 +76,7 @@ def plan_command(
     record = result.records[PLAN_NODE]
     if record.status not in ("done", "cached"):
         err_console.print(
-            f"[bold red]planning failed:[/] {record.error or record.status}",
+            styled(("planning failed:", "bold red"), f" {record.error or record.status}"),
             highlight=False,
             soft_wrap=True,
         )
@@ -89,9 +90,13 @@ def plan_command(
     how = "from the store" if record.status == "cached" else f"{record.duration:.1f}s"
     sim = " (simulated)" if record.simulated else ""
     console.print(
-        f"wrote [bold]{output}[/] ({len(plan.subtasks)} subtasks; planner {how}, "
-        f"${record.cost_usd:.4f}{sim}). Run it with:\n"
-        f"  dagagents run {output} --workers {workers}",
+        styled(
+            "wrote ",
+            (str(output), "bold"),
+            f" ({len(plan.subtasks)} subtasks; planner {how}, "
+            f"${record.cost_usd:.4f}{sim}). Run it with:\n"
+            f"  dagagents run {output} --workers {workers}",
+        ),
         highlight=False,
     )
 

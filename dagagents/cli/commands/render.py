@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from dagagents.cli.app import TARGET_LOADERS, app, console, load_target, user_errors
+from dagagents.cli.app import (
+    TARGET_LOADERS,
+    app,
+    console,
+    load_target,
+    safe_filename,
+    user_errors,
+)
 from dagagents.errors import StoreError, UserError
 from dagagents.observe.render import (
     FORMATS,
@@ -59,15 +66,17 @@ def render_command(
     ] = None,
 ) -> None:
     """Draw the DAG: nodes labelled with agent and model, coloured by a run's status, the
-    critical path in bold red. Mermaid and DOT need nothing installed; SVG/PNG need Graphviz."""
+    critical path in bold black, failures in red. Mermaid and DOT need nothing installed; SVG/PNG need Graphviz."""
     with user_errors():
-        chosen = fmt or (SUFFIX_FORMATS.get(output.suffix.lower()) if output else None) or "mermaid"
+        chosen = (
+            fmt or (SUFFIX_FORMATS.get(output.suffix.lower()) if output else None) or "mermaid"
+        ).lower()
         if chosen not in FORMATS:
             raise UserError(f"--format '{chosen}' is not one of: {', '.join(FORMATS)}.")
         diagram = resolve_diagram(target, run=run, store=store, workers=workers)
         data = render_bytes(diagram, chosen)
         if output is None and chosen == "png":
-            output = Path(f"{diagram.name}.png")
+            output = safe_filename(diagram.name, ".png")
         if output is None:
             sys.stdout.write(data.decode())
             return

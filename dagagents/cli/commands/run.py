@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -19,10 +20,12 @@ from dagagents.cli.app import (
     app,
     console,
     load_target,
+    styled,
     user_errors,
 )
 from dagagents.engine.executors.choice import executor_from_options
-from dagagents.engine.limits import RateLimits
+from dagagents.engine.limits import RateLimits, check_limit
+from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.shared_limits import (
     DEFAULT_LEASE_TTL,
     DEFAULT_TIMEOUT,
@@ -79,6 +82,13 @@ def run(
     ] = None,
     retries: Annotated[
         int | None, typer.Option(help="Attempts per API call, the first included.")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds each API call may take before it is retried "
+            "(default: grows with the agent's max_tokens)."
+        ),
     ] = None,
     input_: Annotated[
         list[str] | None,
@@ -156,6 +166,19 @@ def run(
     """Run a graph: ready nodes start at once under the concurrency limit; finished nodes
     are checkpointed so a rerun resumes."""
     with user_errors():
+        check_limits(
+            {
+                "--rpm": rpm,
+                "--itpm": itpm,
+                "--otpm": otpm,
+                "--max-cost": max_cost,
+                "--timeout": timeout,
+                "--limits-timeout": limits_timeout,
+                "--lease-ttl": lease_ttl,
+            }
+        )
+        if retries is not None and retries < 1:
+            raise UserError(f"--retries must be at least 1 (the first attempt), got {retries}.")
         graph = load_target(target, workers=workers)
         if (input_ or inputs_file) and hasattr(graph, "bind"):
             graph = graph.bind(parse_inputs(graph, input_ or [], inputs_file))
@@ -171,7 +194,7 @@ def run(
             "trace": trace,
             "rate_limits": RateLimits(rpm=rpm, itpm=itpm, otpm=otpm),
             "max_cost_usd": max_cost,
-            "retry": retries,
+            "retry": retry_policy(retries, timeout),
             "limits": shared_limits(
                 limits,
                 key=limits_key,
@@ -237,6 +260,25 @@ def exit_code(result: RunResult) -> int:
     return EXIT_FAILED
 
 
+def check_limits(flags: dict[str, float | None]) -> None:
+    """Every limit flag is a positive finite number: `nan`, `inf`, 0 and negatives are refused
+    by name before anything loads (`nan` would otherwise hang a bucket or void a budget)."""
+    for flag, value in flags.items():
+        check_limit(flag, value)
+
+
+def retry_policy(retries: int | None, timeout: float | None) -> RetryPolicy | None:
+    """The run's retry policy from `--retries` and `--timeout` (None: the default policy)."""
+    if retries is None and timeout is None:
+        return None
+    changes: dict[str, Any] = {}
+    if retries is not None:
+        changes["max_attempts"] = retries
+    if timeout is not None:
+        changes["timeout"] = timeout
+    return dataclasses.replace(DEFAULT_RETRY, **changes)
+
+
 def parse_inputs(graph: Any, pairs: list[str], path: Path | None) -> dict[str, Any]:
     """`--inputs file.json` then each `--input NAME=VALUE` (a value is JSON when the input
     declares a non-string type, else text). One sentence for a malformed one."""
@@ -298,7 +340,9 @@ def run_with_view(
     `listener` also sees every trace event."""
     live = not quiet and console.is_terminal
     if not quiet and not live:
-        console.print(f"running [bold]{graph.name}[/] ({len(graph)} nodes)", highlight=False)
+        console.print(
+            styled("running ", (graph.name, "bold"), f" ({len(graph)} nodes)"), highlight=False
+        )
     if live:
         view = LiveProgress(console, graph.name)
 
@@ -327,9 +371,9 @@ def run_with_view(
             print(f"warning: {where}{event['message']}", file=sys.stderr)
     if not quiet:
         console.print(summary_table(result))
-        for name, error in result.errors.items():
-            if result.status[name] == "failed":
-                print(f"failed: {name}: {error}", file=sys.stderr)
+    for name, error in result.errors.items():  # errors always print, even with -q
+        if result.status[name] == "failed":
+            print(f"failed: {name}: {error}", file=sys.stderr)
     if result.store_problem:  # always said, -q or not: the outputs were not kept
         print(f"error: {result.store_problem}", file=sys.stderr)
     return result

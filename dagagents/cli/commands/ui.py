@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dagagents.cli.app import app, console, user_errors
+from dagagents.cli.app import app, console, styled, user_errors
 from dagagents.engine.approvals import record_decision
 from dagagents.errors import UserError
 from dagagents.store import Store
@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from dagagents.model.graph import Graph
     from dagagents.observe.ui.feeds import LiveRun
     from dagagents.observe.ui.server import Running
+
+
+DEFAULT_PORT = 8765
 
 
 def _need_extra() -> None:
@@ -28,7 +31,7 @@ def _need_extra() -> None:
 
 
 def _announce(running: Running) -> None:
-    console.print(f"web view: [bold]{running.url}[/]", highlight=False, soft_wrap=True)
+    console.print(styled("web view: ", (running.url, "bold")), highlight=False, soft_wrap=True)
     if running.token:
         console.print(
             f"serving on {running.host}: anyone who can reach it needs the token in that URL",
@@ -39,7 +42,7 @@ def _announce(running: Running) -> None:
 @app.command("ui")
 def ui_command(
     store: Annotated[str, typer.Option(help="Checkpoint store whose runs to show.")] = ".dagagents",
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8765,
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = DEFAULT_PORT,
     host: Annotated[
         str, typer.Option(help="Interface; anything but loopback requires a printed token.")
     ] = "127.0.0.1",
@@ -92,6 +95,7 @@ def start_live_ui(
             raise UserError(f"node '{node}' is not waiting for approval.")
 
     app_ = create_app(st, live, token=token, approve=decide)
-    running = serve_in_thread(app_, host, port, token)
+    # The run matters more than the port: a taken default port means a free one (printed).
+    running = serve_in_thread(app_, host, port, token, any_port_if_taken=port == DEFAULT_PORT)
     _announce(running)
     return live, running

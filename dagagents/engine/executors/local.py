@@ -9,11 +9,30 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dagagents.engine.invoke import AgentResult, CallContext
 from dagagents.model.nodes import AgentTask, Step
+
+# Sync steps running in a thread right now (thread id -> node name). A thread cannot be
+# stopped from outside, so after Ctrl-C the CLI names what the process still waits for.
+_RUNNING_STEPS: dict[int, str] = {}
+
+
+def running_sync_steps() -> list[str]:
+    """Names of sync steps whose functions are still running in a thread of this process."""
+    return sorted(set(_RUNNING_STEPS.values()))
+
+
+def _tracked(name: str, fn: Any, /, **kwargs: Any) -> Any:
+    ident = threading.get_ident()
+    _RUNNING_STEPS[ident] = name
+    try:
+        return fn(**kwargs)
+    finally:
+        _RUNNING_STEPS.pop(ident, None)
 
 
 class LocalExecutor:
@@ -36,7 +55,9 @@ class LocalExecutor:
     async def run_step(self, spec: Step, kwargs: dict[str, Any]) -> Any:
         if spec.is_async:
             return await spec.fn(**kwargs)
-        call = functools.partial(contextvars.copy_context().run, spec.fn, **kwargs)
+        call = functools.partial(
+            contextvars.copy_context().run, _tracked, spec.name, spec.fn, **kwargs
+        )
         return await asyncio.get_running_loop().run_in_executor(self._get_pool(), call)
 
     async def run_agent(self, spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:

@@ -75,10 +75,21 @@ def _config(app: Starlette, host: str, port: int) -> uvicorn.Config:
 
 
 def serve_in_thread(
-    app: Starlette, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    app: Starlette,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    *,
+    any_port_if_taken: bool = False,
 ) -> Running:
-    """Start serving and return once the socket listens (port 0 picks a free one)."""
-    check_port(host, port)
+    """Start serving and return once the socket listens (port 0 picks a free one; so does a
+    taken port when `any_port_if_taken`, e.g. the default port of `run --ui`)."""
+    try:
+        check_port(host, port)
+    except UserError:
+        if not any_port_if_taken:
+            raise
+        port = 0
     server = uvicorn.Server(_config(app, host, port))
     thread = threading.Thread(target=server.run, name="dagagents-ui", daemon=True)
     thread.start()
