@@ -266,6 +266,7 @@ def _map_expansion(ref: list[MapSplit], output: Any) -> Expansion:
         return Expansion()
     proto = spec.proto
     uses_index = _uses_index(proto)
+    wanted = {p.name for p in step_params(proto.fn)} if isinstance(proto, Step) else set()
     seen: dict[str, int] = {}
     nodes: list[NodeSpec] = []
     edges: list[tuple[str, str]] = []
@@ -282,8 +283,7 @@ def _map_expansion(ref: list[MapSplit], output: Any) -> Expansion:
             )
         else:
             assert isinstance(proto, Step)
-            names = {p.name for p in step_params(proto.fn)}
-            bound = {k: v for k, v in (("item", item), ("index", index)) if k in names}
+            bound = {k: v for k, v in (("item", item), ("index", index)) if k in wanted}
             node = proto.model_copy(
                 update={"name": name, "bound": bound, "key_name": key_name, "tags": tags}
             )
