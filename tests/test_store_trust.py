@@ -462,3 +462,11 @@ def test_a_lease_expires_without_heartbeat_and_a_heartbeat_keeps_it(tmp_path: Pa
     os.utime(path, (old, old))
     store.gc()
     assert not path.exists()
+
+
+def test_a_read_only_store_grants_a_lease_that_holds_nothing(small_disk: Path) -> None:
+    store = Store(small_disk / "s")
+    _remount(small_disk, "ro")
+    lease = store.try_lease("ab" + "9" * 62)  # objects/ab does not exist and cannot be made
+    assert lease is not None and lease.path == ""
+    lease.release()

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import tempfile
 import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+import orjson
 
 from dagagents.engine import approvals
 from dagagents.engine.approvals import ApprovalRejected, ApprovalRequest, Approver
@@ -47,6 +50,7 @@ from dagagents.engine.language import (
     node_inputs,
     step_kwargs,
 )
+from dagagents.engine.leases import Leases
 from dagagents.engine.limits import Limiter, RateLimits
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
 from dagagents.engine.scheduler import (
@@ -68,6 +72,7 @@ from dagagents.errors import (
     GraphError,
     LimitsUnavailable,
     ProviderError,
+    StoreUnwritable,
     UserError,
 )
 from dagagents.model.graph import Graph
@@ -256,8 +261,18 @@ class _Run:
         self.run_id = Store.new_run_id()
         self._auth_failed = False  # a 401 was reported: later ones are skips, not failures
         self._started_at = time.time()
-        self.tracer = self._open_tracer(options)
+        # Another process computing a node this run needs is awaited, not paid twice.
+        self.leases = Leases(store) if store is not None else None
+        # A full or read-only store: outputs computed but not saved, and where the run's own
+        # files went instead (said once, at the end, in one sentence).
+        self.unwritable: StoreUnwritable | None = None
+        self.unsaved: list[str] = []
+        self._moved: Path | None = None
+        run_warnings: list[str] = []
+        self.tracer = self._open_tracer(options, run_warnings)
         self.emit = self.tracer.emit
+        for message in run_warnings:
+            self.emit("warning", node=None, message=message)
 
     def _wire_calls(self, options: RunOptions, provider: Provider, limiter: Limiter) -> None:
         """The provider every agent call goes to, the limiter it passes, and the rest of
@@ -302,10 +317,16 @@ class _Run:
             **fields,  # explicit CallContext fields win
         }
 
-    def _open_tracer(self, options: RunOptions) -> Tracer:
+    def _open_tracer(self, options: RunOptions, warnings: list[str]) -> Tracer:
         sinks: list[IO[bytes]] = []
         if self.store is not None:
-            sinks.append(self.store.open_trace(self.run_id))  # closed by the tracer
+            try:
+                sinks.append(self.store.open_trace(self.run_id))  # closed by the tracer
+            except StoreUnwritable as exc:  # a read-only store still serves a cached rerun
+                self.unwritable = exc
+                path = self._elsewhere() / "trace.jsonl"
+                sinks.append(open(path, "wb"))  # noqa: SIM115 - closed by the tracer
+                warnings.append(f"{exc}: this run's trace is written to {path}")
         if options.trace is not None:
             Path(options.trace).parent.mkdir(parents=True, exist_ok=True)
             sinks.append(open(options.trace, "wb"))  # noqa: SIM115 - closed by the tracer
@@ -403,6 +424,8 @@ class _Run:
         while True:
             await asyncio.sleep(every)
             self.tracer.flush()
+            if self.leases is not None:
+                self.leases.heartbeat()
             if self.tracer.listening:  # live views: what the limiter is doing (never traced)
                 self.tracer.stream("limits", **self.limiter.snapshot())
             if self.tracer.listening:  # live views: what the limiter is doing (never traced)
@@ -441,8 +464,14 @@ class _Run:
         try:
             if not looked_up and await self._lookup_off_loop(name):
                 cached = True
+            elif await self._await_other_process(name):
+                cached = True  # completed from another process's output
             else:
-                value = await self._body(name)
+                try:
+                    value = await self._body(name)
+                finally:
+                    if self.leases is not None:
+                        self.leases.release(self.records[name].key)
         except _Waiting:
             self._running.pop(name, None)  # waits for a decision without holding a slot
             self._launch()
@@ -643,8 +672,49 @@ class _Run:
         encoded = _encodable(name, value)
         if self.checkpoints is None or record.key is None:
             return
-        digest = await self.checkpoints.apersist(record.key, encoded, meta)
+        try:
+            digest = await self.checkpoints.apersist(record.key, encoded, meta)
+        except StoreUnwritable as exc:  # the output is good; only keeping it failed
+            self.unwritable = self.unwritable or exc
+            self.unsaved.append(name)
+            digest = codec.digest(encoded)
         self.digests[name] = record.digest = digest
+
+    async def _await_other_process(self, name: str) -> bool:
+        """Claim `name`'s lease before computing it. If another live process is computing
+        it, wait for that output and complete from it (True); else this run holds the lease
+        and computes (False)."""
+        key = self.records[name].key
+        store = self.store
+        checkpoints = self.checkpoints
+        if self.leases is None or store is None or key is None or checkpoints is None:
+            return False
+        if not checkpoints.wanted(name):
+            return False
+
+        hint = codec.output_hint(self.specs[name])
+
+        def found() -> Any:
+            """The other process's output, if stored and usable (else compute it here)."""
+            try:
+                stored = store.get(key)
+                if stored is not None:
+                    codec.decode(stored.value, hint)
+                return stored
+            except Exception:  # corrupt or undecodable: warned about once already
+                return None
+
+        got = await self.leases.claim(key, found)
+        if got is None:
+            return False
+        return self._use_checkpoint(name, checkpoints.lookup(self.specs[name], key))
+
+    def _elsewhere(self) -> Path:
+        """Where this run's trace and manifest go when its store cannot take them."""
+        if self._moved is None:
+            self._moved = Path(tempfile.gettempdir()) / "dagagents" / "runs" / self.run_id
+            self._moved.mkdir(parents=True, exist_ok=True)
+        return self._moved
 
     # -------------------------------------------------------------- node bodies
     async def _body(self, name: str) -> Any:
@@ -826,10 +896,30 @@ class _Run:
         """Locally inline (fast); to any other store from a thread, off the event loop."""
         if self.store is None:
             return
-        if self.store.is_local:
-            self.store.write_manifest(self.run_id, self.manifest(status))
-        else:
-            await asyncio.to_thread(self.store.write_manifest, self.run_id, self.manifest(status))
+        manifest = self.manifest(status)
+        try:
+            if self.store.is_local:
+                self.store.write_manifest(self.run_id, manifest)
+            else:
+                await asyncio.to_thread(self.store.write_manifest, self.run_id, manifest)
+        except StoreUnwritable as exc:
+            self.unwritable = self.unwritable or exc
+            if status == RUN_RUNNING:
+                return  # the final one is what matters
+            path = self._elsewhere() / "manifest.json"
+            path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+            self.emit("warning", node=None, message=f"{exc}: this run's manifest is at {path}")
+
+    def _store_problem(self) -> str | None:
+        """One sentence for outputs the store could not keep (full, read-only)."""
+        if self.leases is not None:
+            self.leases.release_all()
+        for _, exc in self.tracer.failed_sinks:
+            self.emit("warning", node=None, message=f"this run's trace is incomplete: {exc}")
+        if not self.unsaved or self.unwritable is None:
+            return None
+        n = len(self.unsaved)
+        return f"{self.unwritable}: {n} node{'s' if n != 1 else ''} could not be saved"
 
     def manifest(self, status: str) -> dict[str, Any]:
         """The run's record. While running it holds only the header (the trace has the rest)."""
@@ -856,6 +946,7 @@ class _Run:
         }
 
     def _result(self, status: str) -> RunResult:
+        problem = self._store_problem()
         return RunResult(
             graph=self.graph.name,
             run_id=self.run_id,
@@ -869,6 +960,8 @@ class _Run:
             interrupted=status == RUN_INTERRUPTED,
             events=self.tracer.events,
             edges=list(self.graph.nx.edges),
+            store_problem=problem,
+            unsaved=list(self.unsaved),
         )
 
 

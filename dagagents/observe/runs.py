@@ -205,6 +205,10 @@ class RunResult:
     edges: list[tuple[str, str]] = field(default_factory=list)
     # The node named by `Graph(output=...)`.
     output_node: str | None = None
+    # "store X is full: N nodes could not be saved" when outputs were computed but the store
+    # (full, read-only) kept none of them: the run did not do what a rerun relies on.
+    store_problem: str | None = None
+    unsaved: list[str] = field(default_factory=list)
 
     @property
     def output(self) -> Any:
@@ -271,10 +275,14 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(
-            r.status in ("done", "cached")
-            or (r.status == "skipped" and r.because == CONDITION_FALSE)
-            for r in self.records.values()
+        return (
+            not self.interrupted
+            and self.store_problem is None
+            and all(
+                r.status in ("done", "cached")
+                or (r.status == "skipped" and r.because == CONDITION_FALSE)
+                for r in self.records.values()
+            )
         )
 
     @property

@@ -482,7 +482,12 @@ class Store:
                     os.remove(path)  # stale: its holder is gone
                 continue
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+                try:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                except OSError as exc:
+                    if unwritable_reason(exc) is None:
+                        raise
+                    return Lease(self, key, "", token)  # nothing can be saved here anyway
                 continue
             except OSError as exc:
                 if unwritable_reason(exc) is None:

@@ -363,10 +363,13 @@ def run_with_view(
         result = graph.run(listener=lines, **options)
     for event in result.events:  # e.g. a corrupt checkpoint that was recomputed
         if event["event"] == "warning":
-            print(f"warning: {event.get('node')}: {event['message']}", file=sys.stderr)
+            where = f"{event['node']}: " if event.get("node") else ""  # run-wide: no node
+            print(f"warning: {where}{event['message']}", file=sys.stderr)
     if not quiet:
         console.print(summary_table(result))
     for name, error in result.errors.items():  # errors always print, even with -q
         if result.status[name] == "failed":
             print(f"failed: {name}: {error}", file=sys.stderr)
+    if result.store_problem:  # always said, -q or not: the outputs were not kept
+        print(f"error: {result.store_problem}", file=sys.stderr)
     return result
