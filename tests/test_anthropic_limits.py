@@ -7,7 +7,6 @@ the loopback fake Messages API; nothing in the SDK is patched.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from _anthropic_support import provider_for, run_graph
@@ -86,19 +85,21 @@ def test_concurrency_3_means_at_most_3_requests_in_flight(fake_anthropic: FakeAn
 def test_client_limit_too_high_429s_are_absorbed_by_backoff(fake_anthropic: FakeAnthropic) -> None:
     # The server allows 600/min with a burst of 5; the client believes it may send 10,000/min.
     fake_anthropic.rate_limit(rpm=600, capacity=5)
-    start = time.monotonic()
     result = run_graph(
         fan(30),
         provider=provider_for(fake_anthropic),
         concurrency=30,
         rate_limits=RateLimits(rpm=10_000),
     )
-    wall = time.monotonic() - start
     assert result.ok, result.errors
     statuses = fake_anthropic.statuses()
     assert statuses[429] > 0 and statuses[200] == 30
     assert events(result, "retry") and events(result, "concurrency_reduced")
-    assert wall < 20
+    # Backoff slowed the client down: the 429s halved its concurrency (AIMD), and every retry
+    # waited before the request went out again.
+    limits = [e["limit"] for e in events(result, "concurrency_reduced")]
+    assert limits[0] == 15  # the first 429 halved the 30 slots
+    assert all(e["wait"] > 0 for e in events(result, "retry"))
 
 
 def test_budget_stops_new_calls(fake_anthropic: FakeAnthropic) -> None:
@@ -124,18 +125,18 @@ def test_rpm_120_token_bucket_150_calls_without_a_single_429(
     fake_anthropic: FakeAnthropic,
 ) -> None:
     fake_anthropic.rate_limit(rpm=120, capacity=120)
-    start = time.monotonic()
     result = run_graph(
         fan(150),
         provider=provider_for(fake_anthropic),
         concurrency=50,
         rate_limits=RateLimits(rpm=120),
     )
-    wall = time.monotonic() - start
     assert result.ok, result.errors
     assert fake_anthropic.statuses() == {200: 150}
-    # 120 at once, then 30 more at 2/s: the limit allows it in 15 s (one token of headroom: 15.5).
-    assert 14.5 <= wall <= 21.0, wall  # (upper bound leaves room for a busy machine)
+    # The server's own bucket is the judge of pace (no 429 above); the client got there by
+    # waiting for its bucket, not by luck: the calls beyond the burst carry `rate_limited`.
+    waited = {e["node"] for e in events(result, "rate_limited") if e["limit"] == "rpm"}
+    assert 0 < len(waited) <= 150 - 119
 
 
 def test_per_agent_attempts_and_timeout(fake_anthropic: FakeAnthropic) -> None:

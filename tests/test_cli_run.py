@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 from conftest import ROOT, cli_env, dagagents_cmd
+
+from dagagents import Graph
 
 GRAPH = """
 import asyncio
@@ -96,3 +99,11 @@ def test_examples_run_offline(tmp_path: Path) -> None:
             timeout=180,
         )
         assert proc.returncode == 0, (name, proc.stderr)
+        # Every node of the example ran, and the closing line says so.
+        g = Graph.load(str(ROOT / "graphs" / f"{name}.py"))
+        for node in g.specs:
+            assert re.search(rf"done\s+{re.escape(node)}\b", proc.stdout + proc.stderr), (
+                name,
+                node,
+            )
+        assert f"{len(g.specs)} done" in proc.stdout + proc.stderr, name

@@ -9,6 +9,7 @@ import pytest
 from conftest import cli_env, dagagents_cmd
 
 from dagagents import Agent, Graph, GraphError
+from dagagents.model.nodes import render_prompt
 
 A = Agent("a", model="claude-haiku-4-5")
 
@@ -52,7 +53,8 @@ def test_placeholder_must_be_a_dependency() -> None:
 def test_escaped_braces_are_literal() -> None:
     g = Graph("g")
     g.task("json", A, 'Answer as {{"a": 1}}')
-    g.validate()
+    g.validate()  # no placeholder to check
+    assert render_prompt(g.specs["json"], {}) == 'Answer as {"a": 1}'  # what the agent is sent
 
 
 def test_duplicate_name() -> None:
