@@ -39,7 +39,7 @@ from dagagents.engine.checkpoints import (
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
 from dagagents.engine.expand import Growth, apply_expansion
-from dagagents.engine.heap import frozen_heap
+from dagagents.engine.heap import freeze_built, frozen_heap
 from dagagents.engine.invoke import AgentFailed, AgentResult, CallContext
 from dagagents.engine.language import (
     CONDITION_FALSE,
@@ -192,12 +192,16 @@ async def arun(graph: Graph, options: RunOptions | None = None, /, **kwargs: Any
     try:
         executor = opts.executor or LocalExecutor()
         await executor.prepare(store, opts.concurrency)  # may refuse before anything is written
-        try:
-            state = _Run(graph, opts, store, executor, provider, limiter)
-        except BaseException:
-            await executor.close()
-            raise
-        return await state.drive()
+        # No full collection walks the heap that existed before the run, nor the run's own
+        # state once built (see engine/heap.py).
+        with frozen_heap() as froze:
+            try:
+                state = _Run(graph, opts, store, executor, provider, limiter)
+            except BaseException:
+                await executor.close()
+                raise
+            freeze_built(froze)
+            return await state.drive()
     finally:
         await limiter.aclose()
 
