@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import gc
 import weakref
+from typing import Any
+
+import pytest
 
 from dagagents import Graph
 
@@ -44,3 +47,28 @@ def test_a_process_that_froze_its_own_heap_keeps_it_frozen() -> None:
         assert gc.get_freeze_count() > 0  # still frozen: the run did not unfreeze it
     finally:
         gc.unfreeze()
+
+
+def test_the_runs_own_state_is_frozen_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records and the sorter live as long as the run: they are frozen once built, so no full
+    collection during the run walks them either."""
+    from dagagents.engine import run as engine_run
+
+    counts: dict[str, int] = {}
+    build = engine_run._Run.__init__
+
+    def built(self: engine_run._Run, *args: Any, **kwargs: Any) -> None:
+        build(self, *args, **kwargs)
+        counts["built"] = gc.get_freeze_count()
+
+    def probe() -> int:
+        counts["running"] = gc.get_freeze_count()
+        return 1
+
+    monkeypatch.setattr(engine_run._Run, "__init__", built)
+    g = Graph("heap")
+    g.add_step("probe", probe)
+    assert g.run(store=None).ok
+    assert counts["built"] > 0  # the freeze began before the state was built
+    assert counts["running"] > counts["built"]  # and the state joined it
+    assert gc.get_freeze_count() == 0

@@ -39,7 +39,7 @@ from dagagents.engine.checkpoints import (
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
 from dagagents.engine.expand import Growth, apply_expansion
-from dagagents.engine.heap import frozen_heap
+from dagagents.engine.heap import freeze_built, frozen_heap
 from dagagents.engine.invoke import AgentFailed, AgentResult, CallContext
 from dagagents.engine.language import (
     CONDITION_FALSE,
@@ -192,12 +192,16 @@ async def arun(graph: Graph, options: RunOptions | None = None, /, **kwargs: Any
     try:
         executor = opts.executor or LocalExecutor()
         await executor.prepare(store, opts.concurrency)  # may refuse before anything is written
-        try:
-            state = _Run(graph, opts, store, executor, provider, limiter)
-        except BaseException:
-            await executor.close()
-            raise
-        return await state.drive()
+        # No full collection walks the heap that existed before the run, nor the run's own
+        # state once built (see engine/heap.py).
+        with frozen_heap() as froze:
+            try:
+                state = _Run(graph, opts, store, executor, provider, limiter)
+            except BaseException:
+                await executor.close()
+                raise
+            freeze_built(froze)
+            return await state.drive()
     finally:
         await limiter.aclose()
 
@@ -436,13 +440,15 @@ class _Run:
         When nothing is left to start or running, the run's work is over."""
         sorter = self.sorter
         running = self._running
-        inline = self.checkpoints is None or self.checkpoints.inline
+        checkpoints = self.checkpoints
+        inline = checkpoints is None or checkpoints.inline
+        lookup_inline = checkpoints is not None and checkpoints.inline  # no store: no lookup
         while sorter.has_ready() and len(running) < self.concurrency:
             name = sorter.pop_ready()
             self._transition(name, RUNNING)
             if self.specs[name].when is not None and self._condition_false(name):
                 continue
-            if inline and self._lookup_inline(name):
+            if lookup_inline and self._lookup_inline(name):
                 continue
             assert self._tasks is not None
             running[name] = self._tasks.create_task(self._node(name, inline))
@@ -464,7 +470,7 @@ class _Run:
         try:
             if not looked_up and await self._lookup_off_loop(name):
                 cached = True
-            elif await self._await_other_process(name):
+            elif self.leases is not None and await self._await_other_process(name):
                 cached = True  # completed from another process's output
             else:
                 try:
