@@ -576,14 +576,32 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
     fields against the `known` nodes."""
     local = {spec.local(d): d for d in spec.depends_on}
     if isinstance(spec, Step):
-        for p in step_params(spec.fn):
-            if local.get(p.name, p.name) != p.name or p.name in spec.bound:
-                continue  # an aliased name (a namespaced node keeps its body's names)
-            if p.name not in known and (p.name in spec.params or p.default is p.empty):
-                raise GraphError(
-                    f"{where}: step '{spec.name}' parameter '{p.name}' names no node"
-                    f"{did_you_mean(p.name, known)}."
-                )
+        _check_step_params_name_nodes(where, spec, local, known)
+    _check_dependencies(where, spec, known)
+    _check_condition(where, spec, local)
+    prompt_spec = spec.proto if isinstance(spec, MapSplit) else spec
+    if isinstance(prompt_spec, AgentTask):
+        _check_prompt(where, spec, prompt_spec, known)
+    elif isinstance(spec, Step):
+        _check_step_params_are_dependencies(where, spec, local)
+    if isinstance(spec, MapSplit):
+        _check_map(where, spec, known)
+
+
+def _check_step_params_name_nodes(
+    where: str, spec: Step, local: Mapping[str, str], known: Mapping[str, NodeSpec]
+) -> None:
+    for p in step_params(spec.fn):
+        if local.get(p.name, p.name) != p.name or p.name in spec.bound:
+            continue  # an aliased name (a namespaced node keeps its body's names)
+        if p.name not in known and (p.name in spec.params or p.default is p.empty):
+            raise GraphError(
+                f"{where}: step '{spec.name}' parameter '{p.name}' names no node"
+                f"{did_you_mean(p.name, known)}."
+            )
+
+
+def _check_dependencies(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
     for dep in spec.depends_on:
         if dep == spec.name:
             raise GraphError(f"{where}: node '{spec.name}' depends on itself.")
@@ -597,53 +615,64 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
             raise GraphError(
                 f"{where}: node '{spec.name}' lists '{dep}' as optional but does not depend on it."
             )
-    if spec.when is not None:
-        for p in step_params(spec.when):
-            if p.name not in local and p.default is p.empty:
+
+
+def _check_condition(where: str, spec: NodeSpec, local: Mapping[str, str]) -> None:
+    if spec.when is None:
+        return
+    for p in step_params(spec.when):
+        if p.name not in local and p.default is p.empty:
+            raise GraphError(
+                f"{where}: node '{spec.name}' condition parameter '{p.name}' is not one of "
+                f"its dependencies ({', '.join(local) or 'none'})."
+            )
+
+
+def _check_prompt(
+    where: str, spec: NodeSpec, prompt_spec: AgentTask, known: Mapping[str, NodeSpec]
+) -> None:
+    plocal = {prompt_spec.local(d): d for d in prompt_spec.depends_on}
+    extra = ("item", "index") if prompt_spec is not spec else ()
+    for ph in prompt_spec.placeholders():
+        if ph not in plocal and ph not in extra:
+            deps = ", ".join(plocal) or "none"
+            raise GraphError(
+                f"{where}: node '{spec.name}' prompt placeholder '{{{ph}}}' is not one of "
+                f"its dependencies ({deps}); add it to depends_on or escape it as "
+                f"'{{{{{ph}}}}}'."
+            )
+    for field in prompt_fields(prompt_spec.prompt):
+        root = field.split(".", 1)[0].split("[", 1)[0]
+        if root in plocal:
+            check_field(
+                f"{where}: node '{spec.name}'",
+                "prompt placeholder",
+                field,
+                output_model(known.get(plocal[root])),
+                shown="{" + field + "}",
+            )
+
+
+def _check_step_params_are_dependencies(where: str, spec: Step, local: Mapping[str, str]) -> None:
+    for p in step_params(spec.fn):
+        if p.name not in local and p.default is p.empty and p.name not in spec.bound:
+            raise GraphError(
+                f"{where}: step '{spec.name}' parameter '{p.name}' is not among its "
+                f"dependencies ({', '.join(spec.depends_on) or 'none'})."
+            )
+
+
+def _check_map(where: str, spec: MapSplit, known: Mapping[str, NodeSpec]) -> None:
+    source = known.get(spec.depends_on[0]) if spec.depends_on else None
+    check_field(f"{where}: map '{spec.map_name}'", "over", spec.over, output_model(source))
+    if isinstance(spec.proto, Step):
+        item_locals = {spec.proto.local(d) for d in spec.proto.depends_on}
+        for p in step_params(spec.proto.fn):
+            if p.name not in item_locals | {"item", "index"} and p.default is p.empty:
                 raise GraphError(
-                    f"{where}: node '{spec.name}' condition parameter '{p.name}' is not one of "
-                    f"its dependencies ({', '.join(local) or 'none'})."
+                    f"{where}: map '{spec.map_name}' function parameter '{p.name}' names "
+                    f"no node{did_you_mean(p.name, known)}."
                 )
-    prompt_spec = spec.proto if isinstance(spec, MapSplit) else spec
-    if isinstance(prompt_spec, AgentTask):
-        plocal = {prompt_spec.local(d): d for d in prompt_spec.depends_on}
-        extra = ("item", "index") if prompt_spec is not spec else ()
-        for ph in prompt_spec.placeholders():
-            if ph not in plocal and ph not in extra:
-                deps = ", ".join(plocal) or "none"
-                raise GraphError(
-                    f"{where}: node '{spec.name}' prompt placeholder '{{{ph}}}' is not one of "
-                    f"its dependencies ({deps}); add it to depends_on or escape it as "
-                    f"'{{{{{ph}}}}}'."
-                )
-        for field in prompt_fields(prompt_spec.prompt):
-            root = field.split(".", 1)[0].split("[", 1)[0]
-            if root in plocal:
-                check_field(
-                    f"{where}: node '{spec.name}'",
-                    "prompt placeholder",
-                    field,
-                    output_model(known.get(plocal[root])),
-                    shown="{" + field + "}",
-                )
-    elif isinstance(spec, Step):
-        for p in step_params(spec.fn):
-            if p.name not in local and p.default is p.empty and p.name not in spec.bound:
-                raise GraphError(
-                    f"{where}: step '{spec.name}' parameter '{p.name}' is not among its "
-                    f"dependencies ({', '.join(spec.depends_on) or 'none'})."
-                )
-    if isinstance(spec, MapSplit):
-        source = known.get(spec.depends_on[0]) if spec.depends_on else None
-        check_field(f"{where}: map '{spec.map_name}'", "over", spec.over, output_model(source))
-        if isinstance(spec.proto, Step):
-            item_locals = {spec.proto.local(d) for d in spec.proto.depends_on}
-            for p in step_params(spec.proto.fn):
-                if p.name not in item_locals | {"item", "index"} and p.default is p.empty:
-                    raise GraphError(
-                        f"{where}: map '{spec.map_name}' function parameter '{p.name}' names "
-                        f"no node{did_you_mean(p.name, known)}."
-                    )
 
 
 def prompt_fields(template: str) -> list[str]:

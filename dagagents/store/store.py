@@ -821,17 +821,9 @@ def manifest_problem(manifest: Any) -> str | None:
         if name in manifest and _bad_type(manifest[name], types, optional=name == "wall"):
             return f"'{name}' is a {_what(manifest[name])}"
     for node, record in manifest.get("nodes", {}).items():
-        if not isinstance(record, dict):
-            return f"node '{node}' is a {_what(record)}, not an object"
-        for name, types in _NODE_FIELDS.items():
-            if name in record and _bad_type(record[name], types, optional=True):
-                return f"'nodes.{node}.{name}' is a {_what(record[name])}"
-        usage = record.get("usage") or {}
-        for name, count in usage.items():
-            if _bad_type(count, _NUMBER, optional=True):
-                return f"'nodes.{node}.usage.{name}' is a {_what(count)}"
-        if not all(isinstance(d, str) for d in record.get("depends_on") or ()):
-            return f"'nodes.{node}.depends_on' holds a non-string"
+        problem = _node_record_problem(node, record)
+        if problem is not None:
+            return problem
     for edge in manifest.get("edges", []):
         if not (
             isinstance(edge, list) and len(edge) == 2 and all(isinstance(x, str) for x in edge)
@@ -840,6 +832,22 @@ def manifest_problem(manifest: Any) -> str | None:
     for node, spec in manifest.get("specs", {}).items():
         if not isinstance(spec, dict):
             return f"'specs.{node}' is a {_what(spec)}, not an object"
+    return None
+
+
+def _node_record_problem(node: str, record: Any) -> str | None:
+    """What is wrong with one node's record in a manifest, None if nothing."""
+    if not isinstance(record, dict):
+        return f"node '{node}' is a {_what(record)}, not an object"
+    for name, types in _NODE_FIELDS.items():
+        if name in record and _bad_type(record[name], types, optional=True):
+            return f"'nodes.{node}.{name}' is a {_what(record[name])}"
+    usage = record.get("usage") or {}
+    for name, count in usage.items():
+        if _bad_type(count, _NUMBER, optional=True):
+            return f"'nodes.{node}.usage.{name}' is a {_what(count)}"
+    if not all(isinstance(d, str) for d in record.get("depends_on") or ()):
+        return f"'nodes.{node}.depends_on' holds a non-string"
     return None
 
 
