@@ -587,19 +587,11 @@ class FakeAnthropic:
                 self.in_flight -= 1
             record.finished = time.monotonic()
 
-    async def _respond(
-        self,
-        record: RecordedRequest,
-        headers: dict[str, str],
-        raw: bytes,
-        writer: asyncio.StreamWriter,
-    ) -> bool:
+    async def _route_elsewhere(
+        self, record: RecordedRequest, path: str, writer: asyncio.StreamWriter
+    ) -> bool | None:
+        """Answer every request that is not a valid JSON POST to /v1/messages; None for those."""
         body = record.body
-        if self.api_key is not None and not _auth_ok(headers, self.api_key):
-            return await self._error(
-                writer, record, 401, "authentication_error", "invalid x-api-key"
-            )
-        path = record.path.split("?", 1)[0]
         if path == "/_fake/usage" and record.method == "GET":
             # Not an API route: the server's accounting, for a test or benchmark that runs the
             # server in another process (`python -m dagagents.testing`).
@@ -629,6 +621,43 @@ class FakeAnthropic:
             return await self._error(
                 writer, record, 404, "not_found_error", f"Not found: {record.path}"
             )
+        return None
+
+    async def _rate_limited(
+        self, writer: asyncio.StreamWriter, record: RecordedRequest, kind: str, wait: float
+    ) -> bool:
+        retry = {"retry-after": str(max(1, math.ceil(wait)))}
+        if self._retry_after_ms:
+            retry["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+        noun = {
+            "requests": "requests",
+            "input-tokens": "input tokens",
+            "output-tokens": "output tokens",
+        }[kind]
+        limit = int(self._buckets[kind].limit)
+        text_ = (
+            f"This request would exceed your organization's rate limit of {limit} {noun} "
+            "per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits."
+        )
+        return await self._error(writer, record, 429, "rate_limit_error", text_, retry)
+
+    async def _respond(
+        self,
+        record: RecordedRequest,
+        headers: dict[str, str],
+        raw: bytes,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        body = record.body
+        if self.api_key is not None and not _auth_ok(headers, self.api_key):
+            return await self._error(
+                writer, record, 401, "authentication_error", "invalid x-api-key"
+            )
+        path = record.path.split("?", 1)[0]
+        routed = await self._route_elsewhere(record, path, writer)
+        if routed is not None:
+            return routed
+        assert isinstance(body, dict)  # _route_elsewhere answered every other body
         problem = _validate(body)
         if problem:
             return await self._error(writer, record, 400, "invalid_request_error", problem)
@@ -647,21 +676,7 @@ class FakeAnthropic:
         # ITPM counts uncached input and cache writes, not cache reads (as the API does).
         limited = self._admit(body, self.cache.decide(body, commit=False).billed_input)
         if limited is not None:
-            kind, wait = limited
-            retry = {"retry-after": str(max(1, math.ceil(wait)))}
-            if self._retry_after_ms:
-                retry["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
-            noun = {
-                "requests": "requests",
-                "input-tokens": "input tokens",
-                "output-tokens": "output tokens",
-            }[kind]
-            limit = int(self._buckets[kind].limit)
-            text_ = (
-                f"This request would exceed your organization's rate limit of {limit} {noun} "
-                "per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits."
-            )
-            return await self._error(writer, record, 429, "rate_limit_error", text_, retry)
+            return await self._rate_limited(writer, record, *limited)
 
         message, decision, latency = self.make_message(body)
         if "output-tokens" in self._buckets:
