@@ -144,44 +144,49 @@ def fold_events(events: Iterable[Mapping[str, Any]]) -> dict[str, NodeRecord]:
             continue
         n = node(name)
         t = float(e.get("t") or 0.0)
-        if kind == "node_start":
-            n.status, n.start = "running", t
-            n.kind = e.get("kind") or n.kind
-            n.agent, n.model = e.get("agent"), e.get("model")
-        elif kind == "cache_hit":
-            n.status, n.start, n.end = "cached", t, t
-            n.key = e.get("key")
-            n.cost_usd = float(e.get("saved_cost") or 0.0)
-        elif kind == "node_complete":
-            n.status, n.end = "done", t
-            if e.get("duration") is not None:
-                n.start = t - float(e["duration"])
-            n.key = e.get("key") or n.key
-            n.model = e.get("model") or n.model
-            n.usage = Usage.model_validate(e.get("usage") or {})
-            n.cost_usd = float(e.get("cost") or 0.0)
-            n.calls = int(e.get("calls") or (1 if e.get("usage") else 0))
-        elif kind == "node_error":
-            n.error = e.get("error")
-            n.status = "cancelled" if n.error in ("cancelled", "interrupted") else "failed"
-            if n.start is not None:
-                n.end = t
-        elif kind == "node_waiting":
-            n.status, n.key = "waiting", e.get("key") or n.key
-        elif kind == "node_skipped":
-            n.status, n.because = "skipped", e.get("because")
-        elif kind == "retry":
-            n.retries += 1
-        elif kind == "tool_call":
-            n.tool_calls += 1
-        elif kind == "llm_call":
-            calls[name] += 1
-            n.saved_cache_usd += float(e.get("saved_cache") or 0.0)
-            n.saved_batch_usd += float(e.get("saved_batch") or 0.0)
-            n.batch_calls += 1 if e.get("batch") else 0
+        _apply(n, kind, e, t, calls)
     for name, count in calls.items():
         nodes[name].calls = count
     return nodes
+
+
+def _apply(n: NodeRecord, kind: str, e: Mapping[str, Any], t: float, calls: Counter[str]) -> None:
+    """One trace event's change to its node's record (`calls` counts LLM calls by node)."""
+    if kind == "node_start":
+        n.status, n.start = "running", t
+        n.kind = e.get("kind") or n.kind
+        n.agent, n.model = e.get("agent"), e.get("model")
+    elif kind == "cache_hit":
+        n.status, n.start, n.end = "cached", t, t
+        n.key = e.get("key")
+        n.cost_usd = float(e.get("saved_cost") or 0.0)
+    elif kind == "node_complete":
+        n.status, n.end = "done", t
+        if e.get("duration") is not None:
+            n.start = t - float(e["duration"])
+        n.key = e.get("key") or n.key
+        n.model = e.get("model") or n.model
+        n.usage = Usage.model_validate(e.get("usage") or {})
+        n.cost_usd = float(e.get("cost") or 0.0)
+        n.calls = int(e.get("calls") or (1 if e.get("usage") else 0))
+    elif kind == "node_error":
+        n.error = e.get("error")
+        n.status = "cancelled" if n.error in ("cancelled", "interrupted") else "failed"
+        if n.start is not None:
+            n.end = t
+    elif kind == "node_waiting":
+        n.status, n.key = "waiting", e.get("key") or n.key
+    elif kind == "node_skipped":
+        n.status, n.because = "skipped", e.get("because")
+    elif kind == "retry":
+        n.retries += 1
+    elif kind == "tool_call":
+        n.tool_calls += 1
+    elif kind == "llm_call":
+        calls[n.name] += 1
+        n.saved_cache_usd += float(e.get("saved_cache") or 0.0)
+        n.saved_batch_usd += float(e.get("saved_batch") or 0.0)
+        n.batch_calls += 1 if e.get("batch") else 0
 
 
 class RunFailed(DagAgentsError):
