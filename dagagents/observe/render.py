@@ -233,6 +233,15 @@ def to_mermaid(d: Diagram) -> str:
         lines.append(f'    subgraph c{index} ["{_mermaid_text(label)}"]')
         lines.extend(node_line(n, d.nodes[n], "        ") for n in members)
         lines.append("    end")
+    links, critical_links = _mermaid_links(d, ids)
+    lines.extend(links)
+    lines.extend(_mermaid_styles(d, ids, critical_links))
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_links(d: Diagram, ids: dict[str, str]) -> tuple[list[str], list[int]]:
+    """The flowchart's links (edges, then planned ones) and the indices of critical ones."""
+    lines: list[str] = []
     critical = d.critical_edges
     critical_links: list[int] = []
     for index, (src, dst) in enumerate(e for e in d.edges if e[0] in ids and e[1] in ids):
@@ -246,6 +255,12 @@ def to_mermaid(d: Diagram) -> str:
             if (src, dst) in critical:
                 critical_links.append(link)
             link += 1
+    return lines, critical_links
+
+
+def _mermaid_styles(d: Diagram, ids: dict[str, str], critical_links: list[int]) -> list[str]:
+    """Class definitions, each node's class by status, and the critical path's styles."""
+    lines: list[str] = []
     for status, fill in FILL.items():
         stroke = f"{FAILED_BORDER},stroke-width:2px" if status == "failed" else "#555"
         lines.append(f"    classDef {status} fill:{fill},stroke:{stroke},color:#000")
@@ -269,7 +284,7 @@ def to_mermaid(d: Diagram) -> str:
         lines.append(
             f"    linkStyle {','.join(map(str, critical_links))} stroke:{CRITICAL},stroke-width:3px"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _mermaid_text(text: str) -> str:
