@@ -72,6 +72,12 @@ class LiveProgress:
             name = str(node)
             self.text[name] = (self.text.get(name, "") + event["text"])[-TAIL_CHARS:]
             return
+        if self._run_event(kind, event) or node is None:
+            return
+        self._node_event(kind, node, event)
+
+    def _run_event(self, kind: str, event: dict[str, Any]) -> bool:
+        """Apply an event about the whole run or its batches; False if it is not one."""
         if kind == "run_start":
             self.total = event["nodes"]
         elif kind == "expand":
@@ -82,9 +88,13 @@ class LiveProgress:
                 self.detail[name] = f"in batch {event['batch_id'][-8:]}"
         elif kind == "batch_status" and event.get("batch_id") in self.batches:
             self.batches[event["batch_id"]] = str(event.get("status"))
-        elif node is None:
-            return
-        elif kind == "batch_wait":
+        else:
+            return False
+        return True
+
+    def _node_event(self, kind: str, node: str, event: dict[str, Any]) -> None:
+        """Apply an event about one node."""
+        if kind == "batch_wait":
             self.detail[node] = "waiting for the next batch"
         elif kind == "cache_warm" and not event.get("gave_up"):
             for name in event.get("followers") or ():
