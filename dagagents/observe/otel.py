@@ -83,6 +83,23 @@ class OtelListener:
         span.set_status(Status(StatusCode.ERROR, message))
         span.set_attribute("error.type", error_type)
 
+    def _tool_span(self, event: dict[str, Any], node: str, ts: float) -> None:
+        duration = float(event.get("duration") or 0.0)
+        span = self._span(
+            f"execute_tool {event.get('tool', '')}",
+            self.nodes.get(node, self.run_span),
+            ts - duration,
+            {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": event.get("tool"),
+                "gen_ai.tool.type": "function",
+                "dagagents.node": node,
+            },
+        )
+        if event.get("error"):
+            self._error(span, str(event["error"]), "tool_error")
+        span.end(end_time=_ns(ts))
+
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         ts = float(event["ts"])
@@ -138,21 +155,7 @@ class OtelListener:
             )
             span.end(end_time=_ns(ts))
         elif kind == "tool_call" and node:
-            duration = float(event.get("duration") or 0.0)
-            span = self._span(
-                f"execute_tool {event.get('tool', '')}",
-                self.nodes.get(node, self.run_span),
-                ts - duration,
-                {
-                    "gen_ai.operation.name": "execute_tool",
-                    "gen_ai.tool.name": event.get("tool"),
-                    "gen_ai.tool.type": "function",
-                    "dagagents.node": node,
-                },
-            )
-            if event.get("error"):
-                self._error(span, str(event["error"]), "tool_error")
-            span.end(end_time=_ns(ts))
+            self._tool_span(event, node, ts)
         elif kind == "retry" and node in self.nodes:
             self.nodes[node].add_event(
                 "retry",
