@@ -11,7 +11,7 @@ from rich.text import Text
 
 from dagagents.cli.app import app, console, user_errors
 from dagagents.observe.progress import STYLE
-from dagagents.observe.summary import RunData, Summary, load_run, summarize
+from dagagents.observe.summary import AgentStats, RunData, Summary, load_run, summarize
 
 trace_app = typer.Typer(
     help="Read a run's trace: summary figures or the event timeline.", no_args_is_help=True
@@ -55,6 +55,20 @@ def show_command(
 
 
 # ------------------------------------------------------------------ renderables
+def _agent_notes(a: AgentStats) -> str:
+    """The notes column of one agent's row: cached, failed, retries, tools."""
+    notes = []
+    if a.cached:
+        notes.append(f"{a.cached} cached")
+    if a.failed:
+        notes.append(f"{a.failed} failed")
+    if a.retries:
+        notes.append(f"{a.retries} retr" + ("y" if a.retries == 1 else "ies"))
+    if a.tools:
+        notes.append("tools " + ", ".join(f"{t}x{c}" for t, c in sorted(a.tools.items())))
+    return "; ".join(notes)
+
+
 def summary_renderable(s: Summary) -> RenderableType:
     """The summary as rich tables (also used after `dagagents run` by extensions)."""
     parts: list[RenderableType] = []
@@ -85,15 +99,6 @@ def summary_renderable(s: Summary) -> RenderableType:
         agents.add_column(col, justify="left" if col in ("agent", "model") else "right")
     agents.add_column("notes")
     for a in s.agents:
-        notes = []
-        if a.cached:
-            notes.append(f"{a.cached} cached")
-        if a.failed:
-            notes.append(f"{a.failed} failed")
-        if a.retries:
-            notes.append(f"{a.retries} retr" + ("y" if a.retries == 1 else "ies"))
-        if a.tools:
-            notes.append("tools " + ", ".join(f"{t}x{c}" for t, c in sorted(a.tools.items())))
         agents.add_row(
             a.agent,
             ", ".join(a.models),
@@ -103,7 +108,7 @@ def summary_renderable(s: Summary) -> RenderableType:
             f"${a.cost:.4f}",
             f"{a.p50:.2f}s" if a.nodes > a.failed else "–",
             f"{a.p95:.2f}s" if a.nodes > a.failed else "–",
-            "; ".join(notes),
+            _agent_notes(a),
         )
     parts.append(agents)
 
