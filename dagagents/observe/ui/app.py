@@ -45,6 +45,60 @@ def _json(data: Any, status: int = 200) -> Response:
     )
 
 
+async def _stream(feed: LiveRun | TraceFeed) -> AsyncIterator[dict[str, str]]:
+    """A run's events as server-sent events, polled until the run ends."""
+    cursor = 0
+    while True:
+        batch, cursor, finished = feed.since(cursor)
+        if batch:
+            yield {"event": "events", "data": orjson.dumps(batch, default=str).decode()}
+        if finished:
+            yield {"event": "end", "data": "{}"}
+            return
+        await asyncio.sleep(POLL)
+
+
+def _node_records(store: Store | None, live: LiveRun | None, run_id: str) -> dict[str, Any]:
+    """The node records of run `run_id` as JSON (UserError when there is no such run)."""
+    if live is not None and live.run_id == run_id:
+        return {n: r.to_json() for n, r in fold_events(live.events).items()}
+    if store is None:
+        raise UserError(f"no run '{run_id}' here")
+    resolved = store.resolve_run(run_id)
+    return run_nodes(store, resolved, store.read_manifest(resolved))
+
+
+def _run_graph(store: Store | None, live: LiveRun | None, run_id: str) -> Response:
+    """The graph of run `run_id` as JSON (404 when there is no such run)."""
+    if live is not None and live.run_id == run_id:
+        return _json(live.graph())
+    if store is None:
+        return _json({"error": f"no run '{run_id}' here"}, 404)
+    try:
+        return _json(store_graph(store, run_id))
+    except UserError as exc:
+        return _json({"error": str(exc)}, 404)
+
+
+async def _decide(approve: Approve | None, request: Request) -> Response:
+    """Record the approval decision a POST carries for a waiting node."""
+    run_id, name = request.path_params["run"], request.path_params["node"]
+    if approve is None:
+        return _json({"error": "approvals are not available here"}, 404)
+    try:
+        body = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError:
+        return _json({"error": "the request body is not JSON"}, 400)
+    approved = request.path_params["decision"] == "approve"
+    try:
+        done = approve(run_id, name, approved, body.get("value"), body.get("reason"))
+        if done is not None:
+            await done
+    except UserError as exc:
+        return _json({"error": str(exc)}, 409)
+    return _json({"ok": True, "node": name, "approved": approved})
+
+
 def create_app(
     store: Store | None = None,
     live: LiveRun | None = None,
@@ -70,15 +124,7 @@ def create_app(
         return _json({"runs": run_list(store, live)})
 
     async def graph(request: Request) -> Response:
-        run_id = request.path_params["run"]
-        if live is not None and live.run_id == run_id:
-            return _json(live.graph())
-        if store is None:
-            return _json({"error": f"no run '{run_id}' here"}, 404)
-        try:
-            return _json(store_graph(store, run_id))
-        except UserError as exc:
-            return _json({"error": str(exc)}, 404)
+        return _run_graph(store, live, request.path_params["run"])
 
     async def events(request: Request) -> Response:
         run_id = request.path_params["run"]
@@ -86,32 +132,14 @@ def create_app(
             feed = feed_for(run_id)
         except UserError as exc:
             return _json({"error": str(exc)}, 404)
-
-        async def stream() -> AsyncIterator[dict[str, str]]:
-            cursor = 0
-            while True:
-                batch, cursor, finished = feed.since(cursor)
-                if batch:
-                    yield {"event": "events", "data": orjson.dumps(batch, default=str).decode()}
-                if finished:
-                    yield {"event": "end", "data": "{}"}
-                    return
-                await asyncio.sleep(POLL)
-
-        return EventSourceResponse(stream(), ping=10)
+        return EventSourceResponse(_stream(feed), ping=10)
 
     async def node(request: Request) -> Response:
         run_id, name = request.path_params["run"], request.path_params["node"]
-        if live is not None and live.run_id == run_id:
-            records = {n: r.to_json() for n, r in fold_events(live.events).items()}
-        elif store is not None:
-            try:
-                resolved = store.resolve_run(run_id)
-                records = run_nodes(store, resolved, store.read_manifest(resolved))
-            except UserError as exc:
-                return _json({"error": str(exc)}, 404)
-        else:
-            return _json({"error": f"no run '{run_id}' here"}, 404)
+        try:
+            records = _node_records(store, live, run_id)
+        except UserError as exc:
+            return _json({"error": str(exc)}, 404)
         record = records.get(name)
         if record is None:
             return _json({"node": name, "status": "pending", "output": None, "note": "not run"})
@@ -121,21 +149,7 @@ def create_app(
         return _json(out)
 
     async def decide(request: Request) -> Response:
-        run_id, name = request.path_params["run"], request.path_params["node"]
-        if approve is None:
-            return _json({"error": "approvals are not available here"}, 404)
-        try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            return _json({"error": "the request body is not JSON"}, 400)
-        approved = request.path_params["decision"] == "approve"
-        try:
-            done = approve(run_id, name, approved, body.get("value"), body.get("reason"))
-            if done is not None:
-                await done
-        except UserError as exc:
-            return _json({"error": str(exc)}, 409)
-        return _json({"ok": True, "node": name, "approved": approved})
+        return await _decide(approve, request)
 
     routes = [
         Route("/", page),
