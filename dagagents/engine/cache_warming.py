@@ -105,6 +105,33 @@ class CacheWarmer:
         price = self.pricing.lookup(model)
         return price.min_cache_tokens if price is not None else 1024
 
+    def _lead_began(self, key: str, lead: _Lead, when: float, emit: Emit | None) -> None:
+        """The leader's response began: release its followers (when it still leads)."""
+        if self._leads.get(key) is not lead:
+            return
+        del self._leads[key]
+        if not lead.begun.done():
+            lead.begun.set_result(True)
+        if lead.followers:
+            self.saved_writes += len(lead.followers)
+            if emit is not None:
+                emit(
+                    "cache_warm",
+                    node=lead.leader,
+                    leader=lead.leader,
+                    followers=list(lead.followers),
+                    prefix_tokens=lead.tokens,
+                    wait=round(when - lead.started, 6),
+                )
+
+    def _lead_failed(self, key: str, lead: _Lead) -> None:
+        """The leader failed before its response began: a follower takes the lead."""
+        if self._leads.get(key) is not lead:
+            return
+        del self._leads[key]
+        if not lead.begun.done():
+            lead.begun.set_result(False)
+
     @contextlib.asynccontextmanager
     async def gate(
         self, request: Request, *, node: str | None = None, emit: Emit | None = None
@@ -142,15 +169,7 @@ class CacheWarmer:
             remaining = self.max_wait - (now - waited_since)
             if remaining <= 0:
                 if emit is not None:
-                    emit(
-                        "cache_warm",
-                        node=node,
-                        leader=current.leader,
-                        followers=[node],
-                        prefix_tokens=tokens,
-                        wait=round(now - waited_since, 6),
-                        gave_up=True,
-                    )
+                    _emit_gave_up(emit, node, current, tokens, round(now - waited_since, 6))
                 break  # waited long enough: write it ourselves
             try:
                 await asyncio.wait_for(asyncio.shield(current.begun), remaining)
@@ -165,26 +184,24 @@ class CacheWarmer:
             signalled = True
             when = time.monotonic()
             self._warm[key] = max(self._warm.get(key, 0.0), when + ttl - _MARGIN)
-            if lead is not None and self._leads.get(key) is lead:
-                del self._leads[key]
-                if not lead.begun.done():
-                    lead.begun.set_result(True)
-                if lead.followers:
-                    self.saved_writes += len(lead.followers)
-                    if emit is not None:
-                        emit(
-                            "cache_warm",
-                            node=lead.leader,
-                            leader=lead.leader,
-                            followers=list(lead.followers),
-                            prefix_tokens=lead.tokens,
-                            wait=round(when - lead.started, 6),
-                        )
+            if lead is not None:
+                self._lead_began(key, lead, when, emit)
 
         try:
             yield begun
         finally:
-            if lead is not None and not signalled and self._leads.get(key) is lead:
-                del self._leads[key]  # failed before it began: a follower takes the lead
-                if not lead.begun.done():
-                    lead.begun.set_result(False)
+            if lead is not None and not signalled:
+                self._lead_failed(key, lead)
+
+
+def _emit_gave_up(emit: Emit, node: str | None, current: _Lead, tokens: int, wait: float) -> None:
+    """A follower waited `max_wait` for `current`'s leader and writes the prefix itself."""
+    emit(
+        "cache_warm",
+        node=node,
+        leader=current.leader,
+        followers=[node],
+        prefix_tokens=tokens,
+        wait=wait,
+        gave_up=True,
+    )
