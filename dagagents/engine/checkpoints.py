@@ -149,9 +149,9 @@ class PastRuns:
     usage: dict[str, dict[str, int]] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
 
-    def add(self, manifest: Mapping[str, Any]) -> None:
+    def add(self, manifest: Mapping[str, Any]) -> bool:
         """Fold in one manifest, newest first: a node cached in a newer run (no duration)
-        takes its duration from an older one."""
+        takes its duration from an older one. Whether it supplied any."""
         used = False
         for name, node in manifest.get("nodes", {}).items():
             if node.get("status") != "done" or not node.get("duration"):
@@ -163,18 +163,21 @@ class PastRuns:
                 used = True
         if used:
             self.runs.append(str(manifest["run_id"]))
+        return used
 
 
 def previous_durations(
     store: Store, graph_name: str, nodes: Iterable[str] = (), lookback: int = 20
 ) -> dict[str, float]:
     """Node durations from recent finished runs of the same graph in `store`, newest first;
-    stops reading older manifests once every one of `nodes` has one."""
+    stops reading older manifests once every one of `nodes` has one, or at one that adds
+    nothing (a node that never completes, e.g. skipped by its condition, costs one read more,
+    not `lookback`: every manifest read at the start of a run is a parse of the whole run)."""
     past = PastRuns()
     wanted = set(nodes)
     for manifest in store.recent_manifests(graph_name, lookback=lookback, finished=True):
-        past.add(manifest)
-        if wanted <= past.durations.keys():
+        added = past.add(manifest)
+        if wanted <= past.durations.keys() or (past.runs and not added):
             break
     return past.durations
 
