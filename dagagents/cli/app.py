@@ -43,6 +43,14 @@ app = typer.Typer(
 # (`[bold]`, `data[/old].py`, `dagagents[dask]` are text, never styles). Styling is done
 # with `Text` objects (see `styled`), which cannot be injected into.
 console = Console(width=None if sys.stdout.isatty() else 140, markup=False)
+
+# Graph inputs, the same two options wherever a graph is run (`run`, `bench`).
+InputOption = Annotated[
+    list[str] | None, typer.Option("--input", help="A graph input, NAME=VALUE (repeatable).")
+]
+InputsFileOption = Annotated[
+    Path | None, typer.Option("--inputs", help="A JSON object of graph inputs.")
+]
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140, markup=False)
 
 

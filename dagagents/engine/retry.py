@@ -79,7 +79,7 @@ class RetryPolicy:
 
     def wait_seconds(self, attempt: int, error: BaseException | None, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        retry_after = getattr(error, "retry_after", None)
+        retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None and retry_after > 0:
             # Never sooner than asked; a little later so retries do not arrive in lockstep.
             return retry_after + rng.uniform(0.0, min(1.0, 0.1 * retry_after + 0.05))

@@ -396,7 +396,7 @@ def body_output(body: Graph) -> str:
     """The node whose output is a body graph's output: `Graph(output=...)` or its only sink."""
     if body.output is not None:
         return body.output
-    sinks = [
+    sinks: list[str] = [
         n for n in body.nx if body.nx.out_degree(n) == 0 and not isinstance(body.specs[n], Input)
     ]
     if len(sinks) != 1:

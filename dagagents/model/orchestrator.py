@@ -251,7 +251,8 @@ class Orchestrator:
         run_options.setdefault("store", None)
         result = self.plan_graph(task).run(**run_options)
         result.raise_for_status()
-        return result.outputs[PLAN_NODE]
+        plan: Plan = result.outputs[PLAN_NODE]
+        return plan
 
     def preview(self, task: str, plan: Plan, *, name: str = "orchestrator") -> Graph:
         """The graph a run of `graph(task)` becomes once the planner answers `plan`: the

@@ -34,9 +34,7 @@ def input_model(fn: Callable[..., Any]) -> type[BaseModel]:
         annotation = hints.get(pname, Any)
         default = ... if param.default is param.empty else param.default
         fields[pname] = (annotation, default)
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        f"{fn.__name__}_input", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    return create_model(f"{fn.__name__}_input", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def tool_schema(fn: Callable[..., Any]) -> dict[str, Any]:

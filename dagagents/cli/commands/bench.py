@@ -9,7 +9,15 @@ import orjson
 import typer
 from rich.table import Table
 
-from dagagents.cli.app import app, console, load_target, safe_filename, user_errors
+from dagagents.cli.app import (
+    InputOption,
+    InputsFileOption,
+    app,
+    console,
+    load_target,
+    safe_filename,
+    user_errors,
+)
 
 
 @app.command("bench")
@@ -31,13 +39,8 @@ def bench_command(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write figures here.")
     ] = None,
-    input_: Annotated[
-        list[str] | None,
-        typer.Option("--input", help="A graph input, NAME=VALUE (repeatable)."),
-    ] = None,
-    inputs_file: Annotated[
-        Path | None, typer.Option("--inputs", help="A JSON object of graph inputs.")
-    ] = None,
+    input_: InputOption = None,
+    inputs_file: InputsFileOption = None,
 ) -> None:
     """Run a graph in parallel and one node at a time (simulated provider, or a recorded
     run's durations); print wall times, the lower bound, speedup and efficiency."""

@@ -17,6 +17,8 @@ from dagagents.cli.app import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_WAITING,
+    InputOption,
+    InputsFileOption,
     app,
     console,
     load_target,
@@ -88,13 +90,8 @@ def run(
             "(default: grows with the agent's max_tokens)."
         ),
     ] = None,
-    input_: Annotated[
-        list[str] | None,
-        typer.Option("--input", help="A graph input, NAME=VALUE (repeatable)."),
-    ] = None,
-    inputs_file: Annotated[
-        Path | None, typer.Option("--inputs", help="A JSON object of graph inputs.")
-    ] = None,
+    input_: InputOption = None,
+    inputs_file: InputsFileOption = None,
     limits: Annotated[
         str | None,
         typer.Option(

@@ -184,8 +184,9 @@ class DaskExecutor(Executor):
         distributed = require_distributed()
         given = self._given
         if isinstance(given, distributed.Client) and given.asynchronous:
-            self._client = given  # already on this event loop
-            return given
+            ready: Client = given  # already on this event loop
+            self._client = ready
+            return ready
         if isinstance(given, distributed.Client):
             # A sync client lives on its own thread's loop; talk to its scheduler from ours.
             address = given.scheduler.address
@@ -200,7 +201,7 @@ class DaskExecutor(Executor):
                 f"not {type(given).__name__}."
             )
         try:
-            client = await distributed.Client(
+            client: Client = await distributed.Client(
                 address,
                 asynchronous=True,
                 security=security,
@@ -230,7 +231,7 @@ class DaskExecutor(Executor):
         options.update(self.cluster_options)
         cluster = await distributed.LocalCluster(asynchronous=True, **options)
         self._owned.append(cluster)
-        client = await distributed.Client(cluster, asynchronous=True, set_as_default=False)
+        client: Client = await distributed.Client(cluster, asynchronous=True, set_as_default=False)
         self._owned.append(client)
         self._client = client
         return client
@@ -376,7 +377,11 @@ class DaskExecutor(Executor):
             try:
                 return await future
             except asyncio.CancelledError:
-                self._in_background(client.cancel([future], reason="dagagents node cancelled"))
+                # distributed leaves Client.cancel unannotated.
+                cancelling = client.cancel(  # type: ignore[no-untyped-call]
+                    [future], reason="dagagents node cancelled"
+                )
+                self._in_background(cancelling)
                 raise
             except distributed.KilledWorker as exc:
                 if resubmitted >= self.killed_worker_retries:
@@ -393,7 +398,9 @@ class DaskExecutor(Executor):
                     f"node '{node}' failed: Dask cancelled its task ({exc.reason})."
                 ) from None
             finally:
-                future.release()  # a dead worker must not make the scheduler recompute it
+                # A dead worker must not make the scheduler recompute it; distributed leaves
+                # Future.release unannotated.
+                future.release()  # type: ignore[no-untyped-call]
 
     def _in_background(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -434,7 +441,7 @@ class DaskExecutor(Executor):
             return cached[1]
         self._ship_module_of(spec.fn)
         try:
-            blob = cloudpickle.dumps(spec.fn)
+            blob: bytes = cloudpickle.dumps(spec.fn)
         except Exception as exc:
             raise UserError(
                 f"step '{spec.name}' cannot be sent to Dask workers ({_one_line(exc)})."
@@ -584,7 +591,10 @@ def _ship_loaded_modules(forced: tuple[str, ...]) -> None:
 
 
 async def _workers(client: Client) -> dict[str, Any]:
-    identity = await client.scheduler.identity(n_workers=-1)
+    scheduler = client.scheduler
+    if scheduler is None:
+        raise RuntimeError("the Dask client has no scheduler connection")
+    identity = await scheduler.identity(n_workers=-1)
     return dict(identity.get("workers") or {})
 
 

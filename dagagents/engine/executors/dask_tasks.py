@@ -55,29 +55,34 @@ StepOutcome = tuple[Any, str | None, bytes | None]
 # task by reference whenever plain pickle succeeds, and a worker that cannot import a graph
 # file's module then fails to deserialize the task (and stalls). cloudpickle honours the
 # by-value registrations the driver makes for such modules.
+def _dumps(obj: object) -> bytes:
+    blob: bytes = cloudpickle.dumps(obj)
+    return blob
+
+
 def run_step(node: str, fn_blob: bytes, args_blob: bytes, target: Target | None) -> bytes:
     """A sync Step body in a worker thread, checkpointed from here."""
     reused = _reuse(target)
     if reused is not None:
-        return cloudpickle.dumps(reused)
+        return _dumps(reused)
     fn, kwargs = _load(node, fn_blob, args_blob)
     start = time.perf_counter()
     value = fn(**kwargs)
-    return cloudpickle.dumps(_finish(target, value, time.perf_counter() - start))
+    return _dumps(_finish(target, value, time.perf_counter() - start))
 
 
 async def arun_step(node: str, fn_blob: bytes, args_blob: bytes, target: Target | None) -> bytes:
     """An async Step body on the worker's event loop; store I/O goes to a thread."""
     reused = await asyncio.to_thread(_reuse, target) if target is not None else None
     if reused is not None:
-        return cloudpickle.dumps(reused)
+        return _dumps(reused)
     fn, kwargs = _load(node, fn_blob, args_blob)
     start = time.perf_counter()
     value = await fn(**kwargs)
     duration = time.perf_counter() - start
     if target is None:
-        return cloudpickle.dumps((value, None, None))
-    return cloudpickle.dumps(await asyncio.to_thread(_finish, target, value, duration))
+        return _dumps((value, None, None))
+    return _dumps(await asyncio.to_thread(_finish, target, value, duration))
 
 
 def _load(node: str, fn_blob: bytes, args_blob: bytes) -> tuple[Any, Any]:

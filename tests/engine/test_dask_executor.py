@@ -59,7 +59,7 @@ def client() -> Iterator[Any]:
 @pytest.fixture
 def dask_client(client: Any) -> Any:
     """The module's client, after a killed worker (earlier test) has been restarted."""
-    client.wait_for_workers(2, timeout=60)
+    client.wait_for_workers(2, timeout=180)  # a killed worker restarts slowly under load
     return client
 
 

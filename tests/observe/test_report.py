@@ -99,7 +99,7 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
 
 
 def test_timeline_png_with_a_sequential_comparison(tmp_path: Path) -> None:
-    g = Graph.load(str(Path(__file__).resolve().parent.parent / "graphs" / "fanout.py"))
+    g = Graph.load(str(Path(__file__).resolve().parents[2] / "graphs" / "fanout.py"))
     fast = g.run(provider=SimulatedProvider(time_scale=0.01), store=None, concurrency=6)
     slow = g.run(provider=SimulatedProvider(time_scale=0.01), store=None, concurrency=1)
     out = timeline_png(fast, tmp_path / "t.png", compare_with=slow)

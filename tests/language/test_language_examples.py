@@ -8,7 +8,7 @@ import pytest
 
 from dagagents import Graph
 
-GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
+GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 
 
 def run(name: str, **inputs: str):  # noqa: ANN201 - a RunResult
