@@ -21,7 +21,7 @@ import asyncio
 import fnmatch
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -139,15 +139,47 @@ class Checkpoints:
         return await asyncio.to_thread(self.store.put, key, encoded, meta)
 
 
-def previous_durations(store: Store, graph_name: str, lookback: int = 20) -> dict[str, float]:
-    """Node durations from the newest finished run of the same graph in `store`."""
+@dataclass
+class PastRuns:
+    """Per node the newest finished (`done`) duration and usage among recent runs of a graph,
+    and the runs that supplied any. The one reader of duration history: the runtime's
+    priorities and `estimate` read the same numbers."""
+
+    durations: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    runs: list[str] = field(default_factory=list)
+
+    def add(self, manifest: Mapping[str, Any]) -> bool:
+        """Fold in one manifest, newest first: a node cached in a newer run (no duration)
+        takes its duration from an older one. Whether it supplied any."""
+        used = False
+        for name, node in manifest.get("nodes", {}).items():
+            if node.get("status") != "done" or not node.get("duration"):
+                continue
+            if name not in self.durations:
+                self.durations[name] = float(node["duration"])
+                if node.get("calls"):
+                    self.usage[name] = dict(node.get("usage") or {})
+                used = True
+        if used:
+            self.runs.append(str(manifest["run_id"]))
+        return used
+
+
+def previous_durations(
+    store: Store, graph_name: str, nodes: Iterable[str] = (), lookback: int = 20
+) -> dict[str, float]:
+    """Node durations from recent finished runs of the same graph in `store`, newest first;
+    stops reading older manifests once every one of `nodes` has one, or at one that adds
+    nothing (a node that never completes, e.g. skipped by its condition, costs one read more,
+    not `lookback`: every manifest read at the start of a run is a parse of the whole run)."""
+    past = PastRuns()
+    wanted = set(nodes)
     for manifest in store.recent_manifests(graph_name, lookback=lookback, finished=True):
-        return {
-            name: float(node["duration"])
-            for name, node in manifest.get("nodes", {}).items()
-            if node.get("status") == "done" and node.get("duration")
-        }
-    return {}
+        added = past.add(manifest)
+        if wanted <= past.durations.keys() or (past.runs and not added):
+            break
+    return past.durations
 
 
 def last_run_nodes(store: Store, graph_name: str, lookback: int = 20) -> list[str]:

@@ -38,6 +38,7 @@ from dagagents.providers.base import (
     Response,
     Usage,
     capabilities_of,
+    estimate_tokens,
     response_begun,
 )
 
@@ -142,16 +143,6 @@ def output_schema(model: type[BaseModel], strict: bool = True) -> dict[str, Any]
     return transform_schema(model.model_json_schema())
 
 
-def _estimate_tokens(*parts: Any) -> int:
-    chars = 0
-    for part in parts:
-        if isinstance(part, str):
-            chars += len(part)
-        elif part:
-            chars += len(orjson.dumps(part))
-    return chars // 4
-
-
 class _Invocation:
     """State of one agent invocation across its turns."""
 
@@ -198,7 +189,7 @@ class _Invocation:
         text = self.agent.system
         if not text:
             return None
-        if self.ctx.auto_cache and _estimate_tokens(text, tools) >= self.min_cache_tokens:
+        if self.ctx.auto_cache and estimate_tokens(text, tools) >= self.min_cache_tokens:
             return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
         return text
 
@@ -217,7 +208,7 @@ class _Invocation:
         """In a long tool loop, cache the conversation so far (one breakpoint, on the last block)."""
         if not self.ctx.auto_cache or len(messages) < 3:
             return messages
-        if _estimate_tokens(messages) < self.min_cache_tokens:
+        if estimate_tokens(messages) < self.min_cache_tokens:
             return messages
         last = messages[-1]
         content = last.get("content")

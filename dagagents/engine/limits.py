@@ -28,7 +28,7 @@ import orjson
 from dagagents.errors import BudgetExceeded, ProviderError, UserError
 from dagagents.observe.pricing import Pricing, default_pricing
 from dagagents.observe.trace import Emit, no_emit
-from dagagents.providers.base import Request, Response, Usage
+from dagagents.providers.base import Request, Response, Usage, estimate_tokens
 
 _CACHE_TTL = 300.0  # the API's default (5 minute) prompt-cache lifetime
 
@@ -246,14 +246,9 @@ def estimate_input_tokens(request: Request) -> tuple[int, int]:
     Deliberately a little high (JSON punctuation counts): under-estimating invites 429s.
     """
     system = request.system
-    if isinstance(system, list):
-        system_chars = sum(len(b.get("text", "")) for b in system)
-    else:
-        system_chars = len(system or "")
-    tools_chars = len(orjson.dumps(request.tools)) if request.tools else 0
-    msg_chars = len(orjson.dumps(request.messages))
-    prefix = (system_chars + tools_chars) // 4
-    return prefix + msg_chars // 4 + 4 * len(request.messages) + 8, prefix
+    texts = [b.get("text", "") for b in system] if isinstance(system, list) else [system or ""]
+    prefix = estimate_tokens(*texts, request.tools)
+    return prefix + estimate_tokens(request.messages) + 4 * len(request.messages) + 8, prefix
 
 
 def _cache_key(request: Request) -> str | None:

@@ -250,7 +250,9 @@ class _Run:
         self.executor = executor
         self.approver = options.approver
         self._wire_calls(options, provider, limiter)
-        self.history = previous_durations(store, graph.name) if store is not None else {}
+        self.history = (
+            previous_durations(store, graph.name, graph.specs) if store is not None else {}
+        )
         self.durations = {name: self._estimate(spec) for name, spec in self.specs.items()}
         self.sorter = EagerSorter(
             graph.nx, remaining_path_lengths(graph.nx, self.durations.__getitem__)

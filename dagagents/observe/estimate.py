@@ -20,6 +20,7 @@ from typing import Any
 
 import networkx as nx
 
+from dagagents.engine.checkpoints import PastRuns
 from dagagents.engine.scheduler import EagerSorter, critical_path, remaining_path_lengths
 from dagagents.model.graph import Graph
 from dagagents.model.language import LoopRound, MapSplit
@@ -214,12 +215,10 @@ class Estimate:
 
 # ------------------------------------------------------------------ history
 @dataclass
-class History:
-    """What earlier runs of one graph tell us: per node duration and usage, newest first."""
+class History(PastRuns):
+    """What earlier runs of one graph tell us: per node duration and usage, newest first
+    (read as the runtime reads them, see `PastRuns`), and the newest expansion."""
 
-    durations: dict[str, float] = field(default_factory=dict)
-    usage: dict[str, dict[str, int]] = field(default_factory=dict)
-    runs: list[str] = field(default_factory=list)
     expanded: dict[str, Any] | None = None  # newest manifest whose graph grew at run time
     # (expander, added) from that run's trace: added nodes wait for the node that planned them.
     expansions: list[tuple[str, str]] = field(default_factory=list)
@@ -238,17 +237,7 @@ def read_history(
         return history
     for manifest in store.recent_manifests(graph_name, lookback=lookback, finished=True):
         run_id = manifest["run_id"]
-        used = False
-        for name, node in manifest.get("nodes", {}).items():
-            if node.get("status") != "done" or not node.get("duration"):
-                continue
-            if name not in history.durations:
-                history.durations[name] = float(node["duration"])
-                if node.get("calls"):
-                    history.usage[name] = dict(node.get("usage") or {})
-                used = True
-        if used:
-            history.runs.append(run_id)
+        history.add(manifest)
         if history.expanded is None and set(manifest.get("nodes", {})) - static:
             history.expanded = manifest
             history.expansions = [

@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 # Set by the caller around `complete()`: a provider that can tell when the response has begun
@@ -143,3 +144,16 @@ class Provider(Protocol):
     async def complete(self, request: Request) -> Response: ...
 
     async def aclose(self) -> None: ...
+
+
+def estimate_tokens(*parts: Any) -> int:
+    """Tokens in `parts` at about four characters of text (or four bytes of JSON) a token, the
+    usual rule of thumb; empty parts count nothing. The one estimate every room uses (limits,
+    cache thresholds, the simulated provider, the fake server), so they cannot drift apart."""
+    chars = 0
+    for part in parts:
+        if isinstance(part, str):
+            chars += len(part)
+        elif part:
+            chars += len(orjson.dumps(part, default=str))
+    return chars // 4

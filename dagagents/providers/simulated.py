@@ -22,7 +22,7 @@ import orjson
 from pydantic import BaseModel
 
 from dagagents.errors import ProviderError, UserError
-from dagagents.providers.base import Capabilities, Request, Response, Usage
+from dagagents.providers.base import Capabilities, Request, Response, Usage, estimate_tokens
 
 Responder = Callable[[Request], "str | dict[str, Any] | BaseModel | list[dict[str, Any]]"]
 
@@ -168,7 +168,7 @@ class SimulatedProvider:
             out_tokens = script.output_tokens
         content = self._content(request, prompt, script, out_tokens, rng)
         if script is not None and script.output_tokens is None:
-            out_tokens = max(1, min(request.max_tokens, _estimate_tokens(content)))
+            out_tokens = max(1, min(request.max_tokens, estimate_tokens(content)))
         latency = (
             script.latency
             if script is not None and script.latency is not None
@@ -181,7 +181,9 @@ class SimulatedProvider:
             await asyncio.sleep(self.time_scale * latency)
         if script is not None and script.error is not None:
             raise script.error
-        in_tokens = _estimate_tokens(request.messages) + _estimate_tokens(request.system or "")
+        in_tokens = max(1, estimate_tokens(request.messages)) + max(
+            1, estimate_tokens(request.system)
+        )
         stop = "tool_use" if any(b.get("type") == "tool_use" for b in content) else "end_turn"
         return Response(
             content=content,
@@ -267,42 +269,43 @@ def _request_seed(request: Request, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(payload).digest()[:8], "big")
 
 
-def _estimate_tokens(value: Any) -> int:
-    """About four characters a token, the usual rule of thumb for English text."""
-    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
-    return max(1, len(text) // 4)
-
-
-def example_for_schema(schema: dict[str, Any], rng: random.Random) -> Any:
-    """A small value that satisfies a JSON schema (for unscripted structured output)."""
+def example_for_schema(schema: dict[str, Any], rng: random.Random | None = None) -> Any:
+    """A small value that satisfies a JSON schema (unscripted structured output). With `rng`,
+    leaves vary like the simulated provider's text; without, they are fixed (the fake server)."""
     defs = schema.get("$defs", {})
+
+    def leaf(kind: str, s: dict[str, Any]) -> Any:
+        if kind == "integer":
+            return int(s.get("minimum", rng.randint(1, 9) if rng else 1))
+        if kind == "number":
+            return float(s.get("minimum", round(rng.uniform(0, 10), 2) if rng else 1.5))
+        if kind == "boolean":
+            return True
+        if kind == "null":
+            return None
+        return f"[simulated] {rng.choice(_WORDS)} {rng.choice(_WORDS)}" if rng else "fake"
 
     def build(s: dict[str, Any], depth: int) -> Any:
         if "$ref" in s:
             return build(defs[s["$ref"].rsplit("/", 1)[-1]], depth)
-        for combo in ("anyOf", "oneOf", "allOf"):
-            if combo in s:
-                options = [o for o in s[combo] if o.get("type") != "null"] or s[combo]
-                return build(options[0], depth)
-        if "enum" in s:
-            return s["enum"][0]
         if "const" in s:
             return s["const"]
+        if s.get("enum"):
+            return s["enum"][0]
+        for combo in ("anyOf", "oneOf", "allOf"):
+            if s.get(combo):
+                options = [o for o in s[combo] if o.get("type") != "null"] or s[combo]
+                return build(options[0], depth)
         # A default is not produced as a value: strict schemas (what the API is sent) have
         # none, so an example from the plain schema matches one from the strict form.
         kind = s.get("type", "string")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
         if kind == "object":
-            props = s.get("properties", {})
-            return {k: build(v, depth + 1) for k, v in props.items()}
+            return {k: build(v, depth + 1) for k, v in (s.get("properties") or {}).items()}
         if kind == "array":
             count = max(int(s.get("minItems", 1)), 1) if depth < 4 else 0
-            return [build(s.get("items", {}), depth + 1) for _ in range(count)]
-        if kind == "integer":
-            return int(s.get("minimum", rng.randint(1, 9)))
-        if kind == "number":
-            return float(s.get("minimum", round(rng.uniform(0, 10), 2)))
-        if kind == "boolean":
-            return True
-        return f"[simulated] {rng.choice(_WORDS)} {rng.choice(_WORDS)}"
+            return [build(s.get("items") or {}, depth + 1) for _ in range(count)]
+        return leaf(kind, s)
 
     return build(schema, 0)

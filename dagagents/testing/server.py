@@ -49,6 +49,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from dagagents.providers.simulated import example_for_schema
 from dagagents.testing.batches import BatchQueue
 from dagagents.testing.prompt_cache import CacheDecision, PromptCache, estimate_tokens
 
@@ -157,42 +158,6 @@ def tool_results(request: Json) -> list[Json]:
     if not messages or not isinstance(messages[-1].get("content"), list):
         return []
     return [b for b in messages[-1]["content"] if b.get("type") == "tool_result"]
-
-
-def example_for_schema(schema: Json) -> Any:
-    """A small value satisfying a JSON schema (the default structured-output reply)."""
-    defs = schema.get("$defs", {})
-
-    def build(s: Json, depth: int) -> Any:
-        if "$ref" in s:
-            return build(defs[s["$ref"].rsplit("/", 1)[-1]], depth)
-        if "const" in s:
-            return s["const"]
-        if s.get("enum"):
-            return s["enum"][0]
-        for combo in ("anyOf", "oneOf", "allOf"):
-            if s.get(combo):
-                options = [o for o in s[combo] if o.get("type") != "null"] or s[combo]
-                return build(options[0], depth)
-        kind = s.get("type", "string")
-        if isinstance(kind, list):
-            kind = next((k for k in kind if k != "null"), "null")
-        if kind == "object":
-            return {k: build(v, depth + 1) for k, v in (s.get("properties") or {}).items()}
-        if kind == "array":
-            count = max(int(s.get("minItems", 1)), 1) if depth < 4 else 0
-            return [build(s.get("items") or {}, depth + 1) for _ in range(count)]
-        if kind == "integer":
-            return int(s.get("minimum", 1))
-        if kind == "number":
-            return float(s.get("minimum", 1.5))
-        if kind == "boolean":
-            return True
-        if kind == "null":
-            return None
-        return "fake"
-
-    return build(schema, 0)
 
 
 def _default_reply(request: Json) -> Reply:

@@ -150,3 +150,25 @@ def test_cli_estimate(tmp_path: Path) -> None:
         env=cli_env(),
     )
     assert bad.returncode == 2 and "--concurrency" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_runtime_and_estimate_read_one_history_across_runs(tmp_path: Path) -> None:
+    """A node cached in the newest run has no duration there: both the runtime's priorities
+    and `estimate` take it from the older run that computed it."""
+    from dagagents.engine.checkpoints import previous_durations
+    from dagagents.observe.estimate import read_history
+
+    g = Graph("history")
+    g.add_step("a", lambda: 1)
+    g.add_step("b", lambda a: a + 1, depends_on=["a"])
+    store = Store(tmp_path / "st")
+    first = g.run(store=store)
+    second = g.run(store=store, rerun=["b"])
+    assert second.status == {"a": "cached", "b": "done"}
+    durations = previous_durations(store, "history", g.specs)
+    assert set(durations) == {"a", "b"}
+    assert durations["a"] == first.records["a"].duration
+    assert durations["b"] == second.records["b"].duration
+    history = read_history(store, "history", set(g.specs))
+    assert history.durations == durations
+    assert history.runs == [second.run_id, first.run_id]
