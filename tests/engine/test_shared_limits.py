@@ -46,6 +46,12 @@ import os
 from dagagents import Agent, Graph
 
 W = Agent("w", model="claude-sonnet-4-6", max_tokens=int(os.environ.get("MAX_TOKENS", "50")))
+if os.environ.get("BARRIER"):  # start together: every driver has loaded before any sends
+    import pathlib, time
+    import anthropic  # noqa: F401 - the SDK too, so no driver's first call waits for it
+    pathlib.Path(f"ready-{os.environ['DRIVER']}").touch()
+    while len(list(pathlib.Path().glob("ready-*"))) < int(os.environ["BARRIER"]):
+        time.sleep(0.01)
 graph = Graph("driver-" + os.environ["DRIVER"])
 pad = " " + "x" * int(os.environ.get("PAD", "0"))
 for i in range(int(os.environ["NODES"])):
@@ -150,8 +156,10 @@ def test_without_shared_limits_the_same_four_drivers_collect_429s_and_still_fini
 ) -> None:
     """The problem the shared limits fix: each driver under its own 120 rpm, 4 together over."""
     fake_anthropic.rate_limit(rpm=120, capacity=120)
-    procs = [
-        start_driver(tmp_path, fake_anthropic, d, 33, "--rpm", "120", "--retries", "30")
+    procs = [  # together, as cron jobs on one key are (a slow start must not stagger them)
+        start_driver(
+            tmp_path, fake_anthropic, d, 33, "--rpm", "120", "--retries", "30", BARRIER="4"
+        )
         for d in range(4)
     ]
     results = finish(procs)
