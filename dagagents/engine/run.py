@@ -434,8 +434,6 @@ class _Run:
                 self.leases.heartbeat()
             if self.tracer.listening:  # live views: what the limiter is doing (never traced)
                 self.tracer.stream("limits", **self.limiter.snapshot())
-            if self.tracer.listening:  # live views: what the limiter is doing (never traced)
-                self.tracer.stream("limits", **self.limiter.snapshot())
 
     def _launch(self) -> None:
         """Start ready nodes while slots are free; checkpoint hits complete immediately.
