@@ -231,6 +231,14 @@ class Graph:
         self.add(make_collect(name))
         return name
 
+    def _add_all(self, nodes: list[NodeSpec], clash: str, where: str) -> None:
+        """Add nodes a builder made (a subgraph's, a loop's first round): all or none."""
+        for node in nodes:
+            if node.name in self._specs:
+                raise GraphError(f"{where}: node '{node.name}' {clash}.")
+        for node in nodes:
+            self.add(node, _internal=True)
+
     def subgraph(self, name: str, other: Graph, inputs: Mapping[str, str] | None = None) -> str:
         """Embed `other` under the namespace `name.` (`name.summary`): its nodes are scheduled
         with everything else, no barrier; `inputs` maps its inputs to nodes of this graph;
@@ -253,13 +261,7 @@ class Graph:
                 )
         out = body_output(other)
         nodes = inline(other, name, lambda inp: inputs.get(inp.name), {"subgraph": name})
-        for node in nodes:
-            if node.name in self._specs:
-                raise GraphError(
-                    f"{where}: node '{node.name}' clashes with a node of graph '{self.name}'."
-                )
-        for node in nodes:
-            self.add(node, _internal=True)
+        self._add_all(nodes, f"clashes with a node of graph '{self.name}'", where)
         self.add(
             SubgraphOutput(
                 name=name,
@@ -335,11 +337,7 @@ class Graph:
             output=body_output(body),
         )
         first = loop.round_nodes(1, None)
-        for node in first:
-            if node.name in self._specs:
-                raise GraphError(f"{where}: node '{node.name}' clashes with an existing node.")
-        for node in first:
-            self.add(node, _internal=True)
+        self._add_all(first, "clashes with an existing node", where)
         self.add(
             LoopCollect(
                 name=name,
