@@ -95,10 +95,10 @@ from dagagents.store import Store, codec
 if TYPE_CHECKING:
     from dagagents.engine.batches import BatchingProvider, BatchOptions
 
-if TYPE_CHECKING:
-    from dagagents.engine.batches import BatchingProvider, BatchOptions
-
 MANIFEST_VERSION = 1
+# A Step is leased (awaited, not recomputed, while another process computes it) only if it is
+# known to take at least this long; see `_Run._worth_leasing`.
+LEASE_MIN_SECONDS = 0.05
 DEFAULT_STORE = ".dagagents"
 # How a run ended (the manifest's `status`); nodes use the sorter's vocabulary.
 RUN_RUNNING, RUN_DONE, RUN_FAILED, RUN_INTERRUPTED, RUN_CRASHED = (
@@ -470,7 +470,9 @@ class _Run:
         try:
             if not looked_up and await self._lookup_off_loop(name):
                 cached = True
-            elif self.leases is not None and await self._await_other_process(name):
+            elif self.leases is not None and self._worth_leasing(name) and (
+                await self._await_other_process(name)
+            ):
                 cached = True  # completed from another process's output
             else:
                 try:
@@ -685,6 +687,16 @@ class _Run:
             self.unsaved.append(name)
             digest = codec.digest(encoded)
         self.digests[name] = record.digest = digest
+
+    def _worth_leasing(self, name: str) -> bool:
+        """A lease costs three file operations (create, read back, remove), more than a
+        quick step itself. Agent calls and approvals are always leased (a second process
+        would pay for the call again, or ask a person again); a Step only when its history or
+        `estimate=` says it takes at least `LEASE_MIN_SECONDS`: computing a quicker step in
+        both processes costs less than coordinating them."""
+        if not isinstance(self.specs[name], Step):
+            return True
+        return self.durations.get(name, 0.0) >= LEASE_MIN_SECONDS
 
     async def _await_other_process(self, name: str) -> bool:
         """Claim `name`'s lease before computing it. If another live process is computing

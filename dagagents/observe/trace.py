@@ -81,7 +81,7 @@ class Tracer:
         self._listeners: list[Listener] = []
         self._token_listeners: list[Listener] = []
         self._flush_every = flush_every
-        self._last_flush = self._perf0
+        self._next_flush = flush_every  # run time (t) after which an emit flushes the sinks
         # Sinks that failed (a full or read-only disk) and why: dropped, so the run goes on
         # and the caller says once what was not written.
         self.failed_sinks: list[tuple[IO[bytes], OSError]] = []
@@ -116,18 +116,24 @@ class Tracer:
 
     def emit(self, event: str, **fields: Any) -> None:
         t = time.perf_counter() - self._perf0
-        record = {"v": TRACE_VERSION, "event": event, "run": self.run_id, "ts": self.t0 + t, "t": t}
-        record.update(fields)
+        record = {
+            "v": TRACE_VERSION,
+            "event": event,
+            "run": self.run_id,
+            "ts": self.t0 + t,
+            "t": t,
+            **fields,
+        }
         if self._keep:
             self.events.append(record)
         if self._sinks:
-            line = orjson.dumps(record, default=str) + b"\n"
+            line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
             for sink in self._sinks:
                 try:
                     sink.write(line)
                 except OSError as exc:
                     self._drop(sink, exc)
-            if t - (self._last_flush - self._perf0) > self._flush_every:
+            if t > self._next_flush:
                 self.flush()
         for listener in self._listeners:
             listener(record)
@@ -141,7 +147,7 @@ class Tracer:
             sink.close()
 
     def flush(self) -> None:
-        self._last_flush = time.perf_counter()
+        self._next_flush = self.now() + self._flush_every
         for sink in self._sinks:
             try:
                 sink.flush()

@@ -54,6 +54,8 @@ def _tag(obj: Any) -> Any:
 def encode(value: Any) -> bytes:
     """Exact JSON bytes of an output, keys in their own order (pydantic models are tagged
     with their class)."""
+    if value is None:  # what most steps that only cause effects return
+        return b"null"
     try:
         data = orjson.dumps(value, default=_tag, option=_OPTS)
     except TypeError as exc:
