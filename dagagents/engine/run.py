@@ -99,6 +99,8 @@ MANIFEST_VERSION = 1
 # A Step is leased (awaited, not recomputed, while another process computes it) only if it is
 # known to take at least this long; see `_Run._worth_leasing`.
 LEASE_MIN_SECONDS = 0.05
+# A slot whose nodes never wait lets the event loop run after this many of them.
+SLOT_YIELD_EVERY = 32
 DEFAULT_STORE = ".dagagents"
 # How a run ended (the manifest's `status`); nodes use the sorter's vocabulary.
 RUN_RUNNING, RUN_DONE, RUN_FAILED, RUN_INTERRUPTED, RUN_CRASHED = (
@@ -260,7 +262,12 @@ class _Run:
         self.records = {name: _new_record(spec) for name, spec in self.specs.items()}
         self.outputs: dict[str, Any] = {}
         self.digests: dict[str, str] = {}
+        # Node -> the slot running it (fail_fast cancels them); open slots (<= concurrency).
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._slots = 0
+        # A local store is read inline, before a node takes a slot; any other in its slot.
+        self._lookup_inline_first = self.checkpoints is not None and self.checkpoints.inline
+        self._lookup_in_slot = self.checkpoints is not None and not self.checkpoints.inline
         self._tasks: asyncio.TaskGroup | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.wall = 0.0
@@ -436,42 +443,75 @@ class _Run:
                 self.tracer.stream("limits", **self.limiter.snapshot())
 
     def _launch(self) -> None:
-        """Start ready nodes while slots are free; checkpoint hits complete immediately.
-        When nothing is left to start or running, the run's work is over."""
+        """Open a slot (a task of the run's TaskGroup) for each ready node while slots are
+        free; checkpoint hits and false conditions complete without one. When no slot is
+        open and nothing is ready, the run's work is over."""
+        assert self._tasks is not None
+        while self._slots < self.concurrency:
+            name = self._take()
+            if name is None:
+                break
+            self._slots += 1
+            self._tasks.create_task(self._slot(name))
+        self._end_if_idle()
+
+    def _take(self) -> str | None:
+        """The ready node with the longest remaining path that needs a body, now running
+        (the nodes passed over on the way, hits and false conditions, are settled)."""
         sorter = self.sorter
-        running = self._running
-        checkpoints = self.checkpoints
-        inline = checkpoints is None or checkpoints.inline
-        lookup_inline = checkpoints is not None and checkpoints.inline  # no store: no lookup
-        while sorter.has_ready() and len(running) < self.concurrency:
+        while sorter.has_ready():
             name = sorter.pop_ready()
             self._transition(name, RUNNING)
             if self.specs[name].when is not None and self._condition_false(name):
                 continue
-            if lookup_inline and self._lookup_inline(name):
+            if self._lookup_inline_first and self._lookup_inline(name):
                 continue
-            assert self._tasks is not None
-            running[name] = self._tasks.create_task(self._node(name, inline))
-        self._end_if_idle()
+            return name
+        return None
 
     def _end_if_idle(self) -> None:
-        """Nothing running and nothing ready (all done, or the rest waits for an approval):
+        """No slot open and nothing ready (all done, or the rest waits for an approval):
         stop the flusher, so the TaskGroup ends."""
-        if not self._running and not self.sorter.has_ready():
+        if not self._slots and not self.sorter.has_ready():
             assert self._flusher is not None
             self._flusher.cancel()
 
-    async def _node(self, name: str, looked_up: bool) -> None:
-        """Own one node: (look up its checkpoint,) run its body, settle it, start what became
-        ready. Settling inside the task costs one loop iteration per node, not three."""
+    async def _slot(self, name: str | None) -> None:
+        """One slot of the concurrency limit: run `name`, then take the next ready node, and
+        so on while one is ready. A node whose body never waits then costs no task and no
+        loop iteration of its own; the slot lets the loop run every `SLOT_YIELD_EVERY`
+        nodes, so timers, signals and other slots are not starved."""
+        task = asyncio.current_task()
+        assert task is not None
+        ran = 0
+        try:
+            while name is not None:
+                self._running[name] = task
+                if not await self._node(name):
+                    return  # the run is cancelling this slot
+                ran += 1
+                if not ran % SLOT_YIELD_EVERY:
+                    await asyncio.sleep(0)
+                name = self._take()  # this slot first: the longest path goes on without a hop
+                if self.sorter.has_ready():
+                    self._launch()  # other free slots for what else became ready
+        finally:
+            self._slots -= 1
+            self._end_if_idle()
+
+    async def _node(self, name: str) -> bool:
+        """Run one node in the current slot: (look up its checkpoint,) run its body, settle
+        it. False when the run is cancelling the slot (then whoever cancelled settles it)."""
         value: Any = None
         error: BaseException | None = None
         cached = False
         try:
-            if not looked_up and await self._lookup_off_loop(name):
+            if self._lookup_in_slot and await self._lookup_off_loop(name):
                 cached = True
-            elif self.leases is not None and self._worth_leasing(name) and (
-                await self._await_other_process(name)
+            elif (
+                self.leases is not None
+                and self._worth_leasing(name)
+                and await self._await_other_process(name)
             ):
                 cached = True  # completed from another process's output
             else:
@@ -482,13 +522,11 @@ class _Run:
                         self.leases.release(self.records[name].key)
         except _Waiting:
             self._running.pop(name, None)  # waits for a decision without holding a slot
-            self._launch()
-            return
+            return True
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 self._running.pop(name, None)
-                self._end_if_idle()
                 raise  # the run is cancelling this node and settles it
             error = NodeCancelled("cancelled")
         except KeyboardInterrupt:
@@ -499,10 +537,9 @@ class _Run:
         if not cached:
             task = asyncio.current_task()
             if self.records[name].status != RUNNING or (task is not None and task.cancelling()):
-                self._end_if_idle()
-                return  # settled by whoever cancelled it
+                return False  # settled by whoever cancelled it
             self._settle(name, value, error)
-        self._launch()
+        return True
 
     def _settle(self, name: str, value: Any, error: BaseException | None) -> None:
         """Record a finished body: done (maybe expanding the graph) or failed."""
