@@ -44,7 +44,9 @@ def profile(dag_name: str, mode: str, quick: bool = False) -> pstats.Stats:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile")
-    parser.add_argument("dag", nargs="?", default="wide10k", help="wide10k, chain10k, wide100k, ...")
+    parser.add_argument(
+        "dag", nargs="?", default="wide10k", help="wide10k, chain10k, wide100k, ..."
+    )
     parser.add_argument("--mode", default="plain", choices=("plain", "ckpt", "resume"))
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--quick", action="store_true")

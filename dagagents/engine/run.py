@@ -442,18 +442,21 @@ class _Run:
             if self.tracer.listening:  # live views: what the limiter is doing (never traced)
                 self.tracer.stream("limits", **self.limiter.snapshot())
 
-    def _launch(self) -> None:
+    def _launch(self) -> bool:
         """Open a slot (a task of the run's TaskGroup) for each ready node while slots are
         free; checkpoint hits and false conditions complete without one. When no slot is
-        open and nothing is ready, the run's work is over."""
+        open and nothing is ready, the run's work is over. Whether a slot was opened."""
         assert self._tasks is not None
+        opened = False
         while self._slots < self.concurrency:
             name = self._take()
             if name is None:
                 break
             self._slots += 1
             self._tasks.create_task(self._slot(name))
+            opened = True
         self._end_if_idle()
+        return opened
 
     def _take(self) -> str | None:
         """The ready node with the longest remaining path that needs a body, now running
@@ -490,11 +493,18 @@ class _Run:
                 if not await self._node(name):
                     return  # the run is cancelling this slot
                 ran += 1
-                if not ran % SLOT_YIELD_EVERY:
-                    await asyncio.sleep(0)
                 name = self._take()  # this slot first: the longest path goes on without a hop
-                if self.sorter.has_ready():
-                    self._launch()  # other free slots for what else became ready
+                if name is None:
+                    return
+                self._running[name] = task
+                # Slots just opened for what else became ready start their nodes first.
+                opened = self.sorter.has_ready() and self._launch()
+                if opened or not ran % SLOT_YIELD_EVERY:
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        self._running.pop(name, None)  # settled by whoever cancelled it
+                        raise
         finally:
             self._slots -= 1
             self._end_if_idle()

@@ -367,10 +367,14 @@ def _missing() -> Any:
 def _code_key(fn: Callable[..., Any]) -> Any:
     """Closures made by one `def` share a code object: cache by it, not by the function
     (10,000 closures then cost one lookup, and the cache keeps no closure alive)."""
-    code = getattr(fn, "__code__", None)
-    if code is not None and not getattr(fn, "__wrapped__", None):
-        return (code, len(getattr(fn, "__defaults__", None) or ()))
-    return fn
+    try:
+        code = fn.__code__
+    except AttributeError:
+        return fn
+    if getattr(fn, "__wrapped__", None):
+        return fn
+    defaults = getattr(fn, "__defaults__", None)
+    return (code, len(defaults)) if defaults else code
 
 
 def _parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
