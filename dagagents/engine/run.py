@@ -86,7 +86,7 @@ from dagagents.model.nodes import (
 )
 from dagagents.observe.pricing import Pricing
 from dagagents.observe.runs import NodeRecord, RunResult
-from dagagents.observe.trace import Listener, Tracer
+from dagagents.observe.trace import BackgroundSink, Listener, Tracer
 from dagagents.providers import Provider, resolve_provider
 from dagagents.providers.base import capabilities_of
 from dagagents.providers.deferred import DeferredProvider
@@ -334,7 +334,9 @@ class _Run:
         sinks: list[IO[bytes]] = []
         if self.store is not None:
             try:
-                sinks.append(self.store.open_trace(self.run_id))  # closed by the tracer
+                sink = self.store.open_trace(self.run_id)  # closed by the tracer
+                # A remote store's trace uploads in a thread, never on the loop.
+                sinks.append(sink if self.store.is_local else BackgroundSink(sink))
             except StoreUnwritable as exc:  # a read-only store still serves a cached rerun
                 self.unwritable = exc
                 path = self._elsewhere() / "trace.jsonl"
@@ -428,6 +430,7 @@ class _Run:
                 status = approvals.RUN_WAITING
             await self.executor.close()
             self._finish(status)
+            await self.tracer.aclose()
             await self._write_manifest(status)
         return self._result(status)
 
@@ -436,7 +439,7 @@ class _Run:
         cancelled by `_launch` when the run's work is over."""
         while True:
             await asyncio.sleep(every)
-            self.tracer.flush()
+            await self.tracer.aflush()
             if self.leases is not None:
                 self.leases.heartbeat()
             if self.tracer.listening:  # live views: what the limiter is doing (never traced)
@@ -955,7 +958,6 @@ class _Run:
             counts=counts,
             cost=sum(r.cost_usd for r in self.records.values() if r.status == DONE),
         )
-        self.tracer.close()
 
     async def _write_manifest(self, status: str) -> None:
         """Locally inline (fast); to any other store from a thread, off the event loop."""

@@ -42,8 +42,10 @@ Values are the caller's; the tracer never reads the environment, so no secret ca
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -59,6 +61,39 @@ Emit = Callable[..., None]
 def no_emit(event: str, **fields: Any) -> None:
     """An Emit that reports nothing (calls made outside a run)."""
     return None
+
+
+class BackgroundSink:
+    """A trace sink on a remote (fsspec) store, written off the event loop.
+
+    `write` only queues the line (a deque: appends and pops are atomic, so the loop and the
+    writing thread need no lock); `drain`, called in a thread (`Tracer.aflush`, `aclose`),
+    writes what is queued to the remote file and flushes it, which may upload. The loop never
+    waits for the network."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self._queued: deque[bytes] = deque()
+
+    def write(self, line: bytes) -> int:
+        self._queued.append(line)
+        return len(line)
+
+    def flush(self) -> None:
+        """Nothing on the loop: `drain` does it in a thread."""
+
+    def drain(self) -> None:
+        lines: list[bytes] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                lines.append(self._queued.popleft())
+        if lines:
+            self.target.write(b"".join(lines))
+        self.target.flush()
+
+    def close(self) -> None:
+        self.drain()
+        self.target.close()
 
 
 class Tracer:
@@ -153,6 +188,27 @@ class Tracer:
                 sink.flush()
             except OSError as exc:
                 self._drop(sink, exc)
+
+    async def aflush(self) -> None:
+        """`flush`, and what `BackgroundSink`s queued written and flushed in a thread."""
+        self.flush()
+        for sink in self._sinks:
+            if isinstance(sink, BackgroundSink):
+                try:
+                    await asyncio.to_thread(sink.drain)
+                except OSError as exc:
+                    self._drop(sink, exc)
+
+    async def aclose(self) -> None:
+        """`close`, with `BackgroundSink`s drained and closed in a thread."""
+        for sink in self._sinks:
+            if isinstance(sink, BackgroundSink):
+                try:
+                    await asyncio.to_thread(sink.close)
+                except OSError as exc:
+                    self._drop(sink, exc)
+        self._sinks = [s for s in self._sinks if not isinstance(s, BackgroundSink)]
+        self.close()
 
     def close(self) -> None:
         self.flush()
