@@ -30,7 +30,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -164,8 +164,8 @@ class BatchingProvider:
         resolve = getattr(inner, "resolve", None)
         if callable(resolve):
             inner = resolve()  # a provider that builds the real one on first use
-        self.inner: Any = inner  # declares `batches`: has the BatchesAPI methods
-        self.api: BatchesAPI = inner
+        self.inner = inner
+        self.api: BatchesAPI = cast(BatchesAPI, inner)  # it declares `batches`
         self.name = inner.name
         self.options = options or BatchOptions()
         self.journal = BatchJournal(None, "", "")
@@ -363,4 +363,4 @@ class BatchingProvider:
         await self.inner.aclose()
 
     def settings(self) -> dict[str, Any]:
-        return self.inner.settings()
+        return dict(getattr(self.inner, "settings")())  # noqa: B009 - not every provider has it
