@@ -81,8 +81,8 @@ class BatchJournal:
 
     def _path(self, run_id: str, batch_id: str | None = None) -> str:
         assert self.store is not None
-        parts = ("runs", run_id, "batches") + ((f"{batch_id}.json",) if batch_id else ())
-        return self.store.fs.join(*parts)
+        folder = self.store.batches_dir(run_id)  # `gc` keeps the uncollected ones
+        return self.store.fs.join(folder, f"{batch_id}.json") if batch_id else folder
 
     def write(self, batch_id: str, requests: dict[str, str | None], state: str) -> None:
         record = {

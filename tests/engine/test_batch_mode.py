@@ -158,9 +158,11 @@ DRIVER = textwrap.dedent(
 )
 
 
-def test_sigkill_while_a_batch_processes_then_rerun_reattaches_and_pays_nothing_twice(
+def test_sigkill_while_a_batch_processes_then_gc_then_rerun_reattaches_and_pays_nothing_twice(
     fake_anthropic: FakeAnthropic, tmp_path: Path
 ) -> None:
+    from dagagents.store import Store
+
     fake_anthropic.batches.delay = 3.0  # the first batch is still processing when we kill
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
@@ -176,6 +178,11 @@ def test_sigkill_while_a_batch_processes_then_rerun_reattaches_and_pays_nothing_
     proc.wait()
     (first,) = fake_anthropic.batches.submitted
     assert first.processing_status == "in_progress" and len(first.requests) == 4
+    # gc keeping no runs at all still keeps the killed run's record of its batch.
+    (killed,) = Store(store).list_runs()
+    gc = Store(store).gc(keep_runs=0)
+    assert gc.runs_removed == 0 and gc.runs_spared == 1
+    assert Store(store).open_batches(killed) == [first.id]
     fake_anthropic.batches.delay = 0.1
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert rerun.stdout.strip() == "OK", rerun.stdout + rerun.stderr
@@ -185,6 +192,9 @@ def test_sigkill_while_a_batch_processes_then_rerun_reattaches_and_pays_nothing_
     for cid in first.custom_ids:
         assert fake_anthropic.batches.requests_for(cid) == [first.id]
     assert fake_anthropic.usage_totals()["messages"] == 5  # one answer per node, ever
+    # Collected now: the killed run is an ordinary old run again, and gc may drop it.
+    assert Store(store).open_batches(killed) == []
+    assert Store(store).gc(keep_runs=1).runs_removed == 1
 
 
 def test_cli_batch_flag_runs_through_batches_and_reports_the_saving(
