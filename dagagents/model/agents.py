@@ -102,7 +102,7 @@ def _stable_code(target: Any) -> bytes:
     with `exec` would get a new checkpoint key every run and never resume."""
     code = getattr(target, "__code__", None)
     if code is None:  # a callable instance: what its class's __call__ runs
-        call = getattr(type(target), "__call__", None)
+        call = type(target).__call__  # steps are callables, so their class has one
         code = getattr(call, "__code__", None)
         if code is None:
             return f"{type(target).__module__}.{type(target).__qualname__}".encode()
