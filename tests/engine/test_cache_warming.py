@@ -201,3 +201,25 @@ def test_cache_warming_options_are_checked() -> None:
         fanout("x").run(provider="simulated", store=None, cache_warming=-1)
     with pytest.raises(UserError, match="CacheWarming usd_per_second must be 0 or more"):
         CacheWarming(usd_per_second=-0.5)
+
+
+def test_estimate_applies_the_critical_path_rule() -> None:
+    from dagagents import CacheWarming
+    from dagagents.observe.estimate import estimate
+
+    analyst = Agent("analyst", model="claude-sonnet-4-6", system=HANDBOOK, max_tokens=64)
+    writer = Agent("writer", model="claude-sonnet-4-6", system="Write at length.", max_tokens=4000)
+    g = Graph("paths")
+    for name in ("long_a", "long_b"):  # each followed by a long write: the critical paths
+        g.task(name, analyst, f"Question {name}.")
+        g.task(f"{name}_report", writer, "Report.", depends_on=[name])
+    g.task("short", analyst, "Question short.")  # nothing below it: plenty of slack
+    assert estimate(g).nodes["long_a_report"].duration > 1.0  # more than one first token
+
+    (default,) = estimate(g).shared_prefixes
+    assert default.released == [] and default.delay == pytest.approx(1.0)
+    each = default.tokens * (3.75 - 0.30) / 1e6
+    assert default.saving == pytest.approx(2 * each)
+    (dear,) = estimate(g, warming=CacheWarming(usd_per_second=100.0)).shared_prefixes
+    assert dear.released == ["long_b"] and dear.delay == 0.0  # short still waits, for free
+    assert dear.saving == pytest.approx(each)
