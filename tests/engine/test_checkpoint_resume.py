@@ -369,8 +369,8 @@ def test_steps_without_source_resume_in_a_new_process(tmp_path: Path) -> None:
         "import sys\n"
         "from dagagents import Graph\n"
         "ns = {}\n"
-        "exec('def value():\\n    pick = lambda k: k in {\"a\", \"b\", \"c\"}\\n"
-        "    return pick(\"a\")\\n', ns)\n"
+        'exec(\'def value():\\n    pick = lambda k: k in {"a", "b", "c"}\\n'
+        '    return pick("a")\\n\', ns)\n'
         "g = Graph('generated')\n"
         "g.add_step('value', ns['value'], depends_on=[])\n"
         "result = g.run(store=sys.argv[1])\n"
