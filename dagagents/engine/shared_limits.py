@@ -316,17 +316,46 @@ return n
 """
 )
 
-# KEYS: budget hash, reservations zset, amounts hash. ARGV: id, worst case, max, ttl ms.
-# Returns {granted, spent, reserved} (amounts as strings: Lua numbers would be truncated).
+# The budget ledger. KEYS: budget hash (spent, max, refused, lapsed, lapsed_usd), live
+# reservations zset (id -> expiry, extended by the holder's heartbeat), amounts hash (id ->
+# worst case), lapsed zset (id -> when to forget it). A reservation whose holder stopped renewing
+# it (SIGKILLed, perhaps after the API answered) is settled conservatively: its worst case counts
+# as spent, since the call may have been paid for. It is remembered for a day, so a holder that
+# was only slow and settles late corrects the ledger to its real cost instead of counting twice.
+_BUDGET_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local function sweep()
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+  local lapsed = 0
+  for _, id in ipairs(expired) do
+    lapsed = lapsed + tonumber(redis.call('HGET', KEYS[3], id) or '0')
+    redis.call('ZADD', KEYS[4], now + 86400000, id)
+  end
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+    redis.call('HINCRBYFLOAT', KEYS[1], 'spent', tostring(lapsed))
+    redis.call('HINCRBYFLOAT', KEYS[1], 'lapsed_usd', tostring(lapsed))
+    redis.call('HINCRBY', KEYS[1], 'lapsed', #expired)
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do
+    redis.call('HDEL', KEYS[3], id)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+end
+"""
+
+# ARGV: id, worst case, max, ttl ms. Returns {granted, spent, reserved} (amounts as strings: Lua
+# numbers would be truncated).
 _RESERVE = (
-    _LUA_PRELUDE
+    _BUDGET_PRELUDE
     + """
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-for _, id in ipairs(expired) do redis.call('HDEL', KEYS[3], id) end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+sweep()
 local reserved = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[3])) do reserved = reserved + tonumber(v) end
-local spent = num(redis.call('HGET', KEYS[1], 'spent'), 0)
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  reserved = reserved + tonumber(redis.call('HGET', KEYS[3], id) or '0')
+end
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
 local worst = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'max', ARGV[3])
 if spent + reserved + worst > tonumber(ARGV[3]) + 1e-12 then
@@ -339,13 +368,26 @@ return {1, tostring(spent), tostring(reserved + worst)}
 """
 )
 
-# KEYS: budget hash, reservations zset, amounts hash. ARGV: id, actual cost.
-_SETTLE_BUDGET = """
-redis.call('ZREM', KEYS[2], ARGV[1])
+# ARGV: id, actual cost. A live reservation becomes its actual cost; one that lapsed (already
+# counted at its worst case) is corrected to its actual cost; an unknown one (the budget was
+# reset, or Redis lost its data) counts its actual cost.
+_SETTLE_BUDGET = (
+    _BUDGET_PRELUDE
+    + """
+local actual = tonumber(ARGV[2])
+local charge = actual
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 and redis.call('ZREM', KEYS[4], ARGV[1]) == 1 then
+  local counted = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+  charge = actual - counted
+  redis.call('HINCRBYFLOAT', KEYS[1], 'lapsed_usd', tostring(-counted))
+  redis.call('HINCRBY', KEYS[1], 'lapsed', -1)
+end
 redis.call('HDEL', KEYS[3], ARGV[1])
-if tonumber(ARGV[2]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', ARGV[2]) end
+if charge ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', tostring(charge)) end
+sweep()
 return 1
 """
+)
 
 
 def _redis_module() -> Any:
@@ -393,7 +435,7 @@ class SharedBudget:
         self.max_cost_usd = max_cost_usd
         self.pricing = pricing
         p = _budget_prefix(name)
-        self.keys = [p, f"{p}:res", f"{p}:amt"]
+        self.keys = [p, f"{p}:res", f"{p}:amt", f"{p}:lapsed"]
         self.refused = 0
         self.spent_usd = 0.0  # by this process
         self.held: set[str] = set()  # reservation ids to keep alive
@@ -904,7 +946,7 @@ async def reset_budget(config: SharedLimits, name: str) -> bool:
     try:
         try:
             p = _budget_prefix(name)
-            return bool(await client.delete(p, f"{p}:res", f"{p}:amt"))
+            return bool(await client.delete(p, f"{p}:res", f"{p}:amt", f"{p}:lapsed"))
         except _connection_errors() as exc:
             raise UserError(
                 f"cannot reach the shared limits store at {redact_url(config.url)}: "
@@ -983,20 +1025,27 @@ async def _snapshot(client: Redis, key: str | None, budget: str | None) -> dict[
     budgets: list[dict[str, Any]] = []
     bpattern = _budget_prefix(budget) if budget else "dagagents:budget:{*}"
     async for bkey in client.scan_iter(match=_escape_glob(bpattern, budget)):
-        if bkey.endswith((":res", ":amt")):
+        if bkey.endswith((":res", ":amt", ":lapsed")):
             continue
         name = bkey[len("dagagents:budget:{") : -1]
         state = await client.hgetall(bkey)
-        live = set(await client.zrangebyscore(f"{bkey}:res", now, "+inf"))
-        amounts = await client.hgetall(f"{bkey}:amt")
-        reserved = sum(float(v) for k, v in amounts.items() if k in live)
+        holds = dict(await client.zrange(f"{bkey}:res", 0, -1, withscores=True))
+        amounts = {k: float(v) for k, v in (await client.hgetall(f"{bkey}:amt")).items()}
+        reserved = sum(amounts.get(k, 0.0) for k, until in holds.items() if until > now)
+        # Reservations whose holder stopped renewing them count as spent (the next call on the
+        # budget settles them so in Redis; shown here as that call will find them).
+        due = [k for k, until in holds.items() if until <= now]
+        lapsed = sum(amounts.get(k, 0.0) for k in due)
         budgets.append(
             {
                 "budget": name,
-                "spent_usd": float(state.get("spent", 0)),
+                "spent_usd": float(state.get("spent", 0)) + lapsed,
                 "reserved_usd": reserved,
                 "max_usd": float(state["max"]) if "max" in state else None,
                 "refused": int(state.get("refused", 0)),
+                # worst cases counted as spent for holders that died holding a reservation
+                "lapsed": int(state.get("lapsed", 0)) + len(due),
+                "lapsed_usd": float(state.get("lapsed_usd", 0)) + lapsed,
             }
         )
     return {"keys": keys, "budgets": budgets}

@@ -294,6 +294,57 @@ def test_a_shared_budget_is_never_exceeded_by_three_drivers(
     assert again.returncode == 2 and "no shared budget named 'nightly'" in again.stderr
 
 
+@pytest.mark.slow
+def test_a_driver_killed_after_the_api_answered_is_charged_its_reservation(
+    tmp_path: Path, redis_server: RedisServer, fake_anthropic: FakeAnthropic
+) -> None:
+    """SIGKILL a driver whose calls the server has answered but that never settled them: once
+    its reservations lapse (lease_ttl, 2 s here) they count as spent at their worst case, so
+    the ledger never under-counts what was paid, and the survivors stay under the ceiling."""
+    usage = Usage(input_tokens=20, output_tokens=1000)
+    fake_anthropic.reply(text("ok", usage=usage.model_dump()))
+    fake_anthropic.latency = 0.5
+    per_call = default_pricing().cost_usd(MODEL, usage)
+    ceiling = 0.15
+    flags = ["--limits", redis_server.url, "--max-cost", str(ceiling), "--budget-key", "b"]
+    flags += ["--lease-ttl", "2", "--concurrency", "2"]
+    victim = start_driver(tmp_path, fake_anthropic, 0, 20, *flags, MAX_TOKENS="1000")
+    deadline = time.monotonic() + 120
+
+    def victims() -> list:
+        return [r for r in list(fake_anthropic.message_requests) if driver_of(r) == "0"]
+
+    while not (victims() and victims()[-1].finished is None) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGSTOP)  # it can no longer settle anything...
+    while any(r.finished is None for r in victims()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)  # ...and the server has answered all it sent
+    victim.wait(30)
+    answered = sum(1 for r in victims() if r.status == 200)
+    assert answered >= 1
+    survivors = [
+        start_driver(tmp_path, fake_anthropic, d, 20, *flags, MAX_TOKENS="1000") for d in (1, 2)
+    ]
+    results = finish(survivors)
+    assert [code for code, _ in results] == [1, 1], results  # refused further calls
+    served = fake_anthropic.statuses()[200]
+    assert served * per_call <= ceiling  # the fake server's priced usage, the victim's included
+    time.sleep(2.1)  # every reservation the victim held has lapsed by now
+    state = subprocess.run(
+        dagagents_cmd("limits", "--limits", redis_server.url, "--budget-key", "b", "--json"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    (budget,) = orjson.loads(state.stdout)["budgets"]
+    assert budget["spent_usd"] >= served * per_call - 1e-9  # nothing paid went uncounted
+    assert budget["spent_usd"] <= ceiling + 1e-9 and budget["reserved_usd"] == 0
+    assert budget["lapsed"] >= 1  # the victim's unsettled calls, counted at their worst case
+    assert budget["lapsed_usd"] >= budget["lapsed"] * per_call
+
+
 # ------------------------------------------------------------------ Redis going away
 @pytest.mark.slow
 def test_redis_killed_mid_run_stops_the_run_and_a_rerun_resumes(

@@ -107,7 +107,9 @@ def _models_table(keys: list[dict[str, Any]]) -> Table:
 
 def _budgets_table(budgets: list[dict[str, Any]]) -> Table:
     table = Table(title="shared budgets", title_justify="left")
-    for column in ("budget", "spent $", "reserved $", "max $", "refused calls"):
+    # "lapsed": reservations of processes that died holding them, counted as spent at their
+    # worst case (the API may have answered before the process died).
+    for column in ("budget", "spent $", "reserved $", "max $", "refused calls", "lapsed"):
         table.add_column(column, justify="left" if column == "budget" else "right")
     for b in budgets:
         table.add_row(
@@ -116,5 +118,6 @@ def _budgets_table(budgets: list[dict[str, Any]]) -> Table:
             f"{b['reserved_usd']:.6f}",
             "-" if b["max_usd"] is None else f"{b['max_usd']:.4f}",
             str(b["refused"]),
+            f"{b['lapsed']} (${b['lapsed_usd']:.6f})" if b["lapsed"] else "-",
         )
     return table
