@@ -25,7 +25,6 @@ their password masked.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import os
 import random
@@ -53,7 +52,7 @@ from dagagents.engine.limits import (
 from dagagents.errors import BudgetExceeded, LimitsUnavailable, ProviderError, UserError
 from dagagents.observe.pricing import Pricing
 from dagagents.observe.trace import Emit, no_emit
-from dagagents.providers.base import Request, Response
+from dagagents.providers.base import Request, Response, key_digest, limits_key_of
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -133,13 +132,14 @@ def redact_url(url: str) -> str:
 
 
 def default_key(provider: Any) -> str:
-    """A stable name for the API key's limits that never reveals the key: a hash of it."""
-    options = getattr(provider, "_options", None)
-    key = options.get("api_key") if isinstance(options, dict) else None
-    key = key or os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
-    if not key:
-        return str(getattr(provider, "name", "default"))
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    """A stable name for the API key's limits that never reveals the key: the provider's
+    declared `limits_key` (a hash of its key), else a hash of the environment's key, else the
+    provider's name."""
+    declared = limits_key_of(provider)
+    if declared:
+        return declared
+    env_key = os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+    return key_digest(env_key) or str(getattr(provider, "name", "default"))
 
 
 def model_family(model: str) -> str:
@@ -1029,7 +1029,10 @@ async def _snapshot(client: Redis, key: str | None, budget: str | None) -> dict[
             continue
         name = bkey[len("dagagents:budget:{") : -1]
         state = await client.hgetall(bkey)
-        holds = dict(await client.zrange(f"{bkey}:res", 0, -1, withscores=True))
+        pairs: list[tuple[str, float]] = await client.zrange(  # type: ignore[assignment]
+            f"{bkey}:res", 0, -1, withscores=True
+        )
+        holds = dict(pairs)
         amounts = {k: float(v) for k, v in (await client.hgetall(f"{bkey}:amt")).items()}
         reserved = sum(amounts.get(k, 0.0) for k, until in holds.items() if until > now)
         # Reservations whose holder stopped renewing them count as spent (the next call on the

@@ -543,3 +543,23 @@ def test_shared_rate_limits_with_a_per_run_budget(redis_server: RedisServer) -> 
     assert done == 2 and spent <= 0.002
     (model,) = state["keys"][0]["models"]
     assert model["calls"] == 2 and model["leases"] == 0 and not state["budgets"]
+
+
+def test_providers_declare_the_limits_key_as_a_hash_of_their_api_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default --limits-key comes from the provider's public `limits_key`, which is a hash
+    of the key it calls with (its own api_key= first, else the environment's), never the key."""
+    from dagagents.engine.shared_limits import default_key
+    from dagagents.providers import SimulatedProvider, resolve_provider
+    from dagagents.providers.anthropic import AnthropicProvider
+    from dagagents.providers.base import key_digest, limits_key_of
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    own = AnthropicProvider(api_key="sk-ant-other-key-1234567890")
+    assert default_key(own) == own.limits_key == key_digest("sk-ant-other-key-1234567890")
+    assert default_key(AnthropicProvider()) == key_digest(KEY)
+    deferred = resolve_provider("anthropic")  # known before the SDK has finished loading
+    assert limits_key_of(deferred) == key_digest(KEY) == default_key(deferred)
+    assert KEY not in str(key_digest(KEY)) and str(key_digest(KEY)).startswith("key-")
+    assert limits_key_of(SimulatedProvider()) is None
