@@ -30,6 +30,7 @@ from dagagents.engine.limits import RateLimits
 from dagagents.engine.shared_limits import RedisLimiter, SharedLimits, snapshot
 from dagagents.errors import ProviderError
 from dagagents.observe.pricing import default_pricing
+from dagagents.observe.trace import Emit
 from dagagents.providers.base import Request, Response, Usage
 from dagagents.store import Store
 from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, text  # noqa: F401
@@ -563,3 +564,60 @@ def test_providers_declare_the_limits_key_as_a_hash_of_their_api_key(
     assert limits_key_of(deferred) == key_digest(KEY) == default_key(deferred)
     assert KEY not in str(key_digest(KEY)) and str(key_digest(KEY)).startswith("key-")
     assert limits_key_of(SimulatedProvider()) is None
+
+
+def test_processes_asking_for_different_concurrency_share_the_smallest(
+    redis_server: RedisServer,
+) -> None:
+    """--concurrency 4 in one process and 2 in another on one key: the smallest, 2, applies to
+    both (one warning for the process that asked for more); when the 2 leaves, 4 applies."""
+
+    async def scenario() -> tuple[list[str], list[str], int, int, dict, dict]:
+        config = SharedLimits(redis_server.url, key="mixed")
+        wide = RedisLimiter(config, RateLimits(rpm=6000), key="mixed", concurrency=4)
+        narrow = RedisLimiter(config, RateLimits(rpm=6000), key="mixed", concurrency=2)
+        await wide.start()
+        await narrow.start()
+        wide_said: list[str] = []
+        narrow_said: list[str] = []
+
+        def said(into: list[str]) -> Emit:
+            return lambda event, **fields: into.append(f"{event}: {fields.get('message')}")
+
+        async def hold_all(limiter: RedisLimiter, into: list[str], n: int) -> int:
+            """How many of `n` calls are admitted at once (the rest would wait)."""
+            slots = [limiter.slot(_request(f"c{i}"), emit=said(into)) for i in range(n)]
+            entered = []
+            for slot in slots:
+                try:
+                    await asyncio.wait_for(slot.__aenter__(), 0.3)
+                except TimeoutError:
+                    break
+                entered.append(slot)
+            for slot in entered:
+                await slot.__aexit__(None, None, None)
+            return len(entered)
+
+        try:
+            both = await hold_all(wide, wide_said, 4)
+            await hold_all(narrow, narrow_said, 1)
+            state = await snapshot(config, key="mixed")
+            await narrow.aclose()
+            alone = await hold_all(wide, wide_said, 4)
+            after = await snapshot(config, key="mixed")
+        finally:
+            await wide.aclose()
+            await narrow.aclose()
+        return wide_said, narrow_said, both, alone, state, after
+
+    wide_said, narrow_said, both, alone, state, after = asyncio.run(scenario())
+    assert both == 2 and alone == 4
+    assert wide_said == [
+        "warning: this run asked for --concurrency 4 but another process sharing limits key "
+        "'mixed' asked for 2: the smallest applies to every process on the key, so at most 2 "
+        "calls run at once across them"
+    ]
+    assert narrow_said == []  # it got what it asked for
+    (entry,) = state["keys"]
+    assert entry["concurrency"] == 2 and sorted(entry["concurrency_asked"].values()) == [2, 4]
+    assert after["keys"][0]["concurrency"] == 4
