@@ -96,6 +96,8 @@ class LiveProgress:
         """Apply an event about one node."""
         if kind == "batch_wait":
             self.detail[node] = "waiting for the next batch"
+        elif kind == "cache_warm" and event.get("released"):
+            self.detail[node] = "on the critical path: wrote the prompt cache itself"
         elif kind == "cache_warm" and not event.get("gave_up"):
             for name in event.get("followers") or ():
                 self.detail[name] = f"read the prompt cache {node} wrote"

@@ -448,6 +448,37 @@ class AnthropicProvider:
             api_message=self._scrub(api_message),
         )
 
+    # ------------------------------------------------ declared: batches, counts_tokens
+    def batch_params(self, request: Request) -> dict[str, Any]:
+        from dagagents.providers import anthropic_batches
+
+        return anthropic_batches.batch_params(self, request)
+
+    async def create_batch(self, requests: list[dict[str, Any]]) -> str:
+        from dagagents.providers import anthropic_batches
+
+        return await anthropic_batches.create_batch(self, requests)
+
+    async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        from dagagents.providers import anthropic_batches
+
+        return await anthropic_batches.retrieve_batch(self, batch_id)
+
+    async def batch_results(self, batch_id: str) -> dict[str, dict[str, Any]]:
+        from dagagents.providers import anthropic_batches
+
+        return await anthropic_batches.batch_results(self, batch_id)
+
+    def batch_response(self, result: dict[str, Any], node: str | None) -> Response:
+        from dagagents.providers import anthropic_batches
+
+        return anthropic_batches.result_response(self, result, node)
+
+    async def count_tokens(self, request: Request) -> int:
+        from dagagents.providers import anthropic_batches
+
+        return await anthropic_batches.count_tokens(self, request)
+
     async def aclose(self) -> None:
         await self._pool.aclose()
         self._closed = True
