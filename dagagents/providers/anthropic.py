@@ -29,6 +29,7 @@ from dagagents.providers.base import (
     Request,
     Response,
     Usage,
+    key_digest,
     response_begun,
 )
 
@@ -206,6 +207,13 @@ class AnthropicProvider:
             "timeout": httpx2.Timeout(timeout or _TIMEOUT_CAP_S, connect=connect),
             "default_headers": dict(default_headers) if default_headers else None,
         }
+        # The name this key's rate limits are shared under (a hash; see base.KeyedLimits).
+        self.limits_key = key_digest(
+            api_key
+            or (getattr(client, "api_key", None) if client is not None else None)
+            or os.environ.get("ANTHROPIC_API_KEY")
+            or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+        )
         self.pool_shards = max(1, pool_shards)
         self._tls: ssl.SSLContext | None = None
         # The user's client keeps its timeout, base URL and headers; only its retries go.

@@ -7,6 +7,7 @@ language. Nothing here knows about graphs or scheduling.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -148,6 +149,28 @@ def capabilities_of(provider: object) -> Capabilities:
     """A provider's declared capabilities; a provider that declares none gets the defaults
     (a real API: forced tools, strict schemas, shipped to workers by pickling)."""
     return provider.capabilities if isinstance(provider, Declares) else DEFAULT_CAPABILITIES
+
+
+def key_digest(secret: str | None) -> str | None:
+    """A stable name for an API key that never reveals it: `key-` and 16 hex digits of its
+    sha256 (None without a key). Processes on one key share limits under this name."""
+    if not secret:
+        return None
+    return "key-" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+@runtime_checkable
+class KeyedLimits(Protocol):
+    """A provider that names the API key its calls are limited under (the built-in Anthropic
+    one does): `limits_key` is `key_digest(api key)`, or None when it cannot tell. Shared
+    limits (engine/shared_limits.py) use it as the default `--limits-key`."""
+
+    limits_key: str | None
+
+
+def limits_key_of(provider: object) -> str | None:
+    """The provider's declared limits key, or None if it declares none."""
+    return provider.limits_key if isinstance(provider, KeyedLimits) else None
 
 
 class BatchExpired(ProviderError):
