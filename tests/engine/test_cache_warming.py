@@ -224,3 +224,16 @@ def test_estimate_applies_the_critical_path_rule() -> None:
     (dear,) = estimate(g, warming=CacheWarming(usd_per_second=100.0)).shared_prefixes
     assert dear.released == ["long_b"] and dear.delay == 0.0  # short still waits, for free
     assert dear.saving == pytest.approx(each)
+    # `dagagents estimate` says so.
+    import io
+
+    from rich.console import Console
+
+    from dagagents.cli.commands.estimate import estimate_renderable
+
+    out = io.StringIO()
+    Console(file=out, width=400).print(
+        estimate_renderable(estimate(g, warming=CacheWarming(usd_per_second=100.0)))
+    )
+    assert "reads it 1 times" in out.getvalue()
+    assert "long_b on the critical path would not wait" in out.getvalue()
