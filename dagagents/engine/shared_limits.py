@@ -11,9 +11,12 @@ scripts (atomic, timed by the Redis server's clock, so processes on different ma
 - the adaptive backoff: a 429/529 seen by one process sets a shared `retry-after` pause and
   halves the shared concurrency limit; successes anywhere grow it back (AIMD);
 - concurrency as leases with an expiry that a heartbeat extends, so a SIGKILLed holder's leases
-  free themselves within `lease_ttl`;
+  free themselves within `lease_ttl`; when processes ask for different limits, the smallest
+  any live process asked for applies to all;
 - with `budget_key`, a budget ledger: each call reserves its worst case before it starts and
   settles to its real cost after, so every process naming the budget stays under it together.
+  A reservation is a lease too: one whose holder died lapses and counts as spent at its worst
+  case (the API may have answered before the process died).
 
 Redis unreachable at start is a UserError naming the URL. Lost mid-run: admitted calls finish,
 new calls retry the connection with backoff for up to `timeout` seconds, then raise
