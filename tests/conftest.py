@@ -17,6 +17,21 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+def _compile_checkout() -> None:
+    """Write the checkout's bytecode once, so the suite's hundreds of subprocesses read it
+    instead of each compiling the package's sources again (~0.1 s of CPU per CLI run). Only
+    needed under PYTHONDONTWRITEBYTECODE, where no import writes it; stale files are harmless
+    (Python checks each against its source's size and mtime)."""
+    if sys.dont_write_bytecode:
+        import compileall
+
+        for folder in ("dagagents", "graphs"):
+            compileall.compile_dir(ROOT / folder, quiet=2)
+
+
+_compile_checkout()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Default stores (./.dagagents) go to the test's temp dir; no real key leaks in."""
