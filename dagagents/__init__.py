@@ -21,6 +21,7 @@ from dagagents.errors import (
 
 if TYPE_CHECKING:
     from dagagents.engine.approvals import ApprovalRequest, Decision, record_decision
+    from dagagents.engine.cache_warming import CacheWarming
     from dagagents.engine.executors import Executor, LocalExecutor
     from dagagents.engine.executors.dask import DaskExecutor
     from dagagents.engine.limits import RateLimits
@@ -52,6 +53,7 @@ _LAZY = {
     "ApprovalRequest": "dagagents.engine.approvals",
     "Decision": "dagagents.engine.approvals",
     "record_decision": "dagagents.engine.approvals",
+    "CacheWarming": "dagagents.engine.cache_warming",
     "Executor": "dagagents.engine.executors",
     "LocalExecutor": "dagagents.engine.executors",
     "DaskExecutor": "dagagents.engine.executors.dask",
@@ -113,6 +115,7 @@ __all__ = [
     "ApprovalRequest",
     "AnthropicProvider",
     "BudgetExceeded",
+    "CacheWarming",
     "DagAgentsError",
     "DaskExecutor",
     "Decision",
