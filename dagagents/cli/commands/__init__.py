@@ -3,7 +3,8 @@
 Start-up: `dagagents run` need not import what `render`, `plan`, `ui` or `trace` import, so the
 entry point imports only the module of the command it was given (`load`); help, `--version`
 and unknown commands import every module (`load_all`), so `--help` lists them all and a typo
-gets click's suggestions.
+gets click's suggestions. Code that invokes `app` in-process (typer's CliRunner) imports the
+module of the command it uses (`from dagagents.cli.commands import run`) or calls `load_all()`.
 """
 
 from __future__ import annotations
