@@ -790,11 +790,11 @@ class _Run:
             if "on_text" not in fields:
                 stream, node = self.tracer.stream, spec.name
                 fields = {**fields, "on_text": lambda text: stream("token", node=node, text=text)}
-        stream = None
+        growing = None
         if spec.stream_expand is not None:  # grow the run while the reply is written
-            stream = ExpansionStream(self, spec.name, spec.stream_expand, self._launch)
-            fields = {**fields, "on_text": _chain(stream.feed, fields.get("on_text"))}
-            fields["on_reply"] = stream.restart
+            growing = ExpansionStream(self, spec.name, spec.stream_expand, self._launch)
+            fields = {**fields, "on_text": _chain(growing.feed, fields.get("on_text"))}
+            fields["on_reply"] = growing.restart
         if isinstance(self.provider, DeferredProvider):
             # Wait for the SDK import before the limiter admits a call: an admitted call
             # that then waited for the import would reach the API later than its limits
@@ -806,16 +806,16 @@ class _Run:
         except AgentFailed as failed:
             # Calls made before the failure were still paid for: keep them on the record.
             self._record_usage(record, failed.spent, meta)
-            if stream is not None:
-                await self._end_stream(spec, stream, None)
+            if growing is not None:
+                await self._end_stream(spec, growing, None)
             raise failed.error from failed.error.__cause__  # a 401 behind it stays findable
         except BaseException:
-            if stream is not None:  # cancelled or timed out: what it streamed is dropped
-                self._retire(stream, None)
+            if growing is not None:  # cancelled or timed out: what it streamed is dropped
+                self._retire(growing, None)
             raise
         self._record_usage(record, result, meta)
-        if stream is not None:
-            await self._end_stream(spec, stream, result.output)
+        if growing is not None:
+            await self._end_stream(spec, growing, result.output)
         return result.output
 
     async def _approval_body(
@@ -934,7 +934,8 @@ class _Run:
             )
             status = self.records[name].status
             if status == RUNNING:
-                task = self._running.get(name)
+                # Popped here: a task cancelled before its first step never runs its handler.
+                task = self._running.pop(name, None)
                 self._transition(name, SKIPPED, because=because)
                 if task is not None:
                     task.cancel()

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
 from dagagents.model.graph import Graph
-from dagagents.model.nodes import AgentTask, Ask, Expansion, Warn
+from dagagents.model.nodes import AgentTask, Ask, Expansion, NodeSpec, Warn
 from dagagents.model.plan import (
     DEFAULT_MAX_SUBTASKS,
     PLAN_NODE,
@@ -249,7 +249,7 @@ class Orchestrator:
         cache = self._streamed_nodes  # the same subtask is proposed on every later delta
         if len(cache) > 4 * self.max_subtasks:
             cache.clear()
-        nodes = []
+        nodes: list[NodeSpec] = []
         for s in subtasks:
             key = s.model_dump_json()
             node = cache.get(key)
