@@ -114,6 +114,7 @@ def _drivers(
         env.update(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.url, NODES=str(nodes))
         env.update(env_extra)
         flag = "--rpm" if kind == "rpm" else "--itpm"
+        load_before = os.getloadavg()[0]
         launched = time.monotonic()
         procs = [
             subprocess.Popen(
@@ -154,6 +155,8 @@ def _drivers(
         # where the rest of the wall time goes: starting 4 Pythons (imports, SDK), and exiting
         "first_request_after_launch_s": round(starts[0] - launched, 2),
         "exit_after_last_request_s": round(ended - starts[-1], 2),
+        # the machine's 1-minute load average before and after (start-up time depends on it)
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 

@@ -5,6 +5,7 @@ graphs resume, and traces that tell which agent cost what.
 """
 
 from dagagents.engine.approvals import ApprovalRequest, Decision, record_decision
+from dagagents.engine.cache_warming import CacheWarming
 from dagagents.engine.executors import Executor, LocalExecutor
 from dagagents.engine.limits import RateLimits
 from dagagents.engine.retry import RetryPolicy
@@ -58,6 +59,7 @@ __all__ = [
     "ApprovalRequest",
     "AnthropicProvider",
     "BudgetExceeded",
+    "CacheWarming",
     "DagAgentsError",
     "DaskExecutor",
     "Decision",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
 )
+
+
+# A shell starts background jobs (`make test &`, nohup) with Ctrl-C ignored, and a child
+# inherits that: the tests that press Ctrl-C on a CLI run would then see it ignored. Children
+# of a process that handles SIGINT start with the default, as under a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +46,30 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def dagagents_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "dagagents", *args]
+
+
+# ------------------------------------------------ a real small disk (store tests)
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 200 KiB tmpfs (root only), unmounted afterwards; change it with `remount`."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.fixture
+def remount() -> Callable[[Path, str], None]:
+    """`remount(small_disk, "ro")` or `remount(small_disk, "size=4m")`: change a mounted disk."""
+
+    def run(mnt: Path, options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(mnt)], check=True)
+
+    return run

@@ -1,7 +1,7 @@
 """Batch mode: every agent call goes through the Message Batches API, at the batch price.
 
-`BatchingProvider` wraps an `AnthropicProvider` and looks like any provider to the invocation
-layer, so tool loops, structured output, retries, limits and the budget work unchanged: each
+`BatchingProvider` wraps a provider that declares `batches` (the Anthropic one: see
+providers/base.BatchesAPI) and looks like any provider to the invocation layer, so tool loops, structured output, retries, limits and the budget work unchanged: each
 `complete()` joins the batch being collected, and returns when that batch has ended.
 
 - **Collecting.** A batch is submitted when no new request has joined for `window` seconds
@@ -30,25 +30,22 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from dagagents.errors import ProviderError, UserError
 from dagagents.observe.trace import Emit, no_emit
-from dagagents.providers.anthropic import AnthropicProvider
-from dagagents.providers.anthropic_batches import (
+from dagagents.providers.base import (
     MAX_BATCH_BYTES,
     MAX_BATCH_REQUESTS,
+    BatchesAPI,
     BatchExpired,
-    batch_params,
-    batch_results,
-    create_batch,
-    params_size,
-    result_response,
-    retrieve_batch,
+    Provider,
+    Request,
+    Response,
+    capabilities_of,
 )
-from dagagents.providers.base import Provider, Request, Response
 from dagagents.store import Store
 
 RECORD_VERSION = 1
@@ -84,8 +81,8 @@ class BatchJournal:
 
     def _path(self, run_id: str, batch_id: str | None = None) -> str:
         assert self.store is not None
-        parts = ("runs", run_id, "batches") + ((f"{batch_id}.json",) if batch_id else ())
-        return self.store.fs.join(*parts)
+        folder = self.store.batches_dir(run_id)  # `gc` keeps the uncollected ones
+        return self.store.fs.join(folder, f"{batch_id}.json") if batch_id else folder
 
     def write(self, batch_id: str, requests: dict[str, str | None], state: str) -> None:
         record = {
@@ -159,15 +156,16 @@ class BatchingProvider:
         inner: Provider,
         options: BatchOptions | None = None,
     ) -> None:
-        resolve = getattr(inner, "resolve", None)
-        if not isinstance(inner, AnthropicProvider) and callable(resolve):
-            inner = resolve()  # a provider that builds the real one on first use
-        if not isinstance(inner, AnthropicProvider):
+        if not capabilities_of(inner).batches:
             raise UserError(
                 f"batch mode needs the Anthropic provider (the Message Batches API); "
                 f"the run uses '{getattr(inner, 'name', type(inner).__name__)}'."
             )
+        resolve = getattr(inner, "resolve", None)
+        if callable(resolve):
+            inner = resolve()  # a provider that builds the real one on first use
         self.inner = inner
+        self.api: BatchesAPI = cast(BatchesAPI, inner)  # it declares `batches`
         self.name = inner.name
         self.options = options or BatchOptions()
         self.journal = BatchJournal(None, "", "")
@@ -205,13 +203,13 @@ class BatchingProvider:
 
     # ---------------------------------------------------------------- the call
     async def complete(self, request: Request) -> Response:
-        params = batch_params(self.inner, request)
+        params = self.api.batch_params(request)
         custom_id = self.custom_id(request, params)
         expired_once = False
         while True:
             result = await self._result_for(custom_id, request, params)
             try:
-                return result_response(self.inner, result, request.node)
+                return self.api.batch_response(result, request.node)
             except BatchExpired:
                 if expired_once:
                     raise BatchExpired(
@@ -252,7 +250,7 @@ class BatchingProvider:
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         pending = self._queue.get(custom_id)
         if pending is None:  # the same request twice (identical nodes) is sent once
-            size = params_size(params) + len(custom_id) + 32
+            size = len(orjson.dumps(params)) + len(custom_id) + 32
             if self._queue and self._queue_bytes + size > MAX_BATCH_BYTES * 0.95:
                 self._flush()
             pending = self._queue[custom_id] = _Pending(custom_id, request, params, size)
@@ -283,8 +281,8 @@ class BatchingProvider:
         if not live:
             return
         try:
-            batch_id = await create_batch(
-                self.inner, [{"custom_id": p.custom_id, "params": p.params} for p in live]
+            batch_id = await self.api.create_batch(
+                [{"custom_id": p.custom_id, "params": p.params} for p in live]
             )
             # Written before polling: a killed driver's next run re-attaches to this batch.
             await asyncio.to_thread(
@@ -330,7 +328,7 @@ class BatchingProvider:
         delay = self.options.poll
         last = None
         while True:
-            status = await retrieve_batch(self.inner, batch_id)
+            status = await self.api.retrieve_batch(batch_id)
             state = status.get("processing_status")
             if state != last:
                 self.emit(
@@ -341,7 +339,7 @@ class BatchingProvider:
                 )
                 last = state
             if state == "ended":
-                return await batch_results(self.inner, batch_id)
+                return await self.api.batch_results(batch_id)
             await asyncio.sleep(delay)
             delay = min(self.options.poll_max, delay * 1.5)
 
@@ -365,4 +363,4 @@ class BatchingProvider:
         await self.inner.aclose()
 
     def settings(self) -> dict[str, Any]:
-        return self.inner.settings()
+        return dict(getattr(self.inner, "settings")())  # noqa: B009 - not every provider has it

@@ -31,6 +31,9 @@ from dagagents.observe.trace import Emit, no_emit
 from dagagents.providers.base import Request, Response, Usage, estimate_tokens
 
 _CACHE_TTL = 300.0  # the API's default (5 minute) prompt-cache lifetime
+# After a take from a full bucket, its refill waits (at most this long) for the first answer
+# to a call admitted since: the server's bucket refills from the first arrival (TokenBucket).
+ARRIVAL_HOLD = 5.0
 
 
 def check_limit(name: str, value: float | None) -> None:
@@ -83,30 +86,68 @@ class TokenBucket:
     call used more than estimated; later callers then wait for the debt to refill.
     `slack` keeps a token or two of headroom so clock skew between us and the server cannot
     turn an exactly-at-the-limit burst into a 429.
+
+    `hold` (seconds, 0: off) is for buckets that mirror a server's. A full bucket stops
+    refilling, here and at the server; when a call takes from it, our refill would restart at
+    once, the server's only when that request arrives. Under load the first requests of a burst
+    (new connections) arrive seconds late while later ones overtake them, and every second of
+    that gap was a token the server did not have (a 429 on a busy machine). So a take from a
+    full bucket holds the refill until a call admitted since is known to have reached the
+    server (`arrived`, on its answer), at most `hold` seconds.
     """
 
-    def __init__(self, per_minute: float, capacity: float | None = None, *, slack: float = 0.0):
+    def __init__(
+        self,
+        per_minute: float,
+        capacity: float | None = None,
+        *,
+        slack: float = 0.0,
+        hold: float = 0.0,
+    ):
         self.rate = per_minute / 60.0
         self.capacity = float(capacity if capacity is not None else per_minute)
         self.slack = slack
         self.level = self.capacity - slack
+        self.hold = hold
         self._stamp = time.monotonic()
+        self._held_from = 0.0  # when a take from the full bucket started a hold
+        self._held_until = 0.0  # 0: refilling; else no refill before this (or an arrival)
         self._lock = asyncio.Lock()
 
     def _refill(self, now: float) -> None:
+        if self._held_until:
+            if now < self._held_until:
+                self._stamp = now  # nothing accrues while the server's bucket may be full
+                return
+            self._stamp = max(self._stamp, self._held_until)
+            self._held_until = 0.0
         top = self.capacity - self.slack
         if self.level < top:
             self.level = min(top, self.level + (now - self._stamp) * self.rate)
         self._stamp = now
 
+    def _take(self, now: float, n: float) -> None:
+        if self.hold and not self._held_until and self.level >= self.capacity - self.slack:
+            self._held_from, self._held_until = now, now + self.hold
+        self.level -= n
+
+    def arrived(self, admitted: float) -> None:
+        """A call admitted at `admitted` (monotonic) got the server's answer: the server has
+        seen a request since the hold began, so its refill has started; ours starts now."""
+        if self._held_until and admitted >= self._held_from:
+            now = time.monotonic()
+            self._refill(now)
+            self._held_until = 0.0
+
     def try_take(self, n: float) -> bool:
         """Take `n` now if available and nobody is queued (the fast path)."""
         if self._lock.locked():
             return False
-        self._refill(time.monotonic())
+        now = time.monotonic()
+        self._refill(now)
         need = min(n, self.capacity - self.slack)
         if self.level >= need:
-            self.level -= n
+            self._take(now, n)
             return True
         return False
 
@@ -121,9 +162,12 @@ class TokenBucket:
                 now = time.monotonic()
                 self._refill(now)
                 if self.level >= need:
-                    self.level -= n
+                    self._take(now, n)
                     return now - start
-                await asyncio.sleep(max((need - self.level) / self.rate, 0.001))
+                wait = (need - self.level) / self.rate
+                if self._held_until:  # re-check when the hold ends (or sooner, on arrival)
+                    wait = min(wait + self._held_until - now, 0.05)
+                await asyncio.sleep(max(wait, 0.001))
 
     def give(self, n: float) -> None:
         """Return (positive) or charge (negative) tokens after the fact."""
@@ -293,7 +337,7 @@ class ModelLimits:
         # load); 50 ms was seen to allow an occasional 429 on a loaded machine, and a larger
         # margin is wasted burst (1% of a minute was 0.6 s of every rate-limited run).
         slack = 1.0 if request_bucket else math.ceil(per_minute / 60.0 * 0.25)
-        return TokenBucket(per_minute, slack=min(slack, per_minute / 2))
+        return TokenBucket(per_minute, slack=min(slack, per_minute / 2), hold=ARRIVAL_HOLD)
 
     def calibrate(self, headers: Mapping[str, str]) -> None:
         """Learn limits from `anthropic-ratelimit-*` headers (never raise them above ours)."""
@@ -375,6 +419,7 @@ class Slot:
         "settled",
         "acquired",
         "waited",
+        "admitted",
         "cost_usd",
         "req_bucket",
         "in_bucket",
@@ -406,6 +451,7 @@ class Slot:
         self.settled = False
         self.acquired = False
         self.waited = 0.0
+        self.admitted = 0.0
         self.cost_usd = 0.0
         self.req_bucket: TokenBucket | None = None
         self.in_bucket: TokenBucket | None = None
@@ -448,7 +494,8 @@ class Slot:
                 self.req_bucket = None
             self._release(refund=True)
             raise
-        self.waited = time.monotonic() - start
+        self.admitted = time.monotonic()
+        self.waited = self.admitted - start
         if reason is not None and self.waited >= 0.01:
             self.emit(
                 "rate_limited",
@@ -476,6 +523,7 @@ class Slot:
         if self.settled:
             return self.cost_usd
         m, usage = self.model, response.usage
+        self._arrived()
         # Reconcile only the buckets this call reserved from (headers may add buckets mid-call).
         if self.in_bucket is not None:
             used_in = usage.input_tokens + usage.cache_creation_input_tokens  # reads are free
@@ -501,6 +549,8 @@ class Slot:
     def failed(self, error: ProviderError) -> None:
         """A failed attempt: on 429/529 slow this model down, honouring retry-after."""
         m = self.model
+        if error.status is not None:  # an HTTP answer: the request reached the server
+            self._arrived()
         if error.status in (429, 529) and error.kind != "spend_limit":
             m.overloads += 1
             if error.retry_after:
@@ -520,6 +570,11 @@ class Slot:
         if headers:
             m.calibrate(headers)  # after the refund: the server's `remaining` has the last word
         self._release(refund=True)
+
+    def _arrived(self) -> None:
+        for bucket in (self.req_bucket, self.in_bucket, self.out_bucket):
+            if bucket is not None:
+                bucket.arrived(self.admitted)
 
     def _release(self, refund: bool) -> None:
         if self.settled:

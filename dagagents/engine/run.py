@@ -27,7 +27,7 @@ import orjson
 
 from dagagents.engine import approvals
 from dagagents.engine.approvals import ApprovalRejected, ApprovalRequest, Approver
-from dagagents.engine.cache_warming import CacheWarmer
+from dagagents.engine.cache_warming import CacheWarmer, CacheWarming, critical_slack, warming_option
 from dagagents.engine.checkpoints import (
     Checkpoints,
     Hit,
@@ -122,7 +122,8 @@ class RunOptions:
     govern every agent call; `call_options` are extra CallContext fields (`auto_cache`,
     `structured_output`). `listener` sees every trace event as it happens. `cache_warming`
     (default: on for the Anthropic provider) lets calls sharing a cacheable prefix write it
-    once (engine/cache_warming.py); a number is the most seconds a follower waits (default 10). `batch=True` sends every agent call through the Message
+    once (engine/cache_warming.py); a number is the most seconds a follower waits (default
+    10), a `CacheWarming` also sets what a second of delay is worth. `batch=True` sends every agent call through the Message
     Batches API at the batch price, collected over `batch_window` seconds or `batch_max`
     requests (engine/batches.py); a `BatchOptions` also sets the poll backoff.
     `count_tokens=True` (or the endpoint's requests per minute) counts each prompt shape's
@@ -148,7 +149,7 @@ class RunOptions:
     retry: RetryPolicy | int | None = None
     pricing: Pricing | None = None
     call_options: Mapping[str, Any] = field(default_factory=dict)
-    cache_warming: bool | float | None = None
+    cache_warming: bool | float | CacheWarming | None = None
     batch: bool | BatchOptions = False
     batch_window: float = 2.0
     batch_max: int = 100_000
@@ -308,12 +309,8 @@ class _Run:
         if warming is None:
             warming = capabilities_of(self.provider).caches_prompts
         if warming and "cache_warmer" not in fields:
-            wait = 10.0 if warming is True else float(warming)
-            if wait < 0:
-                raise UserError(
-                    f"cache_warming must be True, False or the most seconds to wait (got {wait})."
-                )
-            fields["cache_warmer"] = CacheWarmer(self.pricing, max_wait=wait)
+            rule = warming_option(warming)
+            fields["cache_warmer"] = CacheWarmer(self.pricing, rule, slack=self._slack)
         if options.count_tokens and not options.batch and "token_counter" not in fields:
             counted = self.provider
             if isinstance(counted, DeferredProvider):
@@ -325,6 +322,13 @@ class _Run:
             "pricing": self.pricing,
             **fields,  # explicit CallContext fields win
         }
+
+    def _slack(self, node: str) -> float:
+        """How late `node` may start before the run ends later (cache warming's rule)."""
+        now = self.tracer.now()
+        records = self.records
+        running = ((n, now - (records[n].start or now)) for n in self._running if n in records)
+        return critical_slack(node, self.sorter, running)
 
     def _open_tracer(self, options: RunOptions, warnings: list[str]) -> Tracer:
         sinks: list[IO[bytes]] = []

@@ -78,6 +78,14 @@ class EagerSorter:
     def has_ready(self) -> bool:
         return bool(self._ready)
 
+    def remaining(self, node: str) -> float:
+        """The node's priority: its expected duration plus the longest chain below it."""
+        return self._priority.get(node, 0.0)
+
+    def top_ready(self) -> float:
+        """The longest remaining path among the ready nodes (0 when none is ready)."""
+        return -self._ready[0][0] if self._ready else 0.0
+
     def pop_ready(self) -> str:
         """The ready node with the longest remaining path; it is now running."""
         if not self._ready:

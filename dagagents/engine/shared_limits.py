@@ -25,7 +25,6 @@ their password masked.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import os
 import random
@@ -53,7 +52,7 @@ from dagagents.engine.limits import (
 from dagagents.errors import BudgetExceeded, LimitsUnavailable, ProviderError, UserError
 from dagagents.observe.pricing import Pricing
 from dagagents.observe.trace import Emit, no_emit
-from dagagents.providers.base import Request, Response
+from dagagents.providers.base import Request, Response, key_digest, limits_key_of
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -133,13 +132,14 @@ def redact_url(url: str) -> str:
 
 
 def default_key(provider: Any) -> str:
-    """A stable name for the API key's limits that never reveals the key: a hash of it."""
-    options = getattr(provider, "_options", None)
-    key = options.get("api_key") if isinstance(options, dict) else None
-    key = key or os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
-    if not key:
-        return str(getattr(provider, "name", "default"))
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    """A stable name for the API key's limits that never reveals the key: the provider's
+    declared `limits_key` (a hash of its key), else a hash of the environment's key, else the
+    provider's name."""
+    declared = limits_key_of(provider)
+    if declared:
+        return declared
+    env_key = os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+    return key_digest(env_key) or str(getattr(provider, "name", "default"))
 
 
 def model_family(model: str) -> str:
@@ -188,29 +188,42 @@ local function level_of(h, k, pm)
   if level < top then level = math.min(top, level + (now - stamp) * pm / 60000.0) end
   return level, top
 end
+-- --concurrency when processes disagree: the smallest any live process asked for applies to all.
+-- Each process registers "<its id>|<n>" in the key's ceilings zset, expiring like a lease.
+local function shared_ceiling(z)
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+  local lim = nil
+  for _, m in ipairs(redis.call('ZRANGE', z, 0, -1)) do
+    local v = tonumber(string.match(m, '|(%d+)$'))
+    if v and (lim == nil or v < lim) then lim = v end
+  end
+  return lim
+end
 local function give(h, k, pm, n)
   local level, top = level_of(h, k, pm)
   redis.call('HSET', h, k .. '.level', tostring(math.min(top, level + n)), k .. '.stamp', tostring(now))
 end
 """
 
-# KEYS: model hash, leases zset, models set. ARGV: lease id, ttl ms, ceiling (0: none),
-# need r/i/o, configured rpm/itpm/otpm (0: none), family.
-# Returns {1, epoch, charged kinds} or {0, wait ms (-1: poll), reason}. All or nothing: a call
+# KEYS: model hash, leases zset, models set, ceilings zset. ARGV: lease id, ttl ms, this
+# process's ceiling registration ('' if it set none), need r/i/o, configured rpm/itpm/otpm (0:
+# none), family. Returns {1, epoch, charged kinds, shared ceiling (-1: none)} or {0, wait ms
+# (-1: poll), reason, shared ceiling}. All or nothing: a call
 # never holds a lease while it waits for tokens, nor tokens while it waits for a lease.
 _ACQUIRE = (
     _LUA_PRELUDE
     + """
 local h = KEYS[1]
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[3]) end
+local ceiling = shared_ceiling(KEYS[4]) or 0
 local resume = num(redis.call('HGET', h, 'resume_at'), 0)
-if now < resume then return {0, tostring(resume - now), 'retry-after'} end
+if now < resume then return {0, tostring(resume - now), 'retry-after', ceiling} end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local ceiling = tonumber(ARGV[3])
 local climit = num(redis.call('HGET', h, 'climit'), nil)
 local lim = nil
 if ceiling > 0 then lim = ceiling end
 if climit and (lim == nil or climit < lim) then lim = climit end
-if lim and redis.call('ZCARD', KEYS[2]) >= lim then return {0, '-1', 'concurrency'} end
+if lim and redis.call('ZCARD', KEYS[2]) >= lim then return {0, '-1', 'concurrency', ceiling} end
 local kinds = {'r', 'i', 'o'}
 local take = {}
 local charged = ''
@@ -220,7 +233,7 @@ for idx, k in ipairs(kinds) do
     local level, top = level_of(h, k, pm)
     local n = tonumber(ARGV[3 + idx])
     local need = math.min(n, math.max(1, top))
-    if level < need then return {0, tostring((need - level) * 60000.0 / pm), k} end
+    if level < need then return {0, tostring((need - level) * 60000.0 / pm), k, ceiling} end
     take[k] = {level - n, pm}
     charged = charged .. k
   end
@@ -230,12 +243,12 @@ for k, v in pairs(take) do
 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[10])
-return {1, num(redis.call('HGET', h, 'epoch'), 0), charged}
+return {1, num(redis.call('HGET', h, 'epoch'), 0), charged, ceiling}
 """
 )
 
-# KEYS: model hash, leases zset. ARGV: lease id, configured rpm/itpm/otpm, give r, give i,
-# give o, ceiling, outcome (ok | overload | error), retry-after ms, epoch, then limit/remaining
+# KEYS: model hash, leases zset, models set, ceilings zset. ARGV: lease id, configured rpm/itpm/otpm, give r, give i,
+# give o, (unused), outcome (ok | overload | error), retry-after ms, epoch, then limit/remaining
 # for r, i, o from the response headers (-1: absent). Returns {changed, climit}.
 _SETTLE = (
     _LUA_PRELUDE
@@ -268,7 +281,7 @@ for idx, k in ipairs(kinds) do
     redis.call('HSET', h, k .. '.level', tostring(math.min(level, top)), k .. '.stamp', tostring(now))
   end
 end
-local ceiling = tonumber(ARGV[8])
+local ceiling = shared_ceiling(KEYS[4]) or 0
 local outcome = ARGV[9]
 local changed = 0
 local climit = num(redis.call('HGET', h, 'climit'), nil)
@@ -304,6 +317,16 @@ return {changed, tostring(climit or -1)}
 """
 )
 
+# KEYS: a ceilings zset. ARGV: ttl ms, this process's registration. (Re-)registers it, returns
+# the shared ceiling (-1: none).
+_REGISTER = (
+    _LUA_PRELUDE
+    + """
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2]) end
+return shared_ceiling(KEYS[1]) or -1
+"""
+)
+
 # KEYS: a zset of leases or reservations. ARGV: ttl ms, ids. Extends only what still exists.
 _HEARTBEAT = (
     _LUA_PRELUDE
@@ -316,17 +339,46 @@ return n
 """
 )
 
-# KEYS: budget hash, reservations zset, amounts hash. ARGV: id, worst case, max, ttl ms.
-# Returns {granted, spent, reserved} (amounts as strings: Lua numbers would be truncated).
+# The budget ledger. KEYS: budget hash (spent, max, refused, lapsed, lapsed_usd), live
+# reservations zset (id -> expiry, extended by the holder's heartbeat), amounts hash (id ->
+# worst case), lapsed zset (id -> when to forget it). A reservation whose holder stopped renewing
+# it (SIGKILLed, perhaps after the API answered) is settled conservatively: its worst case counts
+# as spent, since the call may have been paid for. It is remembered for a day, so a holder that
+# was only slow and settles late corrects the ledger to its real cost instead of counting twice.
+_BUDGET_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local function sweep()
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+  local lapsed = 0
+  for _, id in ipairs(expired) do
+    lapsed = lapsed + tonumber(redis.call('HGET', KEYS[3], id) or '0')
+    redis.call('ZADD', KEYS[4], now + 86400000, id)
+  end
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+    redis.call('HINCRBYFLOAT', KEYS[1], 'spent', tostring(lapsed))
+    redis.call('HINCRBYFLOAT', KEYS[1], 'lapsed_usd', tostring(lapsed))
+    redis.call('HINCRBY', KEYS[1], 'lapsed', #expired)
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do
+    redis.call('HDEL', KEYS[3], id)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+end
+"""
+
+# ARGV: id, worst case, max, ttl ms. Returns {granted, spent, reserved} (amounts as strings: Lua
+# numbers would be truncated).
 _RESERVE = (
-    _LUA_PRELUDE
+    _BUDGET_PRELUDE
     + """
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-for _, id in ipairs(expired) do redis.call('HDEL', KEYS[3], id) end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+sweep()
 local reserved = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[3])) do reserved = reserved + tonumber(v) end
-local spent = num(redis.call('HGET', KEYS[1], 'spent'), 0)
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  reserved = reserved + tonumber(redis.call('HGET', KEYS[3], id) or '0')
+end
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
 local worst = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'max', ARGV[3])
 if spent + reserved + worst > tonumber(ARGV[3]) + 1e-12 then
@@ -339,13 +391,26 @@ return {1, tostring(spent), tostring(reserved + worst)}
 """
 )
 
-# KEYS: budget hash, reservations zset, amounts hash. ARGV: id, actual cost.
-_SETTLE_BUDGET = """
-redis.call('ZREM', KEYS[2], ARGV[1])
+# ARGV: id, actual cost. A live reservation becomes its actual cost; one that lapsed (already
+# counted at its worst case) is corrected to its actual cost; an unknown one (the budget was
+# reset, or Redis lost its data) counts its actual cost.
+_SETTLE_BUDGET = (
+    _BUDGET_PRELUDE
+    + """
+local actual = tonumber(ARGV[2])
+local charge = actual
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 and redis.call('ZREM', KEYS[4], ARGV[1]) == 1 then
+  local counted = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+  charge = actual - counted
+  redis.call('HINCRBYFLOAT', KEYS[1], 'lapsed_usd', tostring(-counted))
+  redis.call('HINCRBY', KEYS[1], 'lapsed', -1)
+end
 redis.call('HDEL', KEYS[3], ARGV[1])
-if tonumber(ARGV[2]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', ARGV[2]) end
+if charge ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', tostring(charge)) end
+sweep()
 return 1
 """
+)
 
 
 def _redis_module() -> Any:
@@ -393,7 +458,7 @@ class SharedBudget:
         self.max_cost_usd = max_cost_usd
         self.pricing = pricing
         p = _budget_prefix(name)
-        self.keys = [p, f"{p}:res", f"{p}:amt"]
+        self.keys = [p, f"{p}:res", f"{p}:amt", f"{p}:lapsed"]
         self.refused = 0
         self.spent_usd = 0.0  # by this process
         self.held: set[str] = set()  # reservation ids to keep alive
@@ -497,7 +562,7 @@ class RedisSlot:
         args = [
             self.id,
             int(lim.config.lease_ttl * 1000),
-            lim.concurrency or 0,
+            lim.ceiling_member,
             1,
             max(self.est_input, 0),
             self.out_reserved,
@@ -511,6 +576,7 @@ class RedisSlot:
         async with lim.queue(self.family):
             while True:
                 result = await lim.call("acquire", keys, args)
+                lim.saw_ceiling(float(result[3]), self.emit)
                 if int(result[0]):
                     self.epoch, self.charged = int(result[1]), str(result[2] or "")
                     break
@@ -582,7 +648,7 @@ class RedisSlot:
             give_r if "r" in self.charged else 0,
             give_i if "i" in self.charged else 0,
             give_o if "o" in self.charged else 0,
-            lim.concurrency or 0,
+            0,  # (was this process's ceiling; the script reads the shared one)
             outcome,
             retry_ms,
             self.epoch,
@@ -647,6 +713,32 @@ class RedisLimiter(Limiter):
         self._down_since: float | None = None
         self._dead: LimitsUnavailable | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # --concurrency across processes: the smallest any live process on the key asked for
+        # applies to all (each registers its own, kept alive by the heartbeat).
+        self.ceiling_member = f"{self._id}|{int(concurrency)}" if concurrency else ""
+        self.shared_ceiling: float | None = None
+        self._ceiling_warned = False
+
+    def saw_ceiling(self, ceiling: float, emit: Emit) -> None:
+        """Note the key's shared concurrency limit; say once if it is below this run's own."""
+        self.shared_ceiling = ceiling if ceiling > 0 else None
+        own = self.concurrency
+        if self.shared_ceiling is None or self._ceiling_warned:
+            return
+        if own is not None and self.shared_ceiling >= own:
+            return
+        self._ceiling_warned = True
+        asked = f"--concurrency {own}" if own else "no --concurrency"
+        emit(
+            "warning",
+            node=None,
+            message=(
+                f"this run asked for {asked} but another process sharing limits key "
+                f"'{self.key}' asked for {self.shared_ceiling:g}: the smallest applies to "
+                f"every process on the key, so at most {self.shared_ceiling:g} calls run at "
+                "once across them"
+            ),
+        )
 
     @property
     def spent_usd(self) -> float:
@@ -679,7 +771,9 @@ class RedisLimiter(Limiter):
                 family: {
                     "in_flight": len(leases),
                     "limit": None,
-                    "ceiling": self.concurrency,
+                    "ceiling": self.concurrency
+                    if self.shared_ceiling is None
+                    else self.shared_ceiling,
                     "rpm": None,
                     "itpm": None,
                     "otpm": None,
@@ -712,16 +806,30 @@ class RedisLimiter(Limiter):
             "acquire": client.register_script(_ACQUIRE),
             "settle": client.register_script(_SETTLE),
             "heartbeat": client.register_script(_HEARTBEAT),
+            "register": client.register_script(_REGISTER),
             "reserve": client.register_script(_RESERVE),
             "settle_budget": client.register_script(_SETTLE_BUDGET),
         }
+        await self._register()
         self._heartbeat = asyncio.create_task(self._beat())
+
+    async def _register(self) -> None:
+        """(Re-)register this process's --concurrency for the key; learn the shared one."""
+        ceilings = f"{_prefix(self.key)}:ceilings"
+        ttl = int(self.config.lease_ttl * 1000)
+        ceiling = float(await self._run("register", [ceilings], [ttl, self.ceiling_member]))
+        self.shared_ceiling = ceiling if ceiling > 0 else None
 
     async def aclose(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
+        if self._client is not None and self.ceiling_member and self._dead is None:
+            try:  # the next process need not wait for this one's registration to expire
+                await self._client.zrem(f"{_prefix(self.key)}:ceilings", self.ceiling_member)
+            except _connection_errors():
+                pass
         if self._client is not None:
             if self._deferred:
                 await self._flush(quiet=True)
@@ -735,7 +843,7 @@ class RedisLimiter(Limiter):
 
     def model_keys(self, family: str) -> list[str]:
         p = _prefix(self.key)
-        return [f"{p}:m:{family}", f"{p}:m:{family}:leases", f"{p}:models"]
+        return [f"{p}:m:{family}", f"{p}:m:{family}:leases", f"{p}:models", f"{p}:ceilings"]
 
     def queue(self, family: str) -> asyncio.Lock:
         lock = self._queues.get(family)
@@ -756,6 +864,7 @@ class RedisLimiter(Limiter):
         while True:
             await asyncio.sleep(every)
             try:
+                await self._register()
                 for family, leases in list(self._held.items()):
                     if leases:
                         await self._run("heartbeat", self.model_keys(family)[1:2], [ttl, *leases])
@@ -904,7 +1013,7 @@ async def reset_budget(config: SharedLimits, name: str) -> bool:
     try:
         try:
             p = _budget_prefix(name)
-            return bool(await client.delete(p, f"{p}:res", f"{p}:amt"))
+            return bool(await client.delete(p, f"{p}:res", f"{p}:amt", f"{p}:lapsed"))
         except _connection_errors() as exc:
             raise UserError(
                 f"cannot reach the shared limits store at {redact_url(config.url)}: "
@@ -979,24 +1088,46 @@ async def _snapshot(client: Redis, key: str | None, budget: str | None) -> dict[
                     "overloads": int(state.get("overloads", 0)),
                 }
             )
-        keys.append({"key": name, "models": models})
+        # --concurrency as each live process (host:pid:run) asked for it; the smallest applies.
+        asked: dict[str, int] = {}
+        for member in await client.zrangebyscore(f"{_prefix(name)}:ceilings", now, "+inf"):
+            who, _, n = str(member).rpartition("|")  # who: host:pid:run
+            asked[who] = int(n)
+        keys.append(
+            {
+                "key": name,
+                "models": models,
+                "concurrency": min(asked.values()) if asked else None,
+                "concurrency_asked": asked,
+            }
+        )
     budgets: list[dict[str, Any]] = []
     bpattern = _budget_prefix(budget) if budget else "dagagents:budget:{*}"
     async for bkey in client.scan_iter(match=_escape_glob(bpattern, budget)):
-        if bkey.endswith((":res", ":amt")):
+        if bkey.endswith((":res", ":amt", ":lapsed")):
             continue
         name = bkey[len("dagagents:budget:{") : -1]
         state = await client.hgetall(bkey)
-        live = set(await client.zrangebyscore(f"{bkey}:res", now, "+inf"))
-        amounts = await client.hgetall(f"{bkey}:amt")
-        reserved = sum(float(v) for k, v in amounts.items() if k in live)
+        pairs: list[tuple[str, float]] = await client.zrange(  # type: ignore[assignment]
+            f"{bkey}:res", 0, -1, withscores=True
+        )
+        holds = dict(pairs)
+        amounts = {k: float(v) for k, v in (await client.hgetall(f"{bkey}:amt")).items()}
+        reserved = sum(amounts.get(k, 0.0) for k, until in holds.items() if until > now)
+        # Reservations whose holder stopped renewing them count as spent (the next call on the
+        # budget settles them so in Redis; shown here as that call will find them).
+        due = [k for k, until in holds.items() if until <= now]
+        lapsed = sum(amounts.get(k, 0.0) for k in due)
         budgets.append(
             {
                 "budget": name,
-                "spent_usd": float(state.get("spent", 0)),
+                "spent_usd": float(state.get("spent", 0)) + lapsed,
                 "reserved_usd": reserved,
                 "max_usd": float(state["max"]) if "max" in state else None,
                 "refused": int(state.get("refused", 0)),
+                # worst cases counted as spent for holders that died holding a reservation
+                "lapsed": int(state.get("lapsed", 0)) + len(due),
+                "lapsed_usd": float(state.get("lapsed_usd", 0)) + lapsed,
             }
         )
     return {"keys": keys, "budgets": budgets}

@@ -23,7 +23,7 @@ import orjson
 
 from dagagents.engine.limits import TokenBucket, estimate_input_tokens
 from dagagents.errors import ProviderError
-from dagagents.providers.base import Provider, Request
+from dagagents.providers.base import CountsTokens, Provider, Request, capabilities_of
 
 Emit = Callable[..., None]
 
@@ -45,18 +45,20 @@ class TokenCounter:
         self.counted = 0
 
     async def _count(self, request: Request) -> int:
-        from dagagents.providers.anthropic import AnthropicProvider
-        from dagagents.providers.anthropic_batches import count_tokens
-
-        provider = self.provider
+        provider: Any = self.provider
+        if not capabilities_of(provider).counts_tokens:
+            raise ProviderError(
+                "token counting needs the Anthropic provider (the count_tokens endpoint); "
+                f"the run uses '{getattr(provider, 'name', type(provider).__name__)}'",
+                kind="unsupported",
+            )
         resolve = getattr(provider, "resolve", None)
-        if not isinstance(provider, AnthropicProvider) and callable(resolve):
+        if callable(resolve):
             provider = resolve()  # a provider that builds the real one on first use
-        if not isinstance(provider, AnthropicProvider):
-            raise ProviderError("token counting needs the Anthropic provider", kind="unsupported")
+        counter: CountsTokens = provider
         if self.bucket is not None:
             await self.bucket.take(1)
-        return await count_tokens(provider, request)
+        return await counter.count_tokens(request)
 
     async def input_tokens(
         self, request: Request, *, node: str | None = None, emit: Emit | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -89,7 +90,32 @@ def source_hash(fn: Callable[..., Any]) -> str:
     target = inspect.unwrap(fn)
     try:
         text = inspect.getsource(target).encode()
-    except (OSError, TypeError):
-        code = getattr(target, "__code__", None)
-        text = code.co_code + repr(code.co_consts).encode() if code else repr(target).encode()
+    except (OSError, TypeError):  # exec'd or built at run time: no source file to read
+        text = _stable_code(target)
     return hashlib.sha256(text).hexdigest()
+
+
+def _stable_code(target: Any) -> bytes:
+    """What a function without source runs, as bytes that do not change between processes.
+
+    `repr` of a code object or of an instance includes a memory address, so a step defined
+    with `exec` would get a new checkpoint key every run and never resume."""
+    code = getattr(target, "__code__", None)
+    if code is None:  # a callable instance: what its class's __call__ runs
+        call = type(target).__call__  # steps are callables, so their class has one
+        code = getattr(call, "__code__", None)
+        if code is None:
+            return f"{type(target).__module__}.{type(target).__qualname__}".encode()
+    return _code_bytes(code)
+
+
+def _code_bytes(code: types.CodeType) -> bytes:
+    parts = [code.co_code, repr(code.co_names).encode()]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            parts.append(_code_bytes(const))
+        elif isinstance(const, frozenset):  # `x in {"a", "b"}`: set order follows hash seeds
+            parts.append(repr(sorted(map(repr, const))).encode())
+        else:
+            parts.append(repr(const).encode())
+    return b"\0".join(parts)

@@ -20,6 +20,7 @@ from typing import Any
 
 import networkx as nx
 
+from dagagents.engine.cache_warming import CacheWarming, should_wait
 from dagagents.engine.checkpoints import PastRuns
 from dagagents.engine.scheduler import EagerSorter, critical_path, remaining_path_lengths
 from dagagents.model.graph import Graph
@@ -63,12 +64,23 @@ class SharedPrefix:
     agent: str
     nodes: list[str]
     tokens: int
-    saving: float  # dollars: (n-1) writes become reads when the first response leads
+    saving: float  # dollars: writes that become reads when the first response leads
+    # Followers the critical-path rule sends at once (they write the prefix themselves), and
+    # the most seconds waiting adds to the run (engine/cache_warming.py).
+    released: list[str] = field(default_factory=list)
+    delay: float = 0.0
 
 
-def shared_prefixes(specs: Mapping[str, NodeSpec]) -> list[SharedPrefix]:
+def shared_prefixes(
+    specs: Mapping[str, NodeSpec],
+    times: Mapping[str, tuple[float, float]] | None = None,
+    remaining: Mapping[str, float] | None = None,
+    rule: CacheWarming | None = None,
+) -> list[SharedPrefix]:
     """Groups of two or more agent nodes with the same cacheable prefix above the model's
-    minimum: unwarmed, parallel ones each write it; warmed, one writes and the rest read."""
+    minimum: unwarmed, parallel ones each write it; warmed, one writes and the rest read.
+    Given the predicted schedule (`times`: start, end) and remaining path lengths, the
+    critical-path rule decides, as in a run, which followers would not wait."""
     pricing = default_pricing()
     groups: dict[tuple[Any, ...], list[str]] = {}
     meta: dict[tuple[Any, ...], tuple[str, str, int]] = {}
@@ -94,9 +106,44 @@ def shared_prefixes(specs: Mapping[str, NodeSpec]) -> list[SharedPrefix]:
         model, agent_name, tokens = meta[key]
         price = pricing.lookup(model)
         assert price is not None
-        saving = (len(names) - 1) * tokens * (price.cache_write - price.cache_read) / 1_000_000
-        out.append(SharedPrefix(model, agent_name, sorted(names), tokens, saving))
+        each = tokens * (price.cache_write - price.cache_read) / 1_000_000
+        released, delay = _released(names, each, times, remaining, rule or CacheWarming())
+        saving = (len(names) - 1 - len(released)) * each
+        out.append(SharedPrefix(model, agent_name, sorted(names), tokens, saving, released, delay))
     return out
+
+
+def _released(
+    names: list[str],
+    each: float,
+    times: Mapping[str, tuple[float, float]] | None,
+    remaining: Mapping[str, float] | None,
+    rule: CacheWarming,
+) -> tuple[list[str], float]:
+    """(followers the critical-path rule sends at once, seconds the rest delay the run) for
+    one group, on the predicted schedule: the first to start leads, those starting before its
+    response is expected to begin follow, each with its slack in the schedule."""
+    if times is None or remaining is None:
+        return [], 0.0
+    wall = max((end for _, end in times.values()), default=0.0)
+    order = sorted(names, key=lambda n: times[n][0])
+    begins = times[order[0]][0] + rule.first_token
+    followers = {}
+    for n in order[1:]:
+        if times[n][0] < begins:
+            wait = begins - times[n][0]
+            followers[n] = (wait, max(0.0, wall - (times[n][0] + remaining[n])))
+    group = [(slack, each) for _, slack in followers.values()]
+    released = sorted(
+        n
+        for n, (wait, slack) in followers.items()
+        if not should_wait(wait, slack, group, rule.usd_per_second)
+    )
+    delay = max(
+        (wait - slack for n, (wait, slack) in followers.items() if n not in released),
+        default=0.0,
+    )
+    return released, max(0.0, delay)
 
 
 @dataclass
@@ -341,8 +388,10 @@ def estimate(
     concurrency: int = 8,
     store: Store | None = None,
     simulator: SimulatedProvider | None = None,
+    warming: CacheWarming | None = None,
 ) -> Estimate:
-    """Predict one fresh run of `graph` with `concurrency` slots (nothing is called)."""
+    """Predict one fresh run of `graph` with `concurrency` slots (nothing is called);
+    `warming` is the cache-warming rule the saving assumes (the default one)."""
 
     sim = simulator or (
         graph.simulator if isinstance(graph.simulator, SimulatedProvider) else SimulatedProvider()
@@ -423,6 +472,7 @@ def estimate(
 
     durations = {n: e.duration for n, e in nodes.items()}
     times = simulate_schedule(dag, durations, concurrency)
+    remaining = remaining_path_lengths(dag, lambda n: durations.get(n, 0.0))
     wall = max((end for _, end in times.values()), default=0.0)
 
     path, path_time = critical_path(dag, durations)
@@ -445,5 +495,5 @@ def estimate(
         expanded_from=expanded_from,
         cached=cached,
         assumptions=assumptions,
-        shared_prefixes=shared_prefixes(specs),
+        shared_prefixes=shared_prefixes(specs, times, remaining, warming),
     )

@@ -31,6 +31,8 @@ MAX_ROWS = 24
 CANCEL_WORDS = frozenset({"cancelled", "interrupted", "terminated"})
 TAIL_CHARS = 400  # streamed text kept per running node
 TAIL_SHOWN = 58  # of which the live view shows the end
+# A Message Batch's processing_status, as the view words it.
+BATCH_WORDS = {"in_progress": "processing", "canceling": "canceling", "ended": "ended"}
 
 
 def _tokens(usage: dict[str, Any] | None) -> str:
@@ -53,6 +55,7 @@ class LiveProgress:
         self.text: dict[str, str] = {}  # the tail of each running node's streamed reply
         self.total = 0
         self.batches: dict[str, str] = {}  # batch id -> submitted | in_progress | ended
+        self.in_batch: dict[str, str] = {}  # node -> the batch its request waits in
         self.t0 = time.perf_counter()
         self._live = Live(
             get_renderable=self.render, console=console, refresh_per_second=6, transient=False
@@ -85,7 +88,11 @@ class LiveProgress:
         elif kind == "batch_submitted":
             self.batches[event["batch_id"]] = "submitted"
             for name in event.get("nodes") or ():
-                self.detail[name] = f"in batch {event['batch_id'][-8:]}"
+                self.in_batch[name] = event["batch_id"]
+        elif kind == "batch_reattached":  # a killed run's batch, collected by this one
+            self.batches.setdefault(event["batch_id"], "submitted")
+            if event.get("node"):
+                self.in_batch[event["node"]] = event["batch_id"]
         elif kind == "batch_status" and event.get("batch_id") in self.batches:
             self.batches[event["batch_id"]] = str(event.get("status"))
         else:
@@ -95,7 +102,10 @@ class LiveProgress:
     def _node_event(self, kind: str, node: str, event: dict[str, Any]) -> None:
         """Apply an event about one node."""
         if kind == "batch_wait":
+            self.in_batch.pop(node, None)
             self.detail[node] = "waiting for the next batch"
+        elif kind == "cache_warm" and event.get("released"):
+            self.detail[node] = "on the critical path: wrote the prompt cache itself"
         elif kind == "cache_warm" and not event.get("gave_up"):
             for name in event.get("followers") or ():
                 self.detail[name] = f"read the prompt cache {node} wrote"
@@ -155,6 +165,10 @@ class LiveProgress:
             note = self.detail.get(node, "")
             if s == "running":
                 secs = now - self.started.get(node, now)
+                batch = self.in_batch.get(node)
+                if batch is not None:
+                    state = self.batches.get(batch, "submitted")
+                    note = f"in batch {batch[-8:]} · {BATCH_WORDS.get(state, state)}"
                 tail = " ".join(self.text.get(node, "").split())
                 if tail:
                     note = "…" + tail[-TAIL_SHOWN:]

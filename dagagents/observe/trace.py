@@ -12,7 +12,10 @@ Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (uni
   batch (sent in a Message Batch), reserved_input (the ITPM reservation), saved_cache and
   saved_batch (dollars against the same call uncached at the standard price)
 - `cache_warm`: node (the leader), leader, followers, prefix_tokens, wait (seconds until the
-  leader's response began and the followers went); gave_up=true when a follower stopped waiting
+  leader's response began and the followers went); gave_up=true when a follower stopped waiting;
+  released="critical_path" (node: the follower) when the critical-path rule sent a follower at
+  once, with its slack, expected_wait, saving_usd (what the delayed followers would have saved)
+  and usd_per_second (engine/cache_warming.py)
 - `token_count`: node, model, tokens (the API's exact count), estimate (the local estimate)
 - `batch_wait`: node, custom_id (the call joined the batch being collected)
 - `batch_submitted`: batch_id, requests, nodes (recorded in the run folder before polling)

@@ -10,7 +10,14 @@ from __future__ import annotations
 import os
 
 from dagagents.errors import UserError
-from dagagents.providers.base import ANTHROPIC_CAPABILITIES, Provider, Request, Response, Usage
+from dagagents.providers.base import (
+    ANTHROPIC_CAPABILITIES,
+    Provider,
+    Request,
+    Response,
+    Usage,
+    key_digest,
+)
 from dagagents.providers.deferred import DeferredProvider
 from dagagents.providers.simulated import Script, SimulatedProvider
 
@@ -42,7 +49,8 @@ def resolve_provider(
                 "provider 'anthropic' needs ANTHROPIC_API_KEY to be set "
                 "(unset it, or pass --provider simulated, to run offline)."
             )
-        return DeferredProvider("anthropic", ANTHROPIC_CAPABILITIES, _anthropic)
+        key = os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+        return DeferredProvider("anthropic", ANTHROPIC_CAPABILITIES, _anthropic, key_digest(key))
     raise UserError(f"unknown provider '{choice}' (choose 'simulated' or 'anthropic').")
 
 

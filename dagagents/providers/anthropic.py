@@ -29,6 +29,7 @@ from dagagents.providers.base import (
     Request,
     Response,
     Usage,
+    key_digest,
     response_begun,
 )
 
@@ -206,6 +207,13 @@ class AnthropicProvider:
             "timeout": httpx2.Timeout(timeout or _TIMEOUT_CAP_S, connect=connect),
             "default_headers": dict(default_headers) if default_headers else None,
         }
+        # The name this key's rate limits are shared under (a hash; see base.KeyedLimits).
+        self.limits_key = key_digest(
+            api_key
+            or (getattr(client, "api_key", None) if client is not None else None)
+            or os.environ.get("ANTHROPIC_API_KEY")
+            or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+        )
         self.pool_shards = max(1, pool_shards)
         self._tls: ssl.SSLContext | None = None
         # The user's client keeps its timeout, base URL and headers; only its retries go.
@@ -439,6 +447,37 @@ class AnthropicProvider:
             request_id=e.request_id,
             api_message=self._scrub(api_message),
         )
+
+    # ------------------------------------------------ declared: batches, counts_tokens
+    def batch_params(self, request: Request) -> dict[str, Any]:
+        from dagagents.providers import anthropic_batches
+
+        return anthropic_batches.batch_params(self, request)
+
+    async def create_batch(self, requests: list[dict[str, Any]]) -> str:
+        from dagagents.providers import anthropic_batches
+
+        return await anthropic_batches.create_batch(self, requests)
+
+    async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        from dagagents.providers import anthropic_batches
+
+        return await anthropic_batches.retrieve_batch(self, batch_id)
+
+    async def batch_results(self, batch_id: str) -> dict[str, dict[str, Any]]:
+        from dagagents.providers import anthropic_batches
+
+        return await anthropic_batches.batch_results(self, batch_id)
+
+    def batch_response(self, result: dict[str, Any], node: str | None) -> Response:
+        from dagagents.providers import anthropic_batches
+
+        return anthropic_batches.result_response(self, result, node)
+
+    async def count_tokens(self, request: Request) -> int:
+        from dagagents.providers import anthropic_batches
+
+        return await anthropic_batches.count_tokens(self, request)
 
     async def aclose(self) -> None:
         await self._pool.aclose()

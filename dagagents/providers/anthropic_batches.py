@@ -18,11 +18,27 @@ import orjson
 from dagagents.errors import ProviderError
 from dagagents.providers.anthropic import _STATUS_OF_TYPE, AnthropicAPIError, AnthropicProvider
 from dagagents.providers.anthropic import _to_response as to_response
-from dagagents.providers.base import Request, Response
+from dagagents.providers.base import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_REQUESTS,
+    BatchExpired,
+    Request,
+    Response,
+)
 
-# The API's documented limits per batch.
-MAX_BATCH_REQUESTS = 100_000
-MAX_BATCH_BYTES = 256 * 1024 * 1024
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_REQUESTS",
+    "BatchExpired",
+    "batch_params",
+    "batch_results",
+    "cancel_batch",
+    "count_tokens",
+    "create_batch",
+    "params_size",
+    "result_response",
+    "retrieve_batch",
+]
 
 
 def batch_params(provider: AnthropicProvider, request: Request) -> dict[str, Any]:
@@ -126,13 +142,6 @@ def result_response(
             "within 24 hours"
         )
     raise ProviderError(f"batch request for {who} was {kind or 'lost'}", kind=str(kind))
-
-
-class BatchExpired(ProviderError):
-    """A batch request the API did not reach before the batch expired (24 h)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=False, kind="expired")
 
 
 async def count_tokens(provider: AnthropicProvider, request: Request) -> int:

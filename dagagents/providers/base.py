@@ -7,6 +7,7 @@ language. Nothing here knows about graphs or scheduling.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
+from dagagents.errors import ProviderError
 
 # Set by the caller around `complete()`: a provider that can tell when the response has begun
 # (the first streamed event) calls it then, and streams for that purpose. Cache warming
@@ -104,6 +107,10 @@ class Capabilities:
     `streams_text`: `complete(request, on_text=...)` passes text deltas on as they arrive.
     `caches_prompts`: the backend caches prompt prefixes (`cache_control`), so a run warms
     a shared prefix once before its followers start (engine/cache_warming.py).
+    `batches`: it speaks a Message Batches API (the `BatchesAPI` methods), so `batch=True`
+    can send its calls there at the batch price (engine/batches.py).
+    `counts_tokens`: it can count a request's input tokens exactly (`CountsTokens`), so
+    `count_tokens=True` reserves exact sizes against ITPM (engine/token_count.py).
     """
 
     simulated: bool = False
@@ -112,11 +119,23 @@ class Capabilities:
     remote_settings: bool = False
     streams_text: bool = False
     caches_prompts: bool = False
+    batches: bool = False
+    counts_tokens: bool = False
 
 
 DEFAULT_CAPABILITIES = Capabilities()
 # The Messages API's (declared here, so a provider chosen by name is known before its SDK loads).
-ANTHROPIC_CAPABILITIES = Capabilities(remote_settings=True, streams_text=True, caches_prompts=True)
+ANTHROPIC_CAPABILITIES = Capabilities(
+    remote_settings=True,
+    streams_text=True,
+    caches_prompts=True,
+    batches=True,
+    counts_tokens=True,
+)
+
+# The Message Batches API's documented limits per batch.
+MAX_BATCH_REQUESTS = 100_000
+MAX_BATCH_BYTES = 256 * 1024 * 1024
 
 
 @runtime_checkable
@@ -130,6 +149,68 @@ def capabilities_of(provider: object) -> Capabilities:
     """A provider's declared capabilities; a provider that declares none gets the defaults
     (a real API: forced tools, strict schemas, shipped to workers by pickling)."""
     return provider.capabilities if isinstance(provider, Declares) else DEFAULT_CAPABILITIES
+
+
+def key_digest(secret: str | None) -> str | None:
+    """A stable name for an API key that never reveals it: `key-` and 16 hex digits of its
+    sha256 (None without a key). Processes on one key share limits under this name."""
+    if not secret:
+        return None
+    return "key-" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+@runtime_checkable
+class KeyedLimits(Protocol):
+    """A provider that names the API key its calls are limited under (the built-in Anthropic
+    one does): `limits_key` is `key_digest(api key)`, or None when it cannot tell. Shared
+    limits (engine/shared_limits.py) use it as the default `--limits-key`."""
+
+    limits_key: str | None
+
+
+def limits_key_of(provider: object) -> str | None:
+    """The provider's declared limits key, or None if it declares none."""
+    return provider.limits_key if isinstance(provider, KeyedLimits) else None
+
+
+class BatchExpired(ProviderError):
+    """A batch request the API did not reach before the batch expired (24 h)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False, kind="expired")
+
+
+class BatchesAPI(Protocol):
+    """What a provider declaring `batches` offers (the Message Batches API's operations)."""
+
+    def batch_params(self, request: Request) -> dict[str, Any]:
+        """The `params` of one batch request: what a direct call would send, as plain JSON."""
+        ...
+
+    async def create_batch(self, requests: list[dict[str, Any]]) -> str:
+        """Submit `[{"custom_id", "params"}]`; returns the batch id."""
+        ...
+
+    async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch's status: `processing_status` and `request_counts` (plain JSON)."""
+        ...
+
+    async def batch_results(self, batch_id: str) -> dict[str, dict[str, Any]]:
+        """custom_id -> result (succeeded, errored, expired, canceled)."""
+        ...
+
+    def batch_response(self, result: dict[str, Any], node: str | None) -> Response:
+        """A succeeded result as a `Response`; any other raises the `ProviderError` a direct
+        call would have (`BatchExpired` for an expired one)."""
+        ...
+
+
+class CountsTokens(Protocol):
+    """What a provider declaring `counts_tokens` offers."""
+
+    async def count_tokens(self, request: Request) -> int:
+        """The exact input tokens of `request` (a 429 is a retryable `ProviderError`)."""
+        ...
 
 
 @runtime_checkable

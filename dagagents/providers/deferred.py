@@ -20,10 +20,15 @@ class DeferredProvider:
     """Stands in for the provider `build()` returns, which a daemon thread builds at once."""
 
     def __init__(
-        self, name: str, capabilities: Capabilities, build: Callable[[], Provider]
+        self,
+        name: str,
+        capabilities: Capabilities,
+        build: Callable[[], Provider],
+        limits_key: str | None = None,
     ) -> None:
         self.name = name
         self.capabilities = capabilities
+        self.limits_key = limits_key  # declared up front: asking must not wait for the import
         self._built: concurrent.futures.Future[Provider] = concurrent.futures.Future()
         threading.Thread(
             target=self._build, args=(build,), name=f"dagagents-load-{name}", daemon=True

@@ -142,6 +142,9 @@ def unpack(data: bytes, key: str) -> StoredOutput:
 
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+# The Message Batches API keeps a batch's results downloadable for 29 days: a run's record of a
+# batch nobody collected is worth keeping that long (a rerun re-attaches instead of paying).
+BATCH_RESULTS_KEPT_S = 29 * 86400.0
 LEASE_TTL = 30.0  # seconds a lease lives without a heartbeat (holders beat every TTL/4)
 
 
@@ -340,6 +343,8 @@ class GcResult(NamedTuple):
     bytes_freed: int
     runs_removed: int
     objects_kept: int
+    # Runs past `keep_runs` kept because they hold batches whose results nobody collected.
+    runs_spared: int = 0
 
 
 class Store:
@@ -571,6 +576,32 @@ class Store:
     def trace_path(self, run_id: str) -> str:
         return self.fs.join("runs", run_id, "trace.jsonl")
 
+    def batches_dir(self, run_id: str) -> str:
+        """Where a batch-mode run records its Message Batches (engine/batches.py)."""
+        return self.fs.join("runs", run_id, "batches")
+
+    def open_batches(self, run_id: str) -> list[str]:
+        """Ids of the run's recorded Message Batches whose results no run has collected yet,
+        within the days the API keeps results. A killed or interrupted batch run leaves them;
+        its rerun re-attaches to them, so they must outlive `gc`."""
+        folder = self.batches_dir(run_id)
+        found = []
+        oldest = time.time() - BATCH_RESULTS_KEPT_S
+        for name in sorted(self.fs.listdir(folder)):
+            if not name.endswith(".json"):
+                continue
+            try:
+                record = orjson.loads(self.fs.read(self.fs.join(folder, name)) or b"null")
+            except (orjson.JSONDecodeError, CorruptObject):
+                continue
+            if not isinstance(record, dict) or record.get("state") == "collected":
+                continue
+            created = record.get("created")
+            if isinstance(created, int | float) and created < oldest:
+                continue  # its results are gone from the API: nothing left to re-attach to
+            found.append(str(record.get("batch_id") or name[: -len(".json")]))
+        return found
+
     def open_trace(self, run_id: str) -> IO[bytes]:
         """A binary sink for the run's JSONL trace (local: appended as it goes)."""
         with self._writing():
@@ -638,8 +669,10 @@ class Store:
         """Delete runs beyond the newest `keep_runs`, then objects no kept run references,
         then stale temp files.
 
-        Never touches a run that is still going (nor objects written since it started), and
-        keeps what an unfinished (killed) kept run finished, so resuming it stays free."""
+        Never touches a run that is still going (nor objects written since it started), nor
+        a run holding Message Batches whose results nobody collected (a killed batch run's
+        rerun re-attaches to them rather than pay again), and keeps what an unfinished
+        (killed) kept run finished, so resuming it stays free."""
         if keep_runs < 0:
             raise StoreError(f"--keep-runs must be 0 or more (got {keep_runs}).")
         self._check_writable()
@@ -647,9 +680,13 @@ class Store:
         runs = self.list_runs()
         manifests = {run_id: self._manifest_or_none(run_id) for run_id in runs}
         live = {r for r, m in manifests.items() if m is not None and run_state(m) == "running"}
-        # The newest `keep_runs` runs stay; a live run is never dropped, however old.
+        # The newest `keep_runs` runs stay; a live run is never dropped, however old, nor
+        # (past the newest) one whose batches still wait to be collected.
         droppable = [r for r in runs if r not in live]
-        drop = set(droppable[: max(0, len(runs) - keep_runs)])
+        too_old = droppable[: max(0, len(runs) - keep_runs)]
+        batching = {r for r in too_old if self.open_batches(r)}
+        drop = set(too_old) - batching
+        spared = len(batching)
         kept_order = [r for r in runs if r not in drop]
         freed = 0
         for run_id in sorted(drop):
@@ -687,7 +724,7 @@ class Store:
                 self.fs.remove(path)
             elif name.startswith(LEASE_PREFIX) and not self._lease_alive(path):
                 self.fs.remove(path)
-        return GcResult(removed, freed, len(drop), kept)
+        return GcResult(removed, freed, len(drop), kept, spared)
 
     def _check_writable(self) -> None:
         """Raise StoreUnwritable before gc removes anything from a store it cannot change

@@ -494,6 +494,11 @@ class FakeAnthropic:
                 w.transport.abort()
             if server is not None:
                 await server.wait_closed()
+            # Batches still processing end with the server (not as tasks destroyed pending).
+            processing = [b.task for b in self.batches.batches.values() if b.task is not None]
+            for task in processing:
+                task.cancel()
+            await asyncio.gather(*processing, return_exceptions=True)
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)

@@ -222,7 +222,7 @@ def test_ctrl_c_exits_130_writes_manifest_and_resumes(tmp_path: Path) -> None:
 
 
 CONCURRENT = '''
-import os, time
+import time
 from pathlib import Path
 from dagagents import Agent, Graph, SimulatedProvider
 
@@ -232,10 +232,10 @@ agent = Agent("w", model="claude-haiku-4-5", max_tokens=60)
 
 @graph.step
 def barrier() -> str:
-    """Both runs wait here for each other, so they really overlap."""
-    Path(f"arrived-{os.getpid()}").touch()
+    """The first run waits here until the second has started, so they really overlap (the
+    second never runs this step itself: it waits for the first's copy, in flight)."""
     deadline = time.monotonic() + 60
-    while len(list(Path(".").glob("arrived-*"))) < 2 and time.monotonic() < deadline:
+    while len(list(Path("shared/runs").iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     return "go"
 

@@ -94,7 +94,7 @@ def test_examples_run_offline(tmp_path: Path) -> None:
             dagagents_cmd("run", str(ROOT / "graphs" / f"{name}.py"), "-c", "8", "--no-store"),
             capture_output=True,
             text=True,
-            env=cli_env(),
+            env=cli_env(DAGAGENTS_SIM_TIME_SCALE="0.1"),  # examples sleep like real calls
             cwd=tmp_path,
             timeout=180,
         )

@@ -54,6 +54,29 @@ async def test_bucket_waiters_are_served_in_order() -> None:
     assert order == [0, 1, 2, 3, 4]
 
 
+async def test_a_burst_from_a_full_bucket_refills_only_once_the_server_has_answered() -> None:
+    """The server's bucket refills from the first request's arrival, not from our admission:
+    after a take from a full bucket nothing accrues until a call admitted since is answered."""
+    bucket = TokenBucket(600, capacity=10, hold=60.0)  # 10 a second once refilling
+    before = time.monotonic()  # admitted before the hold began: its answer proves nothing
+    assert bucket.try_take(10)
+    admitted = time.monotonic()
+    await asyncio.sleep(0.2)  # two tokens' worth of time
+    assert not bucket.try_take(1) and bucket.level == 0  # held: nothing accrued
+    bucket.arrived(before)
+    await asyncio.sleep(0.05)
+    assert not bucket.try_take(1) and bucket.level == 0  # still held
+    bucket.arrived(admitted)  # the server has seen the burst: refill from now on
+    assert await bucket.take(1) >= 0.0 and bucket.level < 1
+    assert bucket.try_take(0) and not bucket._held_until  # a take from below the top holds nothing
+
+
+async def test_the_hold_ends_by_itself_if_no_answer_comes() -> None:
+    bucket = TokenBucket(6000, capacity=10, hold=0.05)
+    assert bucket.try_take(10)
+    assert await bucket.take(1) > 0  # waited out the hold, then one token's refill
+
+
 async def test_request_bucket_keeps_one_token_of_headroom() -> None:
     limiter = Limiter(RateLimits(rpm=60))
     bucket = limiter.for_model(MODEL).requests

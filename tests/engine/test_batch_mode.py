@@ -158,9 +158,11 @@ DRIVER = textwrap.dedent(
 )
 
 
-def test_sigkill_while_a_batch_processes_then_rerun_reattaches_and_pays_nothing_twice(
+def test_sigkill_while_a_batch_processes_then_gc_then_rerun_reattaches_and_pays_nothing_twice(
     fake_anthropic: FakeAnthropic, tmp_path: Path
 ) -> None:
+    from dagagents.store import Store
+
     fake_anthropic.batches.delay = 3.0  # the first batch is still processing when we kill
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
@@ -176,6 +178,11 @@ def test_sigkill_while_a_batch_processes_then_rerun_reattaches_and_pays_nothing_
     proc.wait()
     (first,) = fake_anthropic.batches.submitted
     assert first.processing_status == "in_progress" and len(first.requests) == 4
+    # gc keeping no runs at all still keeps the killed run's record of its batch.
+    (killed,) = Store(store).list_runs()
+    gc = Store(store).gc(keep_runs=0)
+    assert gc.runs_removed == 0 and gc.runs_spared == 1
+    assert Store(store).open_batches(killed) == [first.id]
     fake_anthropic.batches.delay = 0.1
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert rerun.stdout.strip() == "OK", rerun.stdout + rerun.stderr
@@ -185,6 +192,9 @@ def test_sigkill_while_a_batch_processes_then_rerun_reattaches_and_pays_nothing_
     for cid in first.custom_ids:
         assert fake_anthropic.batches.requests_for(cid) == [first.id]
     assert fake_anthropic.usage_totals()["messages"] == 5  # one answer per node, ever
+    # Collected now: the killed run is an ordinary old run again, and gc may drop it.
+    assert Store(store).open_batches(killed) == []
+    assert Store(store).gc(keep_runs=1).runs_removed == 1
 
 
 def test_cli_batch_flag_runs_through_batches_and_reports_the_saving(
@@ -267,3 +277,48 @@ def test_a_recorded_batch_that_is_gone_is_submitted_again(
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert rerun.stdout.strip() == "OK", rerun.stdout + rerun.stderr
     assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [4, 1]
+
+
+class _Relay:
+    """A provider of the user's own that relays to the Anthropic one and declares what it can
+    do: batch mode and token counting go by the declaration, never by the provider's class."""
+
+    name = "relay"
+
+    def __init__(self, inner: Any, capabilities: Any) -> None:
+        self.inner = inner
+        self.capabilities = capabilities
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+
+def test_batches_and_token_counting_follow_declared_capabilities(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    import dataclasses
+
+    from dagagents.errors import UserError
+    from dagagents.providers.base import ANTHROPIC_CAPABILITIES
+
+    relay = _Relay(provider_for(fake_anthropic), ANTHROPIC_CAPABILITIES)
+    result = run_graph(three_levels(), provider=relay, batch=FAST)
+    assert result.ok, result.errors
+    assert [len(b.requests) for b in fake_anthropic.batches.submitted] == [1, 3, 1]
+    counted = run_graph(three_levels(), provider=relay, count_tokens=True)
+    assert [e["node"] for e in counted.events if e["event"] == "token_count"] == ["brief"]
+
+    def counts() -> int:
+        return sum(r.path == "/v1/messages/count_tokens" for r in fake_anthropic.requests)
+
+    assert counts() == 1
+    undeclared = dataclasses.replace(ANTHROPIC_CAPABILITIES, batches=False, counts_tokens=False)
+    plain = _Relay(provider_for(fake_anthropic), undeclared)
+    with pytest.raises(UserError, match="batch mode needs the Anthropic provider"):
+        run_graph(three_levels(), provider=plain, batch=FAST)
+    direct = run_graph(three_levels(), provider=plain, count_tokens=True)
+    assert direct.ok, direct.errors
+    assert [e for e in direct.events if e["event"] == "warning"][0]["message"].startswith(
+        "token counting skipped"
+    )
+    assert counts() == 1  # the relay that does not declare it never asked the endpoint

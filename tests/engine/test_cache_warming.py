@@ -142,3 +142,98 @@ def test_a_follower_stops_waiting_after_the_stated_most_seconds(
     gave_up = [e for e in result.events if e["event"] == "cache_warm" and e.get("gave_up")]
     assert len(gave_up) == 2 and all(e["wait"] >= 0.2 for e in gave_up)
     assert fake_anthropic.usage_totals()["cache_writes"] == 3  # each wrote it after all
+
+
+def test_the_critical_path_rule_sends_a_critical_follower_at_once_and_lets_one_with_slack_wait(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    from dagagents import CacheWarming
+
+    fake_anthropic.latency = 0.3
+    analyst = Agent("analyst", model="claude-sonnet-4-6", system=HANDBOOK, max_tokens=64)
+    g = Graph("paths")
+    # Two calls on the longest path (the scheduler starts them first; one leads) and one whose
+    # remaining path is short: it has about 19 s of slack, the other follower none.
+    g.task("long_a", analyst, "Question long_a.", estimate=20)
+    g.task("long_b", analyst, "Question long_b.", estimate=20)
+    g.task("short", analyst, "Question short.", estimate=1)
+    # A second of delay declared worth $100: no prefix saving pays for delaying the run.
+    rule = CacheWarming(usd_per_second=100.0)
+    result = run_graph(g, provider=provider_for(fake_anthropic), cache_warming=rule)
+    assert result.ok, result.errors
+    warm = [e for e in result.events if e["event"] == "cache_warm"]
+    (released,) = [e for e in warm if e.get("released")]
+    (began,) = [e for e in warm if not e.get("released")]
+    assert {began["leader"], released["node"]} == {"long_a", "long_b"}
+    assert released["released"] == "critical_path"
+    assert released["slack"] < 0.1  # none, but for the moment between the two nodes' starts
+    assert released["expected_wait"] > 0 and 0 < released["saving_usd"] < 100.0
+    assert began["followers"] == ["short"]
+    # Event order at the server: the critical follower went before the leader's response
+    # began; the follower with slack only after it.
+    by_node = {
+        (r.body or {})["messages"][0]["content"].split()[1].rstrip("."): r
+        for r in fake_anthropic.message_requests
+    }
+    leader = by_node[began["leader"]]
+    assert leader.begun is not None
+    assert by_node[released["node"]].started < leader.begun <= by_node["short"].started
+    totals = fake_anthropic.usage_totals()
+    assert (totals["cache_writes"], totals["cache_reads"]) == (2, 1)
+
+
+def test_the_rule_weighs_the_followers_of_one_leader_together() -> None:
+    from dagagents.engine.cache_warming import should_wait
+
+    one = 4096 * (1.25 - 0.10) / 1e6  # a Haiku 4.5 prefix at its minimum: ~$0.0047 a follower
+    assert not should_wait(1.0, 0.0, [(0.0, one)], usd_per_second=0.01)  # alone: not worth 1 s
+    assert should_wait(1.0, 0.0, [(0.0, one)] * 7, usd_per_second=0.01)  # seven together: worth it
+    assert should_wait(1.0, 1.5, [(1.5, one)], usd_per_second=1e6)  # slack covers the wait
+    assert should_wait(1.0, 0.0, [(0.0, one)], usd_per_second=0)  # time declared free
+    # A follower with slack saves without delaying anyone, so it does not pay for the delay.
+    assert not should_wait(1.0, 0.0, [(0.0, one), (5.0, 10.0)], usd_per_second=0.01)
+
+
+def test_cache_warming_options_are_checked() -> None:
+    from dagagents import CacheWarming
+    from dagagents.errors import UserError
+
+    with pytest.raises(UserError, match="cache_warming must be True, False, the most seconds"):
+        fanout("x").run(provider="simulated", store=None, cache_warming=-1)
+    with pytest.raises(UserError, match="CacheWarming usd_per_second must be 0 or more"):
+        CacheWarming(usd_per_second=-0.5)
+
+
+def test_estimate_applies_the_critical_path_rule() -> None:
+    from dagagents import CacheWarming
+    from dagagents.observe.estimate import estimate
+
+    analyst = Agent("analyst", model="claude-sonnet-4-6", system=HANDBOOK, max_tokens=64)
+    writer = Agent("writer", model="claude-sonnet-4-6", system="Write at length.", max_tokens=4000)
+    g = Graph("paths")
+    for name in ("long_a", "long_b"):  # each followed by a long write: the critical paths
+        g.task(name, analyst, f"Question {name}.")
+        g.task(f"{name}_report", writer, "Report.", depends_on=[name])
+    g.task("short", analyst, "Question short.")  # nothing below it: plenty of slack
+    assert estimate(g).nodes["long_a_report"].duration > 1.0  # more than one first token
+
+    (default,) = estimate(g).shared_prefixes
+    assert default.released == [] and default.delay == pytest.approx(1.0)
+    each = default.tokens * (3.75 - 0.30) / 1e6
+    assert default.saving == pytest.approx(2 * each)
+    (dear,) = estimate(g, warming=CacheWarming(usd_per_second=100.0)).shared_prefixes
+    assert dear.released == ["long_b"] and dear.delay == 0.0  # short still waits, for free
+    assert dear.saving == pytest.approx(each)
+    # `dagagents estimate` says so.
+    import io
+
+    from rich.console import Console
+
+    from dagagents.cli.commands.estimate import estimate_renderable
+
+    out = io.StringIO()
+    Console(file=out, width=400).print(
+        estimate_renderable(estimate(g, warming=CacheWarming(usd_per_second=100.0)))
+    )
+    assert "reads it 1 times" in out.getvalue()
+    assert "long_b on the critical path would not wait" in out.getvalue()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -358,6 +360,30 @@ def test_partial_steps_resume_and_their_arguments_count(tmp_path: Path) -> None:
     assert cached(build(2).run(store=store)) == {"value"}
     changed = build(3).run(store=store)
     assert ran(changed) == {"value"} and changed.outputs["value"] == 21
+
+
+def test_steps_without_source_resume_in_a_new_process(tmp_path: Path) -> None:
+    """A step made with `exec` (a notebook cell, generated code) has no source file; its key
+    must not depend on memory addresses or hash seeds, or it would never resume."""
+    script = (
+        "import sys\n"
+        "from dagagents import Graph\n"
+        "ns = {}\n"
+        'exec(\'def value():\\n    pick = lambda k: k in {"a", "b", "c"}\\n'
+        '    return pick("a")\\n\', ns)\n'
+        "g = Graph('generated')\n"
+        "g.add_step('value', ns['value'], depends_on=[])\n"
+        "result = g.run(store=sys.argv[1])\n"
+        "print(result.status['value'])\n"
+    )
+    store = str(tmp_path / "s")
+    statuses = [
+        subprocess.run(
+            [sys.executable, "-c", script, store], capture_output=True, text=True, check=True
+        ).stdout.split()[-1]
+        for _ in range(2)
+    ]
+    assert statuses == ["done", "cached"]
 
 
 def test_memory_store_end_to_end() -> None:

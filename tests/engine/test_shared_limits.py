@@ -30,6 +30,7 @@ from dagagents.engine.limits import RateLimits
 from dagagents.engine.shared_limits import RedisLimiter, SharedLimits, snapshot
 from dagagents.errors import ProviderError
 from dagagents.observe.pricing import default_pricing
+from dagagents.observe.trace import Emit
 from dagagents.providers.base import Request, Response, Usage
 from dagagents.store import Store
 from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, text  # noqa: F401
@@ -294,6 +295,52 @@ def test_a_shared_budget_is_never_exceeded_by_three_drivers(
     assert again.returncode == 2 and "no shared budget named 'nightly'" in again.stderr
 
 
+@pytest.mark.slow
+def test_a_driver_killed_after_the_api_answered_is_charged_its_reservation(
+    tmp_path: Path, redis_server: RedisServer, fake_anthropic: FakeAnthropic
+) -> None:
+    """SIGKILL a driver whose calls the server has answered but that never settled them: once
+    its reservations lapse (lease_ttl, 2 s here) they count as spent at their worst case, so
+    the ledger never under-counts what was paid, and the survivors stay under the ceiling."""
+    usage = Usage(input_tokens=20, output_tokens=1000)
+    fake_anthropic.reply(text("ok", usage=usage.model_dump()))
+    fake_anthropic.latency = 0.5
+    per_call = default_pricing().cost_usd(MODEL, usage)
+    ceiling = 0.15
+    flags = ["--limits", redis_server.url, "--max-cost", str(ceiling), "--budget-key", "b"]
+    flags += ["--lease-ttl", "2", "--concurrency", "2"]
+    victim = start_driver(tmp_path, fake_anthropic, 0, 20, *flags, MAX_TOKENS="1000")
+    deadline = time.monotonic() + 120
+
+    def victims() -> list:
+        return [r for r in list(fake_anthropic.message_requests) if driver_of(r) == "0"]
+
+    while not (victims() and victims()[-1].finished is None) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGSTOP)  # it can no longer settle anything...
+    while any(r.finished is None for r in victims()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)  # ...and the server has answered all it sent
+    victim.wait(30)
+    killed = time.monotonic()
+    answered = sum(1 for r in victims() if r.status == 200)
+    assert answered >= 1
+    survivors = [
+        start_driver(tmp_path, fake_anthropic, d, 20, *flags, MAX_TOKENS="1000") for d in (1, 2)
+    ]
+    results = finish(survivors)
+    assert [code for code, _ in results] == [1, 1], results  # refused further calls
+    served = fake_anthropic.statuses()[200]
+    assert served * per_call <= ceiling  # the fake server's priced usage, the victim's included
+    time.sleep(max(0.0, killed + 2.1 - time.monotonic()))  # the victim's reservations lapsed
+    state = asyncio.run(snapshot(SharedLimits(redis_server.url), budget="b"))
+    (budget,) = state["budgets"]
+    assert budget["spent_usd"] >= served * per_call - 1e-9  # nothing paid went uncounted
+    assert budget["spent_usd"] <= ceiling + 1e-9 and budget["reserved_usd"] == 0
+    assert budget["lapsed"] >= 1  # the victim's unsettled calls, counted at their worst case
+    assert budget["lapsed_usd"] >= budget["lapsed"] * per_call
+
+
 # ------------------------------------------------------------------ Redis going away
 @pytest.mark.slow
 def test_redis_killed_mid_run_stops_the_run_and_a_rerun_resumes(
@@ -492,3 +539,80 @@ def test_shared_rate_limits_with_a_per_run_budget(redis_server: RedisServer) -> 
     assert done == 2 and spent <= 0.002
     (model,) = state["keys"][0]["models"]
     assert model["calls"] == 2 and model["leases"] == 0 and not state["budgets"]
+
+
+def test_providers_declare_the_limits_key_as_a_hash_of_their_api_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default --limits-key comes from the provider's public `limits_key`, which is a hash
+    of the key it calls with (its own api_key= first, else the environment's), never the key."""
+    from dagagents.engine.shared_limits import default_key
+    from dagagents.providers import SimulatedProvider, resolve_provider
+    from dagagents.providers.anthropic import AnthropicProvider
+    from dagagents.providers.base import key_digest, limits_key_of
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    own = AnthropicProvider(api_key="sk-ant-other-key-1234567890")
+    assert default_key(own) == own.limits_key == key_digest("sk-ant-other-key-1234567890")
+    assert default_key(AnthropicProvider()) == key_digest(KEY)
+    deferred = resolve_provider("anthropic")  # known before the SDK has finished loading
+    assert limits_key_of(deferred) == key_digest(KEY) == default_key(deferred)
+    assert KEY not in str(key_digest(KEY)) and str(key_digest(KEY)).startswith("key-")
+    assert limits_key_of(SimulatedProvider()) is None
+
+
+def test_processes_asking_for_different_concurrency_share_the_smallest(
+    redis_server: RedisServer,
+) -> None:
+    """--concurrency 4 in one process and 2 in another on one key: the smallest, 2, applies to
+    both (one warning for the process that asked for more); when the 2 leaves, 4 applies."""
+
+    async def scenario() -> tuple[list[str], list[str], int, int, dict, dict]:
+        config = SharedLimits(redis_server.url, key="mixed")
+        wide = RedisLimiter(config, RateLimits(rpm=6000), key="mixed", concurrency=4)
+        narrow = RedisLimiter(config, RateLimits(rpm=6000), key="mixed", concurrency=2)
+        await wide.start()
+        await narrow.start()
+        wide_said: list[str] = []
+        narrow_said: list[str] = []
+
+        def said(into: list[str]) -> Emit:
+            return lambda event, **fields: into.append(f"{event}: {fields.get('message')}")
+
+        async def hold_all(limiter: RedisLimiter, into: list[str], n: int) -> int:
+            """How many of `n` calls are admitted at once (the rest would wait)."""
+            slots = [limiter.slot(_request(f"c{i}"), emit=said(into)) for i in range(n)]
+            entered = []
+            for slot in slots:
+                try:
+                    await asyncio.wait_for(slot.__aenter__(), 0.3)
+                except TimeoutError:
+                    break
+                entered.append(slot)
+            for slot in entered:
+                await slot.__aexit__(None, None, None)
+            return len(entered)
+
+        try:
+            both = await hold_all(wide, wide_said, 4)
+            await hold_all(narrow, narrow_said, 1)
+            state = await snapshot(config, key="mixed")
+            await narrow.aclose()
+            alone = await hold_all(wide, wide_said, 4)
+            after = await snapshot(config, key="mixed")
+        finally:
+            await wide.aclose()
+            await narrow.aclose()
+        return wide_said, narrow_said, both, alone, state, after
+
+    wide_said, narrow_said, both, alone, state, after = asyncio.run(scenario())
+    assert both == 2 and alone == 4
+    assert wide_said == [
+        "warning: this run asked for --concurrency 4 but another process sharing limits key "
+        "'mixed' asked for 2: the smallest applies to every process on the key, so at most 2 "
+        "calls run at once across them"
+    ]
+    assert narrow_said == []  # it got what it asked for
+    (entry,) = state["keys"]
+    assert entry["concurrency"] == 2 and sorted(entry["concurrency_asked"].values()) == [2, 4]
+    assert after["keys"][0]["concurrency"] == 4

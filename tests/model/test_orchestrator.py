@@ -329,8 +329,9 @@ def test_a_killed_run_resumes_without_planning_again(tmp_path: Path) -> None:
         "run", str(ROOT / "graphs" / "market_report.py"), "-c", "4", "--provider", "simulated"
     )
     store = Store(tmp_path / ".dagagents")
+    env = cli_env(DAGAGENTS_SIM_TIME_SCALE="0.3")  # the demo's 15 s critical path in 4.5 s
     proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     done: set[str] = set()
     try:
@@ -350,7 +351,7 @@ def test_a_killed_run_resumes_without_planning_again(tmp_path: Path) -> None:
         proc.wait(10)
     assert "plan" in done and "synthesis" not in done, done
     killed = store.list_runs()[0]
-    rerun = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True)
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     second = next(r for r in store.list_runs() if r != killed)
     events = store.read_trace(second)

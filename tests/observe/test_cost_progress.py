@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
+from _anthropic_support import provider_for, run_graph
 from rich.console import Console
 
+from dagagents import Agent, Graph
+from dagagents.engine.batches import BatchOptions
 from dagagents.observe.progress import LiveProgress, summary_table
 from dagagents.observe.runs import NodeRecord, RunResult
 from dagagents.providers.base import Usage
+from dagagents.testing import FakeAnthropic, fake_anthropic_fixture  # noqa: F401
 
 
 def rendered(thing: object) -> str:
@@ -58,3 +63,35 @@ def test_summary_table_says_what_caching_and_batching_saved() -> None:
     caption = " ".join(rendered(summary_table(result)).split())
     assert "saved $0.0162 by prompt caching (6,000 tokens read, 0 written)" in caption
     assert "$0.0010 by batching (1 batch calls)" in caption
+
+
+def test_live_view_of_a_batch_run_through_the_real_sdk(fake_anthropic: FakeAnthropic) -> None:
+    """Rendered at the moment each batch is seen processing, and at the end."""
+    fake_anthropic.batches.delay = 0.3
+    worker = Agent("worker", model="claude-haiku-4-5", max_tokens=32)
+    g = Graph("levels")
+    g.task("a", worker, "First question.")
+    g.task("b", worker, "Second question.")
+    g.task("c", worker, "Combine.", depends_on=["a", "b"])
+    view = LiveProgress(Console(file=io.StringIO()), "levels")
+    processing: list[str] = []
+
+    def listen(event: dict[str, Any]) -> None:
+        view(event)
+        if event["event"] == "batch_status" and event["status"] == "in_progress":
+            processing.append(rendered(view.render()))
+
+    fast = BatchOptions(window=0.1, poll=0.05, poll_max=0.2)
+    result = run_graph(g, provider=provider_for(fake_anthropic), batch=fast, listener=listen)
+    assert result.ok, result.errors
+    first, second = processing
+    assert "batches: 1 submitted, 1 processing, 0 ended" in first
+    rows = {
+        line.split()[0]: line for line in first.splitlines() if line.split()[:1] in (["a"], ["b"])
+    }
+    batch_id = fake_anthropic.batches.submitted[0].id
+    for name in ("a", "b"):
+        assert f"in batch {batch_id[-8:]} · processing" in rows[name]
+    assert "batches: 2 submitted, 1 processing, 1 ended" in second
+    assert "· processing" in next(line for line in second.splitlines() if line.startswith("c "))
+    assert "batches: 2 submitted, 0 processing, 2 ended" in rendered(view.render())

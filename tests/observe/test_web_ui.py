@@ -187,6 +187,54 @@ def test_limits_panel_counts_a_429(tmp_path: Path, procs: list[Proc]) -> None:
         assert outside == []
 
 
+def test_batches_and_the_nodes_waiting_in_them(tmp_path: Path, procs: list[Proc]) -> None:
+    from dagagents.testing import FakeAnthropic
+
+    (tmp_path / "g.py").write_text(FAST)
+    # Each batch takes 2 s to process at the fake server: long enough to be seen processing.
+    with FakeAnthropic(batch_delay=2.0) as api, browser_page() as (page, outside):
+        base = api.url
+        run = Proc(
+            dagagents_cmd(
+                "run",
+                "g.py",
+                "--batch",
+                "--batch-window",
+                "0.1",
+                "--ui",
+                "--ui-port",
+                "0",
+                "--ui-linger",
+                "60",
+            ),
+            tmp_path,
+            ANTHROPIC_API_KEY=KEY,
+            ANTHROPIC_BASE_URL=base,
+        )
+        procs.append(run)
+        page.goto(run.wait_for(r"watching run: (\S+)").group(1))
+        page.click('g.node[data-node="y"]')
+        row = page.wait_for_selector('#batch-list tr[data-state="processing"]', timeout=60_000)
+        # Both calls wait in that one batch: the panel lists them, the graph marks them, and
+        # the open drawer says which batch its node waits in.
+        assert row.inner_text().split("\t")[-1].strip() == "x, y"
+        assert "1 submitted · 1 processing · 0 ended" in page.inner_text("#batch-summary")
+        page.wait_for_selector('g.node[data-node="x"][data-batch="processing"]')
+        page.wait_for_function(
+            "document.querySelector('#drawer-meta').textContent.includes('(processing)')"
+        )
+        assert "in batch msgbatch_" in page.inner_text("#drawer-meta")
+        page.wait_for_selector("body[data-ended]", timeout=120_000)
+        assert set(statuses(page).values()) == {"done"}
+        assert "1 submitted · 0 processing · 1 ended" in page.inner_text("#batch-summary")
+        assert page.query_selector('#batch-list tr[data-state="ended"]')
+        assert not page.query_selector("g.node[data-batch]")  # nobody waits any more
+        ARTEFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTEFACTS / "web_view_batches.png"), full_page=True)
+        assert KEY not in page.content()
+        assert outside == []
+
+
 APPROVAL = """
 from dagagents import Agent, Graph, SimulatedProvider
 

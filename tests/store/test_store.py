@@ -240,6 +240,33 @@ def test_gc_spares_live_runs_and_what_killed_runs_finished(tmp_path: Path) -> No
     assert result.objects_removed == 2
 
 
+def test_gc_keeps_runs_whose_batches_were_never_collected(tmp_path: Path) -> None:
+    """A killed batch run's records are what its rerun re-attaches to: gc keeps them until a
+    run collects the results (or the API's 29 days of keeping them are over)."""
+    store = Store(tmp_path / "s")
+    runs = [f"20260101-000000.00000{i}-aaaaaa" for i in range(4)]
+    states = {runs[0]: "submitted", runs[1]: "collected", runs[2]: "old"}
+    for run in runs:
+        _manifest(store, run, {}, status="interrupted")
+    for run, state in states.items():
+        created = time.time() - (30 * 86400 if state == "old" else 60)
+        record = {"batch_id": f"msgbatch_{state}", "state": state, "created": created}
+        store.fs.write_atomic(store.fs.join(store.batches_dir(run), "b.json"), orjson.dumps(record))
+    assert store.open_batches(runs[0]) == ["msgbatch_submitted"]
+    assert store.open_batches(runs[1]) == store.open_batches(runs[2]) == []
+    # `dagagents gc` says why it kept an old run.
+    from typer.testing import CliRunner
+
+    from dagagents.cli import app
+    from dagagents.cli import commands as _commands  # noqa: F401 - registers `gc`
+
+    said = CliRunner().invoke(app, ["gc", "--store", str(tmp_path / "s"), "--keep-runs", "1"])
+    assert said.exit_code == 0, said.output
+    assert "removed 0 object(s) and 2 run(s)" in said.output
+    assert "kept 1 older run(s) whose Message Batches were never collected" in said.output
+    assert store.list_runs() == [runs[0], runs[3]]
+
+
 def test_gc_never_drops_a_live_run(tmp_path: Path) -> None:
     store = Store(tmp_path / "s")
     live = "20260101-000000.000001-aaaaaa"

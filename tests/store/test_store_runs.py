@@ -9,10 +9,9 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from conftest import cli_env, dagagents_cmd
 
 from dagagents import Store
@@ -47,26 +46,6 @@ def total({", ".join(f"{n}: str" for n in names)}) -> int:
 """
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 200 KiB tmpfs (root only), unmounted afterwards."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def _remount(mnt: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(mnt)], check=True)
-
-
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         dagagents_cmd("run", "g.py", *args),
@@ -84,7 +63,7 @@ def _latest_statuses(store: Path) -> dict[str, str]:
 
 
 def test_a_full_store_is_one_sentence_and_a_rerun_computes_only_what_was_not_saved(
-    tmp_path: Path, small_disk: Path
+    tmp_path: Path, small_disk: Path, remount: Callable[[Path, str], None]
 ) -> None:
     (tmp_path / "g.py").write_text(_graph_text())
     (tmp_path / "elsewhere").mkdir()
@@ -101,7 +80,7 @@ def test_a_full_store_is_one_sentence_and_a_rerun_computes_only_what_was_not_sav
     saved = len(st.iter_objects())
     assert saved + unsaved == 13
     # space is freed: the rerun computes exactly what was not saved
-    _remount(small_disk, "size=4m")
+    remount(small_disk, "size=4m")
     second = _run(tmp_path, "--store", str(store), "-c", "1")
     assert second.returncode == 0, second.stderr
     statuses = _latest_statuses(store)
@@ -110,13 +89,13 @@ def test_a_full_store_is_one_sentence_and_a_rerun_computes_only_what_was_not_sav
 
 
 def test_a_read_only_store_serves_a_cached_rerun_and_says_what_it_cannot_save(
-    tmp_path: Path, small_disk: Path
+    tmp_path: Path, small_disk: Path, remount: Callable[[Path, str], None]
 ) -> None:
     (tmp_path / "g.py").write_text(_graph_text(3))
     (tmp_path / "elsewhere").mkdir()
     store = small_disk / "s"
     assert _run(tmp_path, "--store", str(store)).returncode == 0
-    _remount(small_disk, "ro")
+    remount(small_disk, "ro")
     cached = _run(tmp_path, "--store", str(store))
     assert cached.returncode == 0, cached.stderr
     assert "Traceback" not in cached.stderr

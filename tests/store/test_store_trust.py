@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -334,26 +334,6 @@ def test_trace_summary_of_a_missing_file_says_it_does_not_exist(tmp_path: Path) 
 
 
 # ------------------------------------------------- item 8: a full or read-only store, in words
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 200 KiB tmpfs (root only); remount it read-only with `_remount(path, 'ro')`."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def _remount(mnt: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(mnt)], check=True)
-
-
 def test_a_full_store_says_so_and_keeps_every_object_it_stored(small_disk: Path) -> None:
     store = Store(small_disk / "s")
     stored = []
@@ -370,11 +350,12 @@ def test_a_full_store_says_so_and_keeps_every_object_it_stored(small_disk: Path)
 
 def test_a_read_only_store_reads_but_refuses_writes_and_gc_in_one_sentence(
     small_disk: Path,
+    remount: Callable[[Path, str], None],
 ) -> None:
     store = Store(small_disk / "s")
     key = "ab" + "c" * 62
     store.put(key, b'"kept"', {"node": "n"})
-    _remount(small_disk, "ro")
+    remount(small_disk, "ro")
     assert Store(small_disk / "s").get(key).value == b'"kept"'  # type: ignore[union-attr]
     with pytest.raises(StoreUnwritable, match="is read-only"):
         store.put("cd" + "c" * 62, b"1", {})
@@ -464,9 +445,11 @@ def test_a_lease_expires_without_heartbeat_and_a_heartbeat_keeps_it(tmp_path: Pa
     assert not path.exists()
 
 
-def test_a_read_only_store_grants_a_lease_that_holds_nothing(small_disk: Path) -> None:
+def test_a_read_only_store_grants_a_lease_that_holds_nothing(
+    small_disk: Path, remount: Callable[[Path, str], None]
+) -> None:
     store = Store(small_disk / "s")
-    _remount(small_disk, "ro")
+    remount(small_disk, "ro")
     lease = store.try_lease("ab" + "9" * 62)  # objects/ab does not exist and cannot be made
     assert lease is not None and lease.path == ""
     lease.release()

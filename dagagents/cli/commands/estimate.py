@@ -11,7 +11,7 @@ from rich.text import Text
 
 from dagagents.cli.app import app, console, load_target, user_errors
 from dagagents.errors import UserError
-from dagagents.observe.estimate import Estimate, estimate
+from dagagents.observe.estimate import Estimate, SharedPrefix, estimate
 from dagagents.store import Store
 
 
@@ -90,15 +90,7 @@ def estimate_renderable(e: Estimate, *, show_nodes: bool = False) -> RenderableT
         line.append("no planner or synthesis nodes")
     line.append(f"; parallelism saves {e.saved:.2f}s")
     parts.append(line)
-    for shared in e.shared_prefixes:
-        parts.append(
-            Text(
-                f"prompt cache: {len(shared.nodes)} calls of '{shared.agent}' ({shared.model}) "
-                f"share a ~{shared.tokens:,}-token prefix; cache warming (on by default) writes "
-                f"it once and reads it {len(shared.nodes) - 1} times, saving up to "
-                f"${shared.saving:.4f}"
-            )
-        )
+    parts.extend(_shared_prefix_line(shared) for shared in e.shared_prefixes)
     if e.cost:
         parts.append(
             Text(
@@ -141,3 +133,22 @@ def estimate_renderable(e: Estimate, *, show_nodes: bool = False) -> RenderableT
         parts.append(table)
     parts.append(Text.assemble(("recommendation: ", "bold green"), e.recommendation()))
     return Group(*parts)
+
+
+def _shared_prefix_line(shared: SharedPrefix) -> Text:
+    """What cache warming saves on one shared prefix, and who the critical-path rule sends
+    at once (engine/cache_warming.py)."""
+    reads = len(shared.nodes) - 1 - len(shared.released)
+    line = Text(
+        f"prompt cache: {len(shared.nodes)} calls of '{shared.agent}' ({shared.model}) "
+        f"share a ~{shared.tokens:,}-token prefix; cache warming (on by default) writes "
+        f"it once and reads it {reads} times, saving up to ${shared.saving:.4f}"
+    )
+    if shared.delay:
+        line.append(f" for up to {shared.delay:.2f}s more wall time")
+    if shared.released:
+        line.append(
+            f"; {', '.join(shared.released)} on the critical path would not wait (the "
+            "wait would cost more than it saves) and write it too"
+        )
+    return line

@@ -64,6 +64,15 @@ def limits_command(
         return
     if state["keys"]:
         console.print(_models_table(state["keys"]))
+        for entry in state["keys"]:
+            asked = entry.get("concurrency_asked") or {}
+            if len(set(asked.values())) > 1:  # processes disagree: say which value applies
+                who = ", ".join(f"{n} ({proc})" for proc, n in sorted(asked.items()))
+                console.print(
+                    f"key {entry['key']}: processes asked for --concurrency {who}; the "
+                    f"smallest, {entry['concurrency']}, applies to every process on the key.",
+                    highlight=False,
+                )
     if state["budgets"]:
         console.print(_budgets_table(state["budgets"]))
 
@@ -91,14 +100,18 @@ def _models_table(keys: list[dict[str, Any]]) -> Table:
                     text += f" (server says {b['server_limit']:g}/min)"
                 cells.append(text)
             holders = ", ".join(f"{who} x{n}" for who, n in sorted(m["holders"].items()))
-            limit = m["concurrency_limit"]
+            limit, ceiling = m["concurrency_limit"], entry.get("concurrency")
+            if limit is None:  # not reduced by 429s: the smallest --concurrency asked for
+                shown = "-" if ceiling is None else str(ceiling)
+            else:  # halved by 429s (AIMD), growing back towards the ceiling
+                shown = f"{limit:.2f}" + ("" if ceiling is None else f" of {ceiling}")
             table.add_row(
                 entry["key"],
                 m["family"],
                 *cells,
                 str(m["leases"]),
                 holders or "-",
-                "-" if limit is None else f"{limit:.2f}",
+                shown,
                 f"{m['paused_for_s']:g}",
                 f"{m['calls']} / {m['overloads']}",
             )
@@ -107,7 +120,9 @@ def _models_table(keys: list[dict[str, Any]]) -> Table:
 
 def _budgets_table(budgets: list[dict[str, Any]]) -> Table:
     table = Table(title="shared budgets", title_justify="left")
-    for column in ("budget", "spent $", "reserved $", "max $", "refused calls"):
+    # "lapsed": reservations of processes that died holding them, counted as spent at their
+    # worst case (the API may have answered before the process died).
+    for column in ("budget", "spent $", "reserved $", "max $", "refused calls", "lapsed"):
         table.add_column(column, justify="left" if column == "budget" else "right")
     for b in budgets:
         table.add_row(
@@ -116,5 +131,6 @@ def _budgets_table(budgets: list[dict[str, Any]]) -> Table:
             f"{b['reserved_usd']:.6f}",
             "-" if b["max_usd"] is None else f"{b['max_usd']:.4f}",
             str(b["refused"]),
+            f"{b['lapsed']} (${b['lapsed_usd']:.6f})" if b["lapsed"] else "-",
         )
     return table

@@ -123,7 +123,10 @@ def gc(
     store: Annotated[str, typer.Option(help="Checkpoint store.")] = ".dagagents",
     keep_runs: Annotated[int, typer.Option(help="Keep the newest N runs.")] = 10,
 ) -> None:
-    """Delete runs beyond the newest N and every object no kept run references."""
+    """Delete runs beyond the newest N and every object no kept run references.
+
+    A run holding Message Batches nobody collected (a killed `--batch` run) is kept until a
+    rerun collects them, or until the API's 29 days of keeping results are over."""
     with user_errors():
         try:
             result = Store(store, create=False).gc(keep_runs=keep_runs)
@@ -134,3 +137,9 @@ def gc(
         f"freed {result.bytes_freed:,} bytes; kept {result.objects_kept} object(s)",
         highlight=False,
     )
+    if result.runs_spared:
+        console.print(
+            f"kept {result.runs_spared} older run(s) whose Message Batches were never "
+            "collected: their next run collects the results instead of paying again",
+            highlight=False,
+        )

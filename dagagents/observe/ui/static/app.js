@@ -20,13 +20,17 @@ const S = {
   run: null, graph: "", status: "running", nodes: new Map(), ended: false, t: 0, wall: null,
   maxCost: null, retries429: 0, retries529: 0, backoff: 0, rateWaits: 0, limits: null,
   selected: null, dirtyLayout: true, dirty: true,
+  batches: new Map(),  // batch id -> { id, state, requests, nodes, reattached }
 };
+// The Message Batches API's processing_status, in the words the terminal view uses.
+const BATCH_STATE = { in_progress: "processing", canceling: "canceling", ended: "ended" };
 
 function node(name) {
   let n = S.nodes.get(name);
   if (!n) {
     n = { name, kind: "node", agent: null, model: null, deps: [], status: "pending", start: null, end: null,
-          usage: null, cost: 0, retries: 0, key: null, text: "", prompt: null, system: null, error: null, calls: 0 };
+          usage: null, cost: 0, retries: 0, key: null, text: "", prompt: null, system: null, error: null, calls: 0,
+          batch: null };  // batch: "collecting" (waiting for the next batch) or the id of the one it waits in
     S.nodes.set(name, n);
     S.dirtyLayout = true;
   }
@@ -91,6 +95,23 @@ function apply(e) {
       }
       for (const [src, dst] of e.edges) addDep(dst, src);
       break;
+    case "batch_wait": node(e.node).batch = "collecting"; break;
+    case "batch_submitted":
+      S.batches.set(e.batch_id, { id: e.batch_id, state: "submitted", requests: e.requests, nodes: e.nodes || [] });
+      for (const name of e.nodes || []) node(name).batch = e.batch_id;
+      break;
+    case "batch_reattached": {
+      const b = S.batches.get(e.batch_id) || { id: e.batch_id, state: "submitted", requests: null, nodes: [], reattached: true };
+      if (e.node && !b.nodes.includes(e.node)) b.nodes.push(e.node);
+      S.batches.set(e.batch_id, b);
+      if (e.node) node(e.node).batch = e.batch_id;
+      break;
+    }
+    case "batch_status": {
+      const b = S.batches.get(e.batch_id);
+      if (b) b.state = BATCH_STATE[e.status] || e.status;
+      break;
+    }
     case "limits": S.limits = e; if (e.max_cost_usd) S.maxCost = e.max_cost_usd; break;
     case "run_end": S.ended = true; S.status = e.status; S.wall = e.wall; break;
   }
@@ -193,12 +214,42 @@ function renderDag() {
     const n = S.nodes.get(g.dataset.node);
     const s = effectiveStatus(n);
     if (g.dataset.status !== s) g.dataset.status = s;
+    const waitsIn = batchOf(n);
+    if ((g.dataset.batch || "") !== waitsIn) { if (waitsIn) g.dataset.batch = waitsIn; else delete g.dataset.batch; }
     g.classList.toggle("critical", critical.has(n.name));
     g.classList.toggle("selected", S.selected === n.name);
   }
   for (const p of box.querySelectorAll("path.edge")) {
     p.classList.toggle("critical", critical.has(p.dataset.src) && critical.has(p.dataset.dst));
   }
+}
+
+// What a running node waits for in batch mode: "collecting" (the next batch), or the state of
+// the batch its request is in ("submitted", "processing", "ended"); "" when it waits in none.
+function batchOf(n) {
+  if (n.status !== "running" || !n.batch || S.ended) return "";
+  if (n.batch === "collecting") return "collecting";
+  const b = S.batches.get(n.batch);
+  return b ? b.state : "";
+}
+
+function renderBatches() {
+  $("#batches").hidden = S.batches.size === 0;
+  if (!S.batches.size) return;
+  const all = [...S.batches.values()];
+  const ended = all.filter((b) => b.state === "ended").length;
+  $("#batch-summary").textContent = `${all.length} submitted · ${all.length - ended} processing · ${ended} ended`;
+  const rows = all.map((b) => {
+    const waiting = b.nodes.filter((name) => (S.nodes.get(name) || {}).batch === b.id && batchOf(S.nodes.get(name)));
+    return `<tr data-batch="${esc(b.id)}" data-state="${esc(b.state)}"><td title="${esc(b.id)}">…${esc(b.id.slice(-8))}${b.reattached ? " (re-attached)" : ""}</td>` +
+      `<td>${esc(b.state)}</td><td class="num">${b.requests === null || b.requests === undefined ? "" : b.requests}</td>` +
+      `<td>${waiting.map(esc).join(", ")}</td></tr>`;
+  });
+  const body = $("#batch-list tbody");
+  const html = rows.join("");
+  if (body.dataset.html !== html) { body.innerHTML = html; body.dataset.html = html; }
+  const collecting = [...S.nodes.values()].filter((n) => batchOf(n) === "collecting").map((n) => n.name);
+  $("#batch-collecting").textContent = collecting.length ? `waiting for the next batch: ${collecting.join(", ")}` : "";
 }
 
 function meter(bucket) {
@@ -343,7 +394,8 @@ async function renderDrawer(fetchOutput) {
   $("#drawer-title").textContent = n.name;
   const tokens = n.usage ? `${n.usage.input_tokens || 0} in / ${n.usage.output_tokens || 0} out` : "";
   const parts = [effectiveStatus(n), n.agent ? `${n.agent} · ${n.model}` : n.kind, tokens,
-    n.cost ? money(n.cost) : "", n.retries ? `${n.retries} retries` : "", n.key ? `key ${n.key.slice(0, 12)}` : "", n.error || ""];
+    n.cost ? money(n.cost) : "", n.retries ? `${n.retries} retries` : "", n.key ? `key ${n.key.slice(0, 12)}` : "", n.error || "",
+    batchOf(n) === "collecting" ? "waiting for the next batch" : (batchOf(n) ? `in batch ${n.batch} (${batchOf(n)})` : "")];
   $("#drawer-meta").textContent = parts.filter(Boolean).join(" · ");
   $("#drawer-approve").hidden = n.status !== "waiting";
   $("#drawer-stream").textContent = n.text;
@@ -372,7 +424,8 @@ function tick() {
 function render() {
   if (S.dirty) {
     S.dirty = false;
-    renderDag(); renderLimits(); renderCost(); renderTimeline(); renderApprovals();
+    renderDag(); renderLimits(); renderBatches(); renderCost(); renderTimeline(); renderApprovals();
+    if (S.selected) renderDrawer(false);  // its status line follows the run (batches, retries)
     const pill = $("#run-status");
     const waiting = [...S.nodes.values()].some((n) => n.status === "waiting");
     const status = S.ended ? S.status : (waiting ? "waiting" : "running");
