@@ -213,12 +213,16 @@ def test_batches_and_the_nodes_waiting_in_them(tmp_path: Path, procs: list[Proc]
         )
         procs.append(run)
         page.goto(run.wait_for(r"watching run: (\S+)").group(1))
+        page.click('g.node[data-node="y"]')
         row = page.wait_for_selector('#batch-list tr[data-state="processing"]', timeout=60_000)
-        # Both calls wait in that one batch: the panel lists them, the graph marks them.
+        # Both calls wait in that one batch: the panel lists them, the graph marks them, and
+        # the open drawer says which batch its node waits in.
         assert row.inner_text().split("\t")[-1].strip() == "x, y"
         assert "1 submitted · 1 processing · 0 ended" in page.inner_text("#batch-summary")
-        assert page.query_selector('g.node[data-node="x"][data-batch="processing"]')
-        page.click('g.node[data-node="y"]')
+        page.wait_for_selector('g.node[data-node="x"][data-batch="processing"]')
+        page.wait_for_function(
+            "document.querySelector('#drawer-meta').textContent.includes('(processing)')"
+        )
         assert "in batch msgbatch_" in page.inner_text("#drawer-meta")
         page.wait_for_selector("body[data-ended]", timeout=120_000)
         assert set(statuses(page).values()) == {"done"}

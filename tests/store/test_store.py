@@ -254,8 +254,16 @@ def test_gc_keeps_runs_whose_batches_were_never_collected(tmp_path: Path) -> Non
         store.fs.write_atomic(store.fs.join(store.batches_dir(run), "b.json"), orjson.dumps(record))
     assert store.open_batches(runs[0]) == ["msgbatch_submitted"]
     assert store.open_batches(runs[1]) == store.open_batches(runs[2]) == []
-    result = store.gc(keep_runs=1)
-    assert (result.runs_removed, result.runs_spared) == (2, 1)
+    # `dagagents gc` says why it kept an old run.
+    from typer.testing import CliRunner
+
+    from dagagents.cli import app
+    from dagagents.cli.commands import store as _store_commands  # noqa: F401 - registers `gc`
+
+    said = CliRunner().invoke(app, ["gc", "--store", str(tmp_path / "s"), "--keep-runs", "1"])
+    assert said.exit_code == 0, said.output
+    assert "removed 0 object(s) and 2 run(s)" in said.output
+    assert "kept 1 older run(s) whose Message Batches were never collected" in said.output
     assert store.list_runs() == [runs[0], runs[3]]
 
 

@@ -425,6 +425,7 @@ function render() {
   if (S.dirty) {
     S.dirty = false;
     renderDag(); renderLimits(); renderBatches(); renderCost(); renderTimeline(); renderApprovals();
+    if (S.selected) renderDrawer(false);  // its status line follows the run (batches, retries)
     const pill = $("#run-status");
     const waiting = [...S.nodes.values()].some((n) => n.status === "waiting");
     const status = S.ended ? S.status : (waiting ? "waiting" : "running");
