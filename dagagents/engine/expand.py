@@ -8,6 +8,12 @@ An edge into a node that already exists delivers the source's output to it: a St
 as a keyword argument (a parameter of that name, or `**kwargs`), an agent task as context after
 its prompt. An edge into a node that has started, or into a Step that has nowhere to put the
 output, is refused: a node never runs without an input it depends on.
+
+A node whose reply streams may grow the run before it finishes (`AgentTask.stream_expand`, the
+Orchestrator's streamed plan): `ExpansionStream` feeds it the reply so far and grows the run by
+the new nodes it proposes (nodes only: edges into existing nodes wait for the final answer).
+When the node finishes, `stream_survivors` decides which streamed nodes its final expansion
+keeps; the run retires the rest (see `_Run._end_stream`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Growth:
     edges: list[tuple[str, str]] = field(default_factory=list)
     updated: dict[str, NodeSpec] = field(default_factory=dict)
     graph: nx.DiGraph | None = None  # the grown edge set, already checked acyclic
+    streamed: bool = False  # proposed while the source's reply was still streaming
 
 
 class RunState(Protocol):
@@ -117,3 +124,69 @@ def _receiving(where: str, target: NodeSpec, src: str) -> NodeSpec:
             )
         update["params"] = (*target.params, src)
     return target.model_copy(update=update)
+
+
+class ExpansionStream:
+    """Grows a run from the reply of `source` while it streams: `feed` each text delta,
+    `restart` when a new reply begins (a retry, a repair). `propose(text)` (the node's
+    `stream_expand`) returns the nodes that may start already; the new ones are checked like
+    any expansion and grown at once, then `started()` lets the run start what became ready.
+    A proposed node whose name exists already waits for the final answer, as does a proposal
+    the checks refuse: the final expansion is checked as a whole."""
+
+    def __init__(
+        self,
+        run: RunState,
+        source: str,
+        propose: Callable[[str], Expansion | None],
+        started: Callable[[], None],
+    ) -> None:
+        self.run = run
+        self.source = source
+        self.propose = propose
+        self.started = started
+        self.parts: list[str] = []
+        # Every node this stream added, in the order added (dependencies first).
+        self.added: dict[str, NodeSpec] = {}
+
+    def restart(self) -> None:
+        self.parts.clear()
+
+    def feed(self, delta: str) -> None:
+        self.parts.append(delta)
+        expansion = self.propose("".join(self.parts))
+        if expansion is None or not expansion.nodes:
+            return
+        specs = self.run.graph.specs
+        new = [spec for spec in expansion.nodes if spec.name not in specs]
+        if not new:
+            return
+        try:
+            growth = check_expansion(
+                self.run.graph, self.run.has_started, self.source, Expansion(nodes=new)
+            )
+        except GraphError:
+            return  # not on its own: the final answer is checked as a whole
+        growth.streamed = True
+        self.run.grow(growth)
+        self.added.update(growth.nodes)
+        self.started()
+
+
+def stream_survivors(
+    streamed: Mapping[str, NodeSpec], final: Mapping[str, NodeSpec] | None
+) -> tuple[list[str], list[str]]:
+    """Which streamed nodes the final expansion keeps: those it contains unchanged whose
+    streamed dependencies are kept too (a node fed by a changed one must run again). Returns
+    (kept, retired), each in stream order. `final=None` (the node failed) keeps none."""
+    kept: list[str] = []
+    retired: list[str] = []
+    keep: set[str] = set()
+    for name, spec in streamed.items():
+        same = final is not None and final.get(name) == spec
+        if same and all(dep in keep for dep in spec.depends_on if dep in streamed):
+            keep.add(name)
+            kept.append(name)
+        else:
+            retired.append(name)
+    return kept, retired

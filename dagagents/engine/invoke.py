@@ -77,6 +77,8 @@ class CallContext:
     token_counter: TokenCounter | None = None
     # Streamed text deltas go here when someone is watching (providers that stream text).
     on_text: Callable[[str], None] | None = None
+    # Called as each streamed reply begins (a retry or another turn starts its text afresh).
+    on_reply: Callable[[], None] | None = None
 
 
 @dataclass
@@ -288,6 +290,8 @@ class _Invocation:
                     try:
                         async with deadline(self.policy.timeout, f"call to {request.model}"):
                             if streaming:
+                                if ctx.on_reply is not None:
+                                    ctx.on_reply()
                                 response = await ctx.provider.complete(request, on_text=ctx.on_text)  # type: ignore[call-arg]
                             else:
                                 response = await ctx.provider.complete(request)

@@ -38,7 +38,7 @@ from dagagents.engine.checkpoints import (
 )
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
-from dagagents.engine.expand import Growth, apply_expansion
+from dagagents.engine.expand import ExpansionStream, Growth, apply_expansion, stream_survivors
 from dagagents.engine.heap import freeze_built, frozen_heap
 from dagagents.engine.invoke import AgentFailed, AgentResult, CallContext
 from dagagents.engine.language import (
@@ -79,6 +79,7 @@ from dagagents.model.graph import Graph
 from dagagents.model.nodes import (
     AgentTask,
     Approval,
+    Expansion,
     NodeSpec,
     Step,
     describe_spec,
@@ -245,6 +246,8 @@ class _Run:
         self._graph = graph
         self.specs = graph.specs
         self._owns_graph = False
+        # Streamed nodes a finished node's final expansion keeps (see `_end_stream`).
+        self._kept: dict[str, list[str]] = {}
         self.concurrency = options.concurrency
         self.store = store
         self.checkpoints = (
@@ -591,7 +594,13 @@ class _Run:
         spec = self.specs[name]
         if spec.expand is not None:
             try:
-                apply_expansion(self, name, spec.expand(value))
+                expansion = spec.expand(value)
+                kept = self._kept.pop(name, None)
+                if kept and expansion is not None:  # already running from the streamed reply
+                    expansion = expansion.model_copy(
+                        update={"nodes": [n for n in expansion.nodes if n.name not in kept]}
+                    )
+                apply_expansion(self, name, expansion)
             except DagAgentsError as exc:
                 self._fail(name, exc)
                 return
@@ -679,6 +688,9 @@ class _Run:
             self.sorter.cancelled(name)
             self.emit("node_error", node=name, error=record.error)
         elif to == SKIPPED:
+            if self.sorter.state.get(name) == RUNNING:  # a streamed node its source gave up
+                record.end = self.tracer.now()
+                self.sorter.cancelled(name)
             record.because = fields["because"]
             self.emit("node_skipped", node=name, because=record.because)
         else:
@@ -844,6 +856,11 @@ class _Run:
             if "on_text" not in fields:
                 stream, node = self.tracer.stream, spec.name
                 fields = {**fields, "on_text": lambda text: stream("token", node=node, text=text)}
+        growing = None
+        if spec.stream_expand is not None:  # grow the run while the reply is written
+            growing = ExpansionStream(self, spec.name, spec.stream_expand, self._launch)
+            fields = {**fields, "on_text": _chain(growing.feed, fields.get("on_text"))}
+            fields["on_reply"] = growing.restart
         if isinstance(self.provider, DeferredProvider):
             # Wait for the SDK import before the limiter admits a call: an admitted call
             # that then waited for the import would reach the API later than its limits
@@ -855,8 +872,16 @@ class _Run:
         except AgentFailed as failed:
             # Calls made before the failure were still paid for: keep them on the record.
             self._record_usage(record, failed.spent, meta)
+            if growing is not None:
+                await self._end_stream(spec, growing, None)
             raise failed.error from failed.error.__cause__  # a 401 behind it stays findable
+        except BaseException:
+            if growing is not None:  # cancelled or timed out: what it streamed is dropped
+                self._retire(growing, None)
+            raise
         self._record_usage(record, result, meta)
+        if growing is not None:
+            await self._end_stream(spec, growing, result.output)
         return result.output
 
     async def _approval_body(
@@ -932,10 +957,73 @@ class _Run:
             edges=[list(e) for e in growth.edges],
             agents={n: self.records[n].agent for n in growth.nodes},
             models={n: self.records[n].model for n in growth.nodes},
+            **({"streamed": True} if growth.streamed else {}),
         )
         for skipped, blocker in blocked:
             because = self.records[blocker].because or blocker  # name the failed ancestor
             self._transition(skipped, SKIPPED, because=because)
+
+    async def _end_stream(self, spec: AgentTask, stream: ExpansionStream, output: Any) -> None:
+        """`spec` finished (`output`) or failed (None): keep the streamed nodes its final
+        expansion contains unchanged, retire the rest, and free the names it redefines, so
+        `_complete` adds those afresh. An expansion that raises keeps none (`_complete` then
+        fails the node with the reason)."""
+        final: dict[str, NodeSpec] | None = None
+        if output is not None and spec.expand is not None:
+            try:
+                expansion = spec.expand(output)
+            except Exception:
+                expansion = None
+            if isinstance(expansion, Expansion):
+                final = {n.name: n for n in expansion.nodes}
+        kept, cancelled = self._retire(stream, final)
+        if cancelled:  # a redefined name is reused only once its old task has unwound
+            await asyncio.wait(cancelled)
+        for name in stream.added:
+            if final is not None and name in final and name not in kept:
+                self._forget(name)
+        self._kept[spec.name] = kept
+
+    def _retire(
+        self, stream: ExpansionStream, final: Mapping[str, NodeSpec] | None
+    ) -> tuple[list[str], list[asyncio.Task[Any]]]:
+        """Skip the streamed nodes the final answer does not keep (a running one is
+        cancelled; a finished one stays as it is, its spend counted). Returns the kept names
+        and the cancelled tasks."""
+        kept, retired = stream_survivors(stream.added, final)
+        cancelled: list[asyncio.Task[Any]] = []
+        for name in retired:
+            because = (
+                "superseded by the final plan"
+                if final is not None and name in final
+                else "dropped from the final plan"
+            )
+            status = self.records[name].status
+            if status == RUNNING:
+                # Popped here: a task cancelled before its first step never runs its handler.
+                task = self._running.pop(name, None)
+                self._transition(name, SKIPPED, because=because)
+                if task is not None:
+                    task.cancel()
+                    cancelled.append(task)
+            elif status == PENDING:
+                for skipped in self.sorter.skip([name]):
+                    self._transition(skipped, SKIPPED, because=because)
+        return kept, cancelled
+
+    def _forget(self, name: str) -> None:
+        """A finished streamed node whose name the final expansion redefines: its record is
+        kept as `name~superseded` (what it spent still counts); the name is free again."""
+        archived, n = f"{name}~superseded", 2
+        while archived in self.records:
+            archived, n = f"{name}~superseded{n}", n + 1
+        self.records[archived] = dataclasses.replace(self.records.pop(name), name=archived)
+        self.sorter.forget([name])
+        self._graph.nx.remove_node(name)
+        self.specs.pop(name, None)
+        self.durations.pop(name, None)
+        self.outputs.pop(name, None)
+        self.digests.pop(name, None)
 
     # ------------------------------------------------------------------ ending
     def _close(self, reason: str) -> None:
@@ -1049,6 +1137,18 @@ def _new_record(spec: NodeSpec) -> NodeRecord:
         model=agent.model if agent else None,
         depends_on=spec.depends_on,
     )
+
+
+def _chain(first: Any, then: Any) -> Any:
+    """One text callback calling `first`, then `then` (if any)."""
+    if then is None:
+        return first
+
+    def both(text: str) -> None:
+        first(text)
+        then(text)
+
+    return both
 
 
 def _encodable(name: str, value: Any) -> bytes:

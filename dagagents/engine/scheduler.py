@@ -175,6 +175,26 @@ class EagerSorter:
             heapq.heapify(self._ready)
         return skipped
 
+    def skip(self, nodes: Iterable[str]) -> list[str]:
+        """Skip these nodes that have not started, and what lies below them; return those."""
+        return self._skip_from(nodes)
+
+    def forget(self, nodes: Iterable[str]) -> None:
+        """Remove finished nodes and their edges, so their names may be added again (a
+        streamed node its source's final answer replaced). Rare: walks every edge list."""
+        gone = set(nodes)
+        for n in gone:
+            if self.state.get(n) in (PENDING, READY, RUNNING):
+                raise ValueError(f"node {n!r} has not finished")
+        for n in gone:
+            self.state.pop(n, None)
+            self._succ.pop(n, None)
+            self._waiting.pop(n, None)
+            self._priority.pop(n, None)
+        for n, succ in self._succ.items():
+            if gone.intersection(succ):
+                self._succ[n] = [s for s in succ if s not in gone]
+
     def skip_all(self) -> list[str]:
         """Skip every node that has not started (fail-fast and interruption)."""
         skipped = [n for n, s in self.state.items() if s in (PENDING, READY)]

@@ -71,6 +71,10 @@ class AgentTask(NodeSpec):
 
     agent: Agent
     prompt: str
+    # Called with the reply so far while it streams: the nodes that may start already (the
+    # Orchestrator's streamed plan). Each is kept only if `expand` of the final output returns
+    # it unchanged (engine/expand.py). Not in the fingerprint: it never changes the output.
+    stream_expand: Callable[[str], Expansion | None] | None = None
     kind: str = "agent"
 
     def placeholders(self) -> list[str]:

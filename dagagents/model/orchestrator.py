@@ -8,6 +8,12 @@ one node per subtask (named by subtask id, wired by `depends_on`) and an edge fr
 synthesis node. The plan is the planner node's checkpointed output, and `expand` runs on the
 checkpoint as on a fresh answer, so a resumed run rebuilds the same subgraph and reuses every
 finished subtask without planning again.
+
+With `stream_plan` (the default) the plan also grows the graph while it is being written: each
+subtask starts once its JSON object is complete, valid on its own and its dependencies are done
+(`streamed_expansion`); the final plan is still checked as a whole, and the streamed nodes it
+does not contain unchanged are retired by the engine (engine/expand.py `stream_survivors`).
+Streaming never changes a node's spec, so checkpoint keys are the same either way.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pydantic import Field
 
 from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
 from dagagents.model.graph import Graph
-from dagagents.model.nodes import AgentTask, Ask, Expansion, Warn
+from dagagents.model.nodes import AgentTask, Ask, Expansion, NodeSpec, Warn
 from dagagents.model.plan import (
     DEFAULT_MAX_SUBTASKS,
     PLAN_NODE,
@@ -32,6 +38,8 @@ from dagagents.model.plan import (
     literal,
     plan_expansion,
     plan_problems,
+    streamed_subtasks,
+    subtask_node,
     synthesis_prompt,
     validate_plan,
 )
@@ -139,7 +147,9 @@ class Orchestrator:
     `workers` maps names to Agents (a plain string is a system prompt for a worker on the
     default Sonnet model); the planner and synthesizer default to Opus. Any may be overridden.
     `simulator` is the provider its graphs use offline (no API key): by default a
-    SimulatedProvider whose planner answers `default_plan(task)`.
+    SimulatedProvider whose planner answers `default_plan(task)`. `stream_plan=False` starts
+    the subtasks only once the whole plan is written (by default each starts as soon as its
+    part of the streamed plan is complete and valid on its own).
     """
 
     def __init__(
@@ -151,6 +161,7 @@ class Orchestrator:
         max_subtasks: int = DEFAULT_MAX_SUBTASKS,
         repairs: int = 1,
         simulator: Any = None,
+        stream_plan: bool = True,
     ) -> None:
         if max_subtasks < 1:
             raise ValueError("max_subtasks must be at least 1")
@@ -159,6 +170,8 @@ class Orchestrator:
         self.synthesizer = synthesizer or default_synthesizer()
         self.max_subtasks = max_subtasks
         self.repairs = repairs
+        self.stream_plan = stream_plan
+        self._streamed_nodes: dict[str, AgentTask] = {}
         # The provider its graphs use offline (no API key); default: `simulated_provider()`.
         self.simulator = simulator
 
@@ -199,6 +212,7 @@ class Orchestrator:
             reserved=(PLAN_NODE, SYNTHESIS_NODE),
             repairs=self.repairs,
             expand=self.expansion if expand else None,
+            stream_expand=self.streamed_expansion if expand and self.stream_plan else None,
             tags={"role": "planner"},
         )
 
@@ -221,6 +235,28 @@ class Orchestrator:
             reserved=(PLAN_NODE, SYNTHESIS_NODE),
         )
         return plan_expansion(plan, self.workers, planned_by=PLAN_NODE, synthesis=SYNTHESIS_NODE)
+
+    def streamed_expansion(self, text: str) -> Expansion:
+        """The subtask nodes that may start while the plan is still being written (`text`,
+        the planner's reply so far): see `plan.streamed_subtasks`. Edges into the synthesis
+        come with the final plan."""
+        subtasks = streamed_subtasks(
+            text,
+            self.workers,
+            max_subtasks=self.max_subtasks,
+            reserved=(PLAN_NODE, SYNTHESIS_NODE),
+        )
+        cache = self._streamed_nodes  # the same subtask is proposed on every later delta
+        if len(cache) > 4 * self.max_subtasks:
+            cache.clear()
+        nodes: list[NodeSpec] = []
+        for s in subtasks:
+            key = s.model_dump_json()
+            node = cache.get(key)
+            if node is None:
+                node = cache[key] = subtask_node(s, self.workers, planned_by=PLAN_NODE)
+            nodes.append(node)
+        return Expansion(nodes=nodes)
 
     def _offline(self, simulator: Any) -> Any:
         if simulator is not None:

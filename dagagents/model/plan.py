@@ -27,6 +27,7 @@ from dagagents.errors import PlanError, UserError, clip
 from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
 from dagagents.model.graph import Graph, did_you_mean, load_module
 from dagagents.model.nodes import AgentTask, Expansion
+from dagagents.model.partial import complete_items
 
 DEFAULT_MAX_SUBTASKS = 50
 PLAN_NODE = "plan"
@@ -186,6 +187,47 @@ def plan_problems(
     return problems.result()
 
 
+def streamed_subtasks(
+    text: str,
+    workers: Iterable[str],
+    *,
+    max_subtasks: int = DEFAULT_MAX_SUBTASKS,
+    reserved: Iterable[str] = (),
+) -> list[Subtask]:
+    """The subtasks of a plan still being written (`text`, the reply so far) that may start
+    now: each complete (see `partial.complete_items`) and valid on its own, in plan order.
+
+    Valid on its own: it matches the schema, its id is well formed, not reserved and not used
+    by an earlier subtask, its worker exists, its task is not empty, it is within
+    `max_subtasks`, and every dependency is an earlier subtask accepted here (so no cycle can
+    form among them). Anything else waits for the whole plan, which is validated as today."""
+    worker_names = set(workers)
+    reserved_ids = set(reserved)
+    items, _ = complete_items(text, "subtasks")
+    seen: set[str] = set()
+    accepted: dict[str, Subtask] = {}
+    for index, item in enumerate(items):
+        sid = item.get("id") if isinstance(item, dict) else None
+        duplicate = isinstance(sid, str) and sid in seen
+        if isinstance(sid, str):
+            seen.add(sid)
+        if index >= max_subtasks or duplicate:
+            continue
+        try:
+            s = Subtask.model_validate(item)
+        except ValidationError:
+            continue
+        if (
+            _ID.match(s.id)
+            and s.id not in reserved_ids
+            and s.worker in worker_names
+            and s.task.strip()
+            and all(dep in accepted for dep in s.depends_on)
+        ):
+            accepted[s.id] = s
+    return list(accepted.values())
+
+
 def _unknown_worker(s: Subtask, workers: set[str]) -> str:
     return (
         f"subtask '{clip(s.id)}' names unknown worker '{clip(s.worker)}'"
@@ -273,21 +315,23 @@ def subtask_nodes(
     A worker sees its task and (appended as labelled context) the outputs of the subtasks it
     depends on; it does not see the plan, other workers or the original request.
     """
-    nodes = []
-    for s in plan.subtasks:
-        tags = {"role": "subtask", "worker": s.worker}
-        if planned_by:
-            tags["planned_by"] = planned_by
-        nodes.append(
-            AgentTask(
-                name=s.id,
-                agent=workers[s.worker],
-                prompt=literal(s.task),
-                depends_on=tuple(dict.fromkeys(s.depends_on)),
-                tags=tags,
-            )
-        )
-    return nodes
+    return [subtask_node(s, workers, planned_by=planned_by) for s in plan.subtasks]
+
+
+def subtask_node(
+    s: Subtask, workers: Mapping[str, Agent], *, planned_by: str | None = None
+) -> AgentTask:
+    """The node for one subtask (the same whether it came from a whole or a streamed plan)."""
+    tags = {"role": "subtask", "worker": s.worker}
+    if planned_by:
+        tags["planned_by"] = planned_by
+    return AgentTask(
+        name=s.id,
+        agent=workers[s.worker],
+        prompt=literal(s.task),
+        depends_on=tuple(dict.fromkeys(s.depends_on)),
+        tags=tags,
+    )
 
 
 def describe_plan(plan: Plan) -> str:
@@ -542,5 +586,6 @@ __all__ = [
     "plan_to_graph",
     "read_plan",
     "save_plan",
+    "streamed_subtasks",
     "validate_plan",
 ]

@@ -26,7 +26,8 @@ Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (uni
 - `concurrency_reduced`: node, model, limit, status (a 429/529 halved that model's slots)
 - `tool_call`: node, tool, input, duration, error
 - `message`: src, dst (an output delivered along an edge, when dst starts)
-- `expand`: node, added (names), edges, agents {node: agent}, models {node: model}
+- `expand`: node, added (names), edges, agents {node: agent}, models {node: model}, streamed
+  (true when added while node's reply was still streaming, e.g. a streamed plan's subtask)
 - `node_complete`: node, duration, model, usage {input_tokens, ...}, cost, key, simulated
 - `node_error`: node, error, traceback (last frames, for non-dagagents exceptions)
 - `node_skipped`: node, because (the failed ancestor, or the reason)

@@ -297,7 +297,10 @@ class FakeAnthropic:
     """The fake Messages API. Configure before or during a test; thread-safe enough for both.
 
     `latency` (seconds, or a callable of the request JSON) is the time to the whole response, or
-    to the first event when streaming; `stream_delay` spaces the SSE events. `api_key`, when
+    to the first event when streaming; `stream_delay` spaces the SSE events. `tokens_per_second`
+    (a number, or a callable of the request JSON; None = instant) paces the output as a model
+    writes it: each streamed delta follows the previous after its tokens / tokens_per_second,
+    and a plain response arrives after all of them. `api_key`, when
     given, is required (401 otherwise), sent either as `Authorization: Bearer` or `x-api-key`.
     """
 
@@ -306,6 +309,7 @@ class FakeAnthropic:
         *,
         latency: float | Callable[[Json], float] = 0.0,
         stream_delay: float = 0.0,
+        tokens_per_second: float | Callable[[Json], float | None] | None = None,
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -315,6 +319,7 @@ class FakeAnthropic:
     ) -> None:
         self.latency = latency
         self.stream_delay = stream_delay
+        self.tokens_per_second = tokens_per_second
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -490,7 +495,7 @@ class FakeAnthropic:
             if server is not None:
                 await server.wait_closed()
             # Batches still processing end with the server (not as tasks destroyed pending).
-            processing = [b.task for b in self.batches.batches.values() if b.task is not None]
+            processing = list(self.batches.processing)
             for task in processing:
                 task.cancel()
             await asyncio.gather(*processing, return_exceptions=True)
@@ -657,6 +662,7 @@ class FakeAnthropic:
         if body.get("stream"):
             mid = fault if fault is not None and fault.kind.endswith("mid_stream") else None
             return await self._send_stream(writer, record, message, latency, extra, mid, decision)
+        latency += self._writing_time(body, message["usage"]["output_tokens"])
         if latency > 0:
             await asyncio.sleep(latency)
         record.begun = time.monotonic()
@@ -664,6 +670,16 @@ class FakeAnthropic:
         if self.stream_delay > 0:  # the whole answer takes as long as streaming it would
             await asyncio.sleep(self.stream_delay * sum(1 for _ in _sse_events(message)))
         return await self._send_json(writer, record, 200, message, extra)
+
+    def _tokens_per_second(self, body: Json) -> float | None:
+        pace = self.tokens_per_second
+        value = pace(body) if callable(pace) else pace
+        return value if value and value > 0 else None
+
+    def _writing_time(self, body: Json, output_tokens: int) -> float:
+        """How long writing the reply takes at `tokens_per_second` (0 when unpaced)."""
+        pace = self._tokens_per_second(body)
+        return output_tokens / pace if pace else 0.0
 
     def make_message(self, body: Json) -> tuple[Json, CacheDecision, float]:
         """The answer to a valid request (scripted or default), its cache decision, its latency.
@@ -880,6 +896,7 @@ class FakeAnthropic:
         record.begun = time.monotonic()
         if decision is not None:
             self.cache.begun(decision)  # first event: the written prefix becomes readable
+        pace = self._tokens_per_second(record.body or {})
         for i, (event, data) in enumerate(_sse_events(message)):
             if fault is not None and i == 3:
                 if fault.kind == "drop_mid_stream":
@@ -895,6 +912,10 @@ class FakeAnthropic:
                 break
             if self.stream_delay > 0:
                 await asyncio.sleep(self.stream_delay)
+            if pace and event == "content_block_delta":  # the model writing its next tokens
+                delta = data["delta"]
+                piece = delta.get("text") or delta.get("partial_json") or ""
+                await asyncio.sleep(len(piece) / 4 / pace)  # estimate_tokens' rate
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         if record.outcome == "pending":
@@ -1106,6 +1127,12 @@ def main(argv: list[str] | None = None) -> None:
         "--stream-delay", type=float, default=0.0, help="seconds between SSE events"
     )
     parser.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=None,
+        help="pace of the output, as a model writes it (default: instant)",
+    )
+    parser.add_argument(
         "--batch-delay", type=float, default=0.0, help="seconds a message batch takes"
     )
     parser.add_argument("--api-key", default=None, help="require this key (else any is accepted)")
@@ -1124,6 +1151,7 @@ def main(argv: list[str] | None = None) -> None:
     server = FakeAnthropic(
         latency=args.latency,
         stream_delay=args.stream_delay,
+        tokens_per_second=args.tokens_per_second,
         api_key=args.api_key,
         host=args.host,
         port=args.port,
