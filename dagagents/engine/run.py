@@ -463,10 +463,17 @@ class _Run:
             if name is None:
                 break
             self._slots += 1
-            self._tasks.create_task(self._slot(name))
+            # Registered at once, so fail_fast or a retired stream can cancel a slot that has
+            # not started yet; the callback closes it even then (its `finally` would not run).
+            slot = self._running[name] = self._tasks.create_task(self._slot(name))
+            slot.add_done_callback(self._slot_closed)
             opened = True
         self._end_if_idle()
         return opened
+
+    def _slot_closed(self, _slot: asyncio.Task[None]) -> None:
+        self._slots -= 1
+        self._end_if_idle()
 
     def _take(self) -> str | None:
         """The ready node with the longest remaining path that needs a body, now running
@@ -497,27 +504,22 @@ class _Run:
         task = asyncio.current_task()
         assert task is not None
         ran = 0
-        try:
-            while name is not None:
-                self._running[name] = task
-                if not await self._node(name):
-                    return  # the run is cancelling this slot
-                ran += 1
-                name = self._take()  # this slot first: the longest path goes on without a hop
-                if name is None:
-                    return
-                self._running[name] = task
-                # Slots just opened for what else became ready start their nodes first.
-                opened = self.sorter.has_ready() and self._launch()
-                if opened or not ran % SLOT_YIELD_EVERY:
-                    try:
-                        await asyncio.sleep(0)
-                    except asyncio.CancelledError:
-                        self._running.pop(name, None)  # settled by whoever cancelled it
-                        raise
-        finally:
-            self._slots -= 1
-            self._end_if_idle()
+        while name is not None:
+            if not await self._node(name):
+                return  # the run is cancelling this slot
+            ran += 1
+            name = self._take()  # this slot first: the longest path goes on without a hop
+            if name is None:
+                return
+            self._running[name] = task
+            # Slots just opened for what else became ready start their nodes first.
+            opened = self.sorter.has_ready() and self._launch()
+            if opened or not ran % SLOT_YIELD_EVERY:
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    self._running.pop(name, None)  # settled by whoever cancelled it
+                    raise
 
     async def _node(self, name: str) -> bool:
         """Run one node in the current slot: (look up its checkpoint,) run its body, settle
