@@ -57,6 +57,8 @@ def _tag(obj: Any) -> Any:
 def encode(value: Any) -> bytes:
     """Exact JSON bytes of an output, keys in their own order (pydantic models are tagged
     with their class)."""
+    if value is None:  # what most steps that only cause effects return
+        return b"null"
     try:
         data = orjson.dumps(value, default=_tag, option=_OPTS if "numpy" in sys.modules else 0)
     except TypeError as exc:
