@@ -44,11 +44,15 @@ def profile(dag_name: str, mode: str, quick: bool = False) -> pstats.Stats:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile")
-    parser.add_argument("dag", nargs="?", default="wide10k", choices=dags.ZERO_WORK)
+    parser.add_argument(
+        "dag", nargs="?", default="wide10k", help="wide10k, chain10k, wide100k, ..."
+    )
     parser.add_argument("--mode", default="plain", choices=("plain", "ckpt", "resume"))
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
+    if dags.zero_work_size(args.dag) is None:
+        parser.error(f"not a zero-work DAG: {args.dag!r} (wideN, chainN, wide10k, chain100k, ...)")
     stats = profile(args.dag, args.mode, args.quick)
     for order, restriction in (("cumulative", "dagagents/"), ("tottime", "")):
         out = io.StringIO()

@@ -145,14 +145,21 @@ def measure(engine: str, job: Job) -> Measurement:
         lower_bound=dags.lower_bound(dag, dur, job.concurrency),
         rss_base_mb=peak_rss_mb(),
     )
+    probe = engine == "dagagents-ckpt" and job.store and dags.zero_work_size(job.dag) is not None
+    probe_dir = os.path.dirname(job.store or "") or "."
+    # The disk probe runs right before and right after the run (this shared disk's file-create
+    # cost moves by 10x within minutes): the yardstick is their mean, each beside the run.
+    probe_n = 50 if job.quick else 1000
+    before = fs_object_cost_us(probe_dir, probe_n) if probe else None
     try:
         run = ENGINES[engine](dag, job.concurrency, store=job.store)
         m.wall, m.cpu, m.build, m.info = run.wall, run.cpu, run.build, run.info
         m.rss_peak_mb = peak_rss_mb()
         m.info["load_avg_1m"] = os.getloadavg()[0]
-        if engine == "dagagents-ckpt" and job.store and dags.zero_work_size(job.dag) is not None:
-            probe_dir = os.path.dirname(job.store) or "."
-            m.info["fs_object_us"] = fs_object_cost_us(probe_dir, 50 if job.quick else 1000)
+        if before is not None:
+            after = fs_object_cost_us(probe_dir, probe_n)
+            m.info["fs_object_us"] = (before + after) / 2
+            m.info["fs_object_us_before_after"] = [before, after]
         if run.log:  # wall = startup + first start..last end + teardown
             m.info["startup"] = min(start for _, start, _ in run.log) - run.started
             m.info["teardown"] = run.started + run.wall - max(end for _, _, end in run.log)

@@ -20,6 +20,20 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+def _compile_checkout() -> None:
+    """Write the checkout's bytecode once, so the suite's hundreds of subprocesses read it
+    instead of each compiling the package's sources again (~0.1 s of CPU per CLI run). Only
+    needed under PYTHONDONTWRITEBYTECODE, where no import writes it; stale files are harmless
+    (Python checks each against its source's size and mtime)."""
+    if sys.dont_write_bytecode:
+        import compileall
+
+        for folder in ("dagagents", "graphs"):
+            compileall.compile_dir(ROOT / folder, quiet=2)
+
+
+_compile_checkout()
+
 # A shell starts background jobs (`make test &`, nohup) with Ctrl-C ignored, and a child
 # inherits that: the tests that press Ctrl-C on a CLI run would then see it ignored. Children
 # of a process that handles SIGINT start with the default, as under a terminal.

@@ -7,6 +7,7 @@ Exit codes: 0 all nodes done, 1 some node failed, 2 user error (one sentence, no
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import signal
@@ -16,15 +17,18 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from dagagents.errors import UserError
-from dagagents.model.graph import Graph
 from dagagents.store import StoreWarning
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+    from dagagents.model.graph import Graph
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_WAITING = 3
@@ -38,11 +42,42 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # help texts are literal: "dagagents[ui]" keeps its brackets
 )
-# Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
-# Markup is off: node names, file names, errors and model output are printed literally
-# (`[bold]`, `data[/old].py`, `dagagents[dask]` are text, never styles). Styling is done
-# with `Text` objects (see `styled`), which cannot be injected into.
-console = Console(width=None if sys.stdout.isatty() else 140, markup=False)
+
+
+class _LazyConsole:
+    """A rich Console made on first use. Importing rich costs tens of milliseconds of start-up
+    that a quiet run (`dagagents run -q`) never needs, so the consoles below are stand-ins that
+    build the real one when something is first printed (or asked of it)."""
+
+    def __init__(self, stream: str) -> None:
+        self._stream = stream
+        self._console: Console | None = None
+
+    def real(self) -> Console:
+        """The Console itself (for rich objects that keep a reference, such as `Live`)."""
+        if self._console is None:
+            from rich.console import Console
+
+            stderr = self._stream == "stderr"
+            tty = (sys.stderr if stderr else sys.stdout).isatty()
+            # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80
+            # columns. Markup is off: node names, file names, errors and model output are
+            # printed literally (`[bold]`, `data[/old].py`, `dagagents[dask]` are text, never
+            # styles). Styling is done with `Text` objects (see `styled`), which cannot be
+            # injected into.
+            self._console = Console(stderr=stderr, width=None if tty else 140, markup=False)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
+def real_console(stand_in: Console) -> Console:
+    """The Console behind `console` / `err_console` (itself if it is a Console already)."""
+    return stand_in.real() if isinstance(stand_in, _LazyConsole) else stand_in
+
+
+console = cast("Console", _LazyConsole("stdout"))
 
 # Graph inputs, the same two options wherever a graph is run (`run`, `bench`).
 InputOption = Annotated[
@@ -51,16 +86,31 @@ InputOption = Annotated[
 InputsFileOption = Annotated[
     Path | None, typer.Option("--inputs", help="A JSON object of graph inputs.")
 ]
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140, markup=False)
+err_console = cast("Console", _LazyConsole("stderr"))
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
     """A line from plain strings and (text, style) pairs; no part is ever parsed as markup."""
+    from rich.text import Text
+
     return Text.assemble(*parts)
 
 
-# Loaders for run/render/estimate targets by file suffix; plan files register ".json".
-TARGET_LOADERS: dict[str, Any] = {".py": lambda path, **_: Graph.load(path)}
+def _load_graph_file(target: str, **_: Any) -> Graph:
+    from dagagents.model.graph import Graph
+
+    return Graph.load(target)
+
+
+def _load_plan_file(target: str, **options: Any) -> Graph:
+    """A plan file (`dagagents plan --out plan.json`) as a graph; the plan room loads on use."""
+    from dagagents.model.plan import load_plan_graph
+
+    return load_plan_graph(target, **options)
+
+
+# Loaders for run/render/estimate targets by file suffix.
+TARGET_LOADERS: dict[str, Any] = {".py": _load_graph_file, ".json": _load_plan_file}
 
 
 def _print_version(value: bool) -> None:
@@ -71,8 +121,34 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
+class _StartUp:
+    """The collector is paused while the CLI imports its modules and loads the graph.
+
+    Start-up allocates hundreds of thousands of long-lived objects (modules, classes, pydantic
+    schemas), so CPython runs a hundred young and at least one full collection over them, tens
+    of milliseconds that find next to nothing. `main` pauses collections; they resume once the
+    graph is loaded (`load_target`), before any node runs, so a run's engine still freezes the
+    heap it starts with (`engine/heap.py`), or at once for commands that load no graph."""
+
+    paused = False
+
+
+def _pause_collector() -> None:
+    if gc.isenabled():
+        gc.disable()
+        _StartUp.paused = True
+
+
+def start_up_done() -> None:
+    """Resume garbage collection if `main` paused it (idempotent)."""
+    if _StartUp.paused:
+        _StartUp.paused = False
+        gc.enable()
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -81,6 +157,8 @@ def _root(
     ] = False,
 ) -> None:
     """Run multi-agent LLM work as a DAG: eager scheduling, rate limits, checkpoints."""
+    if ctx.invoked_subcommand != "run":
+        start_up_done()  # `run` resumes collections once its graph is loaded
 
 
 def fail(message: str, code: int = EXIT_USER) -> NoReturn:
@@ -168,6 +246,7 @@ def load_target(target: str, **options: Any) -> Graph:
         raise UserError(f"'{target}' is not a graph file (expected one of: {kinds}).")
     graph = loader(target, **options)
     graph.validate()
+    start_up_done()
     return graph
 
 
@@ -182,9 +261,16 @@ def _print_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> No
     _show_warning(message, category, *args, **kwargs)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    from dagagents.cli import commands  # noqa: F401 - registers every command
+def main(*, resume_collector: bool = False) -> None:
+    """Console-script entry point. `resume_collector`: the caller paused garbage collection
+    for start-up (`python -m dagagents`) and start-up's end should resume it."""
+    if resume_collector:
+        _StartUp.paused = True
+    else:
+        _pause_collector()
+    from dagagents.cli import commands
+
+    commands.load(sys.argv[1:])  # only the command this line names (start-up time)
 
     warnings.showwarning = _print_warning
     if threading.current_thread() is threading.main_thread():
@@ -193,3 +279,5 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(EXIT_TERMINATED if _Signals.terminated else EXIT_INTERRUPTED)
+    finally:
+        start_up_done()

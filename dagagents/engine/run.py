@@ -87,7 +87,7 @@ from dagagents.model.nodes import (
 )
 from dagagents.observe.pricing import Pricing
 from dagagents.observe.runs import NodeRecord, RunResult
-from dagagents.observe.trace import Listener, Tracer
+from dagagents.observe.trace import BackgroundSink, Listener, Tracer
 from dagagents.providers import Provider, resolve_provider
 from dagagents.providers.base import capabilities_of
 from dagagents.providers.deferred import DeferredProvider
@@ -96,10 +96,12 @@ from dagagents.store import Store, codec
 if TYPE_CHECKING:
     from dagagents.engine.batches import BatchingProvider, BatchOptions
 
-if TYPE_CHECKING:
-    from dagagents.engine.batches import BatchingProvider, BatchOptions
-
 MANIFEST_VERSION = 1
+# A Step is leased (awaited, not recomputed, while another process computes it) only if it is
+# known to take at least this long; see `_Run._worth_leasing`.
+LEASE_MIN_SECONDS = 0.05
+# A slot whose nodes never wait lets the event loop run after this many of them.
+SLOT_YIELD_EVERY = 32
 DEFAULT_STORE = ".dagagents"
 # How a run ended (the manifest's `status`); nodes use the sorter's vocabulary.
 RUN_RUNNING, RUN_DONE, RUN_FAILED, RUN_INTERRUPTED, RUN_CRASHED = (
@@ -264,7 +266,12 @@ class _Run:
         self.records = {name: _new_record(spec) for name, spec in self.specs.items()}
         self.outputs: dict[str, Any] = {}
         self.digests: dict[str, str] = {}
+        # Node -> the slot running it (fail_fast cancels them); open slots (<= concurrency).
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._slots = 0
+        # A local store is read inline, before a node takes a slot; any other in its slot.
+        self._lookup_inline_first = self.checkpoints is not None and self.checkpoints.inline
+        self._lookup_in_slot = self.checkpoints is not None and not self.checkpoints.inline
         self._tasks: asyncio.TaskGroup | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.wall = 0.0
@@ -334,7 +341,9 @@ class _Run:
         sinks: list[IO[bytes]] = []
         if self.store is not None:
             try:
-                sinks.append(self.store.open_trace(self.run_id))  # closed by the tracer
+                sink = self.store.open_trace(self.run_id)  # closed by the tracer
+                # A remote store's trace uploads in a thread, never on the loop.
+                sinks.append(sink if self.store.is_local else BackgroundSink(sink))
             except StoreUnwritable as exc:  # a read-only store still serves a cached rerun
                 self.unwritable = exc
                 path = self._elsewhere() / "trace.jsonl"
@@ -428,6 +437,7 @@ class _Run:
                 status = approvals.RUN_WAITING
             await self.executor.close()
             self._finish(status)
+            await self.tracer.aclose()
             await self._write_manifest(status)
         return self._result(status)
 
@@ -436,48 +446,95 @@ class _Run:
         cancelled by `_launch` when the run's work is over."""
         while True:
             await asyncio.sleep(every)
-            self.tracer.flush()
+            await self.tracer.aflush()
             if self.leases is not None:
                 self.leases.heartbeat()
             if self.tracer.listening:  # live views: what the limiter is doing (never traced)
                 self.tracer.stream("limits", **self.limiter.snapshot())
 
-    def _launch(self) -> None:
-        """Start ready nodes while slots are free; checkpoint hits complete immediately.
-        When nothing is left to start or running, the run's work is over."""
+    def _launch(self) -> bool:
+        """Open a slot (a task of the run's TaskGroup) for each ready node while slots are
+        free; checkpoint hits and false conditions complete without one. When no slot is
+        open and nothing is ready, the run's work is over. Whether a slot was opened."""
+        assert self._tasks is not None
+        opened = False
+        while self._slots < self.concurrency:
+            name = self._take()
+            if name is None:
+                break
+            self._slots += 1
+            # Registered at once, so fail_fast or a retired stream can cancel a slot that has
+            # not started yet; the callback closes it even then (its `finally` would not run).
+            slot = self._running[name] = self._tasks.create_task(self._slot(name))
+            slot.add_done_callback(self._slot_closed)
+            opened = True
+        self._end_if_idle()
+        return opened
+
+    def _slot_closed(self, _slot: asyncio.Task[None]) -> None:
+        self._slots -= 1
+        self._end_if_idle()
+
+    def _take(self) -> str | None:
+        """The ready node with the longest remaining path that needs a body, now running
+        (the nodes passed over on the way, hits and false conditions, are settled)."""
         sorter = self.sorter
-        running = self._running
-        checkpoints = self.checkpoints
-        inline = checkpoints is None or checkpoints.inline
-        lookup_inline = checkpoints is not None and checkpoints.inline  # no store: no lookup
-        while sorter.has_ready() and len(running) < self.concurrency:
+        while sorter.has_ready():
             name = sorter.pop_ready()
             self._transition(name, RUNNING)
             if self.specs[name].when is not None and self._condition_false(name):
                 continue
-            if lookup_inline and self._lookup_inline(name):
+            if self._lookup_inline_first and self._lookup_inline(name):
                 continue
-            assert self._tasks is not None
-            running[name] = self._tasks.create_task(self._node(name, inline))
-        self._end_if_idle()
+            return name
+        return None
 
     def _end_if_idle(self) -> None:
-        """Nothing running and nothing ready (all done, or the rest waits for an approval):
+        """No slot open and nothing ready (all done, or the rest waits for an approval):
         stop the flusher, so the TaskGroup ends."""
-        if not self._running and not self.sorter.has_ready():
+        if not self._slots and not self.sorter.has_ready():
             assert self._flusher is not None
             self._flusher.cancel()
 
-    async def _node(self, name: str, looked_up: bool) -> None:
-        """Own one node: (look up its checkpoint,) run its body, settle it, start what became
-        ready. Settling inside the task costs one loop iteration per node, not three."""
+    async def _slot(self, name: str | None) -> None:
+        """One slot of the concurrency limit: run `name`, then take the next ready node, and
+        so on while one is ready. A node whose body never waits then costs no task and no
+        loop iteration of its own; the slot lets the loop run every `SLOT_YIELD_EVERY`
+        nodes, so timers, signals and other slots are not starved."""
+        task = asyncio.current_task()
+        assert task is not None
+        ran = 0
+        while name is not None:
+            if not await self._node(name):
+                return  # the run is cancelling this slot
+            ran += 1
+            name = self._take()  # this slot first: the longest path goes on without a hop
+            if name is None:
+                return
+            self._running[name] = task
+            # Slots just opened for what else became ready start their nodes first.
+            opened = self.sorter.has_ready() and self._launch()
+            if opened or not ran % SLOT_YIELD_EVERY:
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    self._running.pop(name, None)  # settled by whoever cancelled it
+                    raise
+
+    async def _node(self, name: str) -> bool:
+        """Run one node in the current slot: (look up its checkpoint,) run its body, settle
+        it. False when the run is cancelling the slot (then whoever cancelled settles it)."""
         value: Any = None
         error: BaseException | None = None
         cached = False
         try:
-            if not looked_up and await self._lookup_off_loop(name):
+            if self._lookup_in_slot and await self._lookup_off_loop(name):
                 cached = True
-            elif self.leases is not None and await self._await_other_process(name):
+            elif (
+                self.leases is not None
+                and self._worth_leasing(name)
+                and await self._await_other_process(name)
+            ):
                 cached = True  # completed from another process's output
             else:
                 try:
@@ -487,13 +544,11 @@ class _Run:
                         self.leases.release(self.records[name].key)
         except _Waiting:
             self._running.pop(name, None)  # waits for a decision without holding a slot
-            self._launch()
-            return
+            return True
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 self._running.pop(name, None)
-                self._end_if_idle()
                 raise  # the run is cancelling this node and settles it
             error = NodeCancelled("cancelled")
         except KeyboardInterrupt:
@@ -504,10 +559,9 @@ class _Run:
         if not cached:
             task = asyncio.current_task()
             if self.records[name].status != RUNNING or (task is not None and task.cancelling()):
-                self._end_if_idle()
-                return  # settled by whoever cancelled it
+                return False  # settled by whoever cancelled it
             self._settle(name, value, error)
-        self._launch()
+        return True
 
     def _settle(self, name: str, value: Any, error: BaseException | None) -> None:
         """Record a finished body: done (maybe expanding the graph) or failed."""
@@ -701,6 +755,16 @@ class _Run:
             self.unsaved.append(name)
             digest = codec.digest(encoded)
         self.digests[name] = record.digest = digest
+
+    def _worth_leasing(self, name: str) -> bool:
+        """A lease costs three file operations (create, read back, remove), more than a
+        quick step itself. Agent calls and approvals are always leased (a second process
+        would pay for the call again, or ask a person again); a Step only when its history or
+        `estimate=` says it takes at least `LEASE_MIN_SECONDS`: computing a quicker step in
+        both processes costs less than coordinating them."""
+        if not isinstance(self.specs[name], Step):
+            return True
+        return self.durations.get(name, 0.0) >= LEASE_MIN_SECONDS
 
     async def _await_other_process(self, name: str) -> bool:
         """Claim `name`'s lease before computing it. If another live process is computing
@@ -988,7 +1052,6 @@ class _Run:
             counts=counts,
             cost=sum(r.cost_usd for r in self.records.values() if r.status == DONE),
         )
-        self.tracer.close()
 
     async def _write_manifest(self, status: str) -> None:
         """Locally inline (fast); to any other store from a thread, off the event loop."""

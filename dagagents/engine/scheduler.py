@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 import networkx as nx
 
+from dagagents.model.graph import topological_order
+
 # One vocabulary for a node's state, shared by the sorter and the run's node records.
 # CACHED is a record's word for a node answered by its checkpoint: DONE to the sorter.
 PENDING, READY, RUNNING, DONE, CACHED, FAILED, CANCELLED, SKIPPED = (
@@ -29,10 +31,11 @@ PENDING, READY, RUNNING, DONE, CACHED, FAILED, CANCELLED, SKIPPED = (
 
 def remaining_path_lengths(graph: nx.DiGraph, duration: Callable[[str], float]) -> dict[str, float]:
     """For each node: its duration plus the longest chain of durations below it."""
+    succ = dict(graph.adjacency())  # node -> {successor: edge data}, networkx's own dicts
     longest: dict[str, float] = {}
-    for node in reversed(list(nx.topological_sort(graph))):
-        below = max((longest[s] for s in graph.successors(node)), default=0.0)
-        longest[node] = duration(node) + below
+    for node in reversed(topological_order(succ)):
+        below = succ[node]
+        longest[node] = duration(node) + (max([longest[s] for s in below]) if below else 0.0)
     return longest
 
 
@@ -54,8 +57,8 @@ class EagerSorter:
     """Tracks readiness of every node; hands out ready nodes by priority."""
 
     def __init__(self, graph: nx.DiGraph, priority: Mapping[str, float]) -> None:
-        self._succ: dict[str, list[str]] = {n: list(graph.successors(n)) for n in graph}
-        self._waiting: dict[str, int] = {n: graph.in_degree(n) for n in graph}
+        self._succ: dict[str, list[str]] = {n: list(nbrs) for n, nbrs in graph.adjacency()}
+        self._waiting: dict[str, int] = dict(graph.in_degree())
         self._priority = dict(priority)
         self.state: dict[str, str] = dict.fromkeys(graph, PENDING)
         self._ready: list[tuple[float, int, str]] = []

@@ -11,9 +11,12 @@ scripts (atomic, timed by the Redis server's clock, so processes on different ma
 - the adaptive backoff: a 429/529 seen by one process sets a shared `retry-after` pause and
   halves the shared concurrency limit; successes anywhere grow it back (AIMD);
 - concurrency as leases with an expiry that a heartbeat extends, so a SIGKILLed holder's leases
-  free themselves within `lease_ttl`;
+  free themselves within `lease_ttl`; when processes ask for different limits, the smallest
+  any live process asked for applies to all;
 - with `budget_key`, a budget ledger: each call reserves its worst case before it starts and
   settles to its real cost after, so every process naming the budget stays under it together.
+  A reservation is a lease too: one whose holder died lapses and counts as spent at its worst
+  case (the API may have answered before the process died).
 
 Redis unreachable at start is a UserError naming the URL. Lost mid-run: admitted calls finish,
 new calls retry the connection with backoff for up to `timeout` seconds, then raise
@@ -40,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dagagents.engine.limits import (
     _CACHE_TTL,
+    ARRIVAL_HOLD,
     Budget,
     CallSlot,
     Limiter,
@@ -158,15 +162,21 @@ def _budget_prefix(name: str) -> str:
 
 # --------------------------------------------------------------------------- Lua scripts
 # All times are the Redis server's (TIME), in milliseconds. Headroom ("slack") below the server's
-# capacity: one request, or 1% of a token limit (0.6 s of refill). A bucket starts refilling when
-# a call is admitted, the server's when the request arrives; with several processes (and their
-# first SDK connections) that gap can exceed the in-process limiter's 50 ms, and every
-# millisecond of it taken from a full bucket is a token the server does not have. Bucket state per model family lives
-# in one hash: <k>.level, <k>.stamp, <k>.limit (learned from headers) for k in r, i, o; plus
-# resume_at, climit (AIMD concurrency limit), epoch, calls, overloads.
-_LUA_PRELUDE = """
+# capacity: one request, or 1% of a token limit (0.6 s of refill). As in the in-process
+# TokenBucket, a take from a full bucket holds its refill (<k>.hold: until when, <k>.hfrom:
+# since when) until a call admitted since is answered, at most ARRIVAL_HOLD: the server's bucket
+# refills from the first request's arrival, not from our admission, and with several processes
+# (and their first SDK connections) that gap is where a burst's 429s came from. Bucket state
+# per model family lives in one hash: <k>.level, <k>.stamp, <k>.limit (learned from headers),
+# <k>.hold, <k>.hfrom for k in r, i, o; plus resume_at, climit (AIMD concurrency limit), epoch,
+# calls, overloads.
+_LUA_PRELUDE = (
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local HOLD_MS = """
+    + repr(int(ARRIVAL_HOLD * 1000))
+    + """
 local function num(v, d) if v then return tonumber(v) end return d end
 local function per_minute(h, k, configured)
   local pm = tonumber(configured)
@@ -181,12 +191,27 @@ local function top_of(k, pm)
   if slack > pm / 2 then slack = pm / 2 end
   return pm - slack
 end
+local function held(h, k)
+  return num(redis.call('HGET', h, k .. '.hold'), 0)
+end
 local function level_of(h, k, pm)
   local top = top_of(k, pm)
   local level = num(redis.call('HGET', h, k .. '.level'), top)
   local stamp = num(redis.call('HGET', h, k .. '.stamp'), now)
+  local hold = held(h, k)
+  if hold > 0 then stamp = math.max(stamp, math.min(now, hold)) end
   if level < top then level = math.min(top, level + (now - stamp) * pm / 60000.0) end
   return level, top
+end
+-- a call admitted at `admitted` was answered: the server has seen a request since the hold
+-- began, so its refill has started; ours starts now
+local function arrived(h, k, pm, admitted)
+  local hold = held(h, k)
+  if hold > now and admitted >= num(redis.call('HGET', h, k .. '.hfrom'), 0) then
+    local level = level_of(h, k, pm)
+    redis.call('HSET', h, k .. '.level', tostring(level), k .. '.stamp', tostring(now))
+    redis.call('HDEL', h, k .. '.hold')
+  end
 end
 -- --concurrency when processes disagree: the smallest any live process asked for applies to all.
 -- Each process registers "<its id>|<n>" in the key's ceilings zset, expiring like a lease.
@@ -204,6 +229,7 @@ local function give(h, k, pm, n)
   redis.call('HSET', h, k .. '.level', tostring(math.min(top, level + n)), k .. '.stamp', tostring(now))
 end
 """
+)
 
 # KEYS: model hash, leases zset, models set, ceilings zset. ARGV: lease id, ttl ms, this
 # process's ceiling registration ('' if it set none), need r/i/o, configured rpm/itpm/otpm (0:
@@ -234,22 +260,26 @@ for idx, k in ipairs(kinds) do
     local n = tonumber(ARGV[3 + idx])
     local need = math.min(n, math.max(1, top))
     if level < need then return {0, tostring((need - level) * 60000.0 / pm), k, ceiling} end
-    take[k] = {level - n, pm}
+    take[k] = {level - n, pm, level >= top and held(h, k) <= now}
     charged = charged .. k
   end
 end
 for k, v in pairs(take) do
   redis.call('HSET', h, k .. '.level', tostring(v[1]), k .. '.stamp', tostring(now), k .. '.pm', tostring(v[2]))
+  if v[3] then  -- taken from a full bucket: hold the refill until the server has seen a call
+    redis.call('HSET', h, k .. '.hold', tostring(now + HOLD_MS), k .. '.hfrom', tostring(now))
+  end
 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[10])
-return {1, num(redis.call('HGET', h, 'epoch'), 0), charged, ceiling}
+return {1, num(redis.call('HGET', h, 'epoch'), 0), charged, ceiling, tostring(now)}
 """
 )
 
 # KEYS: model hash, leases zset, models set, ceilings zset. ARGV: lease id, configured rpm/itpm/otpm, give r, give i,
 # give o, (unused), outcome (ok | overload | error), retry-after ms, epoch, then limit/remaining
-# for r, i, o from the response headers (-1: absent). Returns {changed, climit}.
+# for r, i, o from the response headers (-1: absent), when the call was admitted (ms, the
+# acquire's clock), whether the server answered it (1/0). Returns {changed, climit}.
 _SETTLE = (
     _LUA_PRELUDE
     + """
@@ -259,6 +289,7 @@ local gives = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
 for idx, k in ipairs(kinds) do
   local pm = per_minute(h, k, ARGV[1 + idx])
   if pm and gives[idx] ~= 0 then give(h, k, pm, gives[idx]) end
+  if pm and ARGV[19] == '1' then arrived(h, k, pm, tonumber(ARGV[18])) end
 end
 -- calibration from anthropic-ratelimit-* headers: adopt a lower limit, follow `remaining`
 for idx, k in ipairs(kinds) do
@@ -528,6 +559,7 @@ class RedisSlot:
         self.id = limiter.new_id()
         self.epoch = 0
         self.charged = ""
+        self.admitted_ms = "0"  # the Redis server's clock at admission
         self.granted = False
         self.reserved_usd = 0.0
         self.response: Response | None = None
@@ -579,6 +611,7 @@ class RedisSlot:
                 lim.saw_ceiling(float(result[3]), self.emit)
                 if int(result[0]):
                     self.epoch, self.charged = int(result[1]), str(result[2] or "")
+                    self.admitted_ms = str(result[4])
                     break
                 wait_ms, why = float(result[1]), str(result[2])
                 reason = {"r": "rpm", "i": "itpm", "o": "otpm"}.get(why, why)
@@ -657,6 +690,9 @@ class RedisSlot:
             limit = _header_float(headers, f"anthropic-ratelimit-{kind}-limit")
             remaining = _header_float(headers, f"anthropic-ratelimit-{kind}-remaining")
             args += [-1 if limit is None else limit, -1 if remaining is None else remaining]
+        # An answer (a response, or an HTTP error status) proves the request reached the server.
+        answered = self.response is not None or getattr(exc, "status", None) is not None
+        args += [self.admitted_ms, 1 if answered else 0]
         result = await lim.call_or_defer("settle", lim.model_keys(self.family), args)
         if result is not None and int(result[0]):
             self.emit(
@@ -1066,6 +1102,9 @@ async def _snapshot(client: Redis, key: str | None, budget: str | None) -> dict[
                 level = float(state[f"{k}.level"])
                 stamp = float(state.get(f"{k}.stamp", now))
                 per_minute = float(state.get(f"{k}.pm", 0))
+                hold = float(state.get(f"{k}.hold", 0))
+                if hold:  # a held bucket refills from the hold's end (see _LUA_PRELUDE)
+                    stamp = max(stamp, min(now, hold))
                 if per_minute > 0:  # refilled to now, as the next caller would see it
                     top = per_minute - min(
                         1.0 if k == "r" else math.ceil(per_minute * 0.01), per_minute / 2

@@ -371,10 +371,14 @@ def _missing() -> Any:
 def _code_key(fn: Callable[..., Any]) -> Any:
     """Closures made by one `def` share a code object: cache by it, not by the function
     (10,000 closures then cost one lookup, and the cache keeps no closure alive)."""
-    code = getattr(fn, "__code__", None)
-    if code is not None and not getattr(fn, "__wrapped__", None):
-        return (code, len(getattr(fn, "__defaults__", None) or ()))
-    return fn
+    try:
+        code = fn.__code__
+    except AttributeError:
+        return fn
+    if getattr(fn, "__wrapped__", None):
+        return fn
+    defaults = getattr(fn, "__defaults__", None)
+    return (code, len(defaults)) if defaults else code
 
 
 def _parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
@@ -389,12 +393,24 @@ def _parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
 
 def step_params(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
     """Named parameters of a step function (their names, kinds and whether they default)."""
-    return tuple(p for p in _parameters(fn) if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    return _shape(fn)[0]
 
 
 def takes_var_keyword(fn: Callable[..., Any]) -> bool:
     """Does `fn` accept `**kwargs` (so it can be handed every dependency output by name)?"""
-    return any(p.kind == p.VAR_KEYWORD for p in _parameters(fn))
+    return _shape(fn)[1]
+
+
+def _shape(fn: Callable[..., Any]) -> tuple[tuple[inspect.Parameter, ...], bool]:
+    """(named parameters, takes **kwargs), cached by code object: validation and every
+    node's call read them, 10,000 closures of one `def` cost one signature."""
+    key = _code_key(fn)
+    shape = _SHAPES.get(key)
+    if shape is None:
+        params = _parameters(fn)
+        named = tuple(p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        shape = _SHAPES[key] = (named, any(p.kind == p.VAR_KEYWORD for p in params))
+    return shape
 
 
 def is_coroutine_fn(fn: Callable[..., Any]) -> bool:
@@ -409,3 +425,4 @@ def is_coroutine_fn(fn: Callable[..., Any]) -> bool:
 
 _PARAMS: dict[Any, tuple[inspect.Parameter, ...]] = {}
 _ASYNC: dict[Any, bool] = {}
+_SHAPES: dict[Any, tuple[tuple[inspect.Parameter, ...], bool]] = {}

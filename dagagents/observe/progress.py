@@ -252,6 +252,10 @@ class PlainProgress:
         if kind == "expand":
             self.total += len(event["added"])
             return
+        batch = _batch_line(event)
+        if batch is not None:  # few per run, and what a batch run's log waits on
+            self.console.print(Text.assemble(f"{event['t']:7.2f}s  ", batch), highlight=False)
+            return
         line = self._line(event)
         if line is None:
             return
@@ -283,3 +287,18 @@ class PlainProgress:
         if kind == "node_skipped":
             return Text(f"skipped  {node} (because {event['because']})")
         return None
+
+
+def _batch_line(event: dict[str, Any]) -> Text | None:
+    """A Message Batch submitted, re-attached to, or changing state, as one log line."""
+    kind = event["event"]
+    batch = str(event.get("batch_id", ""))
+    if kind == "batch_submitted":
+        nodes = ", ".join(event.get("nodes") or ())
+        return Text(f"batch    {batch} submitted: {event.get('requests')} request(s) for {nodes}")
+    if kind == "batch_reattached":
+        return Text(f"batch    {batch} re-attached for {event.get('node')} (a killed run's)")
+    if kind == "batch_status":
+        state = str(event.get("status"))
+        return Text(f"batch    {batch} {BATCH_WORDS.get(state, state)}")
+    return None

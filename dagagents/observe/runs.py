@@ -18,6 +18,7 @@ from dagagents.providers.base import Usage
 CONDITION_FALSE = "condition false"  # why a node whose when= did not hold was skipped
 # Statuses of nodes that took a slot (as opposed to cached or skipped ones).
 RAN = frozenset({"done", "failed", "cancelled"})
+NO_USAGE = Usage()
 
 
 def round_usd(dollars: float) -> float:
@@ -40,7 +41,9 @@ class NodeRecord:
     digest: str | None = None
     start: float | None = None
     end: float | None = None
-    usage: Usage = field(default_factory=Usage)
+    # Shared by every record that made no call: a record's usage is replaced, never changed in
+    # place (a pydantic object per node was ~1 us and ~0.5 KB at 100,000 nodes).
+    usage: Usage = field(default_factory=lambda: NO_USAGE)
     cost_usd: float = 0.0
     calls: int = 0
     error: str | None = None

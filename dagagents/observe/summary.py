@@ -329,6 +329,8 @@ class Summary:
     saved_by_prompt_cache: float = 0.0
     saved_by_batch: float = 0.0
     batch_calls: int = 0
+    # Cache warming's decisions, one line each (who led, who waited, who went at once).
+    warming: list[str] = field(default_factory=list)
 
     @property
     def critical_share(self) -> float:
@@ -445,7 +447,37 @@ def summarize(run: RunData, top: int = 5) -> Summary:
         saved_by_prompt_cache=sum(n.saved_cache_usd for n in done),
         saved_by_batch=sum(n.saved_batch_usd for n in done),
         batch_calls=sum(n.batch_calls for n in done),
+        warming=warming_lines(run.events),
     )
+
+
+def warming_lines(events: list[dict[str, Any]]) -> list[str]:
+    """One line per `cache_warm` event: a leader whose followers read its prefix, a follower
+    the critical-path rule sent at once, or one that stopped waiting."""
+    lines = []
+    for e in events:
+        if e.get("event") != "cache_warm":
+            continue
+        node, tokens = e.get("node"), int(e.get("prefix_tokens") or 0)
+        if e.get("released"):
+            lines.append(
+                f"{node} went at once ({e['released'].replace('_', ' ')}: slack "
+                f"{float(e.get('slack') or 0):.2f}s, expected wait "
+                f"{float(e.get('expected_wait') or 0):.2f}s, waiting would have saved "
+                f"${float(e.get('saving_usd') or 0):.4f}) and wrote the prefix itself"
+            )
+        elif e.get("gave_up"):
+            lines.append(
+                f"{node} stopped waiting for {e.get('leader')} after "
+                f"{float(e.get('wait') or 0):.2f}s and wrote the prefix itself"
+            )
+        else:
+            followers = e.get("followers") or []
+            lines.append(
+                f"{node} wrote a ~{tokens:,}-token prefix; {len(followers)} call(s) waited "
+                f"{float(e.get('wait') or 0):.2f}s and read it"
+            )
+    return lines
 
 
 def structure_lines(run: RunData) -> list[str]:

@@ -46,8 +46,10 @@ Values are the caller's; the tracer never reads the environment, so no secret ca
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -63,6 +65,39 @@ Emit = Callable[..., None]
 def no_emit(event: str, **fields: Any) -> None:
     """An Emit that reports nothing (calls made outside a run)."""
     return None
+
+
+class BackgroundSink:
+    """A trace sink on a remote (fsspec) store, written off the event loop.
+
+    `write` only queues the line (a deque: appends and pops are atomic, so the loop and the
+    writing thread need no lock); `drain`, called in a thread (`Tracer.aflush`, `aclose`),
+    writes what is queued to the remote file and flushes it, which may upload. The loop never
+    waits for the network."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self._queued: deque[bytes] = deque()
+
+    def write(self, line: bytes) -> int:
+        self._queued.append(line)
+        return len(line)
+
+    def flush(self) -> None:
+        """Nothing on the loop: `drain` does it in a thread."""
+
+    def drain(self) -> None:
+        lines: list[bytes] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                lines.append(self._queued.popleft())
+        if lines:
+            self.target.write(b"".join(lines))
+        self.target.flush()
+
+    def close(self) -> None:
+        self.drain()
+        self.target.close()
 
 
 class Tracer:
@@ -85,7 +120,7 @@ class Tracer:
         self._listeners: list[Listener] = []
         self._token_listeners: list[Listener] = []
         self._flush_every = flush_every
-        self._last_flush = self._perf0
+        self._next_flush = flush_every  # run time (t) after which an emit flushes the sinks
         # Sinks that failed (a full or read-only disk) and why: dropped, so the run goes on
         # and the caller says once what was not written.
         self.failed_sinks: list[tuple[IO[bytes], OSError]] = []
@@ -120,18 +155,24 @@ class Tracer:
 
     def emit(self, event: str, **fields: Any) -> None:
         t = time.perf_counter() - self._perf0
-        record = {"v": TRACE_VERSION, "event": event, "run": self.run_id, "ts": self.t0 + t, "t": t}
-        record.update(fields)
+        record = {
+            "v": TRACE_VERSION,
+            "event": event,
+            "run": self.run_id,
+            "ts": self.t0 + t,
+            "t": t,
+            **fields,
+        }
         if self._keep:
             self.events.append(record)
         if self._sinks:
-            line = orjson.dumps(record, default=str) + b"\n"
+            line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
             for sink in self._sinks:
                 try:
                     sink.write(line)
                 except OSError as exc:
                     self._drop(sink, exc)
-            if t - (self._last_flush - self._perf0) > self._flush_every:
+            if t > self._next_flush:
                 self.flush()
         for listener in self._listeners:
             listener(record)
@@ -145,12 +186,33 @@ class Tracer:
             sink.close()
 
     def flush(self) -> None:
-        self._last_flush = time.perf_counter()
+        self._next_flush = self.now() + self._flush_every
         for sink in self._sinks:
             try:
                 sink.flush()
             except OSError as exc:
                 self._drop(sink, exc)
+
+    async def aflush(self) -> None:
+        """`flush`, and what `BackgroundSink`s queued written and flushed in a thread."""
+        self.flush()
+        for sink in self._sinks:
+            if isinstance(sink, BackgroundSink):
+                try:
+                    await asyncio.to_thread(sink.drain)
+                except OSError as exc:
+                    self._drop(sink, exc)
+
+    async def aclose(self) -> None:
+        """`close`, with `BackgroundSink`s drained and closed in a thread."""
+        for sink in self._sinks:
+            if isinstance(sink, BackgroundSink):
+                try:
+                    await asyncio.to_thread(sink.close)
+                except OSError as exc:
+                    self._drop(sink, exc)
+        self._sinks = [s for s in self._sinks if not isinstance(s, BackgroundSink)]
+        self.close()
 
     def close(self) -> None:
         self.flush()

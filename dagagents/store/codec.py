@@ -24,6 +24,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+# numpy arrays are encoded natively, but orjson imports numpy (~0.1 s) the first time it meets
+# any non-JSON object (a pydantic output) under this option; a value can only hold an array
+# once numpy is loaded, so the option is passed only then.
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _PYDANTIC = "__dagagents_pydantic__"
 _PYDANTIC_BYTES = b'"' + _PYDANTIC.encode() + b'"'
@@ -54,8 +57,10 @@ def _tag(obj: Any) -> Any:
 def encode(value: Any) -> bytes:
     """Exact JSON bytes of an output, keys in their own order (pydantic models are tagged
     with their class)."""
+    if value is None:  # what most steps that only cause effects return
+        return b"null"
     try:
-        data = orjson.dumps(value, default=_tag, option=_OPTS)
+        data = orjson.dumps(value, default=_tag, option=_OPTS if "numpy" in sys.modules else 0)
     except TypeError as exc:
         if "64-bit" not in str(exc):
             raise NotSerialisable(_describe(value, exc)) from None

@@ -100,6 +100,8 @@ class BatchQueue:
         self.max_bytes = MAX_BYTES
         self.batches: dict[str, FakeBatch] = {}
         self.outcomes: list[BatchOutcome] = []
+        # Batches still processing (a test may delete a batch from `batches` meanwhile).
+        self.processing: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ configuration / inspection
     def fail(
@@ -267,6 +269,8 @@ class BatchQueue:
         batch = FakeBatch(_new_id("msgbatch"), requests, datetime.now(UTC))
         self.batches[batch.id] = batch
         batch.task = asyncio.get_running_loop().create_task(self._process(batch))
+        self.processing.add(batch.task)
+        batch.task.add_done_callback(self.processing.discard)
         return await srv._send_json(writer, record, 200, batch.as_json(srv.url))
 
     # ------------------------------------------------------------ processing

@@ -495,7 +495,7 @@ class FakeAnthropic:
             if server is not None:
                 await server.wait_closed()
             # Batches still processing end with the server (not as tasks destroyed pending).
-            processing = [b.task for b in self.batches.batches.values() if b.task is not None]
+            processing = list(self.batches.processing)
             for task in processing:
                 task.cancel()
             await asyncio.gather(*processing, return_exceptions=True)

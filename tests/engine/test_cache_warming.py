@@ -180,6 +180,15 @@ def test_the_critical_path_rule_sends_a_critical_follower_at_once_and_lets_one_w
     assert by_node[released["node"]].started < leader.begun <= by_node["short"].started
     totals = fake_anthropic.usage_totals()
     assert (totals["cache_writes"], totals["cache_reads"]) == (2, 1)
+    # `trace summary` says who went at once and why.
+    from dagagents.observe.summary import RunData, summarize
+
+    lines = summarize(RunData.from_result(result)).warming
+    assert any(
+        line.startswith(f"{released['node']} went at once (critical path: slack 0.0")
+        for line in lines
+    )
+    assert f"{began['leader']} wrote a ~" in lines[-1] and "1 call(s) waited" in lines[-1]
 
 
 def test_the_rule_weighs_the_followers_of_one_leader_together() -> None:

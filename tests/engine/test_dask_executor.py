@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 
 from dagagents import Agent, Graph, SimulatedProvider, StoreError, UserError
 from dagagents.cli import app
-from dagagents.cli import commands as _commands  # noqa: F401 - registers `run`
+from dagagents.cli.commands import run as _run_command  # noqa: F401 - registers `run`
 from dagagents.engine.executors.dask import DaskExecutor, refuse_secrets
 from dagagents.providers.anthropic import AnthropicProvider
 from dagagents.providers.base import Request

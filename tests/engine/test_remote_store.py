@@ -90,3 +90,44 @@ def test_a_local_store_stays_inline(tmp_path: Path) -> None:
     g.add_step("a", lambda: 1)
     assert g.run(store=store).ok
     assert seen and all(thread == "MainThread" for _, thread in seen)
+
+
+class _Watched:
+    """A remote trace file that records the thread of every write, flush and close."""
+
+    def __init__(self, inner: Any, seen: list[tuple[str, str]]) -> None:
+        self.inner, self.seen = inner, seen
+
+    def write(self, data: bytes) -> int:
+        self.seen.append(("write", threading.current_thread().name))
+        return int(self.inner.write(data))
+
+    def flush(self) -> None:
+        self.seen.append(("flush", threading.current_thread().name))
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.seen.append(("close", threading.current_thread().name))
+        self.inner.close()
+
+
+def test_a_remote_stores_trace_is_written_off_the_event_loop() -> None:
+    seen: list[tuple[str, str]] = []
+    store = Store(f"memory://trace-{os.getpid()}-{time.time_ns()}")
+    open_trace = store.open_trace
+    store.open_trace = lambda run_id: _Watched(open_trace(run_id), seen)  # type: ignore[method-assign]
+    g = Graph("traced")
+
+    async def pause() -> int:
+        await asyncio.sleep(0.5)  # long enough for the run's periodic trace flushes
+        return 1
+
+    g.add_step("a", pause)
+    g.add_step("b", lambda a: a + 1)
+    result = g.run(store=store)
+    assert result.ok, result.errors
+    assert {op for op, _ in seen} == {"write", "flush", "close"}
+    assert all(thread != "MainThread" for _, thread in seen), seen
+    events = [e["event"] for e in store.read_trace(result.run_id)]
+    assert events[0] == "run_start" and events[-1] == "run_end"
+    assert events.count("node_complete") == 2

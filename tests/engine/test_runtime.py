@@ -69,6 +69,26 @@ def test_fail_fast_cancels_in_flight_and_skips_the_rest() -> None:
     assert "fail_fast" in (result.records["after"].because or "")
 
 
+def test_fail_fast_cancels_a_node_whose_slot_has_not_begun() -> None:
+    # `boom` fails before the loop has run `quiet`'s slot (both start together): `quiet` is
+    # cancelled and its body never runs.
+    g = Graph("ff-early")
+    ran: list[str] = []
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    async def quiet() -> int:
+        ran.append("quiet")
+        return 1
+
+    g.add_step("boom", boom, estimate=2.0)  # the longer path: taken first
+    g.add_step("quiet", quiet, estimate=1.0)
+    result = g.run(concurrency=2, fail_fast=True, store=None)
+    assert result.status == {"boom": "failed", "quiet": "cancelled"}
+    assert ran == []
+
+
 def test_timeout_fails_only_that_node() -> None:
     g = Graph("t")
 

@@ -616,3 +616,41 @@ def test_processes_asking_for_different_concurrency_share_the_smallest(
     (entry,) = state["keys"]
     assert entry["concurrency"] == 2 and sorted(entry["concurrency_asked"].values()) == [2, 4]
     assert after["keys"][0]["concurrency"] == 4
+
+
+def test_a_shared_bucket_taken_from_full_refills_once_the_server_has_answered(
+    redis_server: RedisServer,
+) -> None:
+    """As in process: after a take from a full bucket nothing accrues until a call admitted
+    since is answered (the server's bucket refills from the first arrival, not our admission)."""
+
+    async def scenario() -> tuple[float, float, float]:
+        config = SharedLimits(redis_server.url, key="hold")
+        limiter = RedisLimiter(config, RateLimits(rpm=6000), key="hold")  # 100 a second
+        await limiter.start()
+
+        async def level() -> float:
+            (model,) = (await snapshot(config, key="hold"))["keys"][0]["models"]
+            return float(model["buckets"]["requests"]["level"])
+
+        try:
+            slots = [limiter.slot(_request(f"c{i}")) for i in range(3)]
+            for slot in slots:
+                await slot.__aenter__()
+            await asyncio.sleep(0.2)  # 20 tokens' worth of time
+            held = await level()
+            slots[0].done(
+                Response(content=[{"type": "text", "text": "ok"}], usage=Usage(input_tokens=1))
+            )
+            await slots[0].__aexit__(None, None, None)
+            await asyncio.sleep(0.05)
+            refilling = await level()
+            for slot in slots[1:]:
+                await slot.__aexit__(None, None, None)
+        finally:
+            await limiter.aclose()
+        return held, refilling, 5999.0  # top: 6000 less one request of headroom
+
+    held, refilling, top = asyncio.run(scenario())
+    assert held == top - 3  # nothing accrued while the server might not have seen the burst
+    assert refilling > held  # the first answer started the refill

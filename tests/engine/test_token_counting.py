@@ -60,7 +60,10 @@ def test_the_endpoints_own_rate_limit_is_respected(fake_anthropic: FakeAnthropic
 
 
 def test_offline_the_option_warns_once_and_the_run_goes_on() -> None:
-    result = shapes().run(provider="simulated", store=None, count_tokens=True)
+    from dagagents import SimulatedProvider
+
+    quick = SimulatedProvider(time_scale=0.05)
+    result = shapes().run(provider=quick, store=None, count_tokens=True)
     assert result.ok
     warnings = [e for e in result.events if e["event"] == "warning"]
     assert len(warnings) == 1 and "needs the Anthropic provider" in warnings[0]["message"]

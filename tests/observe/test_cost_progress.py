@@ -10,7 +10,7 @@ from rich.console import Console
 
 from dagagents import Agent, Graph
 from dagagents.engine.batches import BatchOptions
-from dagagents.observe.progress import LiveProgress, summary_table
+from dagagents.observe.progress import LiveProgress, PlainProgress, summary_table
 from dagagents.observe.runs import NodeRecord, RunResult
 from dagagents.providers.base import Usage
 from dagagents.testing import FakeAnthropic, fake_anthropic_fixture  # noqa: F401
@@ -67,7 +67,7 @@ def test_summary_table_says_what_caching_and_batching_saved() -> None:
 
 def test_live_view_of_a_batch_run_through_the_real_sdk(fake_anthropic: FakeAnthropic) -> None:
     """Rendered at the moment each batch is seen processing, and at the end."""
-    fake_anthropic.batches.delay = 0.3
+    fake_anthropic.batches.delay = 0.5  # each batch is polled at least once while processing
     worker = Agent("worker", model="claude-haiku-4-5", max_tokens=32)
     g = Graph("levels")
     g.task("a", worker, "First question.")
@@ -81,8 +81,15 @@ def test_live_view_of_a_batch_run_through_the_real_sdk(fake_anthropic: FakeAnthr
         if event["event"] == "batch_status" and event["status"] == "in_progress":
             processing.append(rendered(view.render()))
 
+    log = io.StringIO()
+    plain = PlainProgress(Console(file=log, width=200, color_system=None))
+
+    def both(event: dict[str, Any]) -> None:
+        listen(event)
+        plain(event)
+
     fast = BatchOptions(window=0.1, poll=0.05, poll_max=0.2)
-    result = run_graph(g, provider=provider_for(fake_anthropic), batch=fast, listener=listen)
+    result = run_graph(g, provider=provider_for(fake_anthropic), batch=fast, listener=both)
     assert result.ok, result.errors
     first, second = processing
     assert "batches: 1 submitted, 1 processing, 0 ended" in first
@@ -95,3 +102,14 @@ def test_live_view_of_a_batch_run_through_the_real_sdk(fake_anthropic: FakeAnthr
     assert "batches: 2 submitted, 1 processing, 1 ended" in second
     assert "· processing" in next(line for line in second.splitlines() if line.startswith("c "))
     assert "batches: 2 submitted, 0 processing, 2 ended" in rendered(view.render())
+    # The plain log (pipes, CI) says when each batch went and how it ended.
+    words = [line.split()[1:] for line in log.getvalue().splitlines() if " batch " in line]
+    first_id, second_id = (b.id for b in fake_anthropic.batches.submitted)
+    assert words == [
+        ["batch", first_id, "submitted:", "2", "request(s)", "for", "a,", "b"],
+        ["batch", first_id, "processing"],
+        ["batch", first_id, "ended"],
+        ["batch", second_id, "submitted:", "1", "request(s)", "for", "c"],
+        ["batch", second_id, "processing"],
+        ["batch", second_id, "ended"],
+    ]

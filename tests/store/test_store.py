@@ -258,7 +258,7 @@ def test_gc_keeps_runs_whose_batches_were_never_collected(tmp_path: Path) -> Non
     from typer.testing import CliRunner
 
     from dagagents.cli import app
-    from dagagents.cli import commands as _commands  # noqa: F401 - registers `gc`
+    from dagagents.cli.commands import store as _store_commands  # noqa: F401 - registers `gc`
 
     said = CliRunner().invoke(app, ["gc", "--store", str(tmp_path / "s"), "--keep-runs", "1"])
     assert said.exit_code == 0, said.output

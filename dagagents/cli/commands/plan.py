@@ -15,7 +15,6 @@ from rich.table import Table
 
 from dagagents.cli.app import (
     EXIT_FAILED,
-    TARGET_LOADERS,
     app,
     console,
     err_console,
@@ -23,9 +22,7 @@ from dagagents.cli.app import (
     user_errors,
 )
 from dagagents.model.orchestrator import Orchestrator
-from dagagents.model.plan import PLAN_NODE, Plan, load_plan_graph, load_team, save_plan
-
-TARGET_LOADERS[".json"] = load_plan_graph
+from dagagents.model.plan import PLAN_NODE, Plan, load_team, save_plan
 
 
 @app.command("plan")

@@ -22,12 +22,14 @@ from dagagents.cli.app import (
     app,
     console,
     load_target,
+    real_console,
     styled,
     user_errors,
 )
 from dagagents.engine.executors.choice import executor_from_options
 from dagagents.engine.limits import RateLimits, check_limit
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
+from dagagents.engine.run import RunOptions  # noqa: F401 - loaded here, while start-up pauses the collector
 from dagagents.engine.shared_limits import (
     DEFAULT_LEASE_TTL,
     DEFAULT_TIMEOUT,
@@ -35,7 +37,6 @@ from dagagents.engine.shared_limits import (
     resolve_limits,
 )
 from dagagents.errors import UserError
-from dagagents.observe.progress import LiveProgress, PlainProgress, summary_table
 from dagagents.observe.runs import RunResult
 
 
@@ -330,14 +331,16 @@ def run_with_view(
     **options: Any,
 ) -> RunResult:
     """Run with the live view on a terminal (plain start/finish lines otherwise);
-    `listener` also sees every trace event."""
+    `listener` also sees every trace event. The views (and rich) load only when shown."""
     live = not quiet and console.is_terminal
     if not quiet and not live:
         console.print(
             styled("running ", (graph.name, "bold"), f" ({len(graph)} nodes)"), highlight=False
         )
     if live:
-        view = LiveProgress(console, graph.name)
+        from dagagents.observe.progress import LiveProgress
+
+        view = LiveProgress(real_console(console), graph.name)
 
         def both(event: dict[str, Any]) -> None:
             view(event)
@@ -347,7 +350,11 @@ def run_with_view(
         with view:
             result = graph.run(listener=both, **options)
     else:
-        plain = None if quiet else PlainProgress(console)
+        plain = None
+        if not quiet:
+            from dagagents.observe.progress import PlainProgress
+
+            plain = PlainProgress(real_console(console))
 
         def lines(event: dict[str, Any]) -> None:
             if plain is not None:
@@ -363,6 +370,8 @@ def run_with_view(
             where = f"{event['node']}: " if event.get("node") else ""  # run-wide: no node
             print(f"warning: {where}{event['message']}", file=sys.stderr)
     if not quiet:
+        from dagagents.observe.progress import summary_table
+
         console.print(summary_table(result))
     for name, error in result.errors.items():  # errors always print, even with -q
         if result.status[name] == "failed":

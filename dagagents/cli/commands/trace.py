@@ -92,6 +92,8 @@ def summary_renderable(s: Summary) -> RenderableType:
             f"\nprompt caching saved ${s.saved_by_prompt_cache:.4f} · batching saved "
             f"${s.saved_by_batch:.4f} ({s.batch_calls} batch calls)"
         )
+    for line in s.warming:
+        head.append(f"\ncache warming: {line}")
     parts.append(head)
 
     agents = Table(title="per agent (most expensive first)", title_justify="left")
