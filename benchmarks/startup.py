@@ -12,8 +12,10 @@ shared machine). Target: <= 0.3 s on a quiet machine; the load average is printe
 The median of the repeats counts (the machine is shared).
 
 `import_ms` breaks down what the measured run imports (`python -X importtime`, the smallest of
-the repeats per module, summed by top-level package over each module's own time), and
-`imported_by_first_node` lists the heavy packages loaded by the time the first node ran.
+the repeats per module, summed by top-level package over each module's own time). A probe run
+(the graph plus one step that runs with its first nodes) gives `cpu_to_first_node_s`, the CPU
+seconds the process used up to then (`time.process_time()`, far steadier than wall time when
+others load the machine), and `imported_by_first_node`, the heavy packages loaded by then.
 
 Bytecode: an installed package has its `.pyc` files (pip compiles them), so the children run
 without `PYTHONDONTWRITEBYTECODE` and a warm-up run writes the checkout's `__pycache__`; with
@@ -59,9 +61,9 @@ HEAVY = (
     "fsspec",
 )
 
-# A graph whose first node writes down what is imported by then (`imported_by_first_node`).
+# GRAPH plus a step that writes down the CPU used and what is imported when it runs.
 _PROBE = """
-import os, sys
+import os, sys, time
 import dagagents.model.graph as _graph_module
 
 graph = _graph_module.Graph.load({graph!r})
@@ -70,7 +72,7 @@ graph = _graph_module.Graph.load({graph!r})
 @graph.step
 def _startup_probe() -> str:
     with open(os.environ["DAGAGENTS_STARTUP_PROBE"], "w") as out:
-        out.write("\\n".join(sorted(sys.modules)))
+        out.write("\\n".join([str(time.process_time()), *sorted(sys.modules)]))
     return "probed"
 """
 
@@ -162,9 +164,10 @@ _GROUPS = {
 }
 
 
-def imported_by_first_node(graph: str, repo: Path = REPO) -> dict[str, Any]:
-    """The heavy packages loaded when the first node of GRAPH (plus a probe step) runs, and
-    how many modules in all."""
+def first_node_probe(graph: str, repo: Path = REPO) -> tuple[float, dict[str, Any]]:
+    """When a probe step added to GRAPH runs (with its first nodes): the CPU seconds the
+    process has used so far (steadier than wall time on a shared machine), and the heavy
+    packages loaded by then, with how many modules in all."""
     with tempfile.TemporaryDirectory(prefix="dagagents-startup-") as tmp:
         probe_graph = Path(tmp) / "startup_probe.py"
         probe_graph.write_text(_PROBE.format(graph=str(repo / graph)))
@@ -172,9 +175,9 @@ def imported_by_first_node(graph: str, repo: Path = REPO) -> dict[str, Any]:
         env = {**_env(repo), "DAGAGENTS_STARTUP_PROBE": str(out)}
         cmd = _run_cmd(str(probe_graph), Path(tmp) / "trace.jsonl")
         subprocess.run(cmd, check=True, env=env, cwd=repo, stdout=subprocess.DEVNULL)
-        modules = out.read_text().split()
+        cpu, *modules = out.read_text().split()
     roots = {m.split(".")[0] for m in modules}
-    return {"modules": len(modules), "heavy": sorted(roots.intersection(HEAVY))}
+    return float(cpu), {"modules": len(modules), "heavy": sorted(roots.intersection(HEAVY))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     bare_cpu, cli_cpu = [], []
     other_first: list[float] = []
     other_cpu: list[float] = []
+    probe_cpu: list[float] = []
+    other_probe_cpu: list[float] = []
     first_node_start(args.graph)  # warm the OS file cache and write the bytecode cache
     if args.against is not None:
         first_node_start(args.graph, args.against)
@@ -206,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         first.append(f)
         total.append(t)
         loud.append(first_node_start(args.graph, quiet=False)[0])
+        cpu_used, imported = first_node_probe(args.graph)
+        probe_cpu.append(cpu_used)
         if args.against is not None:
             other_first.append(first_node_start(args.graph, args.against)[0])
+            other_probe_cpu.append(first_node_probe(args.graph, args.against)[0])
             other_cpu.append(spawn_to_exit(["-c", _IMPORT_CLI], args.against)[1])
     med = statistics.median
     out = {
@@ -225,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         "import_cli_cpu_s": round(med(cli_cpu), 3),
         "first_node_start_over_bare_python": round(med(first) / med(bare), 2),
         "import_ms": import_breakdown(args.graph, min(args.repeat, 5)),
-        "imported_by_first_node": imported_by_first_node(args.graph),
+        "cpu_to_first_node_s": round(med(probe_cpu), 3),
+        "imported_by_first_node": imported,
         "target_s": 0.3,
         "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
     }
@@ -233,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         out["against"] = str(args.against)
         out["against_first_node_start_s"] = round(med(other_first), 3)
         out["against_import_cli_cpu_s"] = round(med(other_cpu), 3)
+        out["against_cpu_to_first_node_s"] = round(med(other_probe_cpu), 3)
     print(json.dumps(out, indent=2))
     return 0
 
