@@ -126,6 +126,11 @@ def _receiving(where: str, target: NodeSpec, src: str) -> NodeSpec:
     return target.model_copy(update=update)
 
 
+# Only a delta holding one of these can complete a JSON item (the next item begins, a list
+# closes, the next key's value begins, the whole reply closes).
+_STRUCTURE = frozenset('{}[]"')
+
+
 class ExpansionStream:
     """Grows a run from the reply of `source` while it streams: `feed` each text delta,
     `restart` when a new reply begins (a retry, a repair). `propose(text)` (the node's
@@ -154,6 +159,8 @@ class ExpansionStream:
 
     def feed(self, delta: str) -> None:
         self.parts.append(delta)
+        if not _STRUCTURE.intersection(delta):
+            return  # inside a string or a number: no item can have become complete
         expansion = self.propose("".join(self.parts))
         if expansion is None or not expansion.nodes:
             return

@@ -38,7 +38,7 @@ def complete_items(text: str, field: str | None = None) -> tuple[list[Any], bool
         closed = keys.index(field) < len(keys) - 1  # a later key: the list was closed
     if not isinstance(items, list):
         return [], False
-    if not closed:
+    if not closed and body.endswith(("}", "]")):  # only then can it be whole
         closed = _strict(body)
     return (list(items) if closed else list(items[:-1])), closed
 

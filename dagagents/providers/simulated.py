@@ -208,10 +208,14 @@ class SimulatedProvider:
                 await asyncio.sleep(total - first)
             return
         gap = (total - first) / len(pieces)
-        for piece in pieces:
+        # Paced against the clock, not by summed sleeps (each oversleeps a little on a busy
+        # loop, which would stretch a reply of hundreds of deltas past `total`).
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i, piece in enumerate(pieces, 1):
             on_text(piece)
             if gap > 0:
-                await asyncio.sleep(gap)
+                await asyncio.sleep(max(0.0, start + i * gap - loop.time()))
 
     def _content(
         self,

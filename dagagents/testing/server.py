@@ -897,6 +897,8 @@ class FakeAnthropic:
         if decision is not None:
             self.cache.begun(decision)  # first event: the written prefix becomes readable
         pace = self._tokens_per_second(record.body or {})
+        loop = asyncio.get_running_loop()
+        due = loop.time()  # paced against the clock: small sleeps each oversleep a little
         for i, (event, data) in enumerate(_sse_events(message)):
             if fault is not None and i == 3:
                 if fault.kind == "drop_mid_stream":
@@ -915,7 +917,8 @@ class FakeAnthropic:
             if pace and event == "content_block_delta":  # the model writing its next tokens
                 delta = data["delta"]
                 piece = delta.get("text") or delta.get("partial_json") or ""
-                await asyncio.sleep(len(piece) / 4 / pace)  # estimate_tokens' rate
+                due += len(piece) / 4 / pace  # estimate_tokens' rate
+                await asyncio.sleep(max(0.0, due - loop.time()))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         if record.outcome == "pending":

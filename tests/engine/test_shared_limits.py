@@ -567,7 +567,7 @@ def test_processes_asking_for_different_concurrency_share_the_smallest(
     """--concurrency 4 in one process and 2 in another on one key: the smallest, 2, applies to
     both (one warning for the process that asked for more); when the 2 leaves, 4 applies."""
 
-    async def scenario() -> tuple[list[str], list[str], int, int, dict, dict]:
+    async def scenario() -> tuple[list[str], list[str], int, int, dict, dict, str]:
         config = SharedLimits(redis_server.url, key="mixed")
         wide = RedisLimiter(config, RateLimits(rpm=6000), key="mixed", concurrency=4)
         narrow = RedisLimiter(config, RateLimits(rpm=6000), key="mixed", concurrency=2)
@@ -597,15 +597,23 @@ def test_processes_asking_for_different_concurrency_share_the_smallest(
             both = await hold_all(wide, wide_said, 4)
             await hold_all(narrow, narrow_said, 1)
             state = await snapshot(config, key="mixed")
+            shown = await asyncio.to_thread(
+                subprocess.run,
+                dagagents_cmd("limits", "--limits", redis_server.url),
+                capture_output=True,
+                text=True,
+                env=cli_env(COLUMNS="200"),
+                timeout=60,
+            )
             await narrow.aclose()
             alone = await hold_all(wide, wide_said, 4)
             after = await snapshot(config, key="mixed")
         finally:
             await wide.aclose()
             await narrow.aclose()
-        return wide_said, narrow_said, both, alone, state, after
+        return wide_said, narrow_said, both, alone, state, after, shown.stdout
 
-    wide_said, narrow_said, both, alone, state, after = asyncio.run(scenario())
+    wide_said, narrow_said, both, alone, state, after, shown = asyncio.run(scenario())
     assert both == 2 and alone == 4
     assert wide_said == [
         "warning: this run asked for --concurrency 4 but another process sharing limits key "
@@ -616,6 +624,7 @@ def test_processes_asking_for_different_concurrency_share_the_smallest(
     (entry,) = state["keys"]
     assert entry["concurrency"] == 2 and sorted(entry["concurrency_asked"].values()) == [2, 4]
     assert after["keys"][0]["concurrency"] == 4
+    assert "the smallest, 2, applies to every process on the key" in " ".join(shown.split())
 
 
 def test_a_shared_bucket_taken_from_full_refills_once_the_server_has_answered(
