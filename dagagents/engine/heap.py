@@ -20,17 +20,24 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+_ours = 0  # frozen_heap calls inside one that froze: they know without asking the collector
+
 
 @contextmanager
 def frozen_heap() -> Iterator[bool]:
-    """Freeze the pre-existing heap for the duration; yields whether this call froze it."""
-    if gc.get_freeze_count() or not gc.isenabled():
+    """Freeze the pre-existing heap for the duration; yields whether this call froze it.
+    (A nested call answers from `_ours`: `gc.get_freeze_count` walks the whole frozen heap,
+    several ms once the run's state is frozen too.)"""
+    global _ours
+    if _ours or not gc.isenabled() or gc.get_freeze_count():
         yield False
         return
     gc.freeze()
+    _ours += 1
     try:
         yield True
     finally:
+        _ours -= 1
         gc.unfreeze()
 
 

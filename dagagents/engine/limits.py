@@ -33,7 +33,7 @@ from dagagents.providers.base import Request, Response, Usage, estimate_tokens
 _CACHE_TTL = 300.0  # the API's default (5 minute) prompt-cache lifetime
 # After a take from a full bucket, its refill waits (at most this long) for the first answer
 # to a call admitted since: the server's bucket refills from the first arrival (TokenBucket).
-ARRIVAL_HOLD = 5.0
+ARRIVAL_HOLD = 2.0
 
 
 def check_limit(name: str, value: float | None) -> None:
