@@ -877,10 +877,6 @@ class _Run:
             if growing is not None:
                 await self._end_stream(spec, growing, None)
             raise failed.error from failed.error.__cause__  # a 401 behind it stays findable
-        except BaseException:
-            if growing is not None:  # cancelled or timed out: what it streamed is dropped
-                self._retire(growing, None)
-            raise
         self._record_usage(record, result, meta)
         if growing is not None:
             await self._end_stream(spec, growing, result.output)
