@@ -144,7 +144,7 @@ class ExpansionStream:
         run: RunState,
         source: str,
         propose: Callable[[str], Expansion | None],
-        started: Callable[[], None],
+        started: Callable[[], object],
     ) -> None:
         self.run = run
         self.source = source

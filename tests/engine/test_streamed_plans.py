@@ -72,7 +72,7 @@ class Recording(SimulatedProvider):
         return [r.messages[0]["content"] for r in self.requests if r.node == node]
 
 
-def scripted(*plans: Plan, plan_latency: float = 0.4) -> Recording:
+def scripted(*plans: Plan, plan_latency: float = 0.2) -> Recording:
     """The planner answers `plans` in turn, each reply streamed over `plan_latency` seconds;
     a worker answers at once with its own prompt (so an output names the task it came from)."""
     sim = Recording(ttft=0.0, tokens_per_second=1e9, jitter=0.0, time_scale=1.0)
