@@ -299,3 +299,20 @@ def test_observers_follow_nodes_that_appear_while_the_planner_runs(tmp_path: Pat
     assert "synthesis" in report_html(run)
     from_trace = RunData.from_events(store.read_trace(result.run_id))
     assert from_trace.nodes["synthesis"].status == "done"
+
+
+def test_a_provider_whose_complete_takes_no_on_text_gets_the_barrier() -> None:
+    """A user's SimulatedProvider subclass written before streaming (`complete(request)`)
+    keeps working: it does not stream, so the plan is a barrier for it."""
+
+    class Old(SimulatedProvider):
+        async def complete(self, request: Request) -> Response:
+            return await super().complete(request)
+
+    sim = Old(ttft=0.0, tokens_per_second=1e9, jitter=0.0, time_scale=0.0)
+    sim.script(PLAN, agent="planner")
+    result = Orchestrator(WORKERS).graph(TASK, simulator=sim).run(store=None)
+    assert result.ok, result.errors
+    assert not streamed_expands(result)
+    plan_done = position(result, "node_complete", "plan")
+    assert all(position(result, "node_start", sid) > plan_done for sid in ("a", "b", "c"))
