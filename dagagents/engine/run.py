@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -87,7 +87,7 @@ from dagagents.model.nodes import (
 )
 from dagagents.observe.pricing import Pricing
 from dagagents.observe.runs import NodeRecord, RunResult
-from dagagents.observe.trace import BackgroundSink, Listener, Tracer
+from dagagents.observe.trace import BackgroundSink, Listener, Sink, Tracer
 from dagagents.providers import Provider, resolve_provider
 from dagagents.providers.base import capabilities_of
 from dagagents.providers.deferred import DeferredProvider
@@ -338,7 +338,7 @@ class _Run:
         return critical_slack(node, self.sorter, running)
 
     def _open_tracer(self, options: RunOptions, warnings: list[str]) -> Tracer:
-        sinks: list[IO[bytes]] = []
+        sinks: list[Sink] = []
         if self.store is not None:
             try:
                 sink = self.store.open_trace(self.run_id)  # closed by the tracer
