@@ -179,11 +179,12 @@ def measure(engine: str, job: Job) -> Measurement:
 
 
 def measure_in_subprocess(
-    engine: str, jobs: list[Job], timeout: float = 240.0
+    engine: str, jobs: list[Job], timeout: float = 240.0, repo: str | None = None
 ) -> list[Measurement]:
-    """Run `jobs` on `engine` in one fresh child process; failures become `ok: false` rows."""
+    """Run `jobs` on `engine` in one fresh child process; failures become `ok: false` rows.
+    `repo`: another checkout to measure (its dagagents and its benchmarks), else this one."""
     payload = json.dumps({"engine": engine, "jobs": [asdict(j) for j in jobs]})
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = repo or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": path}
     try:

@@ -1,6 +1,6 @@
 """Issue 15: per-node overhead against a bare eager asyncio loop, 1k to 100k nodes.
 
-    python -m benchmarks.scaling [--sizes 1k,10k,100k] [--no-ckpt] [--quick]
+    python -m benchmarks.scaling [--sizes 1k,10k,100k] [--no-ckpt] [--quick] [--against DIR]
 
 For each size and shape (wide: all independent; chain: one line) of zero-work async Steps at
 concurrency 64, three fresh processes: the bare eager loop (`benchmarks.engines.run_bare`, the
@@ -73,9 +73,10 @@ class Row:
 
 
 def measure_row(
-    dag: str, quick: bool, root: str, ckpt: bool, repeat: int = 1
+    dag: str, quick: bool, root: str, ckpt: bool, repeat: int = 1, repo: str | None = None
 ) -> tuple[Row, list[Measurement]]:
-    """Each engine `repeat` times, alternating, in fresh processes; the fastest run counts."""
+    """Each engine `repeat` times, alternating, in fresh processes; the fastest run counts.
+    `repo`: measure another checkout (`--against`) instead of this one."""
     c = ZERO_WORK_CONCURRENCY
     got: dict[str, Measurement] = {}
     for _ in range(repeat):
@@ -83,7 +84,9 @@ def measure_row(
             store = store_for(root, engine, dag, c)
             if store is not None:
                 shutil.rmtree(store, ignore_errors=True)
-            (m,) = measure_in_subprocess(engine, [Job(dag, c, quick, store)], timeout=900.0)
+            (m,) = measure_in_subprocess(
+                engine, [Job(dag, c, quick, store)], timeout=900.0, repo=repo
+            )
             if not m.ok:
                 print(f"  {engine} {dag} FAILED: {m.error}", file=sys.stderr, flush=True)
             best = got.get(engine)
@@ -128,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code only")
     parser.add_argument("--json", default=None, help="also write the rows here")
     parser.add_argument("--repeat", type=int, default=1, help="runs per engine; the best counts")
+    parser.add_argument(
+        "--against",
+        default=None,
+        metavar="DIR",
+        help="another checkout (e.g. a worktree of the commit before): each row is measured "
+        "there too, right after this one's, and printed beneath it",
+    )
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="dagagents-scaling-")
     rows: list[Row] = []
@@ -140,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
                 row, _ = measure_row(dag, args.quick, root, not args.no_ckpt, args.repeat)
                 rows.append(row)
                 print(row.line(), flush=True)
+                if args.against:
+                    shutil.rmtree(root, ignore_errors=True)
+                    os.makedirs(root, exist_ok=True)
+                    other, _ = measure_row(
+                        dag, args.quick, root, not args.no_ckpt, args.repeat, args.against
+                    )
+                    print(f"  against: {other.line()}", flush=True)
                 shutil.rmtree(root, ignore_errors=True)
                 os.makedirs(root, exist_ok=True)
     finally:
