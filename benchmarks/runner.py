@@ -194,6 +194,7 @@ def measure_in_subprocess(
             text=True,
             timeout=timeout,
             env=env,
+            cwd=repo,  # `-m` puts the working directory first on sys.path
         )
         error = (
             None
