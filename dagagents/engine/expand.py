@@ -144,7 +144,7 @@ class ExpansionStream:
         run: RunState,
         source: str,
         propose: Callable[[str], Expansion | None],
-        started: Callable[[], None],
+        started: Callable[[], object],
     ) -> None:
         self.run = run
         self.source = source
@@ -161,8 +161,11 @@ class ExpansionStream:
         self.parts.append(delta)
         if not _STRUCTURE.intersection(delta):
             return  # inside a string or a number: no item can have become complete
-        expansion = self.propose("".join(self.parts))
-        if expansion is None or not expansion.nodes:
+        try:
+            expansion = self.propose("".join(self.parts))
+        except Exception:  # streaming only starts work early: the final answer decides
+            return
+        if not isinstance(expansion, Expansion) or not expansion.nodes:
             return
         specs = self.run.graph.specs
         new = [spec for spec in expansion.nodes if spec.name not in specs]

@@ -19,6 +19,7 @@ CONDITION_FALSE = "condition false"  # why a node whose when= did not hold was s
 # Statuses of nodes that took a slot (as opposed to cached or skipped ones).
 RAN = frozenset({"done", "failed", "cancelled"})
 NO_USAGE = Usage()
+_NO_USAGE_JSON = NO_USAGE.model_dump()
 
 
 def round_usd(dollars: float) -> float:
@@ -105,7 +106,7 @@ class NodeRecord:
             "start": self.start,
             "end": self.end,
             "duration": self.duration,
-            "usage": self.usage.model_dump(),
+            "usage": dict(_NO_USAGE_JSON) if self.usage is NO_USAGE else self.usage.model_dump(),
             "cost_usd": round_usd(self.cost_usd),
             "calls": self.calls,
             "error": self.error,

@@ -131,11 +131,13 @@ class RunData:
     @property
     def expansions(self) -> list[tuple[str, str]]:
         """(expander, added node) pairs: a node added at run time cannot start before the
-        node whose output planned it finished, though no data edge says so."""
+        node whose output planned it finished, though no data edge says so. A node added
+        while the expander's reply was still streaming (a streamed plan's subtask) could, so
+        it makes no pair."""
         return [
             (e["node"], added)
             for e in self.events
-            if e["event"] == "expand"
+            if e["event"] == "expand" and not e.get("streamed")
             for added in e.get("added", [])
         ]
 

@@ -51,7 +51,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import orjson
 
@@ -100,6 +100,10 @@ class BackgroundSink:
         self.target.close()
 
 
+# Where trace lines go: a binary file, or a remote one written off the loop.
+Sink: TypeAlias = "IO[bytes] | BackgroundSink"
+
+
 class Tracer:
     """Collects events for one run; optionally streams them to files and listeners."""
 
@@ -107,7 +111,7 @@ class Tracer:
         self,
         run_id: str,
         *,
-        sinks: list[IO[bytes]] | None = None,
+        sinks: list[Sink] | None = None,
         keep: bool = True,
         flush_every: float = 0.25,
     ) -> None:
@@ -123,7 +127,7 @@ class Tracer:
         self._next_flush = flush_every  # run time (t) after which an emit flushes the sinks
         # Sinks that failed (a full or read-only disk) and why: dropped, so the run goes on
         # and the caller says once what was not written.
-        self.failed_sinks: list[tuple[IO[bytes], OSError]] = []
+        self.failed_sinks: list[tuple[Sink, OSError]] = []
 
     def now(self) -> float:
         """Seconds since the run started (monotonic)."""
@@ -177,7 +181,7 @@ class Tracer:
         for listener in self._listeners:
             listener(record)
 
-    def _drop(self, sink: IO[bytes], exc: OSError) -> None:
+    def _drop(self, sink: Sink, exc: OSError) -> None:
         if any(s is sink for s, _ in self.failed_sinks):
             return
         self.failed_sinks.append((sink, exc))

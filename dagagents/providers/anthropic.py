@@ -402,6 +402,9 @@ class AnthropicProvider:
                         break  # the rest is read by get_final_message
                     if event.type == "content_block_delta" and event.delta.type == "text_delta":
                         on_text(event.delta.text)
+                        # Let what the delta started (a streamed plan's subtask) run before
+                        # the next one is read: buffered events would not yield to the loop.
+                        await asyncio.sleep(0)
             message = await stream.get_final_message()
             headers = kept_headers(stream.response.headers)
         data = message.model_dump(mode="json", exclude_none=True)

@@ -9,7 +9,9 @@ real plan). Every answer is labelled simulated, in the text and in `Response.sim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import inspect
 import math
 import os
 import random
@@ -115,6 +117,20 @@ class SimulatedProvider:
     capabilities = Capabilities(
         simulated=True, forced_tool_choice=False, strict_schema=False, streams_text=True
     )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass whose own `complete(request)` takes no `on_text` does not stream (unless
+        it declares its capabilities): the engine passes `on_text` only to providers that do."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("complete")
+        if own is None or "capabilities" in cls.__dict__:
+            return
+        params = inspect.signature(own).parameters
+        takes_text = "on_text" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
+        if not takes_text:
+            cls.capabilities = dataclasses.replace(cls.capabilities, streams_text=False)
 
     def __init__(
         self,

@@ -34,7 +34,7 @@ NOT_BEFORE_FIRST_NODE = {
 }
 
 PROBE_GRAPH = """
-import json, os, sys
+import gc, json, os, sys
 
 from pydantic import BaseModel
 
@@ -49,7 +49,8 @@ class Verdict(BaseModel):
 def _modules(when: str) -> None:
     out = os.path.join(os.environ["PROBE_DIR"], when + ".json")
     with open(out, "w") as f:
-        json.dump(sorted(sys.modules), f)
+        json.dump({"modules": sorted(sys.modules), "gc": gc.get_stats(), "collecting": gc.isenabled(),
+                   "frozen": gc.get_freeze_count()}, f)
 
 
 graph = Graph("startup-probe", simulator=SimulatedProvider(time_scale=0.01))
@@ -72,7 +73,7 @@ def last(judge: Verdict) -> str:
 
 
 def _roots(path: Path) -> set[str]:
-    return {name.split(".")[0] for name in json.loads(path.read_text())}
+    return {name.split(".")[0] for name in json.loads(path.read_text())["modules"]}
 
 
 def test_a_simulated_cli_run_imports_nothing_heavy_before_its_first_node(tmp_path: Path) -> None:
@@ -88,6 +89,11 @@ def test_a_simulated_cli_run_imports_nothing_heavy_before_its_first_node(tmp_pat
     assert {"dagagents", "pydantic"} <= at_first  # the probe saw a real run
     # structured output on the simulated provider: the SDK is never imported, even at the end
     assert {"anthropic", "httpx"} & _roots(tmp_path / "last.json") == set()
+    # The collector paused for start-up: no full collection walked the import heap before the
+    # first node, collections run again during the run, and the run froze the heap it began with.
+    seen = json.loads((tmp_path / "first.json").read_text())
+    assert seen["gc"][2]["collections"] == 0
+    assert seen["collecting"] and seen["frozen"] > 0
 
 
 def test_every_command_is_registered_by_the_module_the_entry_point_imports_for_it() -> None:

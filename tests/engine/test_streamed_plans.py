@@ -72,7 +72,7 @@ class Recording(SimulatedProvider):
         return [r.messages[0]["content"] for r in self.requests if r.node == node]
 
 
-def scripted(*plans: Plan, plan_latency: float = 0.4) -> Recording:
+def scripted(*plans: Plan, plan_latency: float = 0.2) -> Recording:
     """The planner answers `plans` in turn, each reply streamed over `plan_latency` seconds;
     a worker answers at once with its own prompt (so an output names the task it came from)."""
     sim = Recording(ttft=0.0, tokens_per_second=1e9, jitter=0.0, time_scale=1.0)
@@ -80,8 +80,10 @@ def scripted(*plans: Plan, plan_latency: float = 0.4) -> Recording:
     for p in reversed(plans[:-1]):
         sim.script(p, agent="planner", latency=plan_latency, times=1)
     for worker in WORKERS:
-        sim.script(lambda r: "OUT " + r.messages[0]["content"], agent=worker, latency=0.01)
-    sim.script("THE BRIEF", agent="synthesizer", latency=0.01)
+        # no latency: a worker finishes in the loop iteration it starts, so the order of
+        # events does not depend on how busy the machine is
+        sim.script(lambda r: "OUT " + r.messages[0]["content"], agent=worker, latency=0.0)
+    sim.script("THE BRIEF", agent="synthesizer", latency=0.0)
     return sim
 
 
@@ -124,8 +126,9 @@ def test_through_the_real_sdk_subtasks_start_while_the_plan_streams(
     fake_anthropic: FakeAnthropic,
 ) -> None:
     api = fake_anthropic
-    # The planner writes at 600 tokens/s (its reply arrives in many SSE deltas); workers at once.
-    api.tokens_per_second = lambda body: 600.0 if body["model"].startswith("claude-opus") else None
+    # The planner writes at 150 tokens/s (its reply arrives in many SSE deltas, spaced so that
+    # even a loaded client reads each before the next); workers answer at once.
+    api.tokens_per_second = lambda body: 150.0 if body["model"].startswith("claude-opus") else None
     api.reply(json_reply(PLAN), model="claude-opus", pattern="^Plan the following")
     result = run_graph(Orchestrator(WORKERS).graph(TASK), provider=provider_for(api))
     assert result.ok, result.errors
@@ -188,6 +191,30 @@ def test_a_repaired_plan_reuses_the_streamed_subtasks_it_keeps() -> None:
     assert "Research B, more carefully." in prompt and "OUT Research B.\n" not in prompt
     synthesis_deps = set(result.records["synthesis"].depends_on)
     assert synthesis_deps == {"plan", "a", "b", "bad", "e"}
+
+
+def test_through_the_real_sdk_a_repair_reuses_what_streamed(fake_anthropic: FakeAnthropic) -> None:
+    api = fake_anthropic
+    api.tokens_per_second = lambda body: 800.0 if body.get("output_config") else None
+    api.reply(
+        json_reply(FIRST), json_reply(REPAIRED), model="claude-opus", pattern="^Plan the following"
+    )
+    result = run_graph(Orchestrator(WORKERS).graph(TASK), provider=provider_for(api))
+    assert result.ok, result.errors
+
+    def asked(task: str) -> int:
+        return sum(
+            1 for r in api.message_requests if r.body["messages"][0]["content"].startswith(task)
+        )
+
+    assert asked("Research A.") == 1  # streamed during the first reply, reused as it is
+    assert asked("Research B, more carefully.") == 1 and asked("Research B.") <= 1
+    assert asked("Write a poem.") == 1 and asked("Edit.") == 1  # only from the repair
+    assert position(result, "node_start", "a") < position(result, "node_complete", "plan")
+    synth = next(
+        r for r in api.message_requests if "Combine the outputs" in r.body["messages"][0]["content"]
+    )
+    assert "Draft D." not in synth.body["messages"][0]["content"]
 
 
 def test_a_plan_still_invalid_drops_what_it_streamed() -> None:
@@ -267,6 +294,25 @@ def test_observers_follow_nodes_that_appear_while_the_planner_runs(tmp_path: Pat
     assert {"a", "b", "b~superseded", "d", "synthesis"} <= set(run.nodes)
     summary = summarize(run, top=5)
     assert summary.counts
+    # a streamed subtask overlapped its planner: no plan -> subtask ordering is assumed
+    assert summary.critical_time <= run.wall + 1e-6
     assert "synthesis" in report_html(run)
     from_trace = RunData.from_events(store.read_trace(result.run_id))
     assert from_trace.nodes["synthesis"].status == "done"
+
+
+def test_a_provider_whose_complete_takes_no_on_text_gets_the_barrier() -> None:
+    """A user's SimulatedProvider subclass written before streaming (`complete(request)`)
+    keeps working: it does not stream, so the plan is a barrier for it."""
+
+    class Old(SimulatedProvider):
+        async def complete(self, request: Request) -> Response:
+            return await super().complete(request)
+
+    sim = Old(ttft=0.0, tokens_per_second=1e9, jitter=0.0, time_scale=0.0)
+    sim.script(PLAN, agent="planner")
+    result = Orchestrator(WORKERS).graph(TASK, simulator=sim).run(store=None)
+    assert result.ok, result.errors
+    assert not streamed_expands(result)
+    plan_done = position(result, "node_complete", "plan")
+    assert all(position(result, "node_start", sid) > plan_done for sid in ("a", "b", "c"))

@@ -24,26 +24,48 @@ from dagagents.cli.app import (
     user_errors,
 )
 from dagagents.cli.commands.run import run_with_view
-from dagagents.model.graph import Graph
 from dagagents.observe.runs import RunResult
 
 
-def _show_plan(graph: Graph, event: dict[str, Any]) -> None:
-    """Print the subtasks an expansion added, the moment the planner's plan is compiled."""
-    if event["event"] != "expand":
-        return
-    table = Table(title=f"Planned DAG (from node '{event['node']}')", title_justify="left")
-    for col in ("subtask", "worker · model", "depends on"):
-        table.add_column(col)
-    deps: dict[str, list[str]] = {name: [] for name in event["added"]}
-    for src, dst in event["edges"]:
-        if dst in deps:
-            deps[dst].append(src)
-    agents, models = event.get("agents", {}), event.get("models", {})
-    for name in event["added"]:
-        who = f"{agents[name]} · {models[name]}" if agents.get(name) else "step"
-        table.add_row(name, who, ", ".join(deps[name]) or "—")
-    console.print(table)
+class _PlanView:
+    """Print what the planner adds: one line per subtask added while the plan is still being
+    written (a streamed plan), then the whole planned DAG once the plan is complete."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, str, str]] = {}  # subtask -> (who, deps, when)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["event"] != "expand":
+            return
+        deps: dict[str, list[str]] = {name: [] for name in event["added"]}
+        for src, dst in event["edges"]:
+            if dst in deps:
+                deps[dst].append(src)
+        agents, models = event.get("agents", {}), event.get("models", {})
+        streamed = bool(event.get("streamed"))
+        for name in event["added"]:
+            who = f"{agents[name]} · {models[name]}" if agents.get(name) else "step"
+            when = "while planning" if streamed else "with the whole plan"
+            self.rows[name] = (who, ", ".join(deps[name]) or "—", when)
+            if streamed:
+                console.print(
+                    styled(
+                        f"{event['t']:6.2f}s  ",
+                        (event["node"], "bold"),
+                        " is still writing; subtask ",
+                        (name, "bold"),
+                        f" ({who}) added, to start as soon as its inputs exist",
+                    ),
+                    highlight=False,
+                )
+        if streamed:
+            return
+        table = Table(title=f"Planned DAG (from node '{event['node']}')", title_justify="left")
+        for col in ("subtask", "worker · model", "depends on", "added"):
+            table.add_column(col)
+        for name, (who, after, when) in self.rows.items():
+            table.add_row(name, who, after, when)
+        console.print(table)
 
 
 def _write_artifacts(result: RunResult, out: Path) -> dict[str, Path]:
@@ -107,7 +129,7 @@ def demo(
             "store": store,
             "fresh": not resume,
         }
-        result = run_with_view(target, listener=lambda e: _show_plan(target, e), **options)
+        result = run_with_view(target, listener=_PlanView(), **options)
         final = result.outputs.get("synthesis")
         if final is not None:
             from rich.markdown import Markdown  # ~40 ms to import; only the demo's end needs it
