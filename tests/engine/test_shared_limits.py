@@ -579,23 +579,28 @@ def test_processes_asking_for_different_concurrency_share_the_smallest(
         def said(into: list[str]) -> Emit:
             return lambda event, **fields: into.append(f"{event}: {fields.get('message')}")
 
-        async def hold_all(limiter: RedisLimiter, into: list[str], n: int) -> int:
-            """How many of `n` calls are admitted at once (the rest would wait)."""
+        async def admitted(limiter: RedisLimiter, into: list[str], n: int, more: bool) -> int:
+            """Admit `n` calls at once (each must get in), then, with `more`, check that one
+            more would wait; returns how many were in at once."""
             slots = [limiter.slot(_request(f"c{i}"), emit=said(into)) for i in range(n)]
-            entered = []
             for slot in slots:
-                try:
-                    await asyncio.wait_for(slot.__aenter__(), 0.3)
+                await asyncio.wait_for(slot.__aenter__(), 60)
+            inside = n
+            if more:
+                extra = limiter.slot(_request("extra"), emit=said(into))
+                try:  # a call past the shared limit waits (it is cancelled while waiting)
+                    await asyncio.wait_for(extra.__aenter__(), 0.3)
+                    inside += 1
+                    await extra.__aexit__(None, None, None)
                 except TimeoutError:
-                    break
-                entered.append(slot)
-            for slot in entered:
+                    pass
+            for slot in slots:
                 await slot.__aexit__(None, None, None)
-            return len(entered)
+            return inside
 
         try:
-            both = await hold_all(wide, wide_said, 4)
-            await hold_all(narrow, narrow_said, 1)
+            both = await admitted(wide, wide_said, 2, more=True)
+            await admitted(narrow, narrow_said, 1, more=False)
             state = await snapshot(config, key="mixed")
             shown = await asyncio.to_thread(
                 subprocess.run,
@@ -606,7 +611,7 @@ def test_processes_asking_for_different_concurrency_share_the_smallest(
                 timeout=60,
             )
             await narrow.aclose()
-            alone = await hold_all(wide, wide_said, 4)
+            alone = await admitted(wide, wide_said, 4, more=False)
             after = await snapshot(config, key="mixed")
         finally:
             await wide.aclose()
