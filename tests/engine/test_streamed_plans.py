@@ -126,9 +126,10 @@ def test_through_the_real_sdk_subtasks_start_while_the_plan_streams(
     fake_anthropic: FakeAnthropic,
 ) -> None:
     api = fake_anthropic
-    # The planner writes at 150 tokens/s (its reply arrives in many SSE deltas, spaced so that
-    # even a loaded client reads each before the next); workers answer at once.
-    api.tokens_per_second = lambda body: 150.0 if body["model"].startswith("claude-opus") else None
+    # The planner writes at 40 tokens/s (its reply arrives in many SSE deltas over about 1.5 s,
+    # spaced so that even a loaded client starts a subtask before the plan's last delta; at
+    # 150 tokens/s a busy machine sometimes read the whole plan first); workers answer at once.
+    api.tokens_per_second = lambda body: 40.0 if body["model"].startswith("claude-opus") else None
     api.reply(json_reply(PLAN), model="claude-opus", pattern="^Plan the following")
     result = run_graph(Orchestrator(WORKERS).graph(TASK), provider=provider_for(api))
     assert result.ok, result.errors
