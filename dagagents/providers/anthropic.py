@@ -23,7 +23,7 @@ import anthropic
 import httpx2
 import orjson
 
-from dagagents.errors import ProviderError
+from dagagents.errors import ProviderError, UserError
 from dagagents.providers.base import (
     ANTHROPIC_CAPABILITIES,
     Request,
@@ -273,6 +273,15 @@ class AnthropicProvider:
     @property
     def base_url(self) -> str:
         return str(self._pool.clients[0].base_url)
+
+    @classmethod
+    def check_worker_environment(cls) -> None:
+        """On a Dask worker, before rebuilding from `settings()`: the key must be its own."""
+        if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+            raise UserError(
+                "provider 'anthropic' needs ANTHROPIC_API_KEY in every Dask worker's environment "
+                "(keys are never sent with tasks)."
+            )
 
     def settings(self) -> dict[str, Any]:
         """What another process needs to rebuild this provider: never the key or headers."""

@@ -102,8 +102,10 @@ class Capabilities:
     may be asked for as a forced answer tool; without it, only as `output_schema`.
     `strict_schema`: wants `output_schema` in the API's strict form (the SDK's own transform,
     which imports the SDK); otherwise the model's plain JSON schema is sent.
-    `remote_settings`: a Dask worker rebuilds it from `settings()` and the worker's own key
-    (nothing secret travels); otherwise it is pickled or built by its `dask_factory()`.
+    `remote_settings`: a Dask worker rebuilds it as `type(provider)(**provider.settings())`
+    with the worker's own key (nothing secret travels; the class may define a classmethod
+    `check_worker_environment()` that raises UserError when a worker lacks its credentials);
+    otherwise it is pickled or built by its `dask_factory()`.
     `streams_text`: `complete(request, on_text=...)` passes text deltas on as they arrive.
     `caches_prompts`: the backend caches prompt prefixes (`cache_control`), so a run warms
     a shared prefix once before its followers start (engine/cache_warming.py).

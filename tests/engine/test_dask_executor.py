@@ -520,9 +520,10 @@ def test_api_keys_never_travel_in_task_payloads(monkeypatch: pytest.MonkeyPatch)
 
     provider = AnthropicProvider(base_url="http://127.0.0.1:9", timeout=30.0)
     recipe = executor.recipe(provider)
-    assert recipe.kind == "anthropic" and recipe.blob is not None
+    assert recipe.kind == "settings" and recipe.blob is not None
     assert b"sk-ant-test" not in recipe.blob  # settings only: workers use their own key
-    assert cloudpickle.loads(recipe.blob)["base_url"] == "http://127.0.0.1:9"
+    cls, settings = cloudpickle.loads(recipe.blob)  # rebuilt by its class, never by name
+    assert cls is AnthropicProvider and settings["base_url"] == "http://127.0.0.1:9"
 
 
 def _set_worker_env(values: dict[str, str | None]) -> None:

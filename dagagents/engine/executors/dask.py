@@ -465,8 +465,9 @@ class DaskExecutor(Executor):
         if callable(factory):
             kind, obj = "factory", factory()
         elif capabilities_of(provider).remote_settings:
-            # Rebuilt on the worker by its name from settings; the key is the worker's own.
-            kind, obj = provider.name, remote_settings(provider)
+            # Rebuilt on the worker by its class from settings; the key is the worker's own.
+            real = provider.resolve() if hasattr(provider, "resolve") else provider  # deferred
+            kind, obj = "settings", (type(real), remote_settings(real))
         else:
             kind, obj = "pickled", provider
         blob = None

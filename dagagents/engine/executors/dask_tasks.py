@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import os
 import time
 from collections import OrderedDict
 from typing import Any, NamedTuple
@@ -35,8 +34,8 @@ class Target(NamedTuple):
 class Recipe(NamedTuple):
     """How a worker gets the run's provider without the driver's secrets.
 
-    `kind` is "anthropic" (`blob`: its settings without the key, which the worker reads from
-    its own environment), "factory" or "pickled" (`blob`: a cloudpickled zero-argument
+    `kind` is "settings" (`blob`: the provider's class and its settings without the key, which
+    the worker reads from its own environment), "factory" or "pickled" (`blob`: a cloudpickled zero-argument
     factory or provider object).
     """
 
@@ -153,16 +152,14 @@ def _provider(recipe: Recipe) -> Provider:
     if provider is not None:
         _PROVIDERS.move_to_end(recipe.token)
         return provider
-    if recipe.kind == "anthropic":
-        if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
-            raise UserError(
-                "provider 'anthropic' needs ANTHROPIC_API_KEY in every Dask worker's environment "
-                "(keys are never sent with tasks)."
-            )
-        from dagagents.providers.anthropic import AnthropicProvider
-
-        options = cloudpickle.loads(recipe.blob) if recipe.blob else {}
-        provider = AnthropicProvider(**options)  # the key comes from this worker's environment
+    if recipe.kind == "settings":  # a provider that declares `remote_settings`
+        assert recipe.blob is not None
+        cls, options = cloudpickle.loads(recipe.blob)
+        check = getattr(cls, "check_worker_environment", None)
+        if check is not None:
+            check()  # e.g. no API key on this worker: one sentence, not an SDK traceback
+        made: Provider = cls(**options)  # the key comes from this worker's environment
+        provider = made
     else:
         assert recipe.blob is not None
         obj = cloudpickle.loads(recipe.blob)
