@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from _anthropic_support import provider_for, run_graph
+from recording import Recording
 from rich.console import Console
 
 from dagagents import Orchestrator, Plan, SimulatedProvider, Store, Subtask
@@ -55,21 +56,6 @@ REPAIRED = Plan(
     ],
     synthesis_instructions="Combine them.",
 )
-
-
-class Recording(SimulatedProvider):
-    """A simulated provider that keeps every request it answers."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.requests: list[Request] = []
-
-    async def complete(self, request: Request, **options: Any) -> Response:
-        self.requests.append(request)
-        return await super().complete(request, **options)
-
-    def prompts(self, node: str) -> list[str]:
-        return [r.messages[0]["content"] for r in self.requests if r.node == node]
 
 
 def scripted(*plans: Plan, plan_latency: float = 0.2) -> Recording:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from _anthropic_support import provider_for, run_graph
 from conftest import ROOT, cli_env, dagagents_cmd
+from recording import Recording
 
 from dagagents import (
     Agent,
@@ -27,7 +28,6 @@ from dagagents import (
     Store,
     Subtask,
 )
-from dagagents.providers.base import Request, Response
 from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, json_reply, text  # noqa: F401
 
 TASK = "Compare the US and EU heat pump markets."
@@ -52,21 +52,6 @@ BAD_PLAN = Plan(
 BAD_SENTENCE = (
     "subtask 'us' names unknown worker 'coder'; available workers: analyst, researcher, writer."
 )
-
-
-class Recording(SimulatedProvider):
-    """A simulated provider that keeps every request it answers."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.requests: list[Request] = []
-
-    async def complete(self, request: Request, **options: Any) -> Response:
-        self.requests.append(request)
-        return await super().complete(request, **options)
-
-    def by_node(self, node: str) -> list[Request]:
-        return [r for r in self.requests if r.node == node]
 
 
 def scripted(*plans: Plan, latency: float = 0.0) -> Recording:
