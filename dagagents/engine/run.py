@@ -90,7 +90,7 @@ from dagagents.observe.runs import NodeRecord, RunResult
 from dagagents.observe.trace import BackgroundSink, Listener, Sink, Tracer
 from dagagents.providers import Provider, resolve_provider
 from dagagents.providers.base import capabilities_of
-from dagagents.providers.deferred import DeferredProvider
+from dagagents.providers.deferred import DeferredProvider, resolved
 from dagagents.store import Store, codec
 
 if TYPE_CHECKING:
@@ -304,11 +304,9 @@ class _Run:
             from dagagents.engine.batches import BatchingProvider, BatchOptions  # imports the SDK
 
             given = options.batch if isinstance(options.batch, BatchOptions) else None
-            inner = self.provider
-            if isinstance(inner, DeferredProvider):
-                inner = inner.resolve()  # batches call the SDK directly
             self.batching = BatchingProvider(
-                inner, given or BatchOptions(options.batch_window, options.batch_max)
+                resolved(self.provider),  # batches call the SDK directly
+                given or BatchOptions(options.batch_window, options.batch_max),
             )
             self.provider = self.batching
             self.limiter.batch = True
@@ -319,10 +317,8 @@ class _Run:
             rule = warming_option(warming)
             fields["cache_warmer"] = CacheWarmer(self.pricing, rule, slack=self._slack)
         if options.count_tokens and not options.batch and "token_counter" not in fields:
-            counted = self.provider
-            if isinstance(counted, DeferredProvider):
-                counted = counted.resolve()  # counting calls the SDK directly
-            fields["token_counter"] = make_counter(counted, options.count_tokens)
+            # counting calls the SDK directly
+            fields["token_counter"] = make_counter(resolved(self.provider), options.count_tokens)
         self.call_fields: dict[str, Any] = {
             "limiter": self.limiter,
             "retry": options.retry_policy,

@@ -63,3 +63,9 @@ class DeferredProvider:
 
     def __repr__(self) -> str:
         return f"DeferredProvider({self.name!r})"
+
+
+def resolved(provider: Any) -> Any:
+    """The real provider behind a deferred one (waiting for its import), any other as it is:
+    for the callers that reach past `complete` to the SDK or to the provider's class."""
+    return provider.resolve() if isinstance(provider, DeferredProvider) else provider

@@ -54,6 +54,7 @@ from dagagents.engine.executors.dask_tasks import Recipe, Target
 from dagagents.engine.invoke import AgentResult, CallContext, answer_task
 from dagagents.model.nodes import AgentTask, Step
 from dagagents.providers.base import Provider, Request, Response, capabilities_of
+from dagagents.providers.deferred import resolved
 from dagagents.store import Store
 
 if TYPE_CHECKING:
@@ -466,7 +467,7 @@ class DaskExecutor(Executor):
             kind, obj = "factory", factory()
         elif capabilities_of(provider).remote_settings:
             # Rebuilt on the worker by its class from settings; the key is the worker's own.
-            real = provider.resolve() if hasattr(provider, "resolve") else provider  # deferred
+            real = resolved(provider)
             kind, obj = "settings", (type(real), remote_settings(real))
         else:
             kind, obj = "pickled", provider
