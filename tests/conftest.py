@@ -62,6 +62,20 @@ def dagagents_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "dagagents", *args]
 
 
+def run_dagagents(
+    cwd: Path, *args: str, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`dagagents ARGS` in `cwd` with `cli_env(**env)`, its output captured as text."""
+    return subprocess.run(
+        dagagents_cmd(*args),
+        capture_output=True,
+        text=True,
+        env=cli_env(**env),
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
 # ------------------------------------------------ a real small disk (store tests)
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:

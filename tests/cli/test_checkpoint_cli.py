@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import cli_env, dagagents_cmd
+from conftest import cli_env, dagagents_cmd, run_dagagents
 
 from dagagents import Store
 from dagagents.store.codec import decode
@@ -41,15 +41,7 @@ def write_graph(tmp_path: Path, text: str = GRAPH) -> None:
     (tmp_path / "g.py").write_text(text)
 
 
-def dagagents(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        dagagents_cmd(*args),
-        capture_output=True,
-        text=True,
-        env=cli_env(**env),
-        cwd=tmp_path,
-        timeout=120,
-    )
+dagagents = run_dagagents
 
 
 def last_run(tmp_path: Path, store: str = ".dagagents") -> tuple[set[str], set[str]]:

@@ -3,13 +3,13 @@ files where the user is, errors even with -q, formats in any case, money rounded
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, dagagents_cmd
+from conftest import run_dagagents
 from rich.console import Console
 
 from dagagents import Graph, RateLimits
@@ -17,16 +17,7 @@ from dagagents.errors import UserError
 from dagagents.observe.progress import LiveProgress, summary_table
 from dagagents.observe.runs import NodeRecord, RunResult
 
-
-def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        dagagents_cmd(*args),
-        capture_output=True,
-        text=True,
-        env=cli_env(**env),
-        cwd=cwd,
-        timeout=180,
-    )
+cli = functools.partial(run_dagagents, timeout=180)
 
 
 SIMPLE = """

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_env, dagagents_cmd
+from conftest import cli_env, dagagents_cmd, run_dagagents
 
 from dagagents import Agent, ApprovalRequest, Decision, Graph, SimulatedProvider, Store
 
@@ -33,15 +33,7 @@ def publish(ok: str) -> dict:
 """
 
 
-def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        dagagents_cmd(*args),
-        capture_output=True,
-        text=True,
-        env=cli_env(**env),
-        cwd=tmp_path,
-        timeout=120,
-    )
+cli = run_dagagents
 
 
 def two_way(store: Path) -> tuple[Graph, dict[str, Any]]:
