@@ -501,7 +501,7 @@ class _Run:
         assert task is not None
         ran = 0
         while name is not None:
-            if not await self._node(name):
+            if not await self._node(name, task):
                 return  # the run is cancelling this slot
             ran += 1
             name = self._take()  # this slot first: the longest path goes on without a hop
@@ -517,9 +517,10 @@ class _Run:
                     self._running.pop(name, None)  # settled by whoever cancelled it
                     raise
 
-    async def _node(self, name: str) -> bool:
-        """Run one node in the current slot: (look up its checkpoint,) run its body, settle
-        it. False when the run is cancelling the slot (then whoever cancelled settles it)."""
+    async def _node(self, name: str, task: asyncio.Task[None]) -> bool:
+        """Run one node in the current slot (`task`): (look up its checkpoint,) run its body,
+        settle it. False when the run is cancelling the slot (then whoever cancelled settles
+        it)."""
         value: Any = None
         error: BaseException | None = None
         cached = False
@@ -542,8 +543,7 @@ class _Run:
             self._running.pop(name, None)  # waits for a decision without holding a slot
             return True
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if task.cancelling():
                 self._running.pop(name, None)
                 raise  # the run is cancelling this node and settles it
             error = NodeCancelled("cancelled")
@@ -553,8 +553,7 @@ class _Run:
             error = exc
         self._running.pop(name, None)
         if not cached:
-            task = asyncio.current_task()
-            if self.records[name].status != RUNNING or (task is not None and task.cancelling()):
+            if self.records[name].status != RUNNING or task.cancelling():
                 return False  # settled by whoever cancelled it
             self._settle(name, value, error)
         return True
@@ -832,11 +831,11 @@ class _Run:
     ) -> Awaitable[Any]:
         """What to await for the node's output (no coroutine of its own: one frame less per
         node)."""
-        if isinstance(spec, AgentTask):
-            return self._agent_body(spec, inputs, record, meta)
-        if isinstance(spec, Approval):
+        if not isinstance(spec, Step):  # steps, the common case, take one class check
+            if isinstance(spec, AgentTask):
+                return self._agent_body(spec, inputs, record, meta)
+            assert isinstance(spec, Approval)
             return self._approval_body(spec, inputs, record, meta)
-        assert isinstance(spec, Step)
         kwargs = step_kwargs(spec, inputs)
         if self.store is not None and record.key is not None:
             return self._stored_step(spec, kwargs, record, meta)

@@ -571,20 +571,38 @@ def validate_specs(graph_name: str, specs: dict[str, NodeSpec], g: nx.DiGraph) -
 
 def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
     """One node's dependencies, placeholders, step parameters, condition and structured
-    fields against the `known` nodes."""
-    deps = spec.depends_on
-    local = {spec.local(d): d for d in deps} if spec.aliases else dict(zip(deps, deps, strict=True))
-    if isinstance(spec, Step):
+    fields against the `known` nodes. (Runs for every node of every run: a step's parameters
+    are read once, and the local-name map is built only when something reads it.)"""
+    if not isinstance(spec, Step):
+        _check_dependencies(where, spec, known)
+        if spec.when is not None:
+            _check_condition(where, spec, _local_names(spec))
+        if isinstance(spec, AgentTask):
+            _check_prompt(where, spec, spec, known)
+        return
+    params = step_params(spec.fn)
+    local = _local_names(spec) if params or spec.when is not None else {}
+    if params:
         _check_step_params_name_nodes(where, spec, local, known)
     _check_dependencies(where, spec, known)
-    _check_condition(where, spec, local)
-    prompt_spec = spec.proto if isinstance(spec, MapSplit) else spec
-    if isinstance(prompt_spec, AgentTask):
-        _check_prompt(where, spec, prompt_spec, known)
-    elif isinstance(spec, Step):
-        _check_step_params_are_dependencies(where, spec, local)
+    if spec.when is not None:
+        _check_condition(where, spec, local)
     if isinstance(spec, MapSplit):
+        if isinstance(spec.proto, AgentTask):
+            _check_prompt(where, spec, spec.proto, known)
+        elif params:
+            _check_step_params_are_dependencies(where, spec, local)
         _check_map(where, spec, known)
+    elif params:
+        _check_step_params_are_dependencies(where, spec, local)
+
+
+def _local_names(spec: NodeSpec) -> dict[str, str]:
+    """The name the node uses for each dependency -> the dependency."""
+    deps = spec.depends_on
+    if spec.aliases:
+        return {spec.local(d): d for d in deps}
+    return dict(zip(deps, deps, strict=True))
 
 
 def _check_step_params_name_nodes(
