@@ -13,7 +13,7 @@ from typing import Any
 
 from dagagents.errors import GraphError
 from dagagents.model.language import SKIPPED_DIGEST, LoopRound, MapCollect
-from dagagents.model.nodes import NodeSpec, Step, step_params, takes_var_keyword
+from dagagents.model.nodes import NodeSpec, Step, is_kind, step_params, takes_var_keyword
 from dagagents.observe.runs import CONDITION_FALSE
 
 __all__ = [
@@ -60,10 +60,7 @@ def condition_holds(spec: NodeSpec, inputs: dict[str, Any]) -> bool:
 
 def loop_note(spec: NodeSpec, output: Any) -> str | None:
     """The warning for a loop's last allowed round ending without `until` holding."""
-    if not _is_loop_round(type(spec)):  # read for every node that completes
-        return None
-    assert isinstance(spec, LoopRound)
-    if spec.loop.until is None:
+    if not is_kind(spec, LoopRound) or spec.loop.until is None:
         return None
     if spec.round < spec.loop.max_rounds or (isinstance(output, dict) and output.get("done")):
         return None
@@ -71,18 +68,6 @@ def loop_note(spec: NodeSpec, output: Any) -> str | None:
         f"loop '{spec.loop.name}' reached max_rounds={spec.loop.max_rounds} without its "
         "until condition holding; its output is the last round's"
     )
-
-
-_LOOP_ROUNDS: dict[type, bool] = {}
-
-
-def _is_loop_round(cls: type) -> bool:
-    """`issubclass(cls, LoopRound)`, remembered per class (a pydantic class check costs
-    about as much as the rest of settling a node)."""
-    found = _LOOP_ROUNDS.get(cls)
-    if found is None:
-        found = _LOOP_ROUNDS[cls] = issubclass(cls, LoopRound)
-    return found
 
 
 def map_item_failure(spec: NodeSpec, failed: str, error: str | None) -> str | None:

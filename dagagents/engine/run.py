@@ -83,6 +83,7 @@ from dagagents.model.nodes import (
     NodeSpec,
     Step,
     describe_spec,
+    is_kind,
     render_prompt,
 )
 from dagagents.observe.pricing import Pricing
@@ -367,7 +368,7 @@ class _Run:
             return known
         if spec.estimate is not None:
             return spec.estimate
-        if isinstance(spec, AgentTask):
+        if is_kind(spec, AgentTask):
             return 0.5 + min(spec.agent.max_tokens, 600) / 80.0
         return 0.001
 
@@ -509,7 +510,9 @@ class _Run:
                 return
             self._running[name] = task
             # Slots just opened for what else became ready start their nodes first.
-            opened = self.sorter.has_ready() and self._launch()
+            opened = (
+                self._slots < self.concurrency and self.sorter.has_ready() and self._launch()
+            )
             if opened or not ran % SLOT_YIELD_EVERY:
                 try:
                     await asyncio.sleep(0)
@@ -831,15 +834,15 @@ class _Run:
     ) -> Awaitable[Any]:
         """What to await for the node's output (no coroutine of its own: one frame less per
         node)."""
-        if not isinstance(spec, Step):  # steps, the common case, take one class check
-            if isinstance(spec, AgentTask):
-                return self._agent_body(spec, inputs, record, meta)
-            assert isinstance(spec, Approval)
-            return self._approval_body(spec, inputs, record, meta)
-        kwargs = step_kwargs(spec, inputs)
-        if self.store is not None and record.key is not None:
-            return self._stored_step(spec, kwargs, record, meta)
-        return self.executor.run_step(spec, kwargs)
+        if is_kind(spec, Step):  # the common case first
+            kwargs = step_kwargs(spec, inputs)
+            if self.store is not None and record.key is not None:
+                return self._stored_step(spec, kwargs, record, meta)
+            return self.executor.run_step(spec, kwargs)
+        if is_kind(spec, AgentTask):
+            return self._agent_body(spec, inputs, record, meta)
+        assert isinstance(spec, Approval)
+        return self._approval_body(spec, inputs, record, meta)
 
     async def _stored_step(
         self, spec: Step, kwargs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
@@ -1122,7 +1125,7 @@ class _Run:
             store=self.store.url if self.store else None,
             interrupted=status == RUN_INTERRUPTED,
             events=self.tracer.events,
-            edges=list(self.graph.nx.edges),
+            edges=[(src, dst) for src, nbrs in self.graph.nx.adjacency() for dst in nbrs],
             store_problem=problem,
             unsaved=list(self.unsaved),
         )
@@ -1133,12 +1136,14 @@ class _Waiting(Exception):
 
 
 def _new_record(spec: NodeSpec) -> NodeRecord:
-    agent = spec.agent if isinstance(spec, AgentTask) else None
+    if not is_kind(spec, AgentTask):
+        return NodeRecord(spec.name, PENDING, spec.kind, depends_on=spec.depends_on)
+    agent = spec.agent
     return NodeRecord(
         name=spec.name,
         kind=spec.kind,
-        agent=agent.name if agent else None,
-        model=agent.model if agent else None,
+        agent=agent.name,
+        model=agent.model,
         depends_on=spec.depends_on,
     )
 

@@ -63,7 +63,10 @@ class EagerSorter:
 
     def __init__(self, graph: nx.DiGraph, priority: Mapping[str, float]) -> None:
         self._succ: dict[str, list[str]] = {n: list(nbrs) for n, nbrs in graph.adjacency()}
-        self._waiting: dict[str, int] = dict(graph.in_degree())
+        self._waiting: dict[str, int] = dict.fromkeys(self._succ, 0)  # in-degrees
+        for nbrs in self._succ.values():
+            for succ in nbrs:
+                self._waiting[succ] += 1
         self._priority = dict(priority)
         self.state: dict[str, str] = dict.fromkeys(graph, PENDING)
         self._ready: list[float] = []  # heap of -priority, one per non-empty queue
