@@ -29,9 +29,12 @@ __all__ = [
 
 def node_inputs(spec: NodeSpec, outputs: Mapping[str, Any]) -> dict[str, Any]:
     """Dependency outputs keyed by the names `spec` uses for them (None if skipped)."""
+    deps = spec.depends_on
+    if not deps:
+        return {}
     if not spec.aliases and not spec.optional:
-        return {dep: outputs[dep] for dep in spec.depends_on}
-    return {spec.local(dep): outputs.get(dep) for dep in spec.depends_on}
+        return {dep: outputs[dep] for dep in deps}
+    return {spec.local(dep): outputs.get(dep) for dep in deps}
 
 
 def step_kwargs(spec: Step, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -510,9 +510,7 @@ class _Run:
                 return
             self._running[name] = task
             # Slots just opened for what else became ready start their nodes first.
-            opened = (
-                self._slots < self.concurrency and self.sorter.has_ready() and self._launch()
-            )
+            opened = self._slots < self.concurrency and self.sorter.has_ready() and self._launch()
             if opened or not ran % SLOT_YIELD_EVERY:
                 try:
                     await asyncio.sleep(0)
@@ -1073,7 +1071,7 @@ class _Run:
             if status == RUN_RUNNING:
                 return  # the final one is what matters
             path = self._elsewhere() / "manifest.json"
-            path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+            path.write_bytes(orjson.dumps(manifest))
             self.emit("warning", node=None, message=f"{exc}: this run's manifest is at {path}")
 
     def _store_problem(self) -> str | None:

@@ -36,7 +36,7 @@ def remaining_path_lengths(graph: nx.DiGraph, duration: Callable[[str], float]) 
     longest: dict[str, float] = {}
     for node in reversed(topological_order(succ)):
         below = succ[node]
-        longest[node] = duration(node) + (max([longest[s] for s in below]) if below else 0.0)
+        longest[node] = duration(node) + (max(map(longest.__getitem__, below)) if below else 0.0)
     return longest
 
 

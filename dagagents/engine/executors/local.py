@@ -10,8 +10,8 @@ import asyncio
 import contextvars
 import functools
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dagagents.engine.executors.base import Executor
