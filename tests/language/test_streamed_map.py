@@ -111,9 +111,7 @@ def test_a_function_map_over_a_list_of_models_streams_too() -> None:
     g.map("slots", slot, over="agenda.talks")
     result = g.run(store=None)
     assert result.ok, result.errors
-    assert position(result, "node_start", "slots[0]") < position(
-        result, "node_complete", "agenda"
-    )
+    assert position(result, "node_start", "slots[0]") < position(result, "node_complete", "agenda")
     assert result.outputs["slots"] == ["0: On owls (5 min)", "1: On cats (7 min)"]
     assert len(streamed_expands(result)) >= 1
 
@@ -202,7 +200,12 @@ def test_a_final_list_that_differs_retires_what_it_changed_or_dropped() -> None:
     if dropped.status == "skipped":
         assert dropped.because == "dropped from the final list"
     assert "jokes[3]" not in result.records["jokes"].depends_on
-    assert set(result.records["jokes"].depends_on) == {"jokes[*]", "jokes[0]", "jokes[1]", "jokes[2]"}
+    assert set(result.records["jokes"].depends_on) == {
+        "jokes[*]",
+        "jokes[0]",
+        "jokes[1]",
+        "jokes[2]",
+    }
 
 
 def test_a_failing_source_drops_what_it_streamed() -> None:
