@@ -169,3 +169,16 @@ def test_the_runtime_and_estimate_read_one_history_across_runs(tmp_path: Path) -
     history = read_history(store, "history", set(g.specs))
     assert history.durations == durations
     assert history.runs == [second.run_id, first.run_id]
+
+
+def test_a_declared_duration_is_used_as_the_runtime_uses_it() -> None:
+    """`estimate=` orders the runtime's priorities when no earlier run timed the node; the
+    estimate predicts the same schedule from it."""
+    agent = Agent("a", max_tokens=64)
+    g = Graph("declared")
+    g.task("slow", agent, "Q1.", estimate=20)
+    g.task("quick", agent, "Q2.")
+    e = estimate(g, concurrency=1)
+    assert (e.nodes["slow"].duration, e.nodes["slow"].source) == (20, "declared")
+    assert e.nodes["quick"].source == "budget"
+    assert e.wall >= 20
