@@ -157,7 +157,8 @@ def _shared_prefix_line(shared: SharedPrefix) -> Text:
     line = Text(
         f"prompt cache: {len(shared.nodes)} calls of '{shared.agent}' ({shared.model}) "
         f"share a ~{shared.tokens:,}-token prefix; cache warming (on by default) writes "
-        f"it once and reads it {reads} times, saving up to ${shared.saving:.4f}"
+        f"it once and reads it {'once' if reads == 1 else f'{reads} times'}, saving up to "
+        f"${shared.saving:.4f}"
     )
     if shared.delay:
         line.append(f" for up to {shared.delay:.2f}s more wall time")
