@@ -24,6 +24,7 @@ from dagagents.testing import (
     fake_anthropic_fixture,  # noqa: F401 (the `fake_anthropic` fixture)
     json_reply,
     last_user_text,
+    tool_call,
 )
 
 
@@ -133,6 +134,30 @@ def test_through_the_real_sdk_items_start_while_the_source_streams(
     lister = [r for r in api.message_requests if r.body.get("output_config")]
     assert len(lister) == 1 and lister[0].stream  # the list came over SSE
     assert len(api.message_requests) == 4  # the list and three jokes: nothing twice
+    assert result.outputs["jokes"] == [f"JOKE A joke about {s}." for s in ITEMS]
+
+
+def test_through_the_real_sdk_a_forced_answer_tool_streams_its_items_too(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    """Structured output as a forced tool call: the tool's input streams as input_json_delta
+    events, and the items start from it as they do from a native JSON reply."""
+    api = fake_anthropic
+    api.tokens_per_second = lambda body: 40.0 if body.get("tool_choice") else None
+    api.reply(lambda r: "JOKE " + last_user_text(r), pattern="^A joke")
+    # unscripted, the lister's forced tool is answered from the schema: script its input
+    api.reply(lambda r: tool_call(r["tool_choice"]["name"], {"items": ITEMS}), pattern="^Subjects")
+    result = run_graph(
+        jokes_graph(), provider=provider_for(api), call_options={"structured_output": "tool"}
+    )
+    assert result.ok, result.errors
+    lister = [r for r in api.message_requests if r.body.get("tool_choice")]
+    assert len(lister) == 1 and lister[0].stream
+    assert lister[0].body["tool_choice"]["type"] == "tool"  # the forced-tool mode indeed
+    done = position(result, "node_complete", "subjects")
+    assert position(result, "node_start", "jokes[0]") < done
+    assert position(result, "node_start", "jokes[1]") < done
+    assert len(api.message_requests) == 4
     assert result.outputs["jokes"] == [f"JOKE A joke about {s}." for s in ITEMS]
 
 
