@@ -51,7 +51,11 @@ class Growth:
     nodes: dict[str, NodeSpec] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
     updated: dict[str, NodeSpec] = field(default_factory=dict)
-    graph: nx.DiGraph | None = None  # the grown edge set, already checked acyclic
+    # The grown edge set, already checked acyclic; None when the growth only adds nodes
+    # below existing ones (no edge into an existing node, each new node's dependencies
+    # existing or new before it): no cycle can form, and `run.grow` adds them in place
+    # rather than to a copy of the whole graph (a streamed map's item, one at a time).
+    graph: nx.DiGraph | None = None
     streamed: bool = False  # proposed while the source's reply was still streaming
 
 
@@ -109,10 +113,16 @@ def check_expansion(
     combined: Mapping[str, NodeSpec] = {**specs, **new}
     for spec in new.values():
         validate_spec(where, spec, combined)
-    trial = graph.nx.copy()
+    below = not expansion.edges
+    earlier: set[str] = set()
     for spec in new.values():
-        trial.add_node(spec.name)
         growth.edges.extend((dep, spec.name) for dep in spec.depends_on)
+        below = below and all(dep in earlier or dep not in new for dep in spec.depends_on)
+        earlier.add(spec.name)
+    if below:
+        return growth  # only sinks below the graph as it stands: acyclic by construction
+    trial = graph.nx.copy()
+    trial.add_nodes_from(new)
     growth.edges.extend((src, dst) for src, dst in expansion.edges if dst not in new)
     trial.add_edges_from(growth.edges)
     try:

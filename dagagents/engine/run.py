@@ -961,8 +961,11 @@ class _Run:
             self._graph = self._graph.copy()
             self.specs = self._graph.specs
             self._owns_graph = True
-        assert growth.graph is not None
-        self._graph.nx = growth.graph
+        if growth.graph is not None:
+            self._graph.nx = growth.graph
+        else:  # only new sinks (see `Growth.graph`): added in place, nothing to re-check
+            self._graph.nx.add_nodes_from(growth.nodes)
+            self._graph.nx.add_edges_from(growth.edges)
         for name, spec in growth.nodes.items():
             self.specs[name] = spec
             self.records[name] = _new_record(spec)

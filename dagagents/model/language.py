@@ -26,7 +26,6 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from dataclasses import field as _field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -331,36 +330,35 @@ class MapStream:
     split: MapSplit
     key: str  # the top-level key of the source's JSON reply that holds the list
     item: TypeAdapter[Any]
-    # The reply's items already validated and built (a prefix, reused on later deltas).
-    _raw: list[bytes] = _field(default_factory=list)
+    # This reply's items already validated and built; the reply so far when last asked; an
+    # item found invalid (the rest of this reply then waits for the final answer).
     _built: _ItemNodes | None = None
+    _text: str = ""
+    _stuck: bool = False
 
     def propose(self, text: str) -> Expansion | None:
-        items, _ = complete_items(text, self.key)
-        raws: list[bytes] = []
-        for item in items[: self.split.max_items]:
-            try:
-                raws.append(orjson.dumps(item))
-            except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the final answer
-                break
-        same = 0
-        while same < min(len(raws), len(self._raw)) and raws[same] == self._raw[same]:
-            same += 1
+        """The item nodes that became ready since the last call (a reply only grows, so
+        items complete earlier stay as they were; a reply that does not extend the last
+        one is a new reply, a retry or a re-ask, and is read afresh)."""
         built = self._built
-        if built is None or same < len(self._raw):  # a new reply (a retry): build afresh
+        if built is None or not text.startswith(self._text):
             built = self._built = _ItemNodes(self.split)
-            self._raw = []
-            same = 0
-        valid: list[Any] = []
-        for raw in raws[same:]:
+            self._stuck = False
+        self._text = text
+        if self._stuck:
+            return None
+        items, _ = complete_items(text, self.key)
+        fresh: list[Any] = []
+        for item in items[len(built.nodes) : self.split.max_items]:
             try:
-                valid.append(self.item.validate_json(raw))
-            except ValidationError:
+                fresh.append(self.item.validate_json(orjson.dumps(item)))
+            except (ValidationError, orjson.JSONEncodeError):  # (a >64-bit integer)
+                self._stuck = True
                 break
-        if valid:
-            built.extend(valid)
-            self._raw.extend(raws[same : same + len(valid)])
-        return Expansion(nodes=list(built.nodes)) if built.nodes else None
+        if not fresh:
+            return None
+        before = len(built.nodes)
+        return Expansion(nodes=built.extend(fresh)[before:])
 
     def final(self, output: Any) -> Expansion | None:
         root = self.split.over.split(".", 1)[0].split("[", 1)[0]
