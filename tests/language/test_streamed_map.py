@@ -267,6 +267,24 @@ def test_a_streamed_item_that_fails_fails_the_map_naming_it() -> None:
     assert "item 'jokes[1]' failed" in (result.records["jokes"].error or "")
 
 
+def test_a_map_inside_a_subgraph_streams_and_keeps_its_stream_setting() -> None:
+    for stream in (True, False):
+        sim = simulator(Subjects(items=ITEMS))
+        outer = Graph("outer", output="inner", simulator=sim)
+        outer.subgraph("inner", jokes_graph(stream=stream))
+        result = outer.run(store=None)
+        assert result.ok, result.errors
+        done = position(result, "node_complete", "inner.subjects")
+        starts = [position(result, "node_start", f"inner.jokes[{i}]") for i in range(3)]
+        if stream:
+            assert all(start < done for start in starts)
+            assert {e["node"] for e in streamed_expands(result)} == {"inner.jokes[*]"}
+        else:
+            assert all(start > done for start in starts)
+            assert not streamed_expands(result)
+        assert result.output == [f"JOKE A joke about {s}." for s in ITEMS]
+
+
 # ------------------------------------------------------------------ off, keys, resume
 def test_stream_false_is_the_barrier_with_the_same_keys(tmp_path: Path) -> None:
     results = {}
