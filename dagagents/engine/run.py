@@ -38,7 +38,13 @@ from dagagents.engine.checkpoints import (
 )
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
-from dagagents.engine.expand import ExpansionStream, Growth, apply_expansion, stream_survivors
+from dagagents.engine.expand import (
+    ExpansionStream,
+    Growth,
+    apply_expansion,
+    stream_survivors,
+    streams_for,
+)
 from dagagents.engine.heap import freeze_built, frozen_heap
 from dagagents.engine.invoke import AgentFailed, AgentResult, CallContext
 from dagagents.engine.language import (
@@ -674,12 +680,7 @@ class _Run:
             record.end = self.tracer.now()
             self.emit("node_error", node=name, error=record.error, **fields)
             for skipped in self.sorter.fail(name):
-                self._transition(skipped, SKIPPED, because=name)
-                failed_item = map_item_failure(self.specs[skipped], name, record.error)
-                if failed_item:  # a map fails, naming its item; the siblings still finish
-                    self.records[skipped].status = FAILED  # skipped by the sorter: never runs
-                    self.records[skipped].error = failed_item
-                    self.emit("node_error", node=skipped, error=failed_item)
+                self._skip_below(skipped, name, name)
         elif to == CANCELLED:
             record.end = self.tracer.now()
             record.error = fields["error"]
@@ -695,6 +696,20 @@ class _Run:
             raise ValueError(f"no transition of node '{name}' to {to!r}")
 
     # -------------------------------------------------------------- checkpoints
+    def _skip_below(self, skipped: str, blocker: str, because: str) -> None:
+        """`skipped` never runs because `blocker` did not finish. A map whose item failed
+        (also a streamed item that failed before the map's edge from it existed) fails
+        itself, naming the item, while the siblings still finish."""
+        self._transition(skipped, SKIPPED, because=because)
+        record = self.records[blocker]
+        if record.status != FAILED:
+            return
+        failed_item = map_item_failure(self.specs[skipped], blocker, record.error)
+        if failed_item:
+            self.records[skipped].status = FAILED  # skipped by the sorter: never runs
+            self.records[skipped].error = failed_item
+            self.emit("node_error", node=skipped, error=failed_item)
+
     def _key(self, name: str) -> str | None:
         if self.checkpoints is None:
             return None
@@ -865,11 +880,13 @@ class _Run:
             if "on_text" not in fields:
                 stream, node = self.tracer.stream, spec.name
                 fields = {**fields, "on_text": lambda text: stream("token", node=node, text=text)}
-        growing = None
-        if spec.stream_expand is not None:  # grow the run while the reply is written
-            growing = ExpansionStream(self, spec.name, spec.stream_expand, self._launch)
-            fields = {**fields, "on_text": _chain(growing.feed, fields.get("on_text"))}
-            fields["on_reply"] = growing.restart
+        # Grow the run while the reply is written: a streamed plan, maps over its output.
+        growing = streams_for(self, spec, self._launch)
+        if growing:
+            on_text = fields.get("on_text")
+            for grower in reversed(growing):
+                on_text = _chain(grower.feed, on_text)
+            fields = {**fields, "on_text": on_text, "on_reply": _restart_all(growing)}
         if isinstance(self.provider, DeferredProvider):
             # Wait for the SDK import before the limiter admits a call: an admitted call
             # that then waited for the import would reach the API later than its limits
@@ -881,12 +898,12 @@ class _Run:
         except AgentFailed as failed:
             # Calls made before the failure were still paid for: keep them on the record.
             self._record_usage(record, failed.spent, meta)
-            if growing is not None:
-                await self._end_stream(spec, growing, None)
+            for grower in growing:
+                await self._end_stream(grower, None)
             raise failed.error from failed.error.__cause__  # a 401 behind it stays findable
         self._record_usage(record, result, meta)
-        if growing is not None:
-            await self._end_stream(spec, growing, result.output)
+        for grower in growing:
+            await self._end_stream(grower, result.output)
         return result.output
 
     async def _approval_body(
@@ -944,8 +961,11 @@ class _Run:
             self._graph = self._graph.copy()
             self.specs = self._graph.specs
             self._owns_graph = True
-        assert growth.graph is not None
-        self._graph.nx = growth.graph
+        if growth.graph is not None:
+            self._graph.nx = growth.graph
+        else:  # only new sinks (see `Growth.graph`): added in place, nothing to re-check
+            self._graph.nx.add_nodes_from(growth.nodes)
+            self._graph.nx.add_edges_from(growth.edges)
         for name, spec in growth.nodes.items():
             self.specs[name] = spec
             self.records[name] = _new_record(spec)
@@ -966,17 +986,18 @@ class _Run:
         )
         for skipped, blocker in blocked:
             because = self.records[blocker].because or blocker  # name the failed ancestor
-            self._transition(skipped, SKIPPED, because=because)
+            self._skip_below(skipped, blocker, because)
 
-    async def _end_stream(self, spec: AgentTask, stream: ExpansionStream, output: Any) -> None:
-        """`spec` finished (`output`) or failed (None): keep the streamed nodes its final
-        expansion contains unchanged, retire the rest, and free the names it redefines, so
-        `_complete` adds those afresh. An expansion that raises keeps none (`_complete` then
-        fails the node with the reason)."""
+    async def _end_stream(self, stream: ExpansionStream, output: Any) -> None:
+        """The node whose reply `stream` read finished (`output`) or failed (None): keep the
+        streamed nodes the final expansion (`stream.final`, the expansion `stream.source`
+        will make) contains unchanged, retire the rest, and free the names it redefines, so
+        the source's `_complete` adds those afresh. An expansion that raises keeps none (the
+        source's `_complete` then fails it with the reason)."""
         final: dict[str, NodeSpec] | None = None
-        if output is not None and spec.expand is not None:
+        if output is not None and stream.final is not None:
             try:
-                expansion = spec.expand(output)
+                expansion = stream.final(output)
             except Exception:
                 expansion = None
             if isinstance(expansion, Expansion):
@@ -987,7 +1008,7 @@ class _Run:
         for name in stream.added:
             if final is not None and name in final and name not in kept:
                 self._forget(name)
-        self._kept[spec.name] = kept
+        self._kept[stream.source] = kept
 
     def _retire(
         self, stream: ExpansionStream, final: Mapping[str, NodeSpec] | None
@@ -999,9 +1020,9 @@ class _Run:
         cancelled: list[asyncio.Task[Any]] = []
         for name in retired:
             because = (
-                "superseded by the final plan"
+                f"superseded by the final {stream.label}"
                 if final is not None and name in final
-                else "dropped from the final plan"
+                else f"dropped from the final {stream.label}"
             )
             status = self.records[name].status
             if status == RUNNING:
@@ -1144,6 +1165,16 @@ def _new_record(spec: NodeSpec) -> NodeRecord:
         model=agent.model,
         depends_on=spec.depends_on,
     )
+
+
+def _restart_all(streams: list[ExpansionStream]) -> Any:
+    """One `on_reply` callback: every stream reads the new reply from its start."""
+
+    def restart() -> None:
+        for stream in streams:
+            stream.restart()
+
+    return restart
 
 
 def _chain(first: Any, then: Any) -> Any:

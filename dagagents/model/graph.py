@@ -182,11 +182,15 @@ class Graph:
         when: Callable[..., Any] | None = None,
         timeout: float | None = None,
         output: type[BaseModel] | None = None,
+        stream: bool = True,
     ) -> str:
         """One node per item of `over` ("node" or "node.field"): `name[0]`, `name[1]`, ...
         An agent gets `{item}`/`{index}` (and `{item.field}`) in its prompt, a function
         `item`/`index` parameters; other dependencies as usual. Items run concurrently,
-        each checkpointed by its own content; `name` is their outputs in item order."""
+        each checkpointed by its own content; `name` is their outputs in item order.
+        When `over` is a list field of an agent's structured output, each item starts as
+        soon as its part of the streamed reply is complete and valid (`stream=False`: only
+        once the whole output is written); keys are the same either way."""
         if max_items < 0:
             raise GraphError(f"graph '{self.name}': map '{name}' max_items must be >= 0.")
         root = over.split(".", 1)[0].split("[", 1)[0]
@@ -226,7 +230,7 @@ class Graph:
                 timeout=timeout,
             )
         split_deps = (root, *(d for d in proto.depends_on if d != root))
-        split = make_split(name, over, max_items, proto, split_deps, when=when)
+        split = make_split(name, over, max_items, proto, split_deps, when=when, stream=stream)
         self.add(split, _internal=True)
         self.add(make_collect(name))
         return name
