@@ -973,7 +973,10 @@ class _Run:
         for name, spec in growth.updated.items():
             self.specs[name] = spec
             self.records[name].depends_on = spec.depends_on
-        priority = remaining_path_lengths(self._graph.nx, self.durations.__getitem__)
+        if growth.graph is None:
+            priority = self._sink_priorities(growth)
+        else:
+            priority = remaining_path_lengths(self._graph.nx, self.durations.__getitem__)
         blocked = self.sorter.add(growth.nodes, growth.edges, priority)
         self.emit(
             "expand",
@@ -987,6 +990,31 @@ class _Run:
         for skipped, blocker in blocked:
             because = self.records[blocker].because or blocker  # name the failed ancestor
             self._skip_below(skipped, blocker, because)
+
+    def _sink_priorities(self, growth: Growth) -> dict[str, float]:
+        """Remaining path lengths after a growth that only adds sinks (`Growth.graph` None):
+        the new nodes' own, and each ancestor's that grew, walked up only while it grows. The
+        numbers a whole-graph pass would give, at the cost of the new nodes and the ancestors
+        they lengthen (a streamed map adds its items one at a time)."""
+        new = growth.nodes
+        children: dict[str, list[str]] = {}
+        for src, dst in growth.edges:
+            if src in new:
+                children.setdefault(src, []).append(dst)
+        longest: dict[str, float] = {}
+        for name in reversed(list(new)):  # a new node's new dependencies come before it
+            below = [longest[child] for child in children.get(name, ())]
+            longest[name] = self.durations[name] + (max(below) if below else 0.0)
+        durations, remaining = self.durations, self.sorter.remaining
+        predecessors = self._graph.nx.predecessors
+        stack = [(src, longest[dst]) for src, dst in growth.edges if src not in new]
+        while stack:
+            node, below_length = stack.pop()
+            length = durations.get(node, 0.0) + below_length
+            if length > longest.get(node, remaining(node)):
+                longest[node] = length
+                stack.extend((parent, length) for parent in predecessors(node))
+        return longest
 
     async def _end_stream(self, stream: ExpansionStream, output: Any) -> None:
         """The node whose reply `stream` read finished (`output`) or failed (None): keep the

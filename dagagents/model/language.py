@@ -321,9 +321,9 @@ class _ItemNodes:
 @dataclass
 class MapStream:
     """A map whose items may start while its source agent's reply streams. `propose(text)`
-    (the reply so far) returns the item nodes that may start: the longest run of complete
-    items from the first, each valid against the item type (an invalid one, and every item
-    after it, waits for the final answer), at most `max_items`. `final(output)` is the
+    (the reply so far) returns the item nodes that became ready to start since the last call:
+    of the longest run of complete items from the first, each valid against the item type (an
+    invalid one, and every item after it, waits for the final answer), at most `max_items`. `final(output)` is the
     splitter's expansion for the source's finished output, computed the way the splitter
     will compute it, so the engine can keep what streamed unchanged (engine/expand.py)."""
 

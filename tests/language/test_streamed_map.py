@@ -17,7 +17,7 @@ from _anthropic_support import provider_for, run_graph
 from pydantic import BaseModel, Field
 from recording import Recording
 
-from dagagents import Agent, Graph
+from dagagents import Agent, Graph, Orchestrator, Plan, Subtask
 from dagagents.errors import ProviderError
 from dagagents.testing import (
     FakeAnthropic,
@@ -283,6 +283,51 @@ def test_a_map_inside_a_subgraph_streams_and_keeps_its_stream_setting() -> None:
             assert all(start > done for start in starts)
             assert not streamed_expands(result)
         assert result.output == [f"JOKE A joke about {s}." for s in ITEMS]
+
+
+def test_a_map_over_a_streamed_plan_streams_beside_the_plan_and_its_repair() -> None:
+    """Two streams read one reply: the Orchestrator's plan grows its subtasks, a map over
+    `plan.subtasks` its items; the repair (the first plan names an unknown worker) restarts
+    both, and each keeps what the final answer keeps."""
+    first = Plan(
+        subtasks=[
+            Subtask("a", "researcher", "Research owls."),
+            Subtask("b", "researcher", "Research cats."),
+            Subtask("bad", "poet", "A poem."),
+        ],
+        synthesis_instructions="Combine them.",
+    )
+    repaired = Plan(
+        subtasks=[
+            Subtask("a", "researcher", "Research owls."),
+            Subtask("bad", "writer", "A poem."),
+        ],
+        synthesis_instructions="Combine them.",
+    )
+    sim = Recording(ttft=0.0, tokens_per_second=1e9, jitter=0.0, time_scale=1.0)
+    sim.script(repaired, agent="planner", latency=0.2)
+    sim.script(first, agent="planner", latency=0.2, times=1)
+    for worker in ("researcher", "writer", "synthesizer"):
+        sim.script(lambda r: "OUT " + r.messages[0]["content"], agent=worker, latency=0.0)
+    g = Orchestrator({"researcher": "You research.", "writer": "You write."}).graph(
+        "Brief me.", simulator=sim
+    )
+
+    def brief(item: Subtask) -> str:
+        return f"{item.id} by {item.worker}"
+
+    g.map("briefs", brief, over="plan.subtasks")
+    result = g.run(store=None)
+    assert result.ok, result.errors
+    assert result.outputs["briefs"] == ["a by researcher", "bad by writer"]
+    sources = {e["node"] for e in streamed_expands(result)}
+    assert sources == {"plan", "briefs[*]"}
+    done = position(result, "node_complete", "plan")
+    assert position(result, "node_start", "briefs[0]") < done
+    assert position(result, "node_start", "a") < done
+    assert result.records["briefs[1]~superseded"].status in ("done", "skipped")  # b, redefined
+    assert set(result.records["briefs"].depends_on) == {"briefs[*]", "briefs[0]", "briefs[1]"}
+    assert sum(1 for r in sim.requests if r.messages[0]["content"] == "Research owls.") == 1
 
 
 # ------------------------------------------------------------------ off, keys, resume
