@@ -1,13 +1,17 @@
-"""Issue 15 part 1: streamed plans against the plan barrier, in wall time.
+"""Issue 15 part 1: streamed plans and streamed maps against the barrier, in wall time.
 
     python -m benchmarks.streamed_plans [--scale 1.0] [--json out.json]
 
 Two orchestrator graphs, each run with streamed plans (the default) and with
-`stream_plan=False` (nothing starts until the whole plan is written), on two providers:
+`stream_plan=False` (nothing starts until the whole plan is written), and one map graph, run
+with streamed items (the default) and with `g.map(..., stream=False)`, on two providers:
 
 - `demo`: the `make demo` graph (graphs/market_report.py: Opus planner with the scripted
   7-subtask demo plan, Sonnet workers, Opus synthesis);
-- `plan12`: a 12-subtask plan (8 independent research subtasks, 4 analyses of two each).
+- `plan12`: a 12-subtask plan (8 independent research subtasks, 4 analyses of two each);
+- `map12`: an Opus outliner writes 12 sections as structured output (`Outline.sections`),
+  `g.map("sections", writer, ..., over="outline.sections")` writes each (Sonnet), an Opus
+  editor joins them.
 
 Providers: `simulated` (the offline provider; the demo keeps its own scripted latencies, the
 12-subtask plan is written at 70 tokens/s) and `sdk`: the real `anthropic` SDK against
@@ -17,7 +21,8 @@ the synthesis (Sonnet/Opus) at 80 tokens/s (~250-token answers). Concurrency 8, 
 
 Reported per graph and provider: wall streamed / unstreamed (target <= 0.85 on `plan12`), and
 whether the streamed wall is below the unstreamed run's critical path (the longest chain of
-node durations, planner included: what any schedule that waits for the whole plan needs).
+node durations, planner (outliner) included: what any schedule that waits for the whole plan
+(list) needs).
 `--scale` multiplies every latency and divides every rate (0.02 for a smoke run; at such rates
 the client's own work per SSE event, not the model, paces the plan); `--server thread` runs the
 fake server in this process (quicker to start, but it competes for the GIL: smoke runs only).
@@ -28,12 +33,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from dagagents import Agent, Orchestrator, Plan, SimulatedProvider, Subtask
 from dagagents.engine.scheduler import critical_path
@@ -91,6 +99,61 @@ def plan12() -> Plan:
     )
 
 
+class Section(BaseModel):
+    title: str
+    brief: str
+
+
+class Outline(BaseModel):
+    sections: list[Section]
+
+
+def outline12() -> Outline:
+    """12 sections, each briefed in about as many words as a plan12 subtask's task."""
+    return Outline(
+        sections=[
+            Section(
+                title=f"The 2024 market for {topic}" + (" (outlook)" if half else ""),
+                brief=f"Cover {topic}{' from 2025 on' if half else ' in 2024'}: size, growth "
+                "rate, the leading vendors and their pricing, what buyers should watch, with "
+                "sources for every figure you give.",
+            )
+            for half in (0, 1)
+            for topic in TOPICS[:6]
+        ]
+    )
+
+
+GRAPHS = ("demo", "plan12", "map12")
+SOURCE = {"demo": "plan", "plan12": "plan", "map12": "outline"}
+ITEMS = {"demo": 7, "plan12": 12, "map12": 12}
+
+
+def map_graph(stream: bool, provider: str, scale: float) -> Graph:
+    """outline (structured, 12 sections) -> map `sections` (one writer each) -> report."""
+    sim = SimulatedProvider(ttft=TTFT, tokens_per_second=PLANNER_TPS, jitter=0.0, time_scale=scale)
+    sim.script(outline12(), agent="outliner")
+    worker_s = TTFT + (len(ANSWER) // 4) / WORKER_TPS
+    sim.script(ANSWER, agent="writer", latency=worker_s)
+    sim.script(ANSWER, agent="editor", latency=worker_s)
+    g = Graph(f"map12-{provider}", simulator=sim)
+    g.task(
+        "outline",
+        Agent("outliner", model="claude-opus-4-8"),
+        "Outline a report on the 2024 AI developer tools market in 12 sections.",
+        output=Outline,
+    )
+    g.map(
+        "sections",
+        Agent("writer", model="claude-sonnet-4-6"),
+        "Write the section '{item.title}': {item.brief}",
+        over="outline.sections",
+        stream=stream,
+    )
+    g.task("report", Agent("editor", model="claude-opus-4-8"), "Join these: {sections}")
+    return g
+
+
 def team() -> dict[str, Agent]:
     return {
         "researcher": Agent("researcher", model="claude-sonnet-4-6", system="You research."),
@@ -114,6 +177,8 @@ def demo_parts() -> tuple[Any, Any, Any, Any, Plan, str]:
 
 def build(name: str, stream: bool, provider: str, scale: float) -> Graph:
     """The graph, with the offline provider it runs on when `provider` is simulated."""
+    if name == "map12":
+        return map_graph(stream, provider, scale)
     if name == "demo":
         workers, planner, synthesizer, make_sim, _plan, task = demo_parts()
         sim = make_sim()
@@ -136,7 +201,7 @@ def build(name: str, stream: bool, provider: str, scale: float) -> Graph:
 def fake_server(name: str, scale: float) -> FakeAnthropic:
     """The fake server for one run: the plan for structured-output requests, a ~250-token
     answer otherwise."""
-    plan = demo_parts()[4] if name == "demo" else plan12()
+    plan: BaseModel = {"demo": demo_parts()[4], "plan12": plan12(), "map12": outline12()}[name]
 
     def pace(body: dict[str, Any]) -> float:
         rate = PLANNER_TPS if body.get("output_config") else WORKER_TPS
@@ -155,13 +220,18 @@ def serve(name: str, scale: float) -> None:
     threading.Event().wait()
 
 
-def measure(result: Any, wall: float) -> dict[str, Any]:
+def measure(result: Any, wall: float, source: str = "plan") -> dict[str, Any]:
+    """Timings of one run; `source` is the node whose output lists the work (the planner, or
+    the map's outliner), the subtasks are the plan's (or the map's items)."""
     run = RunData.from_result(result)
     durations = {n: r.duration or 0.0 for n, r in run.nodes.items()}
     _, path = critical_path(run.dag(), durations)
     t0 = min(r.start for r in run.nodes.values() if r.start is not None)
-    plan = run.nodes["plan"]
-    subtasks = [r for n, r in run.nodes.items() if n not in ("plan", "synthesis") and r.start]
+    plan = run.nodes[source]
+    if source == "plan":
+        subtasks = [r for n, r in run.nodes.items() if n not in ("plan", "synthesis") and r.start]
+    else:
+        subtasks = [r for n, r in run.nodes.items() if re.fullmatch(r"\w+\[\d+\]", n) and r.start]
     first = min((r.start for r in subtasks if r.start is not None), default=None)
     return {
         "wall_s": round(wall, 3),
@@ -207,7 +277,12 @@ def run_once(
             server.wait()
         if api is not None:
             api.stop()
-    return {"graph": name, "provider": provider, "streamed": stream, **measure(result, wall)}
+    return {
+        "graph": name,
+        "provider": provider,
+        "streamed": stream,
+        **measure(result, wall, SOURCE[name]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = [
         run_once(name, provider, stream, args.scale, in_thread=args.server == "thread")
-        for name in ("demo", "plan12")
+        for name in GRAPHS
         for provider in ("simulated", "sdk")
         for stream in (False, True)
     ]
@@ -240,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     by = {(r["graph"], r["provider"], r["streamed"]): r for r in rows}
     checks: dict[str, float | bool] = {}
-    for name in ("demo", "plan12"):
+    for name in GRAPHS:
         for provider in ("simulated", "sdk"):
             on, off = by[(name, provider, True)], by[(name, provider, False)]
             target = " (<= 0.85)" if name == "plan12" else ""

@@ -108,7 +108,7 @@ class CacheWarming:
     def __post_init__(self) -> None:
         for name in ("max_wait", "usd_per_second", "first_token"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
+            if not isinstance(value, int | float) or not value >= 0:  # nan too
                 raise UserError(f"CacheWarming {name} must be 0 or more (got {value!r}).")
 
 

@@ -9,11 +9,16 @@ as a keyword argument (a parameter of that name, or `**kwargs`), an agent task a
 its prompt. An edge into a node that has started, or into a Step that has nowhere to put the
 output, is refused: a node never runs without an input it depends on.
 
-A node whose reply streams may grow the run before it finishes (`AgentTask.stream_expand`, the
-Orchestrator's streamed plan): `ExpansionStream` feeds it the reply so far and grows the run by
-the new nodes it proposes (nodes only: edges into existing nodes wait for the final answer).
-When the node finishes, `stream_survivors` decides which streamed nodes its final expansion
-keeps; the run retires the rest (see `_Run._end_stream`).
+A node whose reply streams may grow the run before it finishes: `ExpansionStream` feeds a
+proposer the reply so far and grows the run by the new nodes it proposes (nodes only: edges into
+existing nodes wait for the final answer). `streams_for` lists them for one agent node: its own
+`AgentTask.stream_expand` (the Orchestrator's streamed plan: the node expands itself) and each
+map over a list field of its structured output (the map's splitter expands, once the agent has
+finished: `model/language.streamed_map`). Each stream names the node whose expansion it
+anticipates (`source`) and how that expansion follows from the writer's output (`final`). When
+the writer finishes, `stream_survivors` decides which streamed nodes that final expansion keeps;
+the run retires the rest and the source's expansion adds only what is new (see
+`_Run._end_stream`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ import networkx as nx
 
 from dagagents.errors import GraphError
 from dagagents.model.graph import Graph, check_acyclic, validate_spec
-from dagagents.model.nodes import Expansion, NodeSpec, Step, step_params, takes_var_keyword
+from dagagents.model.language import MapSplit, streamed_map
+from dagagents.model.nodes import (
+    AgentTask,
+    Expansion,
+    NodeSpec,
+    Step,
+    step_params,
+    takes_var_keyword,
+)
 
 
 @dataclass
@@ -38,7 +51,11 @@ class Growth:
     nodes: dict[str, NodeSpec] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
     updated: dict[str, NodeSpec] = field(default_factory=dict)
-    graph: nx.DiGraph | None = None  # the grown edge set, already checked acyclic
+    # The grown edge set, already checked acyclic; None when the growth only adds nodes
+    # below existing ones (no edge into an existing node, each new node's dependencies
+    # existing or new before it): no cycle can form, and `run.grow` adds them in place
+    # rather than to a copy of the whole graph (a streamed map's item, one at a time).
+    graph: nx.DiGraph | None = None
     streamed: bool = False  # proposed while the source's reply was still streaming
 
 
@@ -96,10 +113,16 @@ def check_expansion(
     combined: Mapping[str, NodeSpec] = {**specs, **new}
     for spec in new.values():
         validate_spec(where, spec, combined)
-    trial = graph.nx.copy()
+    below = not expansion.edges
+    earlier: set[str] = set()
     for spec in new.values():
-        trial.add_node(spec.name)
         growth.edges.extend((dep, spec.name) for dep in spec.depends_on)
+        below = below and all(dep in earlier or dep not in new for dep in spec.depends_on)
+        earlier.add(spec.name)
+    if below:
+        return growth  # only sinks below the graph as it stands: acyclic by construction
+    trial = graph.nx.copy()
+    trial.add_nodes_from(new)
     growth.edges.extend((src, dst) for src, dst in expansion.edges if dst not in new)
     trial.add_edges_from(growth.edges)
     try:
@@ -132,12 +155,17 @@ _STRUCTURE = frozenset('{}[]"')
 
 
 class ExpansionStream:
-    """Grows a run from the reply of `source` while it streams: `feed` each text delta,
-    `restart` when a new reply begins (a retry, a repair). `propose(text)` (the node's
-    `stream_expand`) returns the nodes that may start already; the new ones are checked like
-    any expansion and grown at once, then `started()` lets the run start what became ready.
-    A proposed node whose name exists already waits for the final answer, as does a proposal
-    the checks refuse: the final expansion is checked as a whole."""
+    """Grows a run from a node's reply while it streams: `feed` each text delta, `restart`
+    when a new reply begins (a retry, a repair). `propose(text)` returns the nodes that may
+    start already; the new ones are checked like any expansion of `source` and grown at once,
+    then `started()` lets the run start what became ready. A proposed node whose name exists
+    already waits for the final answer, as does a proposal the checks refuse: the final
+    expansion is checked as a whole.
+
+    `source` is the node whose expansion the streamed nodes anticipate: the writer itself (a
+    planner) or a node that expands later from the writer's output (a map's splitter).
+    `final(output)` is that expansion, given the writer's finished output; `label` names it
+    in the reason a retired node is skipped ("dropped from the final plan")."""
 
     def __init__(
         self,
@@ -145,11 +173,16 @@ class ExpansionStream:
         source: str,
         propose: Callable[[str], Expansion | None],
         started: Callable[[], object],
+        *,
+        final: Callable[[Any], Expansion | None] | None = None,
+        label: str = "plan",
     ) -> None:
         self.run = run
         self.source = source
         self.propose = propose
         self.started = started
+        self.final = final
+        self.label = label
         self.parts: list[str] = []
         # Every node this stream added, in the order added (dependencies first).
         self.added: dict[str, NodeSpec] = {}
@@ -181,6 +214,37 @@ class ExpansionStream:
         self.run.grow(growth)
         self.added.update(growth.nodes)
         self.started()
+
+
+def streams_for(
+    run: RunState, spec: AgentTask, started: Callable[[], object]
+) -> list[ExpansionStream]:
+    """The streams that may grow the run while `spec`'s reply is written: its own
+    `stream_expand` and each map whose `over` is a list field of its structured output (and
+    whose splitter has not started: a resumed splitter expands from its checkpoint)."""
+    streams: list[ExpansionStream] = []
+    if spec.stream_expand is not None:
+        streams.append(
+            ExpansionStream(run, spec.name, spec.stream_expand, started, final=spec.expand)
+        )
+    if spec.agent.output is None:
+        return streams
+    graph = run.graph
+    for name in graph.nx.successors(spec.name):
+        split = graph.specs.get(name)
+        if (
+            isinstance(split, MapSplit)
+            and split.depends_on[:1] == (spec.name,)
+            and not run.has_started(name)
+        ):
+            mapped = streamed_map(split, spec)
+            if mapped is not None:
+                streams.append(
+                    ExpansionStream(
+                        run, name, mapped.propose, started, final=mapped.final, label="list"
+                    )
+                )
+    return streams
 
 
 def stream_survivors(

@@ -13,7 +13,7 @@ from typing import Any
 
 from dagagents.errors import GraphError
 from dagagents.model.language import SKIPPED_DIGEST, LoopRound, MapCollect
-from dagagents.model.nodes import NodeSpec, Step, step_params, takes_var_keyword
+from dagagents.model.nodes import NodeSpec, Step, is_kind, step_params, takes_var_keyword
 from dagagents.observe.runs import CONDITION_FALSE
 
 __all__ = [
@@ -29,9 +29,12 @@ __all__ = [
 
 def node_inputs(spec: NodeSpec, outputs: Mapping[str, Any]) -> dict[str, Any]:
     """Dependency outputs keyed by the names `spec` uses for them (None if skipped)."""
+    deps = spec.depends_on
+    if not deps:
+        return {}
     if not spec.aliases and not spec.optional:
-        return {dep: outputs[dep] for dep in spec.depends_on}
-    return {spec.local(dep): outputs.get(dep) for dep in spec.depends_on}
+        return {dep: outputs[dep] for dep in deps}
+    return {spec.local(dep): outputs.get(dep) for dep in deps}
 
 
 def step_kwargs(spec: Step, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def condition_holds(spec: NodeSpec, inputs: dict[str, Any]) -> bool:
 
 def loop_note(spec: NodeSpec, output: Any) -> str | None:
     """The warning for a loop's last allowed round ending without `until` holding."""
-    if not isinstance(spec, LoopRound) or spec.loop.until is None:
+    if not is_kind(spec, LoopRound) or spec.loop.until is None:
         return None
     if spec.round < spec.loop.max_rounds or (isinstance(output, dict) and output.get("done")):
         return None

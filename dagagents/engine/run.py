@@ -38,7 +38,13 @@ from dagagents.engine.checkpoints import (
 )
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.executors.local import LocalExecutor
-from dagagents.engine.expand import ExpansionStream, Growth, apply_expansion, stream_survivors
+from dagagents.engine.expand import (
+    ExpansionStream,
+    Growth,
+    apply_expansion,
+    stream_survivors,
+    streams_for,
+)
 from dagagents.engine.heap import freeze_built, frozen_heap
 from dagagents.engine.invoke import AgentFailed, AgentResult, CallContext
 from dagagents.engine.language import (
@@ -83,6 +89,7 @@ from dagagents.model.nodes import (
     NodeSpec,
     Step,
     describe_spec,
+    is_kind,
     render_prompt,
 )
 from dagagents.observe.pricing import Pricing
@@ -367,7 +374,7 @@ class _Run:
             return known
         if spec.estimate is not None:
             return spec.estimate
-        if isinstance(spec, AgentTask):
+        if is_kind(spec, AgentTask):
             return 0.5 + min(spec.agent.max_tokens, 600) / 80.0
         return 0.001
 
@@ -501,7 +508,7 @@ class _Run:
         assert task is not None
         ran = 0
         while name is not None:
-            if not await self._node(name):
+            if not await self._node(name, task):
                 return  # the run is cancelling this slot
             ran += 1
             name = self._take()  # this slot first: the longest path goes on without a hop
@@ -509,7 +516,7 @@ class _Run:
                 return
             self._running[name] = task
             # Slots just opened for what else became ready start their nodes first.
-            opened = self.sorter.has_ready() and self._launch()
+            opened = self._slots < self.concurrency and self.sorter.has_ready() and self._launch()
             if opened or not ran % SLOT_YIELD_EVERY:
                 try:
                     await asyncio.sleep(0)
@@ -517,9 +524,10 @@ class _Run:
                     self._running.pop(name, None)  # settled by whoever cancelled it
                     raise
 
-    async def _node(self, name: str) -> bool:
-        """Run one node in the current slot: (look up its checkpoint,) run its body, settle
-        it. False when the run is cancelling the slot (then whoever cancelled settles it)."""
+    async def _node(self, name: str, task: asyncio.Task[None]) -> bool:
+        """Run one node in the current slot (`task`): (look up its checkpoint,) run its body,
+        settle it. False when the run is cancelling the slot (then whoever cancelled settles
+        it)."""
         value: Any = None
         error: BaseException | None = None
         cached = False
@@ -542,8 +550,7 @@ class _Run:
             self._running.pop(name, None)  # waits for a decision without holding a slot
             return True
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if task.cancelling():
                 self._running.pop(name, None)
                 raise  # the run is cancelling this node and settles it
             error = NodeCancelled("cancelled")
@@ -553,8 +560,7 @@ class _Run:
             error = exc
         self._running.pop(name, None)
         if not cached:
-            task = asyncio.current_task()
-            if self.records[name].status != RUNNING or (task is not None and task.cancelling()):
+            if self.records[name].status != RUNNING or task.cancelling():
                 return False  # settled by whoever cancelled it
             self._settle(name, value, error)
         return True
@@ -674,12 +680,7 @@ class _Run:
             record.end = self.tracer.now()
             self.emit("node_error", node=name, error=record.error, **fields)
             for skipped in self.sorter.fail(name):
-                self._transition(skipped, SKIPPED, because=name)
-                failed_item = map_item_failure(self.specs[skipped], name, record.error)
-                if failed_item:  # a map fails, naming its item; the siblings still finish
-                    self.records[skipped].status = FAILED  # skipped by the sorter: never runs
-                    self.records[skipped].error = failed_item
-                    self.emit("node_error", node=skipped, error=failed_item)
+                self._skip_below(skipped, name, name)
         elif to == CANCELLED:
             record.end = self.tracer.now()
             record.error = fields["error"]
@@ -695,6 +696,20 @@ class _Run:
             raise ValueError(f"no transition of node '{name}' to {to!r}")
 
     # -------------------------------------------------------------- checkpoints
+    def _skip_below(self, skipped: str, blocker: str, because: str) -> None:
+        """`skipped` never runs because `blocker` did not finish. A map whose item failed
+        (also a streamed item that failed before the map's edge from it existed) fails
+        itself, naming the item, while the siblings still finish."""
+        self._transition(skipped, SKIPPED, because=because)
+        record = self.records[blocker]
+        if record.status != FAILED:
+            return
+        failed_item = map_item_failure(self.specs[skipped], blocker, record.error)
+        if failed_item:
+            self.records[skipped].status = FAILED  # skipped by the sorter: never runs
+            self.records[skipped].error = failed_item
+            self.emit("node_error", node=skipped, error=failed_item)
+
     def _key(self, name: str) -> str | None:
         if self.checkpoints is None:
             return None
@@ -832,15 +847,15 @@ class _Run:
     ) -> Awaitable[Any]:
         """What to await for the node's output (no coroutine of its own: one frame less per
         node)."""
-        if isinstance(spec, AgentTask):
+        if is_kind(spec, Step):  # the common case first
+            kwargs = step_kwargs(spec, inputs)
+            if self.store is not None and record.key is not None:
+                return self._stored_step(spec, kwargs, record, meta)
+            return self.executor.run_step(spec, kwargs)
+        if is_kind(spec, AgentTask):
             return self._agent_body(spec, inputs, record, meta)
-        if isinstance(spec, Approval):
-            return self._approval_body(spec, inputs, record, meta)
-        assert isinstance(spec, Step)
-        kwargs = step_kwargs(spec, inputs)
-        if self.store is not None and record.key is not None:
-            return self._stored_step(spec, kwargs, record, meta)
-        return self.executor.run_step(spec, kwargs)
+        assert isinstance(spec, Approval)
+        return self._approval_body(spec, inputs, record, meta)
 
     async def _stored_step(
         self, spec: Step, kwargs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
@@ -865,11 +880,13 @@ class _Run:
             if "on_text" not in fields:
                 stream, node = self.tracer.stream, spec.name
                 fields = {**fields, "on_text": lambda text: stream("token", node=node, text=text)}
-        growing = None
-        if spec.stream_expand is not None:  # grow the run while the reply is written
-            growing = ExpansionStream(self, spec.name, spec.stream_expand, self._launch)
-            fields = {**fields, "on_text": _chain(growing.feed, fields.get("on_text"))}
-            fields["on_reply"] = growing.restart
+        # Grow the run while the reply is written: a streamed plan, maps over its output.
+        growing = streams_for(self, spec, self._launch)
+        if growing:
+            on_text = fields.get("on_text")
+            for grower in reversed(growing):
+                on_text = _chain(grower.feed, on_text)
+            fields = {**fields, "on_text": on_text, "on_reply": _restart_all(growing)}
         if isinstance(self.provider, DeferredProvider):
             # Wait for the SDK import before the limiter admits a call: an admitted call
             # that then waited for the import would reach the API later than its limits
@@ -881,12 +898,12 @@ class _Run:
         except AgentFailed as failed:
             # Calls made before the failure were still paid for: keep them on the record.
             self._record_usage(record, failed.spent, meta)
-            if growing is not None:
-                await self._end_stream(spec, growing, None)
+            for grower in growing:
+                await self._end_stream(grower, None)
             raise failed.error from failed.error.__cause__  # a 401 behind it stays findable
         self._record_usage(record, result, meta)
-        if growing is not None:
-            await self._end_stream(spec, growing, result.output)
+        for grower in growing:
+            await self._end_stream(grower, result.output)
         return result.output
 
     async def _approval_body(
@@ -944,8 +961,11 @@ class _Run:
             self._graph = self._graph.copy()
             self.specs = self._graph.specs
             self._owns_graph = True
-        assert growth.graph is not None
-        self._graph.nx = growth.graph
+        if growth.graph is not None:
+            self._graph.nx = growth.graph
+        else:  # only new sinks (see `Growth.graph`): added in place, nothing to re-check
+            self._graph.nx.add_nodes_from(growth.nodes)
+            self._graph.nx.add_edges_from(growth.edges)
         for name, spec in growth.nodes.items():
             self.specs[name] = spec
             self.records[name] = _new_record(spec)
@@ -953,7 +973,10 @@ class _Run:
         for name, spec in growth.updated.items():
             self.specs[name] = spec
             self.records[name].depends_on = spec.depends_on
-        priority = remaining_path_lengths(self._graph.nx, self.durations.__getitem__)
+        if growth.graph is None:
+            priority = self._sink_priorities(growth)
+        else:
+            priority = remaining_path_lengths(self._graph.nx, self.durations.__getitem__)
         blocked = self.sorter.add(growth.nodes, growth.edges, priority)
         self.emit(
             "expand",
@@ -966,17 +989,43 @@ class _Run:
         )
         for skipped, blocker in blocked:
             because = self.records[blocker].because or blocker  # name the failed ancestor
-            self._transition(skipped, SKIPPED, because=because)
+            self._skip_below(skipped, blocker, because)
 
-    async def _end_stream(self, spec: AgentTask, stream: ExpansionStream, output: Any) -> None:
-        """`spec` finished (`output`) or failed (None): keep the streamed nodes its final
-        expansion contains unchanged, retire the rest, and free the names it redefines, so
-        `_complete` adds those afresh. An expansion that raises keeps none (`_complete` then
-        fails the node with the reason)."""
+    def _sink_priorities(self, growth: Growth) -> dict[str, float]:
+        """Remaining path lengths after a growth that only adds sinks (`Growth.graph` None):
+        the new nodes' own, and each ancestor's that grew, walked up only while it grows. The
+        numbers a whole-graph pass would give, at the cost of the new nodes and the ancestors
+        they lengthen (a streamed map adds its items one at a time)."""
+        new = growth.nodes
+        children: dict[str, list[str]] = {}
+        for src, dst in growth.edges:
+            if src in new:
+                children.setdefault(src, []).append(dst)
+        longest: dict[str, float] = {}
+        for name in reversed(list(new)):  # a new node's new dependencies come before it
+            below = [longest[child] for child in children.get(name, ())]
+            longest[name] = self.durations[name] + (max(below) if below else 0.0)
+        durations, remaining = self.durations, self.sorter.remaining
+        predecessors = self._graph.nx.predecessors
+        stack = [(src, longest[dst]) for src, dst in growth.edges if src not in new]
+        while stack:
+            node, below_length = stack.pop()
+            length = durations.get(node, 0.0) + below_length
+            if length > longest.get(node, remaining(node)):
+                longest[node] = length
+                stack.extend((parent, length) for parent in predecessors(node))
+        return longest
+
+    async def _end_stream(self, stream: ExpansionStream, output: Any) -> None:
+        """The node whose reply `stream` read finished (`output`) or failed (None): keep the
+        streamed nodes the final expansion (`stream.final`, the expansion `stream.source`
+        will make) contains unchanged, retire the rest, and free the names it redefines, so
+        the source's `_complete` adds those afresh. An expansion that raises keeps none (the
+        source's `_complete` then fails it with the reason)."""
         final: dict[str, NodeSpec] | None = None
-        if output is not None and spec.expand is not None:
+        if output is not None and stream.final is not None:
             try:
-                expansion = spec.expand(output)
+                expansion = stream.final(output)
             except Exception:
                 expansion = None
             if isinstance(expansion, Expansion):
@@ -987,7 +1036,7 @@ class _Run:
         for name in stream.added:
             if final is not None and name in final and name not in kept:
                 self._forget(name)
-        self._kept[spec.name] = kept
+        self._kept[stream.source] = kept
 
     def _retire(
         self, stream: ExpansionStream, final: Mapping[str, NodeSpec] | None
@@ -999,9 +1048,9 @@ class _Run:
         cancelled: list[asyncio.Task[Any]] = []
         for name in retired:
             because = (
-                "superseded by the final plan"
+                f"superseded by the final {stream.label}"
                 if final is not None and name in final
-                else "dropped from the final plan"
+                else f"dropped from the final {stream.label}"
             )
             status = self.records[name].status
             if status == RUNNING:
@@ -1071,7 +1120,7 @@ class _Run:
             if status == RUN_RUNNING:
                 return  # the final one is what matters
             path = self._elsewhere() / "manifest.json"
-            path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+            path.write_bytes(orjson.dumps(manifest))
             self.emit("warning", node=None, message=f"{exc}: this run's manifest is at {path}")
 
     def _store_problem(self) -> str | None:
@@ -1123,7 +1172,7 @@ class _Run:
             store=self.store.url if self.store else None,
             interrupted=status == RUN_INTERRUPTED,
             events=self.tracer.events,
-            edges=list(self.graph.nx.edges),
+            edges=[(src, dst) for src, nbrs in self.graph.nx.adjacency() for dst in nbrs],
             store_problem=problem,
             unsaved=list(self.unsaved),
         )
@@ -1134,14 +1183,26 @@ class _Waiting(Exception):
 
 
 def _new_record(spec: NodeSpec) -> NodeRecord:
-    agent = spec.agent if isinstance(spec, AgentTask) else None
+    if not is_kind(spec, AgentTask):
+        return NodeRecord(spec.name, PENDING, spec.kind, depends_on=spec.depends_on)
+    agent = spec.agent
     return NodeRecord(
         name=spec.name,
         kind=spec.kind,
-        agent=agent.name if agent else None,
-        model=agent.model if agent else None,
+        agent=agent.name,
+        model=agent.model,
         depends_on=spec.depends_on,
     )
+
+
+def _restart_all(streams: list[ExpansionStream]) -> Any:
+    """One `on_reply` callback: every stream reads the new reply from its start."""
+
+    def restart() -> None:
+        for stream in streams:
+            stream.restart()
+
+    return restart
 
 
 def _chain(first: Any, then: Any) -> Any:

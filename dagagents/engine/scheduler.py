@@ -9,6 +9,7 @@ A failed node skips exactly its descendants; the graph may grow while it runs.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 import networkx as nx
@@ -35,7 +36,7 @@ def remaining_path_lengths(graph: nx.DiGraph, duration: Callable[[str], float]) 
     longest: dict[str, float] = {}
     for node in reversed(topological_order(succ)):
         below = succ[node]
-        longest[node] = duration(node) + (max([longest[s] for s in below]) if below else 0.0)
+        longest[node] = duration(node) + (max(map(longest.__getitem__, below)) if below else 0.0)
     return longest
 
 
@@ -54,15 +55,22 @@ def critical_path(graph: nx.DiGraph, duration: Mapping[str, float]) -> tuple[lis
 
 
 class EagerSorter:
-    """Tracks readiness of every node; hands out ready nodes by priority."""
+    """Tracks readiness of every node; hands out ready nodes by priority.
+
+    Ready nodes wait in one FIFO queue per distinct priority, and a heap holds the distinct
+    priorities: many ready nodes of equal priority (a wide graph) cost O(1) each, not a heap
+    operation over all of them."""
 
     def __init__(self, graph: nx.DiGraph, priority: Mapping[str, float]) -> None:
         self._succ: dict[str, list[str]] = {n: list(nbrs) for n, nbrs in graph.adjacency()}
-        self._waiting: dict[str, int] = dict(graph.in_degree())
+        self._waiting: dict[str, int] = dict.fromkeys(self._succ, 0)  # in-degrees
+        for nbrs in self._succ.values():
+            for succ in nbrs:
+                self._waiting[succ] += 1
         self._priority = dict(priority)
         self.state: dict[str, str] = dict.fromkeys(graph, PENDING)
-        self._ready: list[tuple[float, int, str]] = []
-        self._seq = 0
+        self._ready: list[float] = []  # heap of -priority, one per non-empty queue
+        self._queues: dict[float, deque[str]] = {}  # -priority -> ready nodes, FIFO
         self._open = len(self.state)
         for node, count in self._waiting.items():
             if count == 0:
@@ -70,8 +78,24 @@ class EagerSorter:
 
     def _push(self, node: str) -> None:
         self.state[node] = READY
-        self._seq += 1
-        heapq.heappush(self._ready, (-self._priority.get(node, 0.0), self._seq, node))
+        key = -self._priority.get(node, 0.0)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+            heapq.heappush(self._ready, key)
+        queue.append(node)
+
+    def _drop_unready(self) -> None:
+        """Remove from the queues the nodes no longer ready (skipped)."""
+        state = self.state
+        for key, queue in list(self._queues.items()):
+            kept = deque(n for n in queue if state[n] == READY)
+            if kept:
+                self._queues[key] = kept
+            else:
+                del self._queues[key]
+        self._ready = list(self._queues)
+        heapq.heapify(self._ready)
 
     # ------------------------------------------------------------------ queries
     def is_active(self) -> bool:
@@ -87,13 +111,18 @@ class EagerSorter:
 
     def top_ready(self) -> float:
         """The longest remaining path among the ready nodes (0 when none is ready)."""
-        return -self._ready[0][0] if self._ready else 0.0
+        return -self._ready[0] if self._ready else 0.0
 
     def pop_ready(self) -> str:
         """The ready node with the longest remaining path; it is now running."""
         if not self._ready:
             raise ValueError("no node is ready")
-        node = heapq.heappop(self._ready)[2]
+        key = self._ready[0]
+        queue = self._queues[key]
+        node = queue.popleft()
+        if not queue:
+            heapq.heappop(self._ready)
+            del self._queues[key]
         self.state[node] = RUNNING
         return node
 
@@ -144,8 +173,7 @@ class EagerSorter:
                 skipped.append(succ)
                 stack.extend(self._succ[succ])
         if skipped:
-            self._ready = [item for item in self._ready if self.state[item[2]] == READY]
-            heapq.heapify(self._ready)
+            self._drop_unready()
         return skipped
 
     def skip_unneeded(self, node: str, optional: Callable[[str, str], bool]) -> list[str]:
@@ -171,8 +199,7 @@ class EagerSorter:
                     skipped.append(succ)
                     stack.append(succ)
         if skipped:
-            self._ready = [item for item in self._ready if self.state[item[2]] == READY]
-            heapq.heapify(self._ready)
+            self._drop_unready()
         return skipped
 
     def skip(self, nodes: Iterable[str]) -> list[str]:
@@ -202,6 +229,7 @@ class EagerSorter:
             self.state[n] = SKIPPED
         self._open -= len(skipped)
         self._ready.clear()
+        self._queues.clear()
         return skipped
 
     def cancelled(self, node: str) -> None:

@@ -182,11 +182,15 @@ class Graph:
         when: Callable[..., Any] | None = None,
         timeout: float | None = None,
         output: type[BaseModel] | None = None,
+        stream: bool = True,
     ) -> str:
         """One node per item of `over` ("node" or "node.field"): `name[0]`, `name[1]`, ...
         An agent gets `{item}`/`{index}` (and `{item.field}`) in its prompt, a function
         `item`/`index` parameters; other dependencies as usual. Items run concurrently,
-        each checkpointed by its own content; `name` is their outputs in item order."""
+        each checkpointed by its own content; `name` is their outputs in item order.
+        When `over` is a list field of an agent's structured output, each item starts as
+        soon as its part of the streamed reply is complete and valid (`stream=False`: only
+        once the whole output is written); keys are the same either way."""
         if max_items < 0:
             raise GraphError(f"graph '{self.name}': map '{name}' max_items must be >= 0.")
         root = over.split(".", 1)[0].split("[", 1)[0]
@@ -226,7 +230,7 @@ class Graph:
                 timeout=timeout,
             )
         split_deps = (root, *(d for d in proto.depends_on if d != root))
-        split = make_split(name, over, max_items, proto, split_deps, when=when)
+        split = make_split(name, over, max_items, proto, split_deps, when=when, stream=stream)
         self.add(split, _internal=True)
         self.add(make_collect(name))
         return name
@@ -571,20 +575,38 @@ def validate_specs(graph_name: str, specs: dict[str, NodeSpec], g: nx.DiGraph) -
 
 def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
     """One node's dependencies, placeholders, step parameters, condition and structured
-    fields against the `known` nodes."""
-    deps = spec.depends_on
-    local = {spec.local(d): d for d in deps} if spec.aliases else dict(zip(deps, deps, strict=True))
-    if isinstance(spec, Step):
+    fields against the `known` nodes. (Runs for every node of every run: a step's parameters
+    are read once, and the local-name map is built only when something reads it.)"""
+    if not isinstance(spec, Step):
+        _check_dependencies(where, spec, known)
+        if spec.when is not None:
+            _check_condition(where, spec, _local_names(spec))
+        if isinstance(spec, AgentTask):
+            _check_prompt(where, spec, spec, known)
+        return
+    params = step_params(spec.fn)
+    local = _local_names(spec) if params or spec.when is not None else {}
+    if params:
         _check_step_params_name_nodes(where, spec, local, known)
     _check_dependencies(where, spec, known)
-    _check_condition(where, spec, local)
-    prompt_spec = spec.proto if isinstance(spec, MapSplit) else spec
-    if isinstance(prompt_spec, AgentTask):
-        _check_prompt(where, spec, prompt_spec, known)
-    elif isinstance(spec, Step):
-        _check_step_params_are_dependencies(where, spec, local)
+    if spec.when is not None:
+        _check_condition(where, spec, local)
     if isinstance(spec, MapSplit):
+        if isinstance(spec.proto, AgentTask):
+            _check_prompt(where, spec, spec.proto, known)
+        elif params:
+            _check_step_params_are_dependencies(where, spec, local)
         _check_map(where, spec, known)
+    elif params:
+        _check_step_params_are_dependencies(where, spec, local)
+
+
+def _local_names(spec: NodeSpec) -> dict[str, str]:
+    """The name the node uses for each dependency -> the dependency."""
+    deps = spec.depends_on
+    if spec.aliases:
+        return {spec.local(d): d for d in deps}
+    return dict(zip(deps, deps, strict=True))
 
 
 def _check_step_params_name_nodes(

@@ -6,7 +6,10 @@ Everything here is still a plain acyclic graph of `AgentTask`s and `Step`s:
   node that reads it);
 - a map `jokes` is a splitter `jokes[*]` (reads the list), items `jokes[0]`, `jokes[1]`, ...
   added by the splitter's expansion (each keyed by its own content, not its position), and a
-  collector `jokes` that receives every item and returns them in item order;
+  collector `jokes` that receives every item and returns them in item order; when the list is
+  one field of an agent's structured output, each item may start while that agent's reply still
+  streams (`streamed_map`: the item's JSON complete and valid against the item type); the
+  splitter's expansion, once the agent has finished, decides which of those it keeps;
 - a subgraph is inlined at build time under a namespace (`research.summary`);
 - a loop round `refine[k]` is the body inlined under `refine[k].`, ended by a round node that
   evaluates `until` and, if it does not hold, expands round k+1 (bounded by `max_rounds`);
@@ -15,12 +18,17 @@ Everything here is still a plain acyclic graph of `AgentTask`s and `Step`s:
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import hashlib
 import re
+import types
+import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from dagagents.errors import GraphError, UserError
@@ -36,6 +44,7 @@ from dagagents.model.nodes import (
     step_params,
     step_source,
 )
+from dagagents.model.partial import complete_items
 from dagagents.store import codec
 
 if TYPE_CHECKING:
@@ -192,6 +201,9 @@ class MapSplit(Step):
     over: str
     max_items: int = DEFAULT_MAX_ITEMS
     proto: NodeSpec  # the item's task or step, named after the map, item/index unfilled
+    # Items may start while the source's reply streams (see `streamed_map`). Not in the
+    # fingerprint: it never changes an output or a key.
+    stream: bool = True
 
     def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
         return {
@@ -264,32 +276,140 @@ def _map_expansion(ref: list[MapSplit], output: Any) -> Expansion:
     items = output.get("items") if isinstance(output, dict) else None
     if not items:
         return Expansion()
-    proto = spec.proto
-    uses_index = _uses_index(proto)
-    wanted = {p.name for p in step_params(proto.fn)} if isinstance(proto, Step) else set()
-    seen: dict[str, int] = {}
-    nodes: list[NodeSpec] = []
-    edges: list[tuple[str, str]] = []
-    for index, item in enumerate(items):
+    nodes = _ItemNodes(spec).extend(items)
+    return Expansion(nodes=nodes, edges=[(node.name, spec.map_name) for node in nodes])
+
+
+class _ItemNodes:
+    """Builds a map's item nodes in list order: the same nodes whether the list came whole
+    (the splitter's expansion) or item by item from a streamed reply (`MapStream`), so
+    streaming never changes a spec or a checkpoint key."""
+
+    def __init__(self, spec: MapSplit) -> None:
+        self.spec = spec
+        proto = spec.proto
+        self.uses_index = _uses_index(proto)
+        self.wanted = {p.name for p in step_params(proto.fn)} if isinstance(proto, Step) else set()
+        self.seen: dict[str, int] = {}
+        self.nodes: list[NodeSpec] = []
+
+    def extend(self, items: list[Any]) -> list[NodeSpec]:
+        for item in items:
+            self.nodes.append(self._node(len(self.nodes), item))
+        return self.nodes
+
+    def _node(self, index: int, item: Any) -> NodeSpec:
+        spec, proto = self.spec, self.spec.proto
         name = f"{spec.map_name}[{index}]"
         digest = _item_digest(item)
-        seen[digest] = seen.get(digest, -1) + 1
-        key_name = name if uses_index else f"{spec.map_name}[{digest}#{seen[digest]}]"
+        self.seen[digest] = self.seen.get(digest, -1) + 1
+        key_name = name if self.uses_index else f"{spec.map_name}[{digest}#{self.seen[digest]}]"
         tags = {**proto.tags, "map": spec.map_name, "index": str(index)}
         if isinstance(proto, AgentTask):
             prompt = substitute(proto.prompt, {"item": item, "index": index}, name)
-            node: NodeSpec = proto.model_copy(
+            return proto.model_copy(
                 update={"name": name, "prompt": prompt, "key_name": key_name, "tags": tags}
             )
-        else:
-            assert isinstance(proto, Step)
-            bound = {k: v for k, v in (("item", item), ("index", index)) if k in wanted}
-            node = proto.model_copy(
-                update={"name": name, "bound": bound, "key_name": key_name, "tags": tags}
-            )
-        nodes.append(node)
-        edges.append((name, spec.map_name))
-    return Expansion(nodes=nodes, edges=edges)
+        assert isinstance(proto, Step)
+        bound = {k: v for k, v in (("item", item), ("index", index)) if k in self.wanted}
+        return proto.model_copy(
+            update={"name": name, "bound": bound, "key_name": key_name, "tags": tags}
+        )
+
+
+# ------------------------------------------------------------------ streamed maps
+@dataclass
+class MapStream:
+    """A map whose items may start while its source agent's reply streams. `propose(text)`
+    (the reply so far) returns the item nodes that became ready to start since the last call:
+    of the longest run of complete items from the first, each valid against the item type (an
+    invalid one, and every item after it, waits for the final answer), at most `max_items`. `final(output)` is the
+    splitter's expansion for the source's finished output, computed the way the splitter
+    will compute it, so the engine can keep what streamed unchanged (engine/expand.py)."""
+
+    split: MapSplit
+    key: str  # the top-level key of the source's JSON reply that holds the list
+    item: TypeAdapter[Any]
+    # This reply's items already validated and built; the reply so far when last asked; an
+    # item found invalid (the rest of this reply then waits for the final answer).
+    _built: _ItemNodes | None = None
+    _text: str = ""
+    _stuck: bool = False
+
+    def propose(self, text: str) -> Expansion | None:
+        """The item nodes that became ready since the last call (a reply only grows, so
+        items complete earlier stay as they were; a reply that does not extend the last
+        one is a new reply, a retry or a re-ask, and is read afresh)."""
+        built = self._built
+        if built is None or not text.startswith(self._text):
+            built = self._built = _ItemNodes(self.split)
+            self._stuck = False
+        self._text = text
+        if self._stuck:
+            return None
+        items, _ = complete_items(text, self.key)
+        fresh: list[Any] = []
+        for item in items[len(built.nodes) : self.split.max_items]:
+            try:
+                fresh.append(self.item.validate_json(orjson.dumps(item)))
+            except (ValidationError, orjson.JSONEncodeError):  # (a >64-bit integer)
+                self._stuck = True
+                break
+        if not fresh:
+            return None
+        before = len(built.nodes)
+        return Expansion(nodes=built.extend(fresh)[before:])
+
+    def final(self, output: Any) -> Expansion | None:
+        root = self.split.over.split(".", 1)[0].split("[", 1)[0]
+        assert self.split.expand is not None
+        return self.split.expand(self.split.fn(**{root: output}))
+
+
+def streamed_map(split: MapSplit, source: NodeSpec) -> MapStream | None:
+    """How `split`'s items may start while `source` (the node its `over` reads) streams its
+    reply, or None when they cannot and the map waits for the whole output: `stream=False`,
+    a `when=` condition (decided only once the splitter is ready), a source that is not an
+    agent with a pydantic output, `over` other than one list field of that output (`node.field`),
+    a field with an alias, or an item type that is not a list's."""
+    if not split.stream or split.when is not None or not isinstance(source, AgentTask):
+        return None
+    model = source.agent.output
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    if split.local(source.name) != split.over.split(".", 1)[0].split("[", 1)[0]:
+        return None
+    path = field_path(split.over)
+    if len(path) != 1 or not isinstance(path[0], str):
+        return None
+    info = model.model_fields.get(path[0])
+    if info is None or info.alias is not None or info.validation_alias is not None:
+        return None
+    element = _list_element(info.annotation)
+    if element is None:
+        return None
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(element)
+    except Exception:  # not a type pydantic can validate on its own: the barrier
+        return None
+    return MapStream(split=split, key=path[0], item=adapter)
+
+
+_SEQUENCES = (list, collections.abc.Sequence, collections.abc.MutableSequence)
+
+
+def _list_element(annotation: Any) -> Any:
+    """`X` for `list[X]`, `Sequence[X]`, `tuple[X, ...]` (or any of them `| None`), else None."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        kept = [a for a in args if a is not type(None)]
+        return _list_element(kept[0]) if len(kept) == 1 else None
+    if origin in _SEQUENCES and len(args) == 1:
+        return args[0]
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
 
 
 def _uses_index(proto: NodeSpec) -> bool:
@@ -357,6 +477,7 @@ def rename_spec(
             when=spec.when,
             optional=update["optional"],
             aliases=aliases,
+            stream=spec.stream,
         )
         return new.model_copy(update={"tags": {**new.tags, **tags}})
     if isinstance(spec, LoopRound):

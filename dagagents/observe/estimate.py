@@ -51,7 +51,9 @@ class NodeEstimate:
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
-    source: str = "budget"  # "history" (an earlier run) | "budget" (token-budget model) | "step"
+    # "history" (an earlier run) | "declared" (the node's `estimate=`) | "budget" (token-budget
+    # model) | "step"
+    source: str = "budget"
     role: str = "work"  # "work" | "planner" | "synthesis"
     depends_on: tuple[str, ...] = ()
 
@@ -438,6 +440,8 @@ def estimate(
         else:
             seconds, tin, tout = STEP_SECONDS, 0, 0
         source = "budget" if desc.get("kind") == "agent" else "step"
+        if spec is not None and spec.estimate is not None:  # as the runtime's priorities
+            seconds, source = spec.estimate, "declared"
         if name in history.durations:
             seconds, source = history.durations[name], "history"
             used = history.usage.get(name)

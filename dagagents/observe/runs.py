@@ -28,10 +28,11 @@ def round_usd(dollars: float) -> float:
     return round(dollars, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeRecord:
     """One node's outcome. Times are seconds since the run started. `status` uses the
-    scheduler's words: pending, running, done, cached, failed, cancelled, skipped."""
+    scheduler's words: pending, running, done, cached, failed, cancelled, skipped.
+    (Slotted: a run holds one per node, ~100 bytes instead of ~300 with a dict each.)"""
 
     name: str
     status: str = "pending"

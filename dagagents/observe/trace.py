@@ -56,6 +56,7 @@ from typing import IO, Any, TypeAlias
 import orjson
 
 TRACE_VERSION = 1
+_clock = time.perf_counter
 
 Listener = Callable[[dict[str, Any]], None]
 # `emit(event, **fields)`: how the engine reports an event (a Tracer's `emit`, or `no_emit`).
@@ -131,7 +132,7 @@ class Tracer:
 
     def now(self) -> float:
         """Seconds since the run started (monotonic)."""
-        return time.perf_counter() - self._perf0
+        return _clock() - self._perf0
 
     def subscribe(self, listener: Listener) -> None:
         """`listener` sees every event; it also gets `token` events unless it says it has no
@@ -158,7 +159,7 @@ class Tracer:
             listener(record)
 
     def emit(self, event: str, **fields: Any) -> None:
-        t = time.perf_counter() - self._perf0
+        t = _clock() - self._perf0
         record = {
             "v": TRACE_VERSION,
             "event": event,

@@ -406,6 +406,11 @@ class AnthropicProvider:
         begun: Callable[[], None] | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> Response:
+        # A forced answer tool (structured output in tool mode): its input is the reply, so
+        # its JSON streams to `on_text` like a native JSON reply's text does.
+        choice = kw.get("tool_choice") or {}
+        answer_tool = choice.get("name") if choice.get("type") == "tool" else None
+        answer_block: int | None = None
         async with client.messages.stream(**kw) as stream:
             if begun is not None or on_text is not None:
                 async for event in stream:
@@ -414,11 +419,22 @@ class AnthropicProvider:
                         begun = None
                     if on_text is None:
                         break  # the rest is read by get_final_message
-                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    if event.type == "content_block_start":
+                        block = event.content_block
+                        if block.type == "tool_use" and block.name == answer_tool:
+                            answer_block = event.index
+                        continue
+                    if event.type != "content_block_delta":
+                        continue
+                    if event.delta.type == "text_delta":
                         on_text(event.delta.text)
-                        # Let what the delta started (a streamed plan's subtask) run before
-                        # the next one is read: buffered events would not yield to the loop.
-                        await asyncio.sleep(0)
+                    elif event.delta.type == "input_json_delta" and event.index == answer_block:
+                        on_text(event.delta.partial_json)
+                    else:
+                        continue
+                    # Let what the delta started (a streamed plan's subtask) run before the
+                    # next one is read: buffered events would not yield to the loop.
+                    await asyncio.sleep(0)
             message = await stream.get_final_message()
             headers = kept_headers(stream.response.headers)
         data = message.model_dump(mode="json", exclude_none=True)

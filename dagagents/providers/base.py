@@ -114,7 +114,8 @@ class Capabilities:
     with the worker's own key (nothing secret travels; the class may define a classmethod
     `check_worker_environment()` that raises UserError when a worker lacks its credentials);
     otherwise it is pickled or built by its `dask_factory()`.
-    `streams_text`: `complete(request, on_text=...)` passes text deltas on as they arrive.
+    `streams_text`: `complete(request, on_text=...)` passes text deltas on as they arrive
+    (and, for a forced tool, its input JSON: that is the structured reply's text).
     `caches_prompts`: the backend caches prompt prefixes (`cache_control`), so a run warms
     a shared prefix once before its followers start (engine/cache_warming.py).
     `batches`: it speaks a Message Batches API (the `BatchesAPI` methods), so `batch=True`
@@ -228,7 +229,9 @@ class Provider(Protocol):
     """Anything that can answer a `Request`. Implementations must be safe to call concurrently.
 
     A provider that sets `streams_text = True` also accepts `complete(request, on_text=fn)`
-    and calls `fn(delta)` with each piece of reply text as it arrives (token streaming)."""
+    and calls `fn(delta)` with each piece of reply text as it arrives (token streaming); when
+    `tool_choice` forces one tool, the pieces of that tool's input JSON count as reply text
+    (a structured answer streams the same in native and in tool mode)."""
 
     name: str
 

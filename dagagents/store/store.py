@@ -608,7 +608,9 @@ class Store:
             return self.fs.open_append(self.trace_path(run_id))
 
     def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
-        data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+        """Compact JSON: every run's start parses recent manifests for durations, and
+        indentation made a 100,000-node manifest ~40% larger to write and to read."""
+        data = orjson.dumps(manifest)
         with self._writing():
             self.fs.write_atomic(self.manifest_path(run_id), data)
 

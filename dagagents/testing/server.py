@@ -953,7 +953,8 @@ def _sse_events(message: Json) -> Iterator[tuple[str, Json]]:
                 },
             )
             partial = orjson.dumps(block.get("input") or {}).decode()
-            for piece in (partial[: len(partial) // 2], partial[len(partial) // 2 :]):
+            # A few tokens per delta, as the API streams a tool's input.
+            for piece in re.findall(r".{1,16}", partial, re.S) or [""]:
                 yield (
                     "content_block_delta",
                     {

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from conftest import ROOT, cli_env, dagagents_cmd
+from conftest import ROOT, cli_env, dagagents_cmd, run_dagagents
 
 from dagagents import Graph
 
@@ -35,14 +36,7 @@ def other() -> str:
 
 
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        dagagents_cmd("run", *args),
-        capture_output=True,
-        text=True,
-        env=cli_env(**env),
-        cwd=tmp_path,
-        timeout=120,
-    )
+    return run_dagagents(tmp_path, "run", *args, timeout=120, **env)
 
 
 def test_exit_0_and_summary(tmp_path: Path) -> None:
@@ -83,20 +77,22 @@ def test_ctrl_c_exits_130_and_keeps_the_manifest(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    manifest = next(runs.glob("*/manifest.json")).read_text()
-    assert '"status": "interrupted"' in manifest
-    assert '"other"' in manifest
+    manifest = json.loads(next(runs.glob("*/manifest.json")).read_text())
+    assert manifest["status"] == "interrupted"
+    assert "other" in manifest["nodes"]
 
 
 def test_examples_run_offline(tmp_path: Path) -> None:
     for name in ("pipeline", "fanout", "debate"):
-        proc = subprocess.run(
-            dagagents_cmd("run", str(ROOT / "graphs" / f"{name}.py"), "-c", "8", "--no-store"),
-            capture_output=True,
-            text=True,
-            env=cli_env(DAGAGENTS_SIM_TIME_SCALE="0.1"),  # examples sleep like real calls
-            cwd=tmp_path,
+        proc = run_dagagents(
+            tmp_path,
+            "run",
+            str(ROOT / "graphs" / f"{name}.py"),
+            "-c",
+            "8",
+            "--no-store",
             timeout=180,
+            DAGAGENTS_SIM_TIME_SCALE="0.1",
         )
         assert proc.returncode == 0, (name, proc.stderr)
         # Every node of the example ran, and the closing line says so.

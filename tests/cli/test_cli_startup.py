@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, cli_env, dagagents_cmd
+from conftest import ROOT, cli_env, dagagents_cmd, run_dagagents
 
 # Heavy packages a simulated run never needs: the SDK (and its HTTP client), plotting,
 # rendering, the web view, Redis, OpenTelemetry, Dask, retries (loaded at the first retry),
@@ -121,20 +121,11 @@ print(json.dumps(found))
 def test_help_still_lists_every_command_and_a_typo_gets_a_suggestion() -> None:
     from dagagents.cli.commands import COMMANDS
 
-    shown = subprocess.run(
-        dagagents_cmd("--help"), capture_output=True, text=True, env=cli_env(), timeout=60
-    )
+    shown = run_dagagents(Path.cwd(), "--help", timeout=60)
     assert shown.returncode == 0, shown.stderr
     listed = {line.split()[0] for line in shown.stdout.splitlines() if line.startswith("  ")}
     assert set(COMMANDS) <= listed
-    typo = subprocess.run(
-        dagagents_cmd("rn", "graphs/fanout.py"),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=60,
-        cwd=ROOT,
-    )
+    typo = run_dagagents(ROOT, "rn", "graphs/fanout.py", timeout=60)
     assert typo.returncode == 2
     assert "No such command 'rn'" in typo.stderr and "run" in typo.stderr
 

@@ -26,7 +26,7 @@ import cloudpickle
 import distributed
 import fsspec
 import pytest
-from conftest import cli_env, dagagents_cmd
+from conftest import run_dagagents
 from fsspec.implementations.memory import MemoryFileSystem
 from typer.testing import CliRunner
 
@@ -416,13 +416,7 @@ def test_cli_runs_on_a_scheduler_address_and_refuses_bad_options(
     store = str(tmp_path / "store")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            dagagents_cmd("run", str(path), "--quiet", *args),
-            capture_output=True,
-            text=True,
-            env=cli_env(),
-            timeout=120,
-        )
+        return run_dagagents(Path.cwd(), "run", str(path), "--quiet", *args, timeout=120)
 
     ok = cli("--executor", "dask", "--scheduler-address", address, "--store", store)
     assert ok.returncode == 0, ok.stderr
@@ -458,21 +452,17 @@ def test_cli_runs_on_a_scheduler_address_and_refuses_bad_options(
 def test_cli_dask_local_starts_and_stops_its_own_cluster(tmp_path: Path) -> None:
     path = tmp_path / "filegraph.py"
     path.write_text(GRAPH_FILE)
-    done = subprocess.run(
-        dagagents_cmd(
-            "run",
-            str(path),
-            "--quiet",
-            "--executor",
-            "dask-local",
-            "--dask-workers",
-            "1",
-            "--store",
-            str(tmp_path / "store"),
-        ),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
+    done = run_dagagents(
+        Path.cwd(),
+        "run",
+        str(path),
+        "--quiet",
+        "--executor",
+        "dask-local",
+        "--dask-workers",
+        "1",
+        "--store",
+        str(tmp_path / "store"),
         timeout=180,
     )
     assert done.returncode == 0, done.stderr

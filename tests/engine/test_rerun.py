@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_env, dagagents_cmd
+from conftest import run_dagagents
 
 from dagagents import Expansion, Graph, Step, UserError
 
@@ -86,14 +86,7 @@ def test_cli_rerun_accepts_expanded_nodes_and_globs(tmp_path: Path) -> None:
     (tmp_path / "g.py").write_text(GRAPH)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            dagagents_cmd("run", "g.py", "-q", *args),
-            capture_output=True,
-            text=True,
-            env=cli_env(),
-            cwd=tmp_path,
-            timeout=120,
-        )
+        return run_dagagents(tmp_path, "run", "g.py", "-q", *args, timeout=120)
 
     assert cli().returncode == 0
     rerun = cli("--rerun", "trends", "--rerun", "research_*")

@@ -40,6 +40,7 @@ def snapshot(s: EagerSorter) -> dict[str, object]:
             "state": s.state,
             "waiting": s._waiting,
             "ready": sorted(s._ready),
+            "queues": {k: list(q) for k, q in s._queues.items()},
             "open": s._open,
         }
     )

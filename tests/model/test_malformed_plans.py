@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env, dagagents_cmd
+from conftest import ROOT, run_dagagents
 
 from dagagents.errors import QUOTE_LIMIT, clip
 from dagagents.model.plan import (
@@ -28,9 +28,7 @@ WORKERS = str(ROOT / "graphs" / "workers.py")
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        dagagents_cmd(*args), capture_output=True, text=True, env=cli_env(), cwd=cwd, timeout=180
-    )
+    return run_dagagents(cwd, *args, timeout=180)
 
 
 def one_sentence_exit_2(proc: subprocess.CompletedProcess[str], *needles: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from _anthropic_support import provider_for, run_graph
-from conftest import ROOT, cli_env, dagagents_cmd
+from conftest import ROOT, cli_env, dagagents_cmd, run_dagagents
 from recording import Recording
 
 from dagagents import (
@@ -244,9 +244,7 @@ graph = Orchestrator(workers).graph("T", simulator=sim)
 
 def test_cli_exit_1_when_the_plan_stays_invalid(tmp_path: Path) -> None:
     (tmp_path / "g.py").write_text(FAILING_GRAPH)
-    proc = subprocess.run(
-        dagagents_cmd("run", "g.py"), capture_output=True, text=True, env=cli_env(), cwd=tmp_path
-    )
+    proc = run_dagagents(tmp_path, "run", "g.py")
     assert proc.returncode == 1, proc.stderr
     assert (
         "failed: plan: the plan is still invalid after one repair attempt: subtask 'a' names "

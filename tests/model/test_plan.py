@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env, dagagents_cmd
+from conftest import ROOT, run_dagagents
 
 from dagagents import Agent, Plan, PlanError, Subtask
 from dagagents.engine.invoke import output_schema
@@ -257,14 +257,7 @@ def test_plan_file_loads_with_recorded_or_given_workers(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 def cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        dagagents_cmd(*args),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=cwd,
-        timeout=timeout,
-    )
+    return run_dagagents(cwd, *args, timeout=timeout)
 
 
 def test_cli_plan_writes_a_valid_plan_file(tmp_path: Path) -> None:

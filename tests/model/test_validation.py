@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, dagagents_cmd
+from conftest import run_dagagents
 
 from dagagents import Agent, Graph, GraphError
 from dagagents.model.nodes import render_prompt
@@ -112,9 +111,7 @@ def test_cli_exits_2_with_one_sentence(tmp_path: Path, body: str, expected: str)
         + body
         + "\ngraph = g\n"
     )
-    proc = subprocess.run(
-        dagagents_cmd("run", str(path)), capture_output=True, text=True, env=cli_env(), timeout=60
-    )
+    proc = run_dagagents(Path.cwd(), "run", str(path), timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -125,16 +122,8 @@ def test_cli_exits_2_with_one_sentence(tmp_path: Path, body: str, expected: str)
 
 
 def test_cli_missing_file_and_attr(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        dagagents_cmd("run", "nope.py"), capture_output=True, text=True, env=cli_env(), timeout=60
-    )
+    proc = run_dagagents(Path.cwd(), "run", "nope.py", timeout=60)
     assert proc.returncode == 2 and "graph file 'nope.py' does not exist" in proc.stderr
     (tmp_path / "g.py").write_text("x = 1\n")
-    proc = subprocess.run(
-        dagagents_cmd("run", "g.py:pipeline"),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=60,
-    )
+    proc = run_dagagents(Path.cwd(), "run", "g.py:pipeline", timeout=60)
     assert proc.returncode == 2 and "no Graph named 'pipeline'" in proc.stderr

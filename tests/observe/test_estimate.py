@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 # The planner's structured output imports the SDK on its first call (about a second); import it
@@ -10,7 +9,7 @@ from pathlib import Path
 import anthropic  # noqa: F401
 import networkx as nx
 import pytest
-from conftest import ROOT, cli_env, dagagents_cmd
+from conftest import ROOT, run_dagagents
 
 from dagagents import Agent, Graph, SimulatedProvider, Store
 from dagagents.observe.estimate import estimate, simulate_schedule
@@ -122,12 +121,15 @@ def write_expanding_graph(path: Path) -> None:
 
 
 def test_cli_estimate(tmp_path: Path) -> None:
-    out = subprocess.run(
-        dagagents_cmd("estimate", str(GRAPHS / "fanout.py"), "-c", "2", "--nodes"),
-        capture_output=True,
-        text=True,
-        env=cli_env(COLUMNS="200"),
+    out = run_dagagents(
+        Path.cwd(),
+        "estimate",
+        str(GRAPHS / "fanout.py"),
+        "-c",
+        "2",
+        "--nodes",
         timeout=120,
+        COLUMNS="200",
     )
     assert out.returncode == 0, out.stderr
     for needle in (
@@ -141,16 +143,9 @@ def test_cli_estimate(tmp_path: Path) -> None:
         assert needle in out.stdout
     grows = tmp_path / "grows.py"
     write_expanding_graph(grows)
-    blind = subprocess.run(
-        dagagents_cmd("estimate", str(grows)), capture_output=True, text=True, env=cli_env()
-    )
+    blind = run_dagagents(Path.cwd(), "estimate", str(grows))
     assert blind.returncode == 0 and "cannot see the planned subtasks" in blind.stdout
-    bad = subprocess.run(
-        dagagents_cmd("estimate", str(GRAPHS / "fanout.py"), "-c", "0"),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-    )
+    bad = run_dagagents(Path.cwd(), "estimate", str(GRAPHS / "fanout.py"), "-c", "0")
     assert bad.returncode == 2 and "--concurrency" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -174,3 +169,16 @@ def test_the_runtime_and_estimate_read_one_history_across_runs(tmp_path: Path) -
     history = read_history(store, "history", set(g.specs))
     assert history.durations == durations
     assert history.runs == [second.run_id, first.run_id]
+
+
+def test_a_declared_duration_is_used_as_the_runtime_uses_it() -> None:
+    """`estimate=` orders the runtime's priorities when no earlier run timed the node; the
+    estimate predicts the same schedule from it."""
+    agent = Agent("a", max_tokens=64)
+    g = Graph("declared")
+    g.task("slow", agent, "Q1.", estimate=20)
+    g.task("quick", agent, "Q2.")
+    e = estimate(g, concurrency=1)
+    assert (e.nodes["slow"].duration, e.nodes["slow"].source) == (20, "declared")
+    assert e.nodes["quick"].source == "budget"
+    assert e.wall >= 20

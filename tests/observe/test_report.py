@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, dagagents_cmd
+from conftest import run_dagagents
 from eventful import eventful_run
 from matplotlib import image as mpimg
 
@@ -27,13 +27,14 @@ needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `do
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("report")
     eventful_run(base / "store")
-    out = subprocess.run(
-        dagagents_cmd(
-            "report", "latest", "--store", str(base / "store"), "-o", str(base / "r" / "run.html")
-        ),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
+    out = run_dagagents(
+        Path.cwd(),
+        "report",
+        "latest",
+        "--store",
+        str(base / "store"),
+        "-o",
+        str(base / "r" / "run.html"),
         timeout=120,
     )
     assert out.returncode == 0, out.stderr

@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import cli_env, dagagents_cmd
+from conftest import run_dagagents
 
 from dagagents import Agent, Graph, Orchestrator, SimulatedProvider
 
@@ -16,13 +16,14 @@ SECRET = "sk-ant-test-never-shown-0123456789"
 
 
 def show(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        dagagents_cmd("show", *args, "--store", str(tmp_path / "st")),
-        capture_output=True,
-        text=True,
-        env=cli_env(ANTHROPIC_API_KEY=SECRET),
-        cwd=tmp_path,
+    return run_dagagents(
+        tmp_path,
+        "show",
+        *args,
+        "--store",
+        str(tmp_path / "st"),
         timeout=120,
+        ANTHROPIC_API_KEY=SECRET,
     )
 
 
@@ -113,12 +114,8 @@ def test_report_has_outputs_and_prompts(tmp_path: Path) -> None:
     g, sim = build(tmp_path)
     result = g.run(provider=sim, store=tmp_path / "st")
     out = tmp_path / "r.html"
-    proc = subprocess.run(
-        dagagents_cmd("report", "--store", str(tmp_path / "st"), "-o", str(out)),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
+    proc = run_dagagents(
+        Path.cwd(), "report", "--store", str(tmp_path / "st"), "-o", str(out), timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     page = out.read_text()

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import cli_env, dagagents_cmd
+from conftest import cli_env, dagagents_cmd, run_dagagents
 from eventful import eventful_run
 
 from dagagents.observe.summary import RunData, load_run, summarize
@@ -227,26 +227,14 @@ def test_trace_summary_cli_on_store_run_and_on_trace_file(run_dir: Path, tmp_pat
 def test_trace_summary_user_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"event": "run_start"}\nnot json\n')
-    out = subprocess.run(
-        dagagents_cmd("trace", "summary", str(bad)), capture_output=True, text=True, env=cli_env()
-    )
+    out = run_dagagents(Path.cwd(), "trace", "summary", str(bad))
     assert out.returncode == 2
     assert "line 2 is not JSON" in out.stderr and "Traceback" not in out.stderr
     (tmp_path / "empty").mkdir()
-    empty_store = subprocess.run(
-        dagagents_cmd("trace", "summary", "--store", str(tmp_path / "empty")),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-    )
+    empty_store = run_dagagents(Path.cwd(), "trace", "summary", "--store", str(tmp_path / "empty"))
     assert empty_store.returncode == 2 and "has no runs yet" in empty_store.stderr
     # a store that is not there is named as such, and reading it does not create it
-    no_store = subprocess.run(
-        dagagents_cmd("trace", "summary", "--store", str(tmp_path / "none")),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-    )
+    no_store = run_dagagents(Path.cwd(), "trace", "summary", "--store", str(tmp_path / "none"))
     assert no_store.returncode == 2 and "no store at" in no_store.stderr
     assert not (tmp_path / "none").exists()
 

@@ -7,12 +7,11 @@ bounds each call; a 401 is reported once.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import anthropic
 from _anthropic_support import KEY, provider_for, run_graph
-from conftest import cli_env, dagagents_cmd
+from conftest import run_dagagents
 
 from dagagents import Agent, Graph
 from dagagents.engine.retry import RetryPolicy
@@ -97,15 +96,19 @@ graph.task("ask", Agent("a", max_tokens=64), "hello")
 def test_cli_timeout_bounds_each_call(fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     fake_anthropic.slow(30.0, times=None)
     (tmp_path / "g.py").write_text(GRAPH)
-    proc = subprocess.run(
-        dagagents_cmd(
-            "run", "g.py", "--provider", "anthropic", "--timeout", "0.5", "--retries", "2"
-        ),
-        capture_output=True,
-        text=True,
-        env=cli_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=fake_anthropic.url),
-        cwd=tmp_path,
+    proc = run_dagagents(
+        tmp_path,
+        "run",
+        "g.py",
+        "--provider",
+        "anthropic",
+        "--timeout",
+        "0.5",
+        "--retries",
+        "2",
         timeout=120,
+        ANTHROPIC_API_KEY=KEY,
+        ANTHROPIC_BASE_URL=fake_anthropic.url,
     )
     assert proc.returncode == 1, proc.stderr
     assert "timed out after 0.5 s" in proc.stderr
@@ -125,15 +128,17 @@ for i in range(6):
 def test_auth_failure_is_reported_once(fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     fake_anthropic.api_key = KEY
     (tmp_path / "g.py").write_text(AUTH_GRAPH)
-    proc = subprocess.run(
-        dagagents_cmd("run", "g.py", "--provider", "anthropic", "-c", "2"),
-        capture_output=True,
-        text=True,
-        env=cli_env(
-            ANTHROPIC_API_KEY="sk-ant-wrong-key-000000", ANTHROPIC_BASE_URL=fake_anthropic.url
-        ),
-        cwd=tmp_path,
+    proc = run_dagagents(
+        tmp_path,
+        "run",
+        "g.py",
+        "--provider",
+        "anthropic",
+        "-c",
+        "2",
         timeout=120,
+        ANTHROPIC_API_KEY="sk-ant-wrong-key-000000",
+        ANTHROPIC_BASE_URL=fake_anthropic.url,
     )
     assert proc.returncode == 1, proc.stderr
     failed = [line for line in proc.stderr.splitlines() if line.startswith("failed:")]

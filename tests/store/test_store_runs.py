@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import cli_env, dagagents_cmd
+from conftest import cli_env, dagagents_cmd, run_dagagents
 
 from dagagents import Store
 from dagagents.engine.leases import Leases
@@ -47,13 +47,8 @@ def total({", ".join(f"{n}: str" for n in names)}) -> int:
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        dagagents_cmd("run", "g.py", *args),
-        capture_output=True,
-        text=True,
-        env=cli_env(TMPDIR=str(tmp_path / "elsewhere")),
-        cwd=tmp_path,
-        timeout=300,
+    return run_dagagents(
+        tmp_path, "run", "g.py", *args, timeout=300, TMPDIR=str(tmp_path / "elsewhere")
     )
 
 

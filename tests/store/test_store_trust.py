@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_env, dagagents_cmd
+from conftest import run_dagagents
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -216,9 +216,7 @@ DAMAGED = {
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        dagagents_cmd(*args), capture_output=True, text=True, env=cli_env(), cwd=cwd, timeout=120
-    )
+    return run_dagagents(cwd, *args, timeout=120)
 
 
 def test_damaged_manifests_are_warned_about_once_and_every_command_keeps_working(
@@ -361,12 +359,7 @@ def test_a_read_only_store_reads_but_refuses_writes_and_gc_in_one_sentence(
         store.put("cd" + "c" * 62, b"1", {})
     with pytest.raises(StoreUnwritable, match="is read-only"):
         store.gc(keep_runs=0)
-    out = subprocess.run(
-        dagagents_cmd("gc", "--store", str(small_disk / "s"), "--keep-runs", "0"),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-    )
+    out = run_dagagents(Path.cwd(), "gc", "--store", str(small_disk / "s"), "--keep-runs", "0")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "is read-only: gc removed nothing." in out.stderr.replace("\n", "")
     assert store.get(key) is not None

@@ -10,6 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from dagagents.cli.app import app, console, load_target, user_errors
+from dagagents.cli.commands.run import cache_warming_option
+from dagagents.engine.cache_warming import CacheWarming
 from dagagents.errors import UserError
 from dagagents.observe.estimate import Estimate, SharedPrefix, estimate
 from dagagents.store import Store
@@ -28,14 +30,27 @@ def estimate_command(
         str | None, typer.Option(help="Workers module for plan files (graphs/workers.py).")
     ] = None,
     nodes: Annotated[bool, typer.Option("--nodes", help="Also list every node's figures.")] = False,
+    usd_per_second: Annotated[
+        float | None,
+        typer.Option(
+            help="Cache warming's worth of one second of delay, as for `run` (default 0.01).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Predict wall time (with the concurrency limit) vs sequential, cost per model, and whether
     parallelism saves more than the planner and synthesis calls cost. Calls nothing."""
     with user_errors():
         if concurrency < 1:
             raise UserError(f"--concurrency must be at least 1 (got {concurrency}).")
+        warming = cache_warming_option(False, usd_per_second)
         graph = load_target(target, workers=workers)
-        result = estimate(graph, concurrency=concurrency, store=Store.existing(store))
+        result = estimate(
+            graph,
+            concurrency=concurrency,
+            store=Store.existing(store),
+            warming=warming if isinstance(warming, CacheWarming) else None,
+        )
     console.print(estimate_renderable(result, show_nodes=nodes))
 
 
@@ -142,7 +157,8 @@ def _shared_prefix_line(shared: SharedPrefix) -> Text:
     line = Text(
         f"prompt cache: {len(shared.nodes)} calls of '{shared.agent}' ({shared.model}) "
         f"share a ~{shared.tokens:,}-token prefix; cache warming (on by default) writes "
-        f"it once and reads it {reads} times, saving up to ${shared.saving:.4f}"
+        f"it once and reads it {'once' if reads == 1 else f'{reads} times'}, saving up to "
+        f"${shared.saving:.4f}"
     )
     if shared.delay:
         line.append(f" for up to {shared.delay:.2f}s more wall time")

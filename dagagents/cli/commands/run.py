@@ -26,6 +26,7 @@ from dagagents.cli.app import (
     styled,
     user_errors,
 )
+from dagagents.engine.cache_warming import CacheWarming
 from dagagents.engine.executors.choice import executor_from_options
 from dagagents.engine.limits import RateLimits, check_limit
 from dagagents.engine.retry import DEFAULT_RETRY, RetryPolicy
@@ -138,6 +139,14 @@ def run(
             help="Let parallel calls that share a cacheable prefix start together (each writes it).",
         ),
     ] = False,
+    usd_per_second: Annotated[
+        float | None,
+        typer.Option(
+            help="Cache warming: what one second added to the run is worth against the cache "
+            "writes waiting saves (default 0.01; 0: always wait).",
+            show_default=False,
+        ),
+    ] = None,
     count_tokens: Annotated[
         bool,
         typer.Option(
@@ -201,7 +210,7 @@ def run(
             "batch": batch,
             "batch_window": batch_window,
             "batch_max": batch_max,
-            "cache_warming": False if no_cache_warming else None,
+            "cache_warming": cache_warming_option(no_cache_warming, usd_per_second),
             "count_tokens": count_tokens,
             "executor": executor_from_options(
                 executor,
@@ -271,6 +280,20 @@ def retry_policy(retries: int | None, timeout: float | None) -> RetryPolicy | No
     if timeout is not None:
         changes["timeout"] = timeout
     return dataclasses.replace(DEFAULT_RETRY, **changes)
+
+
+def cache_warming_option(off: bool, usd_per_second: float | None) -> CacheWarming | bool | None:
+    """`run`'s cache-warming flags as `Graph.run(cache_warming=...)` takes them (None: the
+    provider's default)."""
+    if usd_per_second is None:
+        return False if off else None
+    if off:
+        raise UserError(
+            "--usd-per-second weighs cache warming; it cannot go with --no-cache-warming."
+        )
+    if not usd_per_second >= 0:  # also refuses nan
+        raise UserError(f"--usd-per-second must be 0 or more, got {usd_per_second!r}.")
+    return CacheWarming(usd_per_second=usd_per_second)
 
 
 def parse_inputs(graph: Any, pairs: list[str], path: Path | None) -> dict[str, Any]:

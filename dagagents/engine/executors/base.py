@@ -6,6 +6,7 @@ ones (`prepare`, `run_step_stored`) defaults, so the run never probes for them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol, runtime_checkable
 
 from dagagents.engine.invoke import AgentResult, CallContext
@@ -27,8 +28,11 @@ class Executor(Protocol):
     async def start(self, concurrency: int) -> None:
         """Acquire resources sized for `concurrency` parallel nodes."""
 
-    async def run_step(self, spec: Step, kwargs: dict[str, Any]) -> Any:
-        """Call the step's function with its dependency outputs."""
+    def run_step(self, spec: Step, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """What to await for the step's output: its function called with its dependency
+        outputs. An `async def` does; the local executor hands back an async step's own
+        coroutine (no frame of its own per node)."""
+        raise NotImplementedError(f"executor '{self.name}' runs no steps")
 
     async def run_step_stored(
         self, spec: Step, kwargs: dict[str, Any], store: Store, key: str, meta: dict[str, Any]

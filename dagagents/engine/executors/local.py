@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import functools
 import threading
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,13 +54,15 @@ class LocalExecutor(Executor):
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dagagents-step")
         return self._pool
 
-    async def run_step(self, spec: Step, kwargs: dict[str, Any]) -> Any:
+    def run_step(self, spec: Step, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """An async step's own coroutine (awaited by the run: no frame of ours per node), or
+        a sync step's call in the run's thread pool."""
         if spec.is_async:
-            return await spec.fn(**kwargs)
+            return spec.fn(**kwargs)  # type: ignore[no-any-return]
         call = functools.partial(
             contextvars.copy_context().run, _tracked, spec.name, spec.fn, **kwargs
         )
-        return await asyncio.get_running_loop().run_in_executor(self._get_pool(), call)
+        return asyncio.get_running_loop().run_in_executor(self._get_pool(), call)
 
     async def run_agent(self, spec: AgentTask, prompt: str, ctx: CallContext) -> AgentResult:
         return await answer_task(spec, prompt, ctx)
