@@ -39,6 +39,7 @@ from dagagents.providers.base import (
     Usage,
     capabilities_of,
     estimate_tokens,
+    request_sent,
     response_begun,
 )
 
@@ -287,6 +288,7 @@ class _Invocation:
                 )
                 async with slot_for as slot:
                     token = response_begun.set(begun)
+                    sending = request_sent.set(slot.sent)
                     try:
                         async with deadline(self.policy.timeout, f"call to {request.model}"):
                             if streaming:
@@ -296,6 +298,7 @@ class _Invocation:
                             else:
                                 response = await ctx.provider.complete(request)
                     finally:
+                        request_sent.reset(sending)
                         response_begun.reset(token)
                     if begun is not None:
                         begun()  # a provider that cannot tell earlier: it has begun by now

@@ -31,8 +31,9 @@ from dagagents.observe.trace import Emit, no_emit
 from dagagents.providers.base import Request, Response, Usage, estimate_tokens
 
 _CACHE_TTL = 300.0  # the API's default (5 minute) prompt-cache lifetime
-# After a take from a full bucket, its refill waits (at most this long) for the first answer
-# to a call admitted since: the server's bucket refills from the first arrival (TokenBucket).
+# After a take from a full bucket, its refill waits (at most this long) until a call admitted
+# since has been sent (or answered): the server's bucket refills from the first arrival
+# (TokenBucket).
 ARRIVAL_HOLD = 2.0
 
 
@@ -92,8 +93,10 @@ class TokenBucket:
     once, the server's only when that request arrives. Under load the first requests of a burst
     (new connections) arrive seconds late while later ones overtake them, and every second of
     that gap was a token the server did not have (a 429 on a busy machine). So a take from a
-    full bucket holds the refill until a call admitted since is known to have reached the
-    server (`arrived`, on its answer), at most `hold` seconds.
+    full bucket holds the refill until a call admitted since has reached the server as far as
+    we can see (`arrived`): its request's last byte written to the connection (the provider's
+    `request_sent`), or else its answer; at most `hold` seconds. What is left between that
+    and the server's own clock (the wire, the server's read) is what `slack` absorbs.
     """
 
     def __init__(
@@ -131,9 +134,14 @@ class TokenBucket:
             self._held_from, self._held_until = now, now + self.hold
         self.level -= n
 
+    @property
+    def holding(self) -> bool:
+        """Whether a burst holds the refill (until a call admitted since is sent or answered)."""
+        return bool(self._held_until) and time.monotonic() < self._held_until
+
     def arrived(self, admitted: float) -> None:
-        """A call admitted at `admitted` (monotonic) got the server's answer: the server has
-        seen a request since the hold began, so its refill has started; ours starts now."""
+        """A call admitted at `admitted` (monotonic) was sent (or answered): the server has
+        a request since the hold began, so its refill has started; ours starts now."""
         if self._held_until and admitted >= self._held_from:
             now = time.monotonic()
             self._refill(now)
@@ -388,6 +396,10 @@ class CallSlot(Protocol):
 
     def done(self, response: Response) -> float: ...
 
+    async def sent(self) -> None:
+        """The call's request has left for the server (the provider's `request_sent`)."""
+        ...
+
 
 def counted_by_server(error: ProviderError) -> bool:
     """Whether a failed call may have spent a request from the server's rate limit.
@@ -545,6 +557,11 @@ class Slot:
         self.cost_reserved = 0.0
         self._release(refund=False)
         return self.cost_usd
+
+    async def sent(self) -> None:
+        """The request has been written to the connection: a bucket held since a burst began
+        may refill from now (`TokenBucket.hold`)."""
+        self._arrived()
 
     def failed(self, error: ProviderError) -> None:
         """A failed attempt: on 429/529 slow this model down, honouring retry-after."""

@@ -164,7 +164,8 @@ def _budget_prefix(name: str) -> str:
 # All times are the Redis server's (TIME), in milliseconds. Headroom ("slack") below the server's
 # capacity: one request, or 1% of a token limit (0.6 s of refill). As in the in-process
 # TokenBucket, a take from a full bucket holds its refill (<k>.hold: until when, <k>.hfrom:
-# since when) until a call admitted since is answered, at most ARRIVAL_HOLD: the server's bucket
+# since when) until a call admitted since is sent (_ARRIVED) or answered (_SETTLE), at most
+# ARRIVAL_HOLD: the server's bucket
 # refills from the first request's arrival, not from our admission, and with several processes
 # (and their first SDK connections) that gap is where a burst's 429s came from. Bucket state
 # per model family lives in one hash: <k>.level, <k>.stamp, <k>.limit (learned from headers),
@@ -203,7 +204,7 @@ local function level_of(h, k, pm)
   if level < top then level = math.min(top, level + (now - stamp) * pm / 60000.0) end
   return level, top
 end
--- a call admitted at `admitted` was answered: the server has seen a request since the hold
+-- a call admitted at `admitted` was sent or answered: the server has a request since the hold
 -- began, so its refill has started; ours starts now
 local function arrived(h, k, pm, admitted)
   local hold = held(h, k)
@@ -233,8 +234,9 @@ end
 
 # KEYS: model hash, leases zset, models set, ceilings zset. ARGV: lease id, ttl ms, this
 # process's ceiling registration ('' if it set none), need r/i/o, configured rpm/itpm/otpm (0:
-# none), family. Returns {1, epoch, charged kinds, shared ceiling (-1: none)} or {0, wait ms
-# (-1: poll), reason, shared ceiling}. All or nothing: a call
+# none), family. Returns {1, epoch, charged kinds, shared ceiling (-1: none), admitted at (ms),
+# whether a charged bucket's refill is held (1/0)} or {0, wait ms (-1: poll), reason, shared
+# ceiling}. All or nothing: a call
 # never holds a lease while it waits for tokens, nor tokens while it waits for a lease.
 _ACQUIRE = (
     _LUA_PRELUDE
@@ -264,15 +266,17 @@ for idx, k in ipairs(kinds) do
     charged = charged .. k
   end
 end
+local holding = 0
 for k, v in pairs(take) do
   redis.call('HSET', h, k .. '.level', tostring(v[1]), k .. '.stamp', tostring(now), k .. '.pm', tostring(v[2]))
   if v[3] then  -- taken from a full bucket: hold the refill until the server has seen a call
     redis.call('HSET', h, k .. '.hold', tostring(now + HOLD_MS), k .. '.hfrom', tostring(now))
   end
+  if held(h, k) > now then holding = 1 end
 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[10])
-return {1, num(redis.call('HGET', h, 'epoch'), 0), charged, ceiling, tostring(now)}
+return {1, num(redis.call('HGET', h, 'epoch'), 0), charged, ceiling, tostring(now), holding}
 """
 )
 
@@ -345,6 +349,21 @@ elseif outcome == 'overload' then
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 return {changed, tostring(climit or -1)}
+"""
+)
+
+# KEYS: model hash. ARGV: configured rpm/itpm/otpm, when the call was admitted (ms, the
+# acquire's clock). A call admitted then has been sent: held buckets refill from now.
+_ARRIVED = (
+    _LUA_PRELUDE
+    + """
+local h = KEYS[1]
+local kinds = {'r', 'i', 'o'}
+for idx, k in ipairs(kinds) do
+  local pm = per_minute(h, k, ARGV[idx])
+  if pm then arrived(h, k, pm, tonumber(ARGV[4])) end
+end
+return 1
 """
 )
 
@@ -560,6 +579,7 @@ class RedisSlot:
         self.epoch = 0
         self.charged = ""
         self.admitted_ms = "0"  # the Redis server's clock at admission
+        self.holding = False  # a bucket it took from was holding its refill at admission
         self.granted = False
         self.reserved_usd = 0.0
         self.response: Response | None = None
@@ -612,6 +632,7 @@ class RedisSlot:
                 if int(result[0]):
                     self.epoch, self.charged = int(result[1]), str(result[2] or "")
                     self.admitted_ms = str(result[4])
+                    self.holding = len(result) > 5 and int(result[5]) == 1
                     break
                 wait_ms, why = float(result[1]), str(result[2])
                 reason = {"r": "rpm", "i": "itpm", "o": "otpm"}.get(why, why)
@@ -642,6 +663,18 @@ class RedisSlot:
             ):
                 self.limiter.cached[self.cache_key] = time.monotonic() + _CACHE_TTL
         return self.cost_usd
+
+    async def sent(self) -> None:
+        """The request has been written to the connection: if a bucket it took from holds its
+        refill (a burst began), the shared bucket refills from now. One round trip, only then;
+        if Redis is away, the settle after the answer does it."""
+        if not self.holding or not self.granted:
+            return
+        self.holding = False
+        lim = self.limiter
+        await lim.hint(
+            "arrived", lim.model_keys(self.family)[:1], [*self._configured(), self.admitted_ms]
+        )
 
     async def __aexit__(
         self,
@@ -841,6 +874,7 @@ class RedisLimiter(Limiter):
         self._scripts = {
             "acquire": client.register_script(_ACQUIRE),
             "settle": client.register_script(_SETTLE),
+            "arrived": client.register_script(_ARRIVED),
             "heartbeat": client.register_script(_HEARTBEAT),
             "register": client.register_script(_REGISTER),
             "reserve": client.register_script(_RESERVE),
@@ -960,6 +994,14 @@ class RedisLimiter(Limiter):
             self._down_since = None
             return result
 
+    async def hint(self, name: str, keys: list[str], args: list[Any]) -> None:
+        """Run a script once, for a hint a later script repeats anyway: lost if Redis is away."""
+        if self._dead is None and not self._deferred:
+            try:
+                await self._run(name, keys, args)
+            except _connection_errors():
+                pass
+
     async def call_or_defer(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Reconcile after a call: never fails the finished call; replayed later if Redis is
         away (a lease not released in time simply expires)."""
@@ -1013,6 +1055,9 @@ class _LocalBudgetSlot:
 
     def done(self, response: Response) -> float:
         return self.inner.done(response)
+
+    async def sent(self) -> None:
+        await self.inner.sent()
 
 
 def make_limiter(

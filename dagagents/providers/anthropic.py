@@ -30,6 +30,7 @@ from dagagents.providers.base import (
     Response,
     Usage,
     key_digest,
+    request_sent,
     response_begun,
 )
 
@@ -230,7 +231,11 @@ class AnthropicProvider:
         # and one TLS context for all (building one loads the CA bundle: ~40 ms each).
         if self._tls is None:
             self._tls = httpx2.create_ssl_context()
-        http = anthropic.DefaultAsyncHttpxClient(timeout=self._options["timeout"], verify=self._tls)
+        http = anthropic.DefaultAsyncHttpxClient(
+            timeout=self._options["timeout"],
+            verify=self._tls,
+            event_hooks={"request": [_trace_sending]},
+        )
         return anthropic.AsyncAnthropic(**self._options, http_client=http)
 
     def _new_pool(self) -> _ClientPool:
@@ -510,6 +515,30 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self._pool.aclose()
         self._closed = True
+
+
+async def _trace_sending(request: httpx2.Request) -> None:
+    """httpx2 request hook (on our own clients): when the caller set `request_sent`, tell it
+    the moment the request's body has been written to the connection.
+
+    httpcore's `trace` extension reports each step of sending a request on the connection that
+    carries it (connecting, TLS, headers, body); a new connection's set-up, the SDK's own
+    work and a busy event loop all come before `send_request_body.complete`, so this is the
+    last moment we can see before the server has the request. Response headers would come
+    later: the API sends a plain (non-streaming) response's headers with its whole body.
+    """
+    sent = request_sent.get()
+    if sent is None:
+        return
+    inner = request.extensions.get("trace")
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        if inner is not None:
+            await inner(name, info)
+        if name.endswith("send_request_body.complete"):
+            await sent()
+
+    request.extensions["trace"] = trace
 
 
 def _timeout_of(client: anthropic.AsyncAnthropic) -> Any:

@@ -8,7 +8,7 @@ language. Nothing here knows about graphs or scheduling.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -23,6 +23,14 @@ from dagagents.errors import ProviderError
 # releases the calls waiting for this one's prompt-cache write at that moment.
 response_begun: ContextVar[Callable[[], None] | None] = ContextVar(
     "dagagents_response_begun", default=None
+)
+# Set by the caller around `complete()`: a provider that can tell when the request has left for
+# the server (its last byte written to the connection) awaits it then, once or more. A rate-limit
+# bucket that mirrors the server's starts refilling after a burst from that moment, not from
+# the answer (engine/limits.py, `TokenBucket.hold`); a provider that never calls it gets the
+# answer as the signal, later.
+request_sent: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "dagagents_request_sent", default=None
 )
 
 

@@ -14,7 +14,7 @@ from _anthropic_support import provider_for, run_graph
 from dagagents import Agent, Graph
 from dagagents.engine.limits import Limiter, RateLimits, counted_by_server
 from dagagents.errors import ProviderError
-from dagagents.providers.base import Request
+from dagagents.providers.base import Request, request_sent
 from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, text  # noqa: F401
 
 WORKER = Agent("worker", model="claude-sonnet-4-6", max_tokens=200)
@@ -199,3 +199,54 @@ def test_a_failed_call_refunds_its_token_reservations_and_a_429_keeps_its_reques
     assert counted_by_server(ProviderError("x", status=500))
     assert counted_by_server(ProviderError("x", status=429, retryable=True))
     assert not counted_by_server(ProviderError("x", kind="connection"))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_bursts_refill_starts_when_its_request_is_written_before_the_answer(
+    fake_anthropic: FakeAnthropic, stream: bool
+) -> None:
+    """Through the real SDK: the provider reports the request written (httpcore's trace, set
+    by our http client's request hook) and the bucket held since the burst began refills from
+    then, while the server is still writing its answer (a plain response's headers come with
+    its body, so the answer would be a second later)."""
+    fake_anthropic.latency = 1.0
+    fake_anthropic.rate_limit(rpm=60)
+    order: list[tuple[str, bool]] = []
+
+    def answered() -> bool:
+        return any(r.begun is not None for r in fake_anthropic.requests)
+
+    async def scenario() -> None:
+        limiter = Limiter(RateLimits(rpm=60))
+        provider = provider_for(fake_anthropic, stream=stream)
+        req = Request(
+            model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}], max_tokens=16
+        )
+        bucket = limiter.for_model(req.model).requests
+        assert bucket is not None
+        try:
+            async with limiter.slot(req) as slot:
+                order.append(("admitted: held", bucket.holding))
+
+                async def sent() -> None:
+                    order.append(("written: answered", answered()))
+                    await slot.sent()
+                    order.append(("written: held", bucket.holding))
+
+                token = request_sent.set(sent)
+                try:
+                    response = await provider.complete(req)
+                finally:
+                    request_sent.reset(token)
+                order.append(("returned: answered", answered()))
+                slot.done(response)
+        finally:
+            await provider.aclose()
+
+    asyncio.run(scenario())
+    assert order == [
+        ("admitted: held", True),
+        ("written: answered", False),
+        ("written: held", False),
+        ("returned: answered", True),
+    ]

@@ -21,7 +21,7 @@ from dagagents.engine.limits import (
 from dagagents.engine.retry import RetryPolicy, deadline
 from dagagents.errors import BudgetExceeded, ProviderError, UserError
 from dagagents.observe.pricing import Pricing, cost_usd, default_pricing
-from dagagents.providers.base import Request, Response, Usage
+from dagagents.providers.base import Request, Response, Usage, request_sent
 
 MODEL = "claude-sonnet-4-6"
 
@@ -69,6 +69,36 @@ async def test_a_burst_from_a_full_bucket_refills_only_once_the_server_has_answe
     bucket.arrived(admitted)  # the server has seen the burst: refill from now on
     assert await bucket.take(1) >= 0.0 and bucket.level < 1
     assert bucket.try_take(0) and not bucket._held_until  # a take from below the top holds nothing
+
+
+async def test_the_simulated_model_has_the_request_at_once_so_the_hold_ends_before_its_answer() -> (
+    None
+):
+    """The simulated provider reports its request sent before it answers (there is no wire):
+    a burst's refill starts then, as through the real SDK, not at the answer."""
+    from dagagents.providers.simulated import SimulatedProvider
+
+    limiter = Limiter(RateLimits(rpm=60))
+    provider = SimulatedProvider(time_scale=0.01)
+    req = request()
+    bucket = limiter.for_model(req.model).requests
+    assert bucket is not None
+    order: list[tuple[str, bool]] = []
+    async with limiter.slot(req) as slot:
+        order.append(("admitted: held", bucket.holding))
+
+        async def sent() -> None:
+            await slot.sent()
+            order.append(("sent: held", bucket.holding))
+
+        token = request_sent.set(sent)
+        try:
+            response = await provider.complete(req)
+        finally:
+            request_sent.reset(token)
+        order.append(("answered", True))
+        slot.done(response)
+    assert order == [("admitted: held", True), ("sent: held", False), ("answered", True)]
 
 
 async def test_the_hold_ends_by_itself_if_no_answer_comes() -> None:

@@ -668,3 +668,38 @@ def test_a_shared_bucket_taken_from_full_refills_once_the_server_has_answered(
     held, refilling, top = asyncio.run(scenario())
     assert held == top - 3  # nothing accrued while the server might not have seen the burst
     assert refilling > held  # the first answer started the refill
+
+
+def test_a_shared_bucket_taken_from_full_refills_once_a_call_admitted_since_is_sent(
+    redis_server: RedisServer,
+) -> None:
+    """As in process: the request written to the connection (the provider's `request_sent`)
+    ends the hold, before any answer; a slot admitted before the hold began proves nothing."""
+
+    async def scenario() -> tuple[float, float, float]:
+        config = SharedLimits(redis_server.url, key="sent")
+        limiter = RedisLimiter(config, RateLimits(rpm=6000), key="sent")  # 100 a second
+        await limiter.start()
+
+        async def level() -> float:
+            (model,) = (await snapshot(config, key="sent"))["keys"][0]["models"]
+            return float(model["buckets"]["requests"]["level"])
+
+        try:
+            slots = [limiter.slot(_request(f"c{i}")) for i in range(3)]
+            for slot in slots:
+                await slot.__aenter__()
+            await asyncio.sleep(0.2)  # 20 tokens' worth of time
+            held = await level()
+            await slots[1].sent()  # written: the server has a request of the burst
+            await asyncio.sleep(0.05)
+            refilling = await level()
+            for slot in slots:
+                await slot.__aexit__(None, None, None)
+        finally:
+            await limiter.aclose()
+        return held, refilling, 5999.0  # top: 6000 less one request of headroom
+
+    held, refilling, top = asyncio.run(scenario())
+    assert held == top - 3  # nothing accrued while the server might not have the burst
+    assert refilling > held  # the first request written started the refill, before any answer
