@@ -243,7 +243,7 @@ class _Run:
         provider: Provider,
         limiter: Limiter,
     ) -> None:
-        graph.validate()
+        order = graph.validate()
         rerun = Rerun(options.rerun)
         if rerun.patterns:
             known = [*graph.specs, *(last_run_nodes(store, graph.name) if store else ())]
@@ -268,7 +268,7 @@ class _Run:
         )
         self.durations = {name: self._estimate(spec) for name, spec in self.specs.items()}
         self.sorter = EagerSorter(
-            graph.nx, remaining_path_lengths(graph.nx, self.durations.__getitem__)
+            graph.nx, remaining_path_lengths(graph.nx, self.durations.__getitem__, order)
         )
         self.records = {name: _new_record(spec) for name, spec in self.specs.items()}
         self.outputs: dict[str, Any] = {}

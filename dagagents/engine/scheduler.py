@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import networkx as nx
 
@@ -30,11 +30,14 @@ PENDING, READY, RUNNING, DONE, CACHED, FAILED, CANCELLED, SKIPPED = (
 )
 
 
-def remaining_path_lengths(graph: nx.DiGraph, duration: Callable[[str], float]) -> dict[str, float]:
-    """For each node: its duration plus the longest chain of durations below it."""
+def remaining_path_lengths(
+    graph: nx.DiGraph, duration: Callable[[str], float], order: Sequence[str] | None = None
+) -> dict[str, float]:
+    """For each node: its duration plus the longest chain of durations below it. `order`:
+    the nodes in dependency order if the caller has it (`Graph.validate` returns it)."""
     succ = dict(graph.adjacency())  # node -> {successor: edge data}, networkx's own dicts
     longest: dict[str, float] = {}
-    for node in reversed(topological_order(succ)):
+    for node in reversed(order if order is not None else topological_order(succ)):
         below = succ[node]
         longest[node] = duration(node) + (max(map(longest.__getitem__, below)) if below else 0.0)
     return longest

@@ -468,14 +468,16 @@ class Graph:
         return g
 
     # --------------------------------------------------------------- validation
-    def validate(self) -> None:
-        """Raise GraphError with one sentence for the first problem found."""
-        validate_specs(self.name, self._specs, self.nx)
+    def validate(self) -> list[str]:
+        """Raise GraphError with one sentence for the first problem found. Returns the nodes
+        in dependency order (the acyclicity check's own pass; the run's priorities reuse it)."""
+        order = validate_specs(self.name, self._specs, self.nx)
         if self.output is not None and self.output not in self._specs:
             raise GraphError(
                 f"graph '{self.name}': output names unknown node '{self.output}'"
                 f"{did_you_mean(self.output, self._specs)}."
             )
+        return order
 
     def inputs(self) -> dict[str, Input]:
         """The graph's inputs by name."""
@@ -565,12 +567,13 @@ class Graph:
         return f"Graph({self.name!r}, nodes={len(self._specs)})"
 
 
-def validate_specs(graph_name: str, specs: dict[str, NodeSpec], g: nx.DiGraph) -> None:
-    """Check dependencies, placeholders, step parameters and acyclicity."""
+def validate_specs(graph_name: str, specs: dict[str, NodeSpec], g: nx.DiGraph) -> list[str]:
+    """Check dependencies, placeholders, step parameters and acyclicity; returns the nodes in
+    dependency order."""
     where = f"graph '{graph_name}'"
     for spec in specs.values():
         validate_spec(where, spec, specs)
-    check_acyclic(where, g)
+    return check_acyclic(where, g)
 
 
 def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
@@ -724,16 +727,16 @@ def topological_order(succ: Mapping[str, Iterable[str]]) -> list[str]:
     return order
 
 
-def check_acyclic(where: str, g: nx.DiGraph) -> None:
+def check_acyclic(where: str, g: nx.DiGraph) -> list[str]:
+    """The nodes in dependency order; GraphError naming a cycle if there is one."""
     try:
-        topological_order(dict(g.adjacency()))
-        return
+        return topological_order(dict(g.adjacency()))
     except ValueError:
         pass
     try:
         cycle = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        return
+    except nx.NetworkXNoCycle:  # (topological_order found one: never reached)
+        return list(nx.topological_sort(g))
     path = [u for u, _ in cycle] + [cycle[0][0]]
     raise GraphError(f"{where}: dependency cycle {' -> '.join(path)}.")
 
