@@ -385,6 +385,7 @@ class CallSlot(Protocol):
     """
 
     est_input: int
+
     @property
     def holding(self) -> bool:
         """Admitted while a bucket it took from holds its refill: `arrived` ends the hold."""
