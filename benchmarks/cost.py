@@ -35,6 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from benchmarks.verdict import conclude
 from dagagents import Agent, Graph
 from dagagents.engine.batches import BatchOptions
 from dagagents.observe.pricing import default_pricing
@@ -187,13 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         and checks["fanout warmed wall - normal wall, in client-side TTFTs (<= 1)"] <= 1.0
         and all(v <= 0.51 for k, v in checks.items() if "batch" in k)
     )
-    print()
-    for label, value in checks.items():
-        print(f"{label:58} {value:7.3f}")
-    print("targets:", "all hold" if ok else "MISSED")
-    if args.json is not None:
-        args.json.write_text(json.dumps({"rows": rows, "checks": checks, "ok": ok}, indent=2))
-    return 0 if ok else 1
+    return conclude(rows, checks, ok, args.json)
 
 
 if __name__ == "__main__":

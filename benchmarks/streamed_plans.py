@@ -32,7 +32,6 @@ The figures are wall times, so run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from benchmarks.verdict import conclude
 from dagagents import Agent, Orchestrator, Plan, SimulatedProvider, Subtask
 from dagagents.engine.scheduler import critical_path
 from dagagents.model.graph import Graph
@@ -330,13 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in checks.items()
         if "plan12" in k
     )
-    print()
-    for label, value in checks.items():
-        print(f"{label:58} {value}")
-    print("targets (plan12):", "all hold" if ok else "MISSED")
-    if args.json is not None:
-        args.json.write_text(json.dumps({"rows": rows, "checks": checks, "ok": ok}, indent=2))
-    return 0 if ok else 1
+    return conclude(rows, checks, ok, args.json, scope="plan12")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from dagagents.providers.base import (
     Usage,
     capabilities_of,
     estimate_tokens,
-    request_sent,
+    request_arrived,
     response_begun,
 )
 
@@ -288,7 +288,8 @@ class _Invocation:
                 )
                 async with slot_for as slot:
                     token = response_begun.set(begun)
-                    sending = request_sent.set(slot.sent)
+                    # Admitted during a burst's hold: the provider says when the server has it.
+                    sending = request_arrived.set(slot.arrived if slot.holding else None)
                     try:
                         async with deadline(self.policy.timeout, f"call to {request.model}"):
                             if streaming:
@@ -298,7 +299,7 @@ class _Invocation:
                             else:
                                 response = await ctx.provider.complete(request)
                     finally:
-                        request_sent.reset(sending)
+                        request_arrived.reset(sending)
                         response_begun.reset(token)
                     if begun is not None:
                         begun()  # a provider that cannot tell earlier: it has begun by now

@@ -31,9 +31,9 @@ from dagagents.observe.trace import Emit, no_emit
 from dagagents.providers.base import Request, Response, Usage, estimate_tokens
 
 _CACHE_TTL = 300.0  # the API's default (5 minute) prompt-cache lifetime
-# After a take from a full bucket, its refill waits (at most this long) until a call admitted
-# since has been sent (or answered): the server's bucket refills from the first arrival
-# (TokenBucket).
+# After a take from a full bucket, its refill waits (at most this long) until the server has
+# a call admitted since (its response headers came): the server's bucket refills from the first
+# arrival (TokenBucket).
 ARRIVAL_HOLD = 2.0
 
 
@@ -93,10 +93,11 @@ class TokenBucket:
     once, the server's only when that request arrives. Under load the first requests of a burst
     (new connections) arrive seconds late while later ones overtake them, and every second of
     that gap was a token the server did not have (a 429 on a busy machine). So a take from a
-    full bucket holds the refill until a call admitted since has reached the server as far as
-    we can see (`arrived`): its request's last byte written to the connection (the provider's
-    `request_sent`), or else its answer; at most `hold` seconds. What is left between that
-    and the server's own clock (the wire, the server's read) is what `slack` absorbs.
+    full bucket holds the refill until the server is known to have a call admitted since
+    (`arrived`): its response headers came (the provider's `request_arrived`; such calls
+    stream, so they come at once) or its answer; at most `hold` seconds. The moment the
+    request was written would be earlier but is not proof: a busy server reads it later
+    (test_rpm_120 got 429s under load that way).
     """
 
     def __init__(
@@ -136,12 +137,12 @@ class TokenBucket:
 
     @property
     def holding(self) -> bool:
-        """Whether a burst holds the refill (until a call admitted since is sent or answered)."""
+        """Whether a burst holds the refill (until the server has a call admitted since)."""
         return bool(self._held_until) and time.monotonic() < self._held_until
 
     def arrived(self, admitted: float) -> None:
-        """A call admitted at `admitted` (monotonic) was sent (or answered): the server has
-        a request since the hold began, so its refill has started; ours starts now."""
+        """The server has a call admitted at `admitted` (monotonic): it has a request since
+        the hold began, so its refill has started; ours starts now."""
         if self._held_until and admitted >= self._held_from:
             now = time.monotonic()
             self._refill(now)
@@ -385,6 +386,11 @@ class CallSlot(Protocol):
 
     est_input: int
 
+    @property
+    def holding(self) -> bool:
+        """Admitted while a bucket it took from holds its refill: `arrived` ends the hold."""
+        ...
+
     async def __aenter__(self) -> CallSlot: ...
 
     async def __aexit__(
@@ -396,8 +402,8 @@ class CallSlot(Protocol):
 
     def done(self, response: Response) -> float: ...
 
-    async def sent(self) -> None:
-        """The call's request has left for the server (the provider's `request_sent`)."""
+    async def arrived(self) -> None:
+        """The server has the call's request (the provider's `request_arrived`)."""
         ...
 
 
@@ -436,6 +442,7 @@ class Slot:
         "req_bucket",
         "in_bucket",
         "out_bucket",
+        "holding",
     )
 
     def __init__(
@@ -468,6 +475,7 @@ class Slot:
         self.req_bucket: TokenBucket | None = None
         self.in_bucket: TokenBucket | None = None
         self.out_bucket: TokenBucket | None = None
+        self.holding = False
 
     async def __aenter__(self) -> Slot:
         lim, m = self.limiter, self.model
@@ -508,6 +516,9 @@ class Slot:
             raise
         self.admitted = time.monotonic()
         self.waited = self.admitted - start
+        self.holding = any(
+            b is not None and b.holding for b in (self.req_bucket, self.in_bucket, self.out_bucket)
+        )
         if reason is not None and self.waited >= 0.01:
             self.emit(
                 "rate_limited",
@@ -558,9 +569,10 @@ class Slot:
         self._release(refund=False)
         return self.cost_usd
 
-    async def sent(self) -> None:
-        """The request has been written to the connection: a bucket held since a burst began
-        may refill from now (`TokenBucket.hold`)."""
+    async def arrived(self) -> None:
+        """The server has the request (its response headers came): a bucket held since a
+        burst began refills from now (`TokenBucket.hold`)."""
+        self.holding = False
         self._arrived()
 
     def failed(self, error: ProviderError) -> None:

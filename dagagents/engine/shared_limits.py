@@ -164,7 +164,8 @@ def _budget_prefix(name: str) -> str:
 # All times are the Redis server's (TIME), in milliseconds. Headroom ("slack") below the server's
 # capacity: one request, or 1% of a token limit (0.6 s of refill). As in the in-process
 # TokenBucket, a take from a full bucket holds its refill (<k>.hold: until when, <k>.hfrom:
-# since when) until a call admitted since is sent (_ARRIVED) or answered (_SETTLE), at most
+# since when) until the server has a call admitted since (its headers: _ARRIVED) or answered
+# it (_SETTLE), at most
 # ARRIVAL_HOLD: the server's bucket
 # refills from the first request's arrival, not from our admission, and with several processes
 # (and their first SDK connections) that gap is where a burst's 429s came from. Bucket state
@@ -353,7 +354,7 @@ return {changed, tostring(climit or -1)}
 )
 
 # KEYS: model hash. ARGV: configured rpm/itpm/otpm, when the call was admitted (ms, the
-# acquire's clock). A call admitted then has been sent: held buckets refill from now.
+# acquire's clock). The server has a call admitted then: held buckets refill from now.
 _ARRIVED = (
     _LUA_PRELUDE
     + """
@@ -664,10 +665,10 @@ class RedisSlot:
                 self.limiter.cached[self.cache_key] = time.monotonic() + _CACHE_TTL
         return self.cost_usd
 
-    async def sent(self) -> None:
-        """The request has been written to the connection: if a bucket it took from holds its
-        refill (a burst began), the shared bucket refills from now. One round trip, only then;
-        if Redis is away, the settle after the answer does it."""
+    async def arrived(self) -> None:
+        """The server has the request (its response headers came): if a bucket it took from
+        holds its refill (a burst began), the shared bucket refills from now. One round trip,
+        only then; if Redis is away, the settle after the answer does it."""
         if not self.holding or not self.granted:
             return
         self.holding = False
@@ -1056,8 +1057,12 @@ class _LocalBudgetSlot:
     def done(self, response: Response) -> float:
         return self.inner.done(response)
 
-    async def sent(self) -> None:
-        await self.inner.sent()
+    @property
+    def holding(self) -> bool:
+        return self.inner.holding
+
+    async def arrived(self) -> None:
+        await self.inner.arrived()
 
 
 def make_limiter(

@@ -30,7 +30,7 @@ from dagagents.providers.base import (
     Response,
     Usage,
     key_digest,
-    request_sent,
+    request_arrived,
     response_begun,
 )
 
@@ -234,7 +234,7 @@ class AnthropicProvider:
         http = anthropic.DefaultAsyncHttpxClient(
             timeout=self._options["timeout"],
             verify=self._tls,
-            event_hooks={"request": [_trace_sending]},
+            event_hooks={"response": [_headers_came]},
         )
         return anthropic.AsyncAnthropic(**self._options, http_client=http)
 
@@ -345,11 +345,13 @@ class AnthropicProvider:
         streaming = self.stream if self.stream is not None else None
         if streaming is None:
             # Stream when someone watches the text, or waits for this response to begin
-            # (cache warming).
+            # (cache warming), or for the server to have it (a burst's held rate limits: a
+            # streamed response's headers come at once).
             streaming = (
                 request.max_tokens > _STREAM_ABOVE_MAX_TOKENS
                 or begun is not None
                 or on_text is not None
+                or request_arrived.get() is not None
             )
         pool = await self._bound_pool()
         shard = pool.acquire()
@@ -517,28 +519,14 @@ class AnthropicProvider:
         self._closed = True
 
 
-async def _trace_sending(request: httpx2.Request) -> None:
-    """httpx2 request hook (on our own clients): when the caller set `request_sent`, tell it
-    the moment the request's body has been written to the connection.
-
-    httpcore's `trace` extension reports each step of sending a request on the connection that
-    carries it (connecting, TLS, headers, body); a new connection's set-up, the SDK's own
-    work and a busy event loop all come before `send_request_body.complete`, so this is the
-    last moment we can see before the server has the request. Response headers would come
-    later: the API sends a plain (non-streaming) response's headers with its whole body.
-    """
-    sent = request_sent.get()
-    if sent is None:
-        return
-    inner = request.extensions.get("trace")
-
-    async def trace(name: str, info: dict[str, Any]) -> None:
-        if inner is not None:
-            await inner(name, info)
-        if name.endswith("send_request_body.complete"):
-            await sent()
-
-    request.extensions["trace"] = trace
+async def _headers_came(response: httpx2.Response) -> None:
+    """httpx2 response hook (on our own clients), run when a response's headers have come: the
+    server has taken the request, so a caller that set `request_arrived` is told now. A
+    streamed response's headers come at once; a plain one's only with its whole body, so a
+    call admitted during a hold streams (see `complete`)."""
+    arrived = request_arrived.get()
+    if arrived is not None:
+        await arrived()
 
 
 def _timeout_of(client: anthropic.AsyncAnthropic) -> Any:

@@ -24,13 +24,14 @@ from dagagents.errors import ProviderError
 response_begun: ContextVar[Callable[[], None] | None] = ContextVar(
     "dagagents_response_begun", default=None
 )
-# Set by the caller around `complete()`: a provider that can tell when the request has left for
-# the server (its last byte written to the connection) awaits it then, once or more. A rate-limit
-# bucket that mirrors the server's starts refilling after a burst from that moment, not from
-# the answer (engine/limits.py, `TokenBucket.hold`); a provider that never calls it gets the
-# answer as the signal, later.
-request_sent: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
-    "dagagents_request_sent", default=None
+# Set by the caller around `complete()` for a call admitted while a rate-limit bucket holds its
+# refill (a burst began): a provider that can tell when the server has the request (its response
+# headers came: the API sends them once it has taken the request, at once when streaming) awaits
+# it then, once or more, and may stream for that purpose. The bucket refills from that moment,
+# not from the answer (engine/limits.py, `TokenBucket.hold`); without it, the answer ends the
+# hold, later.
+request_arrived: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "dagagents_request_arrived", default=None
 )
 
 

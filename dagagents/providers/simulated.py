@@ -30,7 +30,7 @@ from dagagents.providers.base import (
     Response,
     Usage,
     estimate_tokens,
-    request_sent,
+    request_arrived,
 )
 
 Responder = Callable[[Request], "str | dict[str, Any] | BaseModel | list[dict[str, Any]]"]
@@ -180,9 +180,9 @@ class SimulatedProvider:
         """Answer after the simulated latency; with `on_text`, the reply's text arrives in
         word-sized deltas after the time to first token, at `tokens_per_second`."""
         self.calls += 1
-        sent = request_sent.get()
-        if sent is not None:  # the simulated model has the request at once
-            await sent()
+        arrived = request_arrived.get()
+        if arrived is not None:  # the simulated model has the request at once
+            await arrived()
         prompt = _last_user_text(request)
         rng = random.Random(_request_seed(request, self.seed))
         script = next((s for s in self.scripts if s.matches(request, prompt)), None)

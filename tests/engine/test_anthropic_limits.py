@@ -14,7 +14,7 @@ from _anthropic_support import provider_for, run_graph
 from dagagents import Agent, Graph
 from dagagents.engine.limits import Limiter, RateLimits, counted_by_server
 from dagagents.errors import ProviderError
-from dagagents.providers.base import Request, request_sent
+from dagagents.providers.base import Request, request_arrived
 from dagagents.testing import FakeAnthropic, fake_anthropic_fixture, text  # noqa: F401
 
 WORKER = Agent("worker", model="claude-sonnet-4-6", max_tokens=200)
@@ -201,14 +201,14 @@ def test_a_failed_call_refunds_its_token_reservations_and_a_429_keeps_its_reques
     assert not counted_by_server(ProviderError("x", kind="connection"))
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_bursts_refill_starts_when_its_request_is_written_before_the_answer(
-    fake_anthropic: FakeAnthropic, stream: bool
+@pytest.mark.parametrize("stream", [None, True, False])
+def test_a_bursts_refill_starts_when_the_servers_headers_come_before_its_answer(
+    fake_anthropic: FakeAnthropic, stream: bool | None
 ) -> None:
-    """Through the real SDK: the provider reports the request written (httpcore's trace, set
-    by our http client's request hook) and the bucket held since the burst began refills from
-    then, while the server is still writing its answer (a plain response's headers come with
-    its body, so the answer would be a second later)."""
+    """Through the real SDK: a call admitted during a burst's hold streams, so the server's
+    response headers (sent once it has taken the request) come at once; our http client's
+    response hook reports them and the held bucket refills from then, while the server is still
+    writing the answer. With `stream=False` the headers come only with the answer."""
     fake_anthropic.latency = 1.0
     fake_anthropic.rate_limit(rpm=60)
     order: list[tuple[str, bool]] = []
@@ -226,18 +226,18 @@ def test_a_bursts_refill_starts_when_its_request_is_written_before_the_answer(
         assert bucket is not None
         try:
             async with limiter.slot(req) as slot:
-                order.append(("admitted: held", bucket.holding))
+                order.append(("admitted: held", slot.holding and bucket.holding))
 
-                async def sent() -> None:
-                    order.append(("written: answered", answered()))
-                    await slot.sent()
-                    order.append(("written: held", bucket.holding))
+                async def arrived() -> None:
+                    order.append(("headers: answered", answered()))
+                    await slot.arrived()
+                    order.append(("headers: held", bucket.holding))
 
-                token = request_sent.set(sent)
+                token = request_arrived.set(arrived)
                 try:
                     response = await provider.complete(req)
                 finally:
-                    request_sent.reset(token)
+                    request_arrived.reset(token)
                 order.append(("returned: answered", answered()))
                 slot.done(response)
         finally:
@@ -246,7 +246,7 @@ def test_a_bursts_refill_starts_when_its_request_is_written_before_the_answer(
     asyncio.run(scenario())
     assert order == [
         ("admitted: held", True),
-        ("written: answered", False),
-        ("written: held", False),
+        ("headers: answered", stream is False),  # a plain response: headers with the answer
+        ("headers: held", False),
         ("returned: answered", True),
     ]

@@ -21,7 +21,7 @@ from dagagents.engine.limits import (
 from dagagents.engine.retry import RetryPolicy, deadline
 from dagagents.errors import BudgetExceeded, ProviderError, UserError
 from dagagents.observe.pricing import Pricing, cost_usd, default_pricing
-from dagagents.providers.base import Request, Response, Usage, request_sent
+from dagagents.providers.base import Request, Response, Usage, request_arrived
 
 MODEL = "claude-sonnet-4-6"
 
@@ -74,7 +74,7 @@ async def test_a_burst_from_a_full_bucket_refills_only_once_the_server_has_answe
 async def test_the_simulated_model_has_the_request_at_once_so_the_hold_ends_before_its_answer() -> (
     None
 ):
-    """The simulated provider reports its request sent before it answers (there is no wire):
+    """The simulated provider reports its request arrived before it answers (no wire):
     a burst's refill starts then, as through the real SDK, not at the answer."""
     from dagagents.providers.simulated import SimulatedProvider
 
@@ -87,18 +87,18 @@ async def test_the_simulated_model_has_the_request_at_once_so_the_hold_ends_befo
     async with limiter.slot(req) as slot:
         order.append(("admitted: held", bucket.holding))
 
-        async def sent() -> None:
-            await slot.sent()
-            order.append(("sent: held", bucket.holding))
+        async def arrived() -> None:
+            await slot.arrived()
+            order.append(("arrived: held", bucket.holding))
 
-        token = request_sent.set(sent)
+        token = request_arrived.set(arrived)
         try:
             response = await provider.complete(req)
         finally:
-            request_sent.reset(token)
+            request_arrived.reset(token)
         order.append(("answered", True))
         slot.done(response)
-    assert order == [("admitted: held", True), ("sent: held", False), ("answered", True)]
+    assert order == [("admitted: held", True), ("arrived: held", False), ("answered", True)]
 
 
 async def test_the_hold_ends_by_itself_if_no_answer_comes() -> None:

@@ -244,5 +244,5 @@ def test_estimate_applies_the_critical_path_rule() -> None:
     Console(file=out, width=400).print(
         estimate_renderable(estimate(g, warming=CacheWarming(usd_per_second=100.0)))
     )
-    assert "reads it 1 times" in out.getvalue()
+    assert "reads it once" in out.getvalue()
     assert "long_b on the critical path would not wait" in out.getvalue()

@@ -670,11 +670,11 @@ def test_a_shared_bucket_taken_from_full_refills_once_the_server_has_answered(
     assert refilling > held  # the first answer started the refill
 
 
-def test_a_shared_bucket_taken_from_full_refills_once_a_call_admitted_since_is_sent(
+def test_a_shared_bucket_taken_from_full_refills_once_the_server_has_a_call_admitted_since(
     redis_server: RedisServer,
 ) -> None:
-    """As in process: the request written to the connection (the provider's `request_sent`)
-    ends the hold, before any answer; a slot admitted before the hold began proves nothing."""
+    """As in process: the server's response headers (the provider's `request_arrived`) end
+    the hold, before any answer is settled."""
 
     async def scenario() -> tuple[float, float, float]:
         config = SharedLimits(redis_server.url, key="sent")
@@ -691,7 +691,8 @@ def test_a_shared_bucket_taken_from_full_refills_once_a_call_admitted_since_is_s
                 await slot.__aenter__()
             await asyncio.sleep(0.2)  # 20 tokens' worth of time
             held = await level()
-            await slots[1].sent()  # written: the server has a request of the burst
+            assert all(slot.holding for slot in slots)
+            await slots[1].arrived()  # its headers came: the server has a request of the burst
             await asyncio.sleep(0.05)
             refilling = await level()
             for slot in slots:
@@ -702,4 +703,4 @@ def test_a_shared_bucket_taken_from_full_refills_once_a_call_admitted_since_is_s
 
     held, refilling, top = asyncio.run(scenario())
     assert held == top - 3  # nothing accrued while the server might not have the burst
-    assert refilling > held  # the first request written started the refill, before any answer
+    assert refilling > held  # the server's first headers started the refill, before any answer
