@@ -190,3 +190,29 @@ def test_add_below_a_failed_node_skips_the_new_nodes() -> None:
     failed = next(n for n, st in s.state.items() if st == "failed")
     assert s.add(["c"], [(failed, "c")], {}) == [("c", failed)]
     assert s.state["c"] == "skipped"
+
+
+def test_equal_priorities_come_out_in_the_order_they_became_ready() -> None:
+    """Ready nodes of one priority share a FIFO queue: first ready, first out, and a node of
+    higher priority that becomes ready later still goes before all of them."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(["w1", "w2", "w3", "gate"])
+    graph.add_edge("gate", "urgent")
+    priority = {"w1": 1.0, "w2": 1.0, "w3": 1.0, "gate": 9.0, "urgent": 5.0}
+    s = EagerSorter(graph, priority)
+    assert s.pop_ready() == "gate"
+    assert s.pop_ready() == "w1"
+    s.done("gate")  # "urgent" (5.0) is ready now, behind w2 and w3 in time, not in priority
+    assert s.top_ready() == 5.0
+    assert [s.pop_ready() for _ in range(3)] == ["urgent", "w2", "w3"]
+    assert not s.has_ready() and s.top_ready() == 0.0
+
+
+def test_a_skipped_node_leaves_the_ready_queue() -> None:
+    s = sorter([("a", "b")], nodes=("c", "d"))
+    a = s.pop_ready()  # the longest path first: a -> b
+    assert a == "a"
+    s.skip(["c"])
+    assert [s.pop_ready()] == ["d"] and not s.has_ready()
+    s.fail("a")
+    assert s.state["b"] == "skipped" and s.state["c"] == "skipped"

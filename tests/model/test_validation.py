@@ -127,3 +127,19 @@ def test_cli_missing_file_and_attr(tmp_path: Path) -> None:
     (tmp_path / "g.py").write_text("x = 1\n")
     proc = run_dagagents(Path.cwd(), "run", "g.py:pipeline", timeout=60)
     assert proc.returncode == 2 and "no Graph named 'pipeline'" in proc.stderr
+
+
+def test_validate_returns_the_nodes_in_dependency_order() -> None:
+    """The run reuses the order the acyclicity check computed for its priorities."""
+
+    async def step(**_: object) -> None:
+        return None
+
+    g = Graph("order")
+    g.add_step("c", step, depends_on=["b"])
+    g.add_step("b", step, depends_on=["a"])
+    g.add_step("a", step)
+    g.add_step("lone", step)
+    order = g.validate()
+    assert sorted(order) == ["a", "b", "c", "lone"]
+    assert order.index("a") < order.index("b") < order.index("c")
