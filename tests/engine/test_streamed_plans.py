@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from _anthropic_support import provider_for, run_graph
-from recording import Recording
+from recording import Recording, position, streamed_expands
 from rich.console import Console
 
 from dagagents import Orchestrator, Plan, SimulatedProvider, Store, Subtask
@@ -71,18 +71,6 @@ def scripted(*plans: Plan, plan_latency: float = 0.2) -> Recording:
         sim.script(lambda r: "OUT " + r.messages[0]["content"], agent=worker, latency=0.0)
     sim.script("THE BRIEF", agent="synthesizer", latency=0.0)
     return sim
-
-
-def order(result: Any) -> list[tuple[str, Any]]:
-    return [(e["event"], e.get("node")) for e in result.events]
-
-
-def position(result: Any, event: str, node: str) -> int:
-    return order(result).index((event, node))
-
-
-def streamed_expands(result: Any) -> list[dict[str, Any]]:
-    return [e for e in result.events if e["event"] == "expand" and e.get("streamed")]
 
 
 # ------------------------------------------------------------------ streaming

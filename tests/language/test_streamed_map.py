@@ -15,7 +15,7 @@ from typing import Any
 
 from _anthropic_support import provider_for, run_graph
 from pydantic import BaseModel, Field
-from recording import Recording
+from recording import Recording, position, streamed_expands
 
 from dagagents import Agent, Graph, Orchestrator, Plan, Subtask
 from dagagents.errors import ProviderError
@@ -63,18 +63,6 @@ def jokes_graph(sim: Any = None, **map_options: Any) -> Graph:
     g.task("subjects", Agent("lister"), "Subjects about {topic}.", output=Subjects)
     g.map("jokes", Agent("joker"), "A joke about {item}.", over="subjects.items", **map_options)
     return g
-
-
-def order(result: Any) -> list[tuple[str, Any]]:
-    return [(e["event"], e.get("node")) for e in result.events]
-
-
-def position(result: Any, event: str, node: str) -> int:
-    return order(result).index((event, node))
-
-
-def streamed_expands(result: Any) -> list[dict[str, Any]]:
-    return [e for e in result.events if e["event"] == "expand" and e.get("streamed")]
 
 
 def asked(sim: Recording, text: str) -> int:
