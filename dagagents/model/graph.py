@@ -50,6 +50,7 @@ from dagagents.model.nodes import (
     NodeSpec,
     Step,
     _formatter,
+    field_root,
     prompt_placeholders,
     step_params,
     takes_var_keyword,
@@ -193,7 +194,7 @@ class Graph:
         once the whole output is written); keys are the same either way."""
         if max_items < 0:
             raise GraphError(f"graph '{self.name}': map '{name}' max_items must be >= 0.")
-        root = over.split(".", 1)[0].split("[", 1)[0]
+        root = field_root(over)
         if isinstance(worker, Agent):
             if prompt is None:
                 raise GraphError(f"graph '{self.name}': map '{name}' with an agent needs a prompt.")
@@ -311,7 +312,7 @@ class Graph:
                     f"{where}: carry names '{inner}', which is not an input of body "
                     f"'{body.name}' (its inputs: {', '.join(declared) or 'none'})."
                 )
-            root = source.split(".", 1)[0].split("[", 1)[0]
+            root = field_root(source)
             if root not in nodes:
                 raise GraphError(
                     f"{where}: carry '{inner}' reads '{source}', but body '{body.name}' "
@@ -666,7 +667,7 @@ def _check_prompt(
                 f"'{{{{{ph}}}}}'."
             )
     for field in prompt_fields(prompt_spec.prompt):
-        root = field.split(".", 1)[0].split("[", 1)[0]
+        root = field_root(field)
         if root in plocal:
             check_field(
                 f"{where}: node '{spec.name}'",

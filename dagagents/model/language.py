@@ -39,6 +39,7 @@ from dagagents.model.nodes import (
     Step,
     _formatter,
     field_path,
+    field_root,
     prompt_placeholders,
     resolve_field,
     step_params,
@@ -142,7 +143,7 @@ def substitute(template: str, values: Mapping[str, Any], node: str) -> str:
         out.append(literal.replace("{", "{{").replace("}", "}}"))
         if field is None:
             continue
-        root = field.split(".", 1)[0].split("[", 1)[0]
+        root = field_root(field)
         if root in values:
             value = resolve_field(node, field, values[root])
             text = value if isinstance(value, str) else codec.as_text(value)
@@ -166,7 +167,7 @@ def check_field(
 ) -> None:
     """Check `dep.a.b` against a declared pydantic output type (nothing to check if none)."""
     current: Any = model
-    walked = field.split(".", 1)[0].split("[", 1)[0]
+    walked = field_root(field)
     for part in field_path(field):
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return
@@ -217,7 +218,7 @@ class MapSplit(Step):
 def _split(spec_ref: list[MapSplit], **kw: Any) -> dict[str, Any]:
     """The splitter's body: the list at `over`, or the sentence explaining why there is none."""
     spec = spec_ref[0]
-    value = kw[spec.over.split(".", 1)[0].split("[", 1)[0]]
+    value = kw[field_root(spec.over)]
     try:
         items = resolve_field(spec.map_name, spec.over, value)
     except GraphError as exc:
@@ -323,9 +324,10 @@ class MapStream:
     """A map whose items may start while its source agent's reply streams. `propose(text)`
     (the reply so far) returns the item nodes that became ready to start since the last call:
     of the longest run of complete items from the first, each valid against the item type (an
-    invalid one, and every item after it, waits for the final answer), at most `max_items`. `final(output)` is the
-    splitter's expansion for the source's finished output, computed the way the splitter
-    will compute it, so the engine can keep what streamed unchanged (engine/expand.py)."""
+    invalid one, and every item after it, waits for the final answer), at most `max_items`.
+    `final(output)` is the splitter's expansion for the source's finished output, computed the
+    way the splitter will compute it, so the engine can keep what streamed unchanged
+    (engine/expand.py)."""
 
     split: MapSplit
     key: str  # the top-level key of the source's JSON reply that holds the list
@@ -361,7 +363,7 @@ class MapStream:
         return Expansion(nodes=built.extend(fresh)[before:])
 
     def final(self, output: Any) -> Expansion | None:
-        root = self.split.over.split(".", 1)[0].split("[", 1)[0]
+        root = field_root(self.split.over)
         assert self.split.expand is not None
         return self.split.expand(self.split.fn(**{root: output}))
 
@@ -377,7 +379,7 @@ def streamed_map(split: MapSplit, source: NodeSpec) -> MapStream | None:
     model = source.agent.output
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return None
-    if split.local(source.name) != split.over.split(".", 1)[0].split("[", 1)[0]:
+    if split.local(source.name) != field_root(split.over):
         return None
     path = field_path(split.over)
     if len(path) != 1 or not isinstance(path[0], str):

@@ -282,7 +282,7 @@ def render_prompt(task: AgentTask, inputs: dict[str, Any]) -> str:
         pieces.append(literal)
         if field is None:
             continue
-        root = field.split(".", 1)[0].split("[", 1)[0]
+        root = field_root(field)
         if root not in inputs:
             pieces.append(
                 "{" + field + (f"!{conv}" if conv else "") + (f":{spec_}" if spec_ else "") + "}"
@@ -307,10 +307,14 @@ def render_prompt(task: AgentTask, inputs: dict[str, Any]) -> str:
     return text
 
 
+def field_root(field: str) -> str:
+    """The node a field reference reads: `subjects.items[0].name` -> 'subjects'."""
+    return field.split(".", 1)[0].split("[", 1)[0]
+
+
 def field_path(field: str) -> list[str | int]:
     """`grade.feedback` -> ['feedback']; `subjects.items[0].name` -> ['items', 0, 'name']."""
-    root = re.match(r"[^.\[]*", field)
-    rest = field[root.end() if root else 0 :]
+    rest = field[len(field_root(field)) :]
     return [
         (int(idx) if idx.lstrip("-").isdigit() else idx) if attr is None or attr == "" else attr
         for attr, idx in _PATH.findall(rest)
@@ -337,7 +341,7 @@ def resolve_field(node: str, field: str, value: Any) -> Any:
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = orjson.loads(value)
-    walked = field.split(".", 1)[0].split("[", 1)[0]
+    walked = field_root(field)
     for part in path:
         try:
             if isinstance(part, int):
