@@ -165,13 +165,11 @@ def _budget_prefix(name: str) -> str:
 # capacity: one request, or 1% of a token limit (0.6 s of refill). As in the in-process
 # TokenBucket, a take from a full bucket holds its refill (<k>.hold: until when, <k>.hfrom:
 # since when) until the server has a call admitted since (its headers: _ARRIVED) or answered
-# it (_SETTLE), at most
-# ARRIVAL_HOLD: the server's bucket
-# refills from the first request's arrival, not from our admission, and with several processes
-# (and their first SDK connections) that gap is where a burst's 429s came from. Bucket state
-# per model family lives in one hash: <k>.level, <k>.stamp, <k>.limit (learned from headers),
-# <k>.hold, <k>.hfrom for k in r, i, o; plus resume_at, climit (AIMD concurrency limit), epoch,
-# calls, overloads.
+# it (_SETTLE), at most ARRIVAL_HOLD: the server's bucket refills from the first request's
+# arrival, not from our admission, and with several processes (and their first SDK connections)
+# that gap is where a burst's 429s came from. Bucket state per model family lives in one hash:
+# <k>.level, <k>.stamp, <k>.limit (learned from headers), <k>.hold, <k>.hfrom for k in r, i, o;
+# plus resume_at, climit (AIMD concurrency limit), epoch, calls, overloads.
 _LUA_PRELUDE = (
     """
 local t = redis.call('TIME')

@@ -35,8 +35,8 @@ class Recipe(NamedTuple):
     """How a worker gets the run's provider without the driver's secrets.
 
     `kind` is "settings" (`blob`: the provider's class and its settings without the key, which
-    the worker reads from its own environment), "factory" or "pickled" (`blob`: a cloudpickled zero-argument
-    factory or provider object).
+    the worker reads from its own environment), "factory" or "pickled" (`blob`: a cloudpickled
+    zero-argument factory or provider object).
     """
 
     kind: str
