@@ -19,8 +19,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -632,41 +633,55 @@ def test_processes_asking_for_different_concurrency_share_the_smallest(
     assert "the smallest, 2, applies to every process on the key" in " ".join(shown.split())
 
 
+TOP = 5999.0  # the burst helper's bucket: 6000 less one request of headroom
+
+
+async def _burst_levels(
+    url: str, key: str, end_hold: Callable[[list[Any]], Awaitable[list[Any]]]
+) -> tuple[float, float]:
+    """Three calls taken from a full shared bucket (6000 rpm: 100 a second): the requests
+    bucket's level 20 tokens' worth of time later, and 50 ms after `end_hold(slots)` (which
+    returns the slots it closed; the rest are closed afterwards)."""
+    config = SharedLimits(url, key=key)
+    limiter = RedisLimiter(config, RateLimits(rpm=6000), key=key)
+    await limiter.start()
+
+    async def level() -> float:
+        (model,) = (await snapshot(config, key=key))["keys"][0]["models"]
+        return float(model["buckets"]["requests"]["level"])
+
+    try:
+        slots = [limiter.slot(_request(f"c{i}")) for i in range(3)]
+        for slot in slots:
+            await slot.__aenter__()
+        await asyncio.sleep(0.2)  # 20 tokens' worth of time
+        held = await level()
+        closed = await end_hold(slots)
+        await asyncio.sleep(0.05)
+        refilling = await level()
+        for slot in slots:
+            if slot not in closed:
+                await slot.__aexit__(None, None, None)
+    finally:
+        await limiter.aclose()
+    return held, refilling
+
+
 def test_a_shared_bucket_taken_from_full_refills_once_the_server_has_answered(
     redis_server: RedisServer,
 ) -> None:
     """As in process: after a take from a full bucket nothing accrues until a call admitted
     since is answered (the server's bucket refills from the first arrival, not our admission)."""
 
-    async def scenario() -> tuple[float, float, float]:
-        config = SharedLimits(redis_server.url, key="hold")
-        limiter = RedisLimiter(config, RateLimits(rpm=6000), key="hold")  # 100 a second
-        await limiter.start()
+    async def answer_first(slots: list[Any]) -> list[Any]:
+        slots[0].done(
+            Response(content=[{"type": "text", "text": "ok"}], usage=Usage(input_tokens=1))
+        )
+        await slots[0].__aexit__(None, None, None)
+        return slots[:1]
 
-        async def level() -> float:
-            (model,) = (await snapshot(config, key="hold"))["keys"][0]["models"]
-            return float(model["buckets"]["requests"]["level"])
-
-        try:
-            slots = [limiter.slot(_request(f"c{i}")) for i in range(3)]
-            for slot in slots:
-                await slot.__aenter__()
-            await asyncio.sleep(0.2)  # 20 tokens' worth of time
-            held = await level()
-            slots[0].done(
-                Response(content=[{"type": "text", "text": "ok"}], usage=Usage(input_tokens=1))
-            )
-            await slots[0].__aexit__(None, None, None)
-            await asyncio.sleep(0.05)
-            refilling = await level()
-            for slot in slots[1:]:
-                await slot.__aexit__(None, None, None)
-        finally:
-            await limiter.aclose()
-        return held, refilling, 5999.0  # top: 6000 less one request of headroom
-
-    held, refilling, top = asyncio.run(scenario())
-    assert held == top - 3  # nothing accrued while the server might not have seen the burst
+    held, refilling = asyncio.run(_burst_levels(redis_server.url, "hold", answer_first))
+    assert held == TOP - 3  # nothing accrued while the server might not have seen the burst
     assert refilling > held  # the first answer started the refill
 
 
@@ -676,31 +691,11 @@ def test_a_shared_bucket_taken_from_full_refills_once_the_server_has_a_call_admi
     """As in process: the server's response headers (the provider's `request_arrived`) end
     the hold, before any answer is settled."""
 
-    async def scenario() -> tuple[float, float, float]:
-        config = SharedLimits(redis_server.url, key="sent")
-        limiter = RedisLimiter(config, RateLimits(rpm=6000), key="sent")  # 100 a second
-        await limiter.start()
+    async def headers_of_second(slots: list[Any]) -> list[Any]:
+        assert all(slot.holding for slot in slots)
+        await slots[1].arrived()  # its headers came: the server has a request of the burst
+        return []
 
-        async def level() -> float:
-            (model,) = (await snapshot(config, key="sent"))["keys"][0]["models"]
-            return float(model["buckets"]["requests"]["level"])
-
-        try:
-            slots = [limiter.slot(_request(f"c{i}")) for i in range(3)]
-            for slot in slots:
-                await slot.__aenter__()
-            await asyncio.sleep(0.2)  # 20 tokens' worth of time
-            held = await level()
-            assert all(slot.holding for slot in slots)
-            await slots[1].arrived()  # its headers came: the server has a request of the burst
-            await asyncio.sleep(0.05)
-            refilling = await level()
-            for slot in slots:
-                await slot.__aexit__(None, None, None)
-        finally:
-            await limiter.aclose()
-        return held, refilling, 5999.0  # top: 6000 less one request of headroom
-
-    held, refilling, top = asyncio.run(scenario())
-    assert held == top - 3  # nothing accrued while the server might not have the burst
+    held, refilling = asyncio.run(_burst_levels(redis_server.url, "sent", headers_of_second))
+    assert held == TOP - 3  # nothing accrued while the server might not have the burst
     assert refilling > held  # the server's first headers started the refill, before any answer
