@@ -531,14 +531,13 @@ class _Run:
         value: Any = None
         error: BaseException | None = None
         cached = False
+        leasing = self.leases is not None and self._worth_leasing(name)
+        if self._lookup_in_slot or leasing:  # it waits (store, lease) before it starts
+            self.emit("node_ready", node=name)
         try:
             if self._lookup_in_slot and await self._lookup_off_loop(name):
                 cached = True
-            elif (
-                self.leases is not None
-                and self._worth_leasing(name)
-                and await self._await_other_process(name)
-            ):
+            elif leasing and await self._await_other_process(name):
                 cached = True  # completed from another process's output
             else:
                 try:
@@ -659,19 +658,10 @@ class _Run:
         record = self.records[name]
         record.status = to
         if to == RUNNING:
-            self.emit("node_ready", node=name)
-        elif to == DONE:
+            return  # traced by node_start (node_ready first if it waits to start: `_node`)
+        if to == DONE:
             self.sorter.done(name)
-            self.emit(
-                "node_complete",
-                node=name,
-                duration=record.duration,
-                model=record.model,
-                usage=record.usage.model_dump() if record.calls else None,
-                cost=record.cost_usd,
-                key=record.key,
-                simulated=record.simulated,
-            )
+            self.emit("node_complete", **_completion(record))
         elif to == CACHED:
             record.start = record.end = self.tracer.now()
             self.sorter.done(name)
@@ -822,7 +812,12 @@ class _Run:
         record = self.records[name]
         inputs = node_inputs(spec, self.outputs)
         record.start = self.tracer.now()
-        self.emit("node_start", node=name, kind=spec.kind, agent=record.agent, model=record.model)
+        if record.agent is None:
+            self.emit("node_start", node=name, kind=spec.kind)
+        else:
+            self.emit(
+                "node_start", node=name, kind=spec.kind, agent=record.agent, model=record.model
+            )
         for dep in spec.depends_on:
             self.emit("message", src=dep, dst=name)
         meta: dict[str, Any] = {"node": name, "graph": self.graph.name}
@@ -1193,6 +1188,23 @@ def _new_record(spec: NodeSpec) -> NodeRecord:
         model=agent.model,
         depends_on=spec.depends_on,
     )
+
+
+def _completion(record: NodeRecord) -> dict[str, Any]:
+    """A `node_complete` event's fields. A field that would be null, zero or false is left
+    out (a step's model, usage, cost; the key without a store): readers default them."""
+    fields: dict[str, Any] = {"node": record.name, "duration": record.duration}
+    if record.model is not None:
+        fields["model"] = record.model
+    if record.calls:
+        fields["usage"] = record.usage.model_dump()
+    if record.cost_usd:
+        fields["cost"] = record.cost_usd
+    if record.key is not None:
+        fields["key"] = record.key
+    if record.simulated:
+        fields["simulated"] = True
+    return fields
 
 
 def _restart_all(streams: list[ExpansionStream]) -> Any:
