@@ -10,7 +10,8 @@ its prompt. An edge into a node that has started, or into a Step that has nowher
 output, is refused: a node never runs without an input it depends on.
 
 A node whose reply streams may grow the run before it finishes: `ExpansionStream` feeds a
-proposer the reply so far and grows the run by the new nodes it proposes (nodes only: edges into
+proposer each delta (a map's `MapStream`, which reads the reply incrementally) or the reply so
+far (a plan's `stream_expand`) and grows the run by the new nodes it proposes (nodes only: edges into
 existing nodes wait for the final answer). `streams_for` lists them for one agent node: its own
 `AgentTask.stream_expand` (the Orchestrator's streamed plan: the node expands itself) and each
 map over a list field of its structured output (the map's splitter expands, once the agent has
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 import networkx as nx
 
@@ -149,9 +150,19 @@ def _receiving(where: str, target: NodeSpec, src: str) -> NodeSpec:
     return target.model_copy(update=update)
 
 
-# Only a delta holding one of these can complete a JSON item (the next item begins, a list
-# closes, the next key's value begins, the whole reply closes).
+# For a proposer given the reply so far: only a delta holding one of these can complete an
+# item of objects or strings (the next item begins, a list closes, the whole reply closes).
 _STRUCTURE = frozenset('{}[]"')
+
+
+@runtime_checkable
+class DeltaReader(Protocol):
+    """A proposer that reads the reply incrementally (`model/language.MapStream`): fed each
+    delta, never the reply so far, so what one delta costs does not grow with the reply."""
+
+    def feed(self, delta: str) -> Expansion | None: ...
+
+    def restart(self) -> None: ...
 
 
 class ExpansionStream:
@@ -171,7 +182,7 @@ class ExpansionStream:
         self,
         run: RunState,
         source: str,
-        propose: Callable[[str], Expansion | None],
+        propose: Callable[[str], Expansion | None] | DeltaReader,
         started: Callable[[], object],
         *,
         final: Callable[[Any], Expansion | None] | None = None,
@@ -180,6 +191,7 @@ class ExpansionStream:
         self.run = run
         self.source = source
         self.propose = propose
+        self.reader = propose if isinstance(propose, DeltaReader) else None
         self.started = started
         self.final = final
         self.label = label
@@ -189,13 +201,18 @@ class ExpansionStream:
 
     def restart(self) -> None:
         self.parts.clear()
+        if self.reader is not None:
+            self.reader.restart()
 
     def feed(self, delta: str) -> None:
-        self.parts.append(delta)
-        if not _STRUCTURE.intersection(delta):
-            return  # inside a string or a number: no item can have become complete
         try:
-            expansion = self.propose("".join(self.parts))
+            if self.reader is not None:
+                expansion = self.reader.feed(delta)  # every delta: a number item too
+            else:
+                self.parts.append(delta)
+                if not _STRUCTURE.intersection(delta):
+                    return  # inside a string or a number: no object can have completed
+                expansion = cast(Callable[[str], Any], self.propose)("".join(self.parts))
         except Exception:  # streaming only starts work early: the final answer decides
             return
         if not isinstance(expansion, Expansion) or not expansion.nodes:
@@ -240,9 +257,7 @@ def streams_for(
             mapped = streamed_map(split, spec)
             if mapped is not None:
                 streams.append(
-                    ExpansionStream(
-                        run, name, mapped.propose, started, final=mapped.final, label="list"
-                    )
+                    ExpansionStream(run, name, mapped, started, final=mapped.final, label="list")
                 )
     return streams
 
