@@ -24,6 +24,7 @@ the run retires the rest and the source's expansion adds only what is new (see
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast, runtime_checkable
@@ -94,6 +95,7 @@ def check_expansion(
     specs = graph.specs
     growth = Growth(source, nodes={spec.name: spec for spec in expansion.nodes})
     new = growth.nodes
+    incoming: dict[str, dict[str, None]] = {}  # receiver -> its new sources, in edge order
     for name in new:
         if name in specs:
             raise GraphError(f"{where} adds node '{name}', which already exists")
@@ -104,14 +106,18 @@ def check_expansion(
             raise GraphError(f"{where} adds an edge into '{dst}', which has already started")
         if dst not in new and dst not in specs:
             raise GraphError(f"{where} adds an edge to unknown node '{dst}'")
-        target = growth.updated.get(dst) or new.get(dst) or specs[dst]
-        received = _receiving(where, target, src)
+        incoming.setdefault(dst, {})[src] = None
+    for dst, srcs in incoming.items():  # one update per receiver, however many edges
+        target = new.get(dst) or specs[dst]
+        received = _receiving(where, target, list(srcs))
         if received is not target:
             growth.updated[dst] = received
     for name, spec in growth.updated.items():
         if name in new:
             new[name] = spec
-    combined: Mapping[str, NodeSpec] = {**specs, **new}
+    # new nodes over the graph's, never a copy of the graph's (one item at a time would
+    # copy it once per item)
+    combined: Mapping[str, NodeSpec] = ChainMap(new, specs)
     for spec in new.values():
         validate_spec(where, spec, combined)
     below = not expansion.edges
@@ -134,19 +140,23 @@ def check_expansion(
     return growth
 
 
-def _receiving(where: str, target: NodeSpec, src: str) -> NodeSpec:
-    """`target` updated to receive `src`'s output (unchanged if it already does)."""
-    if src in target.depends_on:
+def _receiving(where: str, target: NodeSpec, srcs: list[str]) -> NodeSpec:
+    """`target` updated to receive the outputs of `srcs` (unchanged if it already does)."""
+    had = set(target.depends_on)
+    adding = [src for src in srcs if src not in had]
+    if not adding:
         return target
-    update: dict[str, Any] = {"depends_on": (*target.depends_on, src)}
+    update: dict[str, Any] = {"depends_on": (*target.depends_on, *adding)}
     if isinstance(target, Step):
         named = {p.name for p in step_params(target.fn)}
-        if src not in named and not takes_var_keyword(target.fn):
-            raise GraphError(
-                f"{where} adds an edge from '{src}' into step '{target.name}', which has no "
-                f"parameter '{src}' and no **kwargs to receive its output; expansion rejected"
-            )
-        update["params"] = (*target.params, src)
+        for src in adding:
+            if src not in named and not takes_var_keyword(target.fn):
+                raise GraphError(
+                    f"{where} adds an edge from '{src}' into step '{target.name}', which has "
+                    f"no parameter '{src}' and no **kwargs to receive its output; expansion "
+                    "rejected"
+                )
+        update["params"] = (*target.params, *adding)
     return target.model_copy(update=update)
 
 
