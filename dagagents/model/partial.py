@@ -183,82 +183,98 @@ class ListReader:
             self.stopped = True  # this item and everything after it wait for the whole reply
 
     def _scan(self) -> None:
-        buf = self._buf
+        """Read on from `_pos` until the text runs out or the reader is done; each step
+        returns False when it must wait for more text."""
         while not self.done:
             if self._in_string:
-                found = _IN_STRING.search(buf, self._pos)
-                if found is None:
-                    self._pos = len(buf)
-                    return
-                at = found.start()
-                if buf[at] == "\\":
-                    if at + 1 >= len(buf):
-                        self._pos = at  # the escaped character has not arrived yet
-                        return
-                    self._pos = at + 2
-                    continue
-                self._in_string = False
-                self._pos = at + 1
-                if self._key_next and self._depth == 1:
-                    self._key_next = False
-                    raw = buf[self._string_start : at + 1]
-                    try:
-                        self._key = raw[1:-1] if "\\" not in raw else pydantic_core.from_json(raw)
-                    except ValueError:
-                        self.stopped = True
-                continue
-            if self._item_start is None and self._list_depth and self._depth == self._list_depth:
+                more = self._string()
+            elif self._item_start is None and self._list_depth == self._depth:
                 self._begin_item()  # after `[` or a comma: waiting for the next item
-                if self._item_start is None:
-                    if self._pos >= len(buf) or self.stopped:
-                        return
-            if self._want_list:
-                found = _NON_SPACE.search(buf, self._pos)
-                if found is None:
-                    self._pos = len(buf)
-                    return
-                self._want_list = False
-                if buf[found.start()] != "[":
-                    self.stopped = True  # the field is not a list
-                    return
-                self._pos = found.start() + 1
-                self._depth += 1
-                self._open_list()
-                continue
-            found = _STRUCTURE.search(buf, self._pos)
-            if found is None:
-                self._pos = len(buf)
+                more = self._item_start is not None or self._pos < len(self._buf)
+                more = more and self._structure()
+            elif self._want_list:
+                more = self._list_value()
+            else:
+                more = self._structure()
+            if not more:
                 return
-            at = found.start()
-            char = buf[at]
-            self._pos = at + 1
-            if char == '"':
-                self._in_string, self._string_start = True, at
-            elif char in "[{":
-                self._depth += 1
-            elif char in "]}":
-                if self._list_depth and self._depth == self._list_depth:
-                    if char == "}":
-                        self.stopped = True
-                        return
-                    if self._item_start is not None:
-                        self._accept(buf[self._item_start : at])
-                    self.closed = not self.stopped
-                    return
-                self._depth -= 1
-                if self._depth == 0:
-                    self.stopped = True  # the object closed without the list
-                    return
-            elif char == "," and self._depth == 1 and not self._list_depth:
-                self._key_next = True
-            elif char == ":" and self._depth == 1 and not self._list_depth:
-                self._want_list = self._key == self.field
-            elif char == "," and self._list_depth and self._depth == self._list_depth:
-                if self._item_start is None:
-                    self.stopped = True  # `[,` or `1,,`: not JSON
-                    return
+
+    def _string(self) -> bool:
+        """Inside a string: skip to its end (escapes included); a key at depth 1 is kept."""
+        buf = self._buf
+        found = _IN_STRING.search(buf, self._pos)
+        if found is None:
+            self._pos = len(buf)
+            return False
+        at = found.start()
+        if buf[at] == "\\":
+            if at + 1 >= len(buf):
+                self._pos = at  # the escaped character has not arrived yet
+                return False
+            self._pos = at + 2
+            return True
+        self._in_string = False
+        self._pos = at + 1
+        if self._key_next and self._depth == 1:
+            self._key_next = False
+            raw = buf[self._string_start : at + 1]
+            try:
+                self._key = raw[1:-1] if "\\" not in raw else pydantic_core.from_json(raw)
+            except ValueError:
+                self.stopped = True
+        return True
+
+    def _list_value(self) -> bool:
+        """After `field:`: the value must open a list."""
+        found = _NON_SPACE.search(self._buf, self._pos)
+        if found is None:
+            self._pos = len(self._buf)
+            return False
+        self._want_list = False
+        if self._buf[found.start()] != "[":
+            self.stopped = True  # the field is not a list
+            return False
+        self._pos = found.start() + 1
+        self._depth += 1
+        self._open_list()
+        return True
+
+    def _structure(self) -> bool:
+        """Outside strings: the next bracket, brace, quote, comma or colon."""
+        buf = self._buf
+        found = _STRUCTURE.search(buf, self._pos)
+        if found is None:
+            self._pos = len(buf)
+            return False
+        at = found.start()
+        char = buf[at]
+        self._pos = at + 1
+        in_list = self._list_depth == self._depth  # directly inside the target list
+        if char == '"':
+            self._in_string, self._string_start = True, at
+        elif char in "[{":
+            self._depth += 1
+        elif char == "]" and in_list:
+            if self._item_start is not None:
+                self._accept(buf[self._item_start : at])
+            self.closed = not self.stopped
+        elif char == "}" and in_list:
+            self.stopped = True
+        elif char in "]}":
+            self._depth -= 1
+            self.stopped = self._depth == 0  # the object closed without the list
+        elif char == "," and in_list:
+            if self._item_start is None:
+                self.stopped = True  # `[,` or `1,,`: not JSON
+            else:
                 self._pending = buf[self._item_start : at]
                 self._item_start = None
+        elif self._depth == 1 and not self._list_depth:  # between the object's members
+            if char == ",":
+                self._key_next = True
+            elif char == ":":
+                self._want_list = self._key == self.field
+        return True
 
     def _trim(self) -> None:
         """Drop the text nothing will read again (before the current item or string)."""

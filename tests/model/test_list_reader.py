@@ -132,7 +132,12 @@ def test_the_examples_of_complete_items() -> None:
     cases = [
         ('{"subtasks": [{"id": "a", "worker": "w", "task": "do x"}', "subtasks", [], False),
         ('{"subtasks": [{"id": "a"}, {"i', "subtasks", [{"id": "a"}], False),
-        ('{"subtasks": [{"id": "a"}, {"id": "b"}], "s', "subtasks", [{"id": "a"}, {"id": "b"}], True),
+        (
+            '{"subtasks": [{"id": "a"}, {"id": "b"}], "s',
+            "subtasks",
+            [{"id": "a"}, {"id": "b"}],
+            True,
+        ),
         ("[1, 2, 3", None, [1, 2], False),
         ("[1, 2, 3]", None, [1, 2, 3], True),
         ("[]", None, [], True),
