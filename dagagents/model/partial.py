@@ -1,15 +1,20 @@
 """Complete items of a JSON list that is still being written (a streamed structured output).
 
-A streamed reply is parsed with pydantic_core's partial mode (`from_json(..., allow_partial=
-"trailing-strings")`), never by hand. Partial parsing returns a truncated last element as if
-it were whole (`[{"id": "a", "task": "do` reads as `[{"id": "a", "task": "do"}]`), so an item
-counts as complete only once the parser has seen the next item begin or the list close (a key
-after it in the enclosing object, or the whole reply parsing as strict JSON).
+An item counts as complete only once the next item begins or the list closes (a truncated
+last element, `[{"id": "a", "task": "do`, is not an item yet).
 
-`complete_items` parses the whole reply so far: its cost grows with the reply, so a stream
-that calls it on every delta is quadratic in the list's length. A stream reads its reply with
-`ListReader` instead, which is fed only the new text and keeps where the last complete item
-ended: the same items, at a cost per delta that stays flat however long the list grows.
+`ListReader` is what streams use: fed only the new text of each delta, it keeps where the
+current item began and drops what came before, so the cost per delta stays flat however long
+the list grows. Neither pydantic_core nor jiter reports where a value ends (their partial mode
+returns values, never offsets), so it finds item boundaries with a small scan over the new
+text (strings and escapes skipped by regex, bracket depth counted) and leaves every value to
+pydantic_core: each complete item's own text is parsed once, strictly.
+
+`complete_items` is the one-shot form, pydantic_core's partial mode over the whole reply so
+far (`from_json(..., allow_partial="trailing-strings")`): its cost grows with the reply, so a
+stream calling it on every delta was quadratic in the list's length. It counts the list's last
+item only once a key follows the list or the whole reply parses; the tests check the reader
+against it.
 """
 
 from __future__ import annotations
