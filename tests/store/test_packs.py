@@ -1,0 +1,239 @@
+"""Packs: small objects of a local store appended to one file per writing process.
+
+Each test checks a guarantee an object file gave and a packed object must keep: atomic (a torn
+record is never read), verified (a damaged record reads as corrupt), one object per key for
+every reader (several processes, duplicates, tombstones), and gc."""
+
+from __future__ import annotations
+
+import gc as pygc
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from stored import damage, packed, stored_size
+
+from dagagents import Graph
+from dagagents.store import CorruptObject, Store
+from dagagents.store.packs import PACK_MAX, PACKS_DIR
+
+KEYS = [f"{i:02x}" + "5" * 62 for i in range(6)]
+
+
+def _in_child(store: Path, code: str) -> str:
+    """Run `code` (with `st` = the store) in a fresh process: another writer or reader."""
+    script = f"from dagagents.store import Store\nst = Store({str(store)!r})\n{code}"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _packs(store: Path) -> list[Path]:
+    return sorted(p for p in (store / PACKS_DIR).iterdir() if not p.name.startswith("."))
+
+
+def _fresh(path: Path) -> Store:
+    """A Store whose process has not read the packs yet (the registry keeps one per process
+    while some Store uses it)."""
+    pygc.collect()
+    return Store(path)
+
+
+def test_small_objects_are_packed_big_ones_keep_a_file(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    for k in KEYS[:3]:
+        store.put(k, b'"small"', {"node": "n"})
+    big = KEYS[3]
+    store.put(big, b'"' + b"x" * PACK_MAX + b'"', {})
+    assert [packed(store, k) for k in KEYS[:4]] == [True, True, True, False]
+    assert Path(store.object_path(big)).is_file()
+    assert not any(Path(store.object_path(k)).exists() for k in KEYS[:3])
+    (pack,) = _packs(tmp_path / "s")  # one pack for every small object of this process
+    assert pack.name.startswith(f"{os.getpid()}-")
+    assert sorted(k for k, _ in store.iter_objects()) == sorted(KEYS[:4])
+    assert store.get(KEYS[1]).value == b'"small"'  # type: ignore[union-attr]
+    assert store.verify() == {}
+    # Another process reads them all, from the pack and from the file.
+    out = _in_child(
+        tmp_path / "s",
+        f"print(sorted(k for k, _ in st.iter_objects()) == {sorted(KEYS[:4])!r}, st.get({KEYS[2]!r}).value)",
+    )
+    assert out.split() == ["True", """b'"small"'"""]
+
+
+def test_a_torn_last_record_is_never_read(tmp_path: Path) -> None:
+    """A writer killed mid-append leaves part of a record at its pack's end: ignored, and
+    every record before it reads."""
+    path = tmp_path / "s"
+    _in_child(
+        path,
+        f"for k in {KEYS[:3]!r}: st.put(k, b'[1]' if k != {KEYS[2]!r} else b'[2]' * 100, {{}})",
+    )
+    (pack,) = _packs(path)
+    data = pack.read_bytes()
+    pack.write_bytes(data[: len(data) - 50])  # the last record cut short
+    store = _fresh(path)
+    assert sorted(k for k, _ in store.iter_objects()) == sorted(KEYS[:2])
+    assert store.get(KEYS[2]) is None
+    assert store.verify() == {}
+    assert store.get(KEYS[0]).value == b"[1]"  # type: ignore[union-attr]
+
+
+def test_a_damaged_record_is_corrupt_and_its_tombstone_holds_for_every_process(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s"
+    store = Store(path)
+    for k in KEYS[:3]:
+        store.put(k, b'"v"', {})
+    damage(store, KEYS[1], "flip")
+    with pytest.raises(CorruptObject, match="checksum"):
+        store.get(KEYS[1])
+    assert list(store.verify()) == [KEYS[1]]
+    store.discard(KEYS[1])  # what a run does before recomputing it
+    assert store.get(KEYS[1]) is None
+    out = _in_child(
+        path, f"print(st.get({KEYS[1]!r}), sorted(st.verify()), len(st.iter_objects()))"
+    )
+    assert out.split() == ["None", "[]", "2"]
+    store.put(KEYS[1], b'"again"', {})
+    out = _in_child(path, f"print(st.get({KEYS[1]!r}).value)")
+    assert out.strip() == """b'"again"'"""
+
+
+def test_a_damaged_record_header_stops_that_pack_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _in_child(path, f"for k in {KEYS[:3]!r}: st.put(k, b'1', {{}})")
+    (pack,) = _packs(path)
+    data = pack.read_bytes()
+    at = data.index(b"+" + KEYS[1].encode())
+    pack.write_bytes(data[:at] + b"?" + data[at + 1 :])
+    with pytest.warns(UserWarning, match=r"pack '.*' is damaged at byte \d+"):
+        store = _fresh(path)
+        assert store.get(KEYS[0]) is not None
+    assert store.get(KEYS[1]) is None and store.get(KEYS[2]) is None  # recomputed, not trusted
+
+
+def test_a_reader_finds_what_another_process_packed_after_its_first_look(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    store = Store(path)
+    store.put(KEYS[0], b"0", {})
+    assert store.get(KEYS[1]) is None  # indexed: nothing there yet
+    _in_child(path, f"st.put({KEYS[1]!r}, b'1', {{}})")
+    assert store.get(KEYS[1]).value == b"1"  # type: ignore[union-attr]
+    _in_child(path, f"st.put({KEYS[2]!r}, b'2', {{}})")  # a second child: a second pack
+    assert store.get(KEYS[2]).value == b"2"  # type: ignore[union-attr]
+    assert len(_packs(path)) == 3
+
+
+def test_one_key_in_several_packs_and_a_file_is_one_object(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    store = Store(path)
+    store.put(KEYS[0], b'"mine"', {})
+    _in_child(path, f"st.put({KEYS[0]!r}, b'\"theirs\"', {{}})")
+    Store(path, pack_max=0).put(KEYS[0], b'"file"', {})
+    assert [k for k, _ in store.iter_objects()] == [KEYS[0]]
+    assert store.verify() == {}
+    # Each is a verified object of that key; a reader serves one of them, the same each time.
+    served = store.get(KEYS[0]).value  # type: ignore[union-attr]
+    assert served in (b'"mine"', b'"theirs"', b'"file"')
+    assert store.get(KEYS[0]).value == served  # type: ignore[union-attr]
+
+
+def test_an_old_store_of_object_files_reads_and_new_objects_are_packed(tmp_path: Path) -> None:
+    g = Graph("two")
+
+    @g.step
+    def a() -> str:
+        return "A"
+
+    @g.step
+    def b(a: str) -> str:
+        return a + "B"
+
+    path = tmp_path / "s"
+    first = g.run(store=Store(path, pack_max=0))
+    assert not (path / PACKS_DIR).exists()
+    again = g.run(store=_fresh(path), rerun={"b"})
+    assert again.status == {"a": "cached", "b": "done"}
+    assert again.outputs["b"] == first.outputs["b"] == "AB"
+    assert packed(Store(path), str(again.records["b"].key))
+
+
+def _old_records(path: Path, keys: list[str], age: float) -> None:
+    """`keys` packed by another process, now gone, `age` seconds ago."""
+    _in_child(
+        path,
+        f"import time\nnow = time.time() - {age}\ntime.time = lambda: now\n"
+        f"for k in {keys!r}: st.put(k, b'x' * 100, {{}})",
+    )
+
+
+def _manifest(store: Store, run: str, keys: list[str]) -> None:
+    nodes = {k[:6]: {"status": "done", "key": k, "depends_on": []} for k in keys}
+    store.write_manifest(
+        run, {"run_id": run, "status": "done", "started": time.time(), "pid": 0, "nodes": nodes}
+    )
+
+
+def test_gc_rewrites_a_finished_writers_pack_without_what_nobody_needs(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _old_records(path, KEYS[:4], 7200)
+    (old_pack,) = _packs(path)
+    store = _fresh(path)
+    _manifest(store, "20260101-000000.000001-aaaaaa", [KEYS[0], KEYS[1]])
+    _manifest(store, "20260101-000000.000002-bbbbbb", [KEYS[1], KEYS[2]])
+    sizes = {k: stored_size(store, k) for k in KEYS[:4]}
+    first_run = store.run_dir("20260101-000000.000001-aaaaaa")
+    run_bytes = sum(p.stat().st_size for p in Path(first_run).iterdir())
+
+    result = store.gc(keep_runs=1)
+
+    assert (result.objects_removed, result.objects_kept, result.runs_removed) == (2, 2, 1)
+    assert result.bytes_freed == sizes[KEYS[0]] + sizes[KEYS[3]] + run_bytes
+    (new_pack,) = _packs(path)
+    assert new_pack != old_pack and not old_pack.exists()
+    assert sorted(k for k, _ in store.iter_objects()) == sorted(KEYS[1:3])
+    assert store.verify() == {}
+    out = _in_child(
+        path, f"print(sorted(k for k, _ in st.iter_objects()) == {sorted(KEYS[1:3])!r})"
+    )
+    assert out.strip() == "True"
+    assert store.gc(keep_runs=1).objects_removed == 0
+
+
+def test_gc_tombstones_records_of_a_live_writer_and_spares_its_recent_ones(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s"
+    store = Store(path)
+    store.put(KEYS[0], b"1", {})  # this process lives: its pack may still grow
+    _manifest(store, "20260101-000000.000001-aaaaaa", [])
+    assert store.gc(keep_runs=1).objects_removed == 0  # written since gc started: kept
+    (pack,) = _packs(path)
+    data = pack.read_bytes()
+    old = b"%.3f" % (time.time() - 7200)
+    head_at = data.index(b"+" + KEYS[0].encode())
+    line_end = data.index(b"\n", head_at)
+    stamp = data.rindex(b" ", head_at, line_end) + 1
+    aged = data[:stamp] + old + data[line_end:]
+    fresh = pack.with_name(pack.stem + "-aged.pack")
+    fresh.write_bytes(aged)
+    pack.unlink()
+    store = _fresh(path)
+
+    result = store.gc(keep_runs=1)
+
+    assert result.objects_removed == 1 and result.bytes_freed == 0  # freed once it is done
+    assert store.get(KEYS[0]) is None
+    out = _in_child(path, f"print(st.get({KEYS[0]!r}), len(st.iter_objects()))")
+    assert out.split() == ["None", "0"]
