@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -267,9 +267,11 @@ class Packs:
         return nl + 1
 
     def _check_complete(self, pack: _Pack) -> None:
-        if pack is self.own or pack.host != _HOST or pack.pid == os.getpid():
+        """A pack never grows again once its writer is gone; nor does one of this process
+        that is not its current pack (one `Packs` per store per process appends)."""
+        if pack is self.own or pack.host != _HOST:
             return
-        if not alive(pack.pid):
+        if pack.pid == os.getpid() or not alive(pack.pid):
             pack.complete = True
 
     def _damaged(self, pack: _Pack, offset: int) -> None:
@@ -361,10 +363,11 @@ class Packs:
         self.own, self.own_pid, self.own_size = pack, os.getpid(), len(header)
 
     # ----------------------------------------------------------------------- gc
-    def records(self) -> Iterator[tuple[str, Loc]]:
+    def records(self) -> list[tuple[str, Loc]]:
+        """Every packed object this process can see now."""
         with self.lock:
             self.refresh()
-            yield from list(self.index.items())
+            return list(self.index.items())
 
     def with_dead_records(self) -> list[str]:
         """Complete packs that hold records no reader sees (superseded, dropped) or

@@ -211,29 +211,33 @@ def test_gc_rewrites_a_finished_writers_pack_without_what_nobody_needs(tmp_path:
     assert store.gc(keep_runs=1).objects_removed == 0
 
 
-def test_gc_tombstones_records_of_a_live_writer_and_spares_its_recent_ones(
+def test_gc_tombstones_records_of_a_live_writer_and_rewrites_once_it_is_gone(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "s"
     store = Store(path)
-    store.put(KEYS[0], b"1", {})  # this process lives: its pack may still grow
-    _manifest(store, "20260101-000000.000001-aaaaaa", [])
-    assert store.gc(keep_runs=1).objects_removed == 0  # written since gc started: kept
-    (pack,) = _packs(path)
-    data = pack.read_bytes()
-    old = b"%.3f" % (time.time() - 7200)
-    head_at = data.index(b"+" + KEYS[0].encode())
-    line_end = data.index(b"\n", head_at)
-    stamp = data.rindex(b" ", head_at, line_end) + 1
-    aged = data[:stamp] + old + data[line_end:]
-    fresh = pack.with_name(pack.stem + "-aged.pack")
-    fresh.write_bytes(aged)
-    pack.unlink()
-    store = _fresh(path)
-
-    result = store.gc(keep_runs=1)
-
-    assert result.objects_removed == 1 and result.bytes_freed == 0  # freed once it is done
-    assert store.get(KEYS[0]) is None
-    out = _in_child(path, f"print(st.get({KEYS[0]!r}), len(st.iter_objects()))")
-    assert out.split() == ["None", "0"]
+    store.put(KEYS[0], b"1", {})
+    _manifest(store, "20260101-000000.000001-aaaaaa", [KEYS[0]])
+    script = (
+        "import sys, time\nfrom dagagents.store import Store\n"
+        f"st = Store({str(path)!r})\nnow = time.time() - 7200\ntime.time = lambda: now\n"
+        f"st.put({KEYS[1]!r}, b'2' * 100, {{}})\nprint('ready', flush=True)\nsys.stdin.read()"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+        result = store.gc(keep_runs=1)  # the writer lives: its pack may still grow
+        assert result.objects_removed == 1 and result.bytes_freed == 0
+        assert store.get(KEYS[1]) is None
+        out = _in_child(path, f"print(st.get({KEYS[1]!r}), len(st.iter_objects()))")
+        assert out.split() == ["None", "1"]
+    finally:
+        writer.communicate(b"", timeout=30)
+    result = _fresh(path).gc(keep_runs=1)  # gone now: its pack goes, tombstoned record and all
+    assert result.objects_removed == 0 and result.bytes_freed > 100
+    assert [k for k, _ in _fresh(path).iter_objects()] == [KEYS[0]]
