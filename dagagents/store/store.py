@@ -1,12 +1,17 @@
-"""Content-addressed checkpoint store: `objects/ab/cdef...` plus `runs/<id>/` manifests.
+"""Content-addressed checkpoint store: objects (packed or `objects/ab/cdef...`) plus
+`runs/<id>/` manifests.
 
-An object is written to a temp file in its final directory, then renamed, so a crash never
-leaves a partial object under a real name. Every object carries a checksum of its key and body,
-verified on each read: a corrupt or truncated file, a file copied onto another key's path, or a
-directory where the file should be is reported and recomputed, never trusted. Two runs may
-share a store: identical work maps to the same key and is stored once, and a node one live
-process is computing is leased (`objects/ab/.lease-cdef...`) so another process waits for it
-instead of paying for it again.
+On a local disk an object up to `PACK_MAX` (64 KiB) is appended to this process's own pack,
+`packs/<pid>-<token>-<n>.pack` (one `write` per object; see `packs.py`): creating a file per
+object was nearly the whole cost of a checkpoint. A bigger object, and every object of a remote
+(fsspec) store, is written to a temp file in its final directory, then renamed, so a crash never
+leaves a partial object under a real name; a packed record is read only once it is whole. Every
+object carries a checksum of its key and body, verified on each read: a corrupt or truncated
+object, one copied onto another key, or a directory where the file should be is reported and
+recomputed, never trusted. Readers see one object per key, in a file or in any process's pack.
+Two runs may share a store: identical work maps to the same key and is stored once, and a node
+one live process is computing is leased (`objects/ab/.lease-cdef...`) so another process waits
+for it instead of paying for it again.
 
 Objects of format 2 (before the checksum bound the key, and written by a codec that sorted
 dict keys) read as absent: they are recomputed once, never served.
@@ -497,8 +502,9 @@ class Store:
             raise StoreUnwritable(self.url, reason) from None
 
     def discard(self, key: str) -> None:
-        """Remove a damaged object (a directory squatting on its path too). On a read-only
-        store it stays; it is recomputed each time and never served."""
+        """Remove a damaged object (a directory squatting on its path too; a packed record
+        gets a tombstone every reader honours). On a read-only store it stays; it is
+        recomputed each time and never served."""
         try:
             self.fs.remove(self.object_path(key))
         except OSError as exc:
