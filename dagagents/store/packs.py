@@ -107,6 +107,7 @@ class Packs:
 
     def __init__(self, root: str, warn: Callable[[str], None]) -> None:
         self.dir = os.path.join(root, PACKS_DIR)
+        self.prefix = self.dir + os.sep
         self.warn = warn
         self.lock = threading.RLock()
         self._reset()
@@ -128,16 +129,24 @@ class Packs:
         self.own = None
 
     # ------------------------------------------------------------------ reading
+    def get(self, key: str, fresh: bool = False) -> bytes | None:
+        """The bytes of `key`'s packed record, None if no pack has it; `fresh`: index what
+        the packs gained first (after a miss: other processes may have packed it since)."""
+        with self.lock:
+            if fresh or not self.loaded:
+                self.refresh()
+            loc = self.index.get(key)
+            if loc is None:
+                return None
+            data = _pread(self.prefix + loc.pack, loc.length, loc.offset)
+            if data is not None and len(data) == loc.length:
+                return data
+            return self.read(loc)  # its pack is gone: re-index and look again
+
     def find(self, key: str) -> Loc | None:
         with self.lock:
             if not self.loaded:
                 self.refresh()
-            return self.index.get(key)
-
-    def find_fresh(self, key: str) -> Loc | None:
-        """After a miss: what other processes packed since we last looked."""
-        with self.lock:
-            self.refresh()
             return self.index.get(key)
 
     def read(self, loc: Loc) -> bytes | None:
@@ -386,7 +395,7 @@ class Packs:
         return p is not None and p.complete
 
     def path(self, pack: str) -> str:
-        return os.path.join(self.dir, pack)
+        return self.prefix + pack
 
     def rewrite(self, name: str, keep: Callable[[str, bytes], bool]) -> int:
         """Rewrite the complete pack `name` with only the records `keep(key, object)`

@@ -456,16 +456,12 @@ class Store:
         else its own file, else a record another process packed since we last looked."""
         packs = self._packs
         if packs is not None:
-            loc = packs.find(key)
-            if loc is not None:
-                data = packs.read(loc)
-                if data is not None:
-                    return data
+            data = packs.get(key)
+            if data is not None:
+                return data
         data = self.fs.read(self.object_path(key))
         if data is None and packs is not None:
-            loc = packs.find_fresh(key)
-            if loc is not None:
-                return packs.read(loc)
+            return packs.get(key, fresh=True)
         return data
 
     def contains(self, key: str) -> bool:
