@@ -47,6 +47,8 @@ _TOKEN = secrets.token_hex(4)
 _COUNTER = itertools.count()
 _LIST_MARGIN = 0.1  # s: a folder mtime this close to our last listing may hide a new pack
 _HOST = socket.gethostname()
+_CHUNK = 1 << 20  # bytes of a pack read at a time when indexing it
+_HEAD_MAX = 256  # a record's header line is shorter; longer means damage
 
 
 def alive(pid: object) -> bool:
@@ -204,45 +206,54 @@ class Packs:
             self.own_pid, self.own_size = own_pid, own_size
 
     def _scan(self, pack: _Pack) -> None:
-        """Index `pack` from where the last scan stopped to its last whole record."""
+        """Index `pack` from where the last scan stopped to its last whole record, reading
+        it in chunks (a pack of big records is never read whole into memory, and a body
+        that runs past a chunk is skipped, not read)."""
         try:
             size = os.stat(pack.path).st_size
         except FileNotFoundError:
             return
-        if size <= pack.scanned:
+        while pack.scanned < size and not pack.damaged:
+            data = _pread(pack.path, min(_CHUNK, size - pack.scanned), pack.scanned)
+            if not data:
+                return
+            at = self._scan_chunk(pack, data, size)
+            if at == pack.scanned:
+                return  # a record being written (or torn by a kill)
+            pack.scanned = at
+        if pack.scanned >= size:
             self._check_complete(pack)
-            return
-        data = _pread(pack.path, size - pack.scanned, pack.scanned)
-        if data is None:
-            return
-        size = pack.scanned + len(data)
-        base = pack.scanned
-        pos = 0
+
+    def _scan_chunk(self, pack: _Pack, data: bytes, size: int) -> int:
+        """Index the records that start in `data` (read at `pack.scanned`, in a file of
+        `size` bytes); the offset of the first record not indexed."""
+        base, pos = pack.scanned, 0
         if base == 0:
             pos = self._header(pack, data)
             if pos <= 0:
-                return
+                return 0
         index, dropped, name = self.index, self.dropped, pack.name
         end = len(data)
         while pos < end:
-            nl = data.find(b"\n", pos, pos + 256)
+            nl = data.find(b"\n", pos, pos + _HEAD_MAX)
             if nl < 0:
-                if end - pos >= 256:
+                if end - pos >= _HEAD_MAX:
                     self._damaged(pack, base + pos)
-                break  # a record being written (or torn by a kill)
+                break  # the chunk ends inside this header: the next chunk starts here
             kind = data[pos : pos + 1]
             fields = data[pos + 1 : nl].split(b" ")
             try:
                 if kind == b"+" and len(fields) == 3 and len(fields[0]) == 64:
                     length, when = int(fields[1]), float(fields[2])
-                    stop = nl + 1 + length
-                    if stop > end:
-                        break
+                    if length < 0:
+                        raise ValueError
                     offset = base + nl + 1
+                    if offset + length > size:
+                        break  # not all there yet (or torn)
                     pack.records += 1
                     if (name, offset) not in dropped:
                         index[fields[0].decode()] = Loc(name, offset, length, when)
-                    pos = stop
+                    pos = nl + 1 + length
                     continue
                 if kind == b"-" and len(fields) == 3 and len(fields[0]) == 64:
                     key, where, at = fields[0].decode(), fields[1].decode(), int(fields[2])
@@ -254,9 +265,7 @@ class Packs:
                 pass
             self._damaged(pack, base + pos)
             break
-        pack.scanned = base + pos
-        if pack.scanned == size:
-            self._check_complete(pack)
+        return base + pos
 
     def _header(self, pack: _Pack, data: bytes) -> int:
         """Read the pack's first line; where its records start (0: not written yet, -1:

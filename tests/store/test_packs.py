@@ -88,6 +88,24 @@ def test_a_torn_last_record_is_never_read(tmp_path: Path) -> None:
     assert store.get(KEYS[0]).value == b"[1]"  # type: ignore[union-attr]
 
 
+def test_a_pack_is_indexed_in_chunks_and_bodies_past_a_chunk_are_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Indexing never reads a pack whole: with 100-byte chunks, records much bigger and
+    much smaller than a chunk all index, and a torn last one still does not."""
+    path = tmp_path / "s"
+    sizes = [1, 500, 2, 90, 3000, 4]
+    _in_child(path, f"for k, n in zip({KEYS!r}, {sizes!r}): st.put(k, b'7' * n, {{}})")
+    (pack,) = _packs(path)
+    data = pack.read_bytes()
+    pack.write_bytes(data[:-2])  # the last record torn
+    monkeypatch.setattr("dagagents.store.packs._CHUNK", 100)
+    store = _fresh(path)
+    assert sorted(k for k, _ in store.iter_objects()) == sorted(KEYS[:5])
+    assert [len(store.get(k).value) for k in KEYS[:5]] == sizes[:5]  # type: ignore[union-attr]
+    assert store.verify() == {}
+
+
 def test_a_damaged_record_is_corrupt_and_its_tombstone_holds_for_every_process(
     tmp_path: Path,
 ) -> None:
