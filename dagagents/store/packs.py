@@ -389,14 +389,18 @@ class Packs:
 
     def with_dead_records(self) -> list[str]:
         """Complete packs that hold records no reader sees (superseded, dropped) or
-        tombstones."""
+        tombstones of records whose pack is gone."""
         live: dict[str, int] = {}
         for loc in self.index.values():
             live[loc.pack] = live.get(loc.pack, 0) + 1
         return [
             name
             for name, p in self.packs.items()
-            if p.complete and p.records + len(p.tombstones) > live.get(name, 0)
+            if p.complete
+            and (
+                p.records > live.get(name, 0)
+                or any(where not in self.packs for _, where, _ in p.tombstones)
+            )
         ]
 
     def complete(self, pack: str) -> bool:
