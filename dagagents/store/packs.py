@@ -461,6 +461,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _seek_read(fd: int, length: int, offset: int) -> bytes:
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, length)
+
+
+_pread_fd = getattr(os, "pread", _seek_read)  # Windows has no pread; the fd is ours alone
+
+
 def _pread(path: str, length: int, offset: int) -> bytes | None:
     """`length` bytes of `path` from `offset` (fewer at its end); None if it is gone."""
     try:
@@ -468,10 +476,10 @@ def _pread(path: str, length: int, offset: int) -> bytes | None:
     except FileNotFoundError:
         return None
     try:
-        parts = [os.pread(fd, length, offset)]
+        parts = [_pread_fd(fd, length, offset)]
         got = len(parts[0])
         while got < length:  # a big tail (a first scan) may come in pieces
-            more = os.pread(fd, length - got, offset + got)
+            more = _pread_fd(fd, length - got, offset + got)
             if not more:
                 break
             parts.append(more)

@@ -7,6 +7,7 @@ every reader (several processes, duplicates, tombstones), and gc."""
 from __future__ import annotations
 
 import gc as pygc
+import hashlib
 import os
 import subprocess
 import sys
@@ -151,6 +152,29 @@ def test_a_reader_finds_what_another_process_packed_after_its_first_look(tmp_pat
     _in_child(path, f"st.put({KEYS[2]!r}, b'2', {{}})")  # a second child: a second pack
     assert store.get(KEYS[2]).value == b"2"  # type: ignore[union-attr]
     assert len(_packs(path)) == 3
+
+
+def test_two_processes_appending_at_once_leave_every_object_whole(tmp_path: Path) -> None:
+    """Each process appends to its own pack only: records never interleave, and keys both
+    wrote are one object each for readers."""
+    path = tmp_path / "s"
+    script = (
+        "import sys, hashlib\nfrom dagagents.store import Store\n"
+        f"st = Store({str(path)!r})\nstart = int(sys.argv[1])\n"
+        "for i in range(start, start + 300):\n"
+        "    st.put(hashlib.sha256(b'%d' % i).hexdigest(), b'%d' % i * 50, {'i': i})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writers = [
+        subprocess.Popen([sys.executable, "-c", script, str(start)], env=env) for start in (0, 150)
+    ]
+    assert [w.wait(timeout=60) for w in writers] == [0, 0]
+    store = _fresh(path)
+    assert len(_packs(path)) == 2
+    assert len(store.iter_objects()) == 450
+    assert store.verify() == {}
+    got = store.get(hashlib.sha256(b"200").hexdigest())
+    assert got is not None and got.value == b"200" * 50 and got.meta == {"i": 200}
 
 
 def test_one_key_in_several_packs_and_a_file_is_one_object(tmp_path: Path) -> None:
