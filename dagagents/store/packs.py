@@ -432,12 +432,17 @@ class Packs:
                 new_name = new_pack_name()
                 tmp = os.path.join(self.dir, "." + new_name)
                 body = b"".join(out)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
                 try:
-                    _write_all(fd, body)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, os.path.join(self.dir, new_name))
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
+                    try:
+                        _write_all(fd, body)
+                    finally:
+                        os.close(fd)
+                    os.replace(tmp, os.path.join(self.dir, new_name))
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.remove(tmp)
+                    raise
                 freed = old_size - len(body)
             else:
                 freed = old_size

@@ -782,7 +782,8 @@ class Store:
             self.fs.remove(path)
             removed.add(key)
         if self._packs is not None:
-            freed += self._gc_packs(referenced, windows, kept, removed)
+            with self._writing():
+                freed += self._gc_packs(referenced, windows, kept, removed)
             # A rewrite cut short by a kill leaves a hidden temp file.
             for name in self.fs.listdir(self.fs.join(PACKS_DIR)):
                 path = self.fs.join(PACKS_DIR, name)
