@@ -97,10 +97,6 @@ class _Pack:
     tombstones: list[tuple[str, str, int]] = field(default_factory=list)
 
 
-class PackWriteError(OSError):
-    """Raised through when an append failed; the pack was cut back to its last record."""
-
-
 class Packs:
     """This process's view of a local store's packs, and its own pack to append to.
 
@@ -167,11 +163,6 @@ class Packs:
             data = _pread(self.path(found.pack), found.length, found.offset)
             return data if data is not None and len(data) == found.length else None
 
-    def keys(self) -> list[str]:
-        with self.lock:
-            self.refresh()
-            return list(self.index)
-
     def refresh(self) -> None:
         """Index new packs and the new tails of packs whose writers may still append."""
         self.loaded = True
@@ -182,7 +173,11 @@ class Packs:
         if st.st_mtime_ns != self.dir_mtime or self.listed_at - st.st_mtime < _LIST_MARGIN:
             self.listed_at = time.time()
             self.dir_mtime = st.st_mtime_ns
-            names = {n for n in os.listdir(self.dir) if n.endswith(_SUFFIX) and n[0] != "."}
+            try:
+                listed = os.listdir(self.dir)
+            except (FileNotFoundError, NotADirectoryError):  # removed, or a file squats there
+                return
+            names = {n for n in listed if n.endswith(_SUFFIX) and n[0] != "."}
             gone = [n for n in self.packs if n not in names]
             if gone:  # rewritten by gc: index everything again
                 self._reindex()
