@@ -12,6 +12,8 @@ appends every object up to `PACK_MAX` bytes to this process's own pack, `packs/<
   (always the pack's last: nobody appends to a dead process's pack), is never read.
 - Crash safety as a file has it: the `write` has returned before `put` does, so a SIGKILL
   loses nothing the run counted as done (no fsync, as for object files: not power loss).
+  While a run goes (`Store.appending`) the pack stays open between appends; otherwise each
+  append opens and closes it, so no file of the store stays open outside a run.
 - Only its writer appends to a pack (the pid and a per-process token name it), so records of
   two processes never interleave. Readers index every pack once (key -> pack, offset) and, on
   a miss, read only what packs gained since (the packs folder's mtime says when to list it).
@@ -108,7 +110,31 @@ class Packs:
         self.prefix = self.dir + os.sep
         self.warn = warn
         self.lock = threading.RLock()
+        # While a run holds the pack open (`hold`), its write fd stays open between appends
+        # (an open and a close less per object); the box lets a finalizer close it.
+        self.holders = 0
+        self.held: list[int | None] = [None]
+        weakref.finalize(self, _close_held, self.held)
         self._reset()
+
+    def hold(self) -> None:
+        """Keep the own pack open for appends until the matching `release`."""
+        with self.lock:
+            self.holders += 1
+
+    def release(self) -> None:
+        """Close the own pack's fd once nobody holds it: outside a run no file of the
+        store stays open (its disk can be remounted or unmounted)."""
+        with self.lock:
+            self.holders = max(0, self.holders - 1)
+            if not self.holders:
+                self._let_go()
+
+    def _let_go(self) -> None:
+        fd, self.held[0] = self.held[0], None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _reset(self) -> None:
         self.index: dict[str, Loc] = {}
@@ -125,6 +151,8 @@ class Packs:
         """A forked child starts afresh: its parent's lock and pack are not its own."""
         self.lock = threading.RLock()
         self.own = None
+        self.holders = 0
+        self._let_go()  # the child's copy of the parent's fd
 
     # ------------------------------------------------------------------ reading
     def get(self, key: str, fresh: bool = False) -> bytes | None:
@@ -333,20 +361,28 @@ class Packs:
             self._open_own()
         assert self.own is not None
         offset = self.own_size
-        try:
-            fd = os.open(self.own.path, os.O_WRONLY | os.O_APPEND | _BINARY)
-        except FileNotFoundError:  # removed under us (rm -rf): start another
-            self._open_own()
-            offset = self.own_size
-            fd = os.open(self.own.path, os.O_WRONLY | os.O_APPEND | _BINARY)
+        fd = self.held[0]
+        if fd is None:
+            try:
+                fd = os.open(self.own.path, os.O_WRONLY | os.O_APPEND | _BINARY)
+            except FileNotFoundError:  # removed under us (rm -rf): start another
+                self._open_own()
+                offset = self.own_size
+                fd = os.open(self.own.path, os.O_WRONLY | os.O_APPEND | _BINARY)
         try:
             _write_all(fd, record)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, offset)
+            if fd == self.held[0]:
+                self._let_go()
+            else:
+                os.close(fd)
             self.own = None
             raise
-        finally:
+        if self.holders:
+            self.held[0] = fd
+        elif fd != self.held[0]:
             os.close(fd)
         self.own_size = offset + len(record)
         if self.own.scanned == offset:
@@ -354,6 +390,7 @@ class Packs:
         return offset
 
     def _open_own(self) -> None:
+        self._let_go()
         name = new_pack_name()
         path = os.path.join(self.dir, name)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY
@@ -502,6 +539,13 @@ def packs_for(root: str, warn: Callable[[str], None]) -> Packs:
             packs = Packs(real, warn)
             _REGISTRY[real] = packs
         return packs
+
+
+def _close_held(held: list[int | None]) -> None:
+    if held[0] is not None:
+        with contextlib.suppress(OSError):
+            os.close(held[0])
+        held[0] = None
 
 
 def _after_fork() -> None:

@@ -486,6 +486,20 @@ class Store:
         return value_digest
 
     @contextlib.contextmanager
+    def appending(self) -> Iterator[None]:
+        """While a run writes: this process's pack stays open between appends (an open and
+        a close less per checkpoint); afterwards no file of the store is held open."""
+        packs = self._packs
+        if packs is None:
+            yield
+            return
+        packs.hold()
+        try:
+            yield
+        finally:
+            packs.release()
+
+    @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """A full or read-only disk becomes StoreUnwritable (one sentence); other OSErrors
         stay what they are."""

@@ -6,6 +6,7 @@ every reader (several processes, duplicates, tombstones), and gc."""
 
 from __future__ import annotations
 
+import contextlib
 import gc as pygc
 import hashlib
 import os
@@ -283,3 +284,37 @@ def test_gc_tombstones_records_of_a_live_writer_and_rewrites_once_it_is_gone(
     result = _fresh(path).gc(keep_runs=1)  # gone now: its pack goes, tombstoned record and all
     assert result.objects_removed == 0 and result.bytes_freed > 100
     assert [k for k, _ in _fresh(path).iter_objects()] == [KEYS[0]]
+
+
+def _open_in(directory: Path) -> list[str]:
+    """Files under `directory` this process holds open."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(directory)):
+                found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_run_holds_its_pack_open_and_nothing_stays_open_after(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    seen: list[list[str]] = []
+    g = Graph("held")
+
+    @g.step
+    def first() -> int:
+        return 1
+
+    @g.step
+    def second(first: int) -> int:
+        seen.append(_open_in(path / PACKS_DIR))  # `first` is checkpointed by now
+        return first + 1
+
+    result = g.run(store=Store(path))
+    assert result.status == {"first": "done", "second": "done"}
+    assert [len(s) for s in seen] == [1]
+    assert _open_in(path) == []
+    Store(path).put(KEYS[0], b"1", {})  # outside a run: open, append, close
+    assert _open_in(path) == []
