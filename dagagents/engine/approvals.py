@@ -131,7 +131,7 @@ def record_decision(
     key = record.get("key")
     if not key:
         raise UserError(f"node '{node}' of run '{run_id}' has no checkpoint key to decide on.")
-    if st.fs.read(st.object_path(key)) is not None or read_rejection(st, key) is not None:
+    if st.contains(key) or read_rejection(st, key) is not None:
         raise UserError(f"node '{node}' of run '{run_id}' has already been decided.")
     decision = Decision(approved=approved, value=value, reason=reason)
     if not approved:

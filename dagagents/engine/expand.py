@@ -10,7 +10,8 @@ its prompt. An edge into a node that has started, or into a Step that has nowher
 output, is refused: a node never runs without an input it depends on.
 
 A node whose reply streams may grow the run before it finishes: `ExpansionStream` feeds a
-proposer the reply so far and grows the run by the new nodes it proposes (nodes only: edges into
+proposer each delta (a map's `MapStream`, which reads the reply incrementally) or the reply so
+far (a plan's `stream_expand`) and grows the run by the new nodes it proposes (nodes only: edges into
 existing nodes wait for the final answer). `streams_for` lists them for one agent node: its own
 `AgentTask.stream_expand` (the Orchestrator's streamed plan: the node expands itself) and each
 map over a list field of its structured output (the map's splitter expands, once the agent has
@@ -23,9 +24,10 @@ the run retires the rest and the source's expansion adds only what is new (see
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 import networkx as nx
 
@@ -93,6 +95,7 @@ def check_expansion(
     specs = graph.specs
     growth = Growth(source, nodes={spec.name: spec for spec in expansion.nodes})
     new = growth.nodes
+    incoming: dict[str, dict[str, None]] = {}  # receiver -> its new sources, in edge order
     for name in new:
         if name in specs:
             raise GraphError(f"{where} adds node '{name}', which already exists")
@@ -103,14 +106,18 @@ def check_expansion(
             raise GraphError(f"{where} adds an edge into '{dst}', which has already started")
         if dst not in new and dst not in specs:
             raise GraphError(f"{where} adds an edge to unknown node '{dst}'")
-        target = growth.updated.get(dst) or new.get(dst) or specs[dst]
-        received = _receiving(where, target, src)
+        incoming.setdefault(dst, {})[src] = None
+    for dst, srcs in incoming.items():  # one update per receiver, however many edges
+        target = new.get(dst) or specs[dst]
+        received = _receiving(where, target, list(srcs))
         if received is not target:
             growth.updated[dst] = received
     for name, spec in growth.updated.items():
         if name in new:
             new[name] = spec
-    combined: Mapping[str, NodeSpec] = {**specs, **new}
+    # new nodes over the graph's, never a copy of the graph's (one item at a time would
+    # copy it once per item)
+    combined: Mapping[str, NodeSpec] = ChainMap(new, specs)
     for spec in new.values():
         validate_spec(where, spec, combined)
     below = not expansion.edges
@@ -133,25 +140,39 @@ def check_expansion(
     return growth
 
 
-def _receiving(where: str, target: NodeSpec, src: str) -> NodeSpec:
-    """`target` updated to receive `src`'s output (unchanged if it already does)."""
-    if src in target.depends_on:
+def _receiving(where: str, target: NodeSpec, srcs: list[str]) -> NodeSpec:
+    """`target` updated to receive the outputs of `srcs` (unchanged if it already does)."""
+    had = set(target.depends_on)
+    adding = [src for src in srcs if src not in had]
+    if not adding:
         return target
-    update: dict[str, Any] = {"depends_on": (*target.depends_on, src)}
+    update: dict[str, Any] = {"depends_on": (*target.depends_on, *adding)}
     if isinstance(target, Step):
         named = {p.name for p in step_params(target.fn)}
-        if src not in named and not takes_var_keyword(target.fn):
-            raise GraphError(
-                f"{where} adds an edge from '{src}' into step '{target.name}', which has no "
-                f"parameter '{src}' and no **kwargs to receive its output; expansion rejected"
-            )
-        update["params"] = (*target.params, src)
+        for src in adding:
+            if src not in named and not takes_var_keyword(target.fn):
+                raise GraphError(
+                    f"{where} adds an edge from '{src}' into step '{target.name}', which has "
+                    f"no parameter '{src}' and no **kwargs to receive its output; expansion "
+                    "rejected"
+                )
+        update["params"] = (*target.params, *adding)
     return target.model_copy(update=update)
 
 
-# Only a delta holding one of these can complete a JSON item (the next item begins, a list
-# closes, the next key's value begins, the whole reply closes).
+# For a proposer given the reply so far: only a delta holding one of these can complete an
+# item of objects or strings (the next item begins, a list closes, the whole reply closes).
 _STRUCTURE = frozenset('{}[]"')
+
+
+@runtime_checkable
+class DeltaReader(Protocol):
+    """A proposer that reads the reply incrementally (`model/language.MapStream`): fed each
+    delta, never the reply so far, so what one delta costs does not grow with the reply."""
+
+    def feed(self, delta: str) -> Expansion | None: ...
+
+    def restart(self) -> None: ...
 
 
 class ExpansionStream:
@@ -171,7 +192,7 @@ class ExpansionStream:
         self,
         run: RunState,
         source: str,
-        propose: Callable[[str], Expansion | None],
+        propose: Callable[[str], Expansion | None] | DeltaReader,
         started: Callable[[], object],
         *,
         final: Callable[[Any], Expansion | None] | None = None,
@@ -180,6 +201,7 @@ class ExpansionStream:
         self.run = run
         self.source = source
         self.propose = propose
+        self.reader = propose if isinstance(propose, DeltaReader) else None
         self.started = started
         self.final = final
         self.label = label
@@ -189,13 +211,18 @@ class ExpansionStream:
 
     def restart(self) -> None:
         self.parts.clear()
+        if self.reader is not None:
+            self.reader.restart()
 
     def feed(self, delta: str) -> None:
-        self.parts.append(delta)
-        if not _STRUCTURE.intersection(delta):
-            return  # inside a string or a number: no item can have become complete
         try:
-            expansion = self.propose("".join(self.parts))
+            if self.reader is not None:
+                expansion = self.reader.feed(delta)  # every delta: a number item too
+            else:
+                self.parts.append(delta)
+                if not _STRUCTURE.intersection(delta):
+                    return  # inside a string or a number: no object can have completed
+                expansion = cast(Callable[[str], Any], self.propose)("".join(self.parts))
         except Exception:  # streaming only starts work early: the final answer decides
             return
         if not isinstance(expansion, Expansion) or not expansion.nodes:
@@ -240,9 +267,7 @@ def streams_for(
             mapped = streamed_map(split, spec)
             if mapped is not None:
                 streams.append(
-                    ExpansionStream(
-                        run, name, mapped.propose, started, final=mapped.final, label="list"
-                    )
+                    ExpansionStream(run, name, mapped, started, final=mapped.final, label="list")
                 )
     return streams
 

@@ -13,6 +13,7 @@ in `expand.py`; one agent invocation in `invoke.py`; where a body runs in `execu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -205,7 +206,8 @@ async def arun(graph: Graph, options: RunOptions | None = None, /, **kwargs: Any
         await executor.prepare(store, opts.concurrency)  # may refuse before anything is written
         # No full collection walks the heap that existed before the run, nor the run's own
         # state once built (see engine/heap.py).
-        with frozen_heap() as froze:
+        appending = store.appending() if store is not None else contextlib.nullcontext()
+        with frozen_heap() as froze, appending:
             try:
                 state = _Run(graph, opts, store, executor, provider, limiter)
             except BaseException:

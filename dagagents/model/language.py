@@ -45,7 +45,7 @@ from dagagents.model.nodes import (
     step_params,
     step_source,
 )
-from dagagents.model.partial import complete_items
+from dagagents.model.partial import ListReader
 from dagagents.store import codec
 
 if TYPE_CHECKING:
@@ -321,37 +321,46 @@ class _ItemNodes:
 # ------------------------------------------------------------------ streamed maps
 @dataclass
 class MapStream:
-    """A map whose items may start while its source agent's reply streams. `propose(text)`
-    (the reply so far) returns the item nodes that became ready to start since the last call:
-    of the longest run of complete items from the first, each valid against the item type (an
-    invalid one, and every item after it, waits for the final answer), at most `max_items`.
-    `final(output)` is the splitter's expansion for the source's finished output, computed the
-    way the splitter will compute it, so the engine can keep what streamed unchanged
-    (engine/expand.py)."""
+    """A map whose items may start while its source agent's reply streams. `feed(delta)`
+    (the next piece of the reply) returns the item nodes that became ready to start: of the
+    longest run of complete items from the first, each valid against the item type (an
+    invalid one, and every item after it, waits for the final answer), at most `max_items`;
+    `restart()` when a new reply begins (a retry, a re-ask). The reply is read incrementally
+    (`partial.ListReader`), and each item is validated once, when it completes, so the cost
+    per item stays flat however long the list grows. `propose(text)` does the same from the
+    reply so far. `final(output)` is the splitter's expansion for the source's finished
+    output, computed the way the splitter will compute it, so the engine can keep what
+    streamed unchanged (engine/expand.py)."""
 
     split: MapSplit
     key: str  # the top-level key of the source's JSON reply that holds the list
     item: TypeAdapter[Any]
-    # This reply's items already validated and built; the reply so far when last asked; an
-    # item found invalid (the rest of this reply then waits for the final answer).
+    # This reply's items already validated and built; its reader; the reply so far (kept
+    # only for `propose`); an item found invalid (the rest of this reply then waits for the
+    # final answer).
     _built: _ItemNodes | None = None
+    _reader: ListReader | None = None
     _text: str = ""
     _stuck: bool = False
 
-    def propose(self, text: str) -> Expansion | None:
-        """The item nodes that became ready since the last call (a reply only grows, so
-        items complete earlier stay as they were; a reply that does not extend the last
-        one is a new reply, a retry or a re-ask, and is read afresh)."""
-        built = self._built
-        if built is None or not text.startswith(self._text):
-            built = self._built = _ItemNodes(self.split)
-            self._stuck = False
-        self._text = text
+    def restart(self) -> None:
+        """A new reply begins: read it afresh."""
+        self._built = _ItemNodes(self.split)
+        self._reader = ListReader(self.key)
+        self._text = ""
+        self._stuck = False
+
+    def feed(self, delta: str) -> Expansion | None:
+        """The item nodes `delta`, the next piece of the reply, made ready to start."""
+        if self._built is None or self._reader is None:
+            self.restart()
+        assert self._built is not None and self._reader is not None
         if self._stuck:
             return None
-        items, _ = complete_items(text, self.key)
+        items = self._reader.feed(delta)
+        built = self._built
         fresh: list[Any] = []
-        for item in items[len(built.nodes) : self.split.max_items]:
+        for item in items[: max(0, self.split.max_items - len(built.nodes))]:
             try:
                 fresh.append(self.item.validate_json(orjson.dumps(item)))
             except (ValidationError, orjson.JSONEncodeError):  # (a >64-bit integer)
@@ -361,6 +370,15 @@ class MapStream:
             return None
         before = len(built.nodes)
         return Expansion(nodes=built.extend(fresh)[before:])
+
+    def propose(self, text: str) -> Expansion | None:
+        """The item nodes that became ready since the last call, given the reply so far (a
+        reply only grows, so items complete earlier stay as they were; a reply that does not
+        extend the last one is a new reply, a retry or a re-ask, and is read afresh)."""
+        if self._built is None or not text.startswith(self._text):
+            self.restart()
+        delta, self._text = text[len(self._text) :], text
+        return self.feed(delta)
 
     def final(self, output: Any) -> Expansion | None:
         root = field_root(self.split.over)

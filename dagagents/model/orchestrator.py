@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
@@ -34,11 +35,11 @@ from dagagents.model.plan import (
     InvalidPlan,
     Plan,
     Subtask,
+    SubtaskReader,
     default_synthesizer,
     literal,
     plan_expansion,
     plan_problems,
-    streamed_subtasks,
     subtask_node,
     synthesis_prompt,
     validate_plan,
@@ -171,7 +172,8 @@ class Orchestrator:
         self.max_subtasks = max_subtasks
         self.repairs = repairs
         self.stream_plan = stream_plan
-        self._streamed_nodes: dict[str, AgentTask] = {}
+        # The planner's reply as last read while it streams (see `streamed_expansion`).
+        self._plan_stream: _PlanStream | None = None
         # The provider its graphs use offline (no API key); default: `simulated_provider()`.
         self.simulator = simulator
 
@@ -238,25 +240,24 @@ class Orchestrator:
 
     def streamed_expansion(self, text: str) -> Expansion:
         """The subtask nodes that may start while the plan is still being written (`text`,
-        the planner's reply so far): see `plan.streamed_subtasks`. Edges into the synthesis
-        come with the final plan."""
-        subtasks = streamed_subtasks(
-            text,
-            self.workers,
-            max_subtasks=self.max_subtasks,
-            reserved=(PLAN_NODE, SYNTHESIS_NODE),
-        )
-        cache = self._streamed_nodes  # the same subtask is proposed on every later delta
-        if len(cache) > 4 * self.max_subtasks:
-            cache.clear()
-        nodes: list[NodeSpec] = []
-        for s in subtasks:
-            key = s.model_dump_json()
-            node = cache.get(key)
-            if node is None:
-                node = cache[key] = subtask_node(s, self.workers, planned_by=PLAN_NODE)
-            nodes.append(node)
-        return Expansion(nodes=nodes)
+        the planner's reply so far): see `plan.SubtaskReader`. Only the text added since the
+        last call is read (a reply that does not extend it is a new one, read afresh), and
+        each subtask is checked and built once. Edges into the synthesis come with the final
+        plan."""
+        # Taken while read, put back after: graphs of one orchestrator may run in several
+        # threads, and one that finds none reads its reply afresh (no lock: the orchestrator
+        # stays picklable).
+        stream, self._plan_stream = self._plan_stream, None
+        if stream is None or not text.startswith(stream.text):
+            reader = SubtaskReader(
+                self.workers, max_subtasks=self.max_subtasks, reserved=(PLAN_NODE, SYNTHESIS_NODE)
+            )
+            stream = _PlanStream(reader)
+        delta, stream.text = text[len(stream.text) :], text
+        for s in stream.reader.feed(delta):
+            stream.nodes.append(subtask_node(s, self.workers, planned_by=PLAN_NODE))
+        self._plan_stream = stream
+        return Expansion(nodes=list(stream.nodes))
 
     def _offline(self, simulator: Any) -> Any:
         if simulator is not None:
@@ -367,3 +368,12 @@ __all__ = [
     "default_planner",
     "repair_prompt",
 ]
+
+
+@dataclass
+class _PlanStream:
+    """A planner's reply being read: the text read so far and the subtask nodes it gave."""
+
+    reader: SubtaskReader
+    text: str = ""
+    nodes: list[NodeSpec] = field(default_factory=list)

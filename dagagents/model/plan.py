@@ -27,7 +27,7 @@ from dagagents.errors import PlanError, UserError, clip
 from dagagents.model.agents import DEFAULT_STRONG_MODEL, Agent
 from dagagents.model.graph import Graph, did_you_mean, load_module
 from dagagents.model.nodes import AgentTask, Expansion
-from dagagents.model.partial import complete_items
+from dagagents.model.partial import ListReader
 
 DEFAULT_MAX_SUBTASKS = 50
 PLAN_NODE = "plan"
@@ -195,37 +195,71 @@ def streamed_subtasks(
     reserved: Iterable[str] = (),
 ) -> list[Subtask]:
     """The subtasks of a plan still being written (`text`, the reply so far) that may start
-    now: each complete (see `partial.complete_items`) and valid on its own, in plan order.
+    now: each complete (see `partial.ListReader`) and valid on its own, in plan order (see
+    `SubtaskReader`, which reads the reply delta by delta)."""
+    reader = SubtaskReader(workers, max_subtasks=max_subtasks, reserved=reserved)
+    reader.feed(text)
+    return list(reader.accepted.values())
+
+
+class SubtaskReader:
+    """Reads a plan's reply delta by delta: `feed(delta)` returns the subtasks that may start
+    because of it, each once, in plan order; `accepted` holds all of them so far; `restart()`
+    reads a new reply. Each subtask is checked once, when its JSON completes.
 
     Valid on its own: it matches the schema, its id is well formed, not reserved and not used
     by an earlier subtask, its worker exists, its task is not empty, it is within
     `max_subtasks`, and every dependency is an earlier subtask accepted here (so no cycle can
     form among them). Anything else waits for the whole plan, which is validated as today."""
-    worker_names = set(workers)
-    reserved_ids = set(reserved)
-    items, _ = complete_items(text, "subtasks")
-    seen: set[str] = set()
-    accepted: dict[str, Subtask] = {}
-    for index, item in enumerate(items):
+
+    def __init__(
+        self,
+        workers: Iterable[str],
+        *,
+        max_subtasks: int = DEFAULT_MAX_SUBTASKS,
+        reserved: Iterable[str] = (),
+    ) -> None:
+        self.worker_names = set(workers)
+        self.reserved_ids = set(reserved)
+        self.max_subtasks = max_subtasks
+        self.restart()
+
+    def restart(self) -> None:
+        self._reader = ListReader("subtasks")
+        self._seen: set[str] = set()
+        self._count = 0
+        self.accepted: dict[str, Subtask] = {}
+
+    def feed(self, delta: str) -> list[Subtask]:
+        fresh: list[Subtask] = []
+        for item in self._reader.feed(delta):
+            s = self._check(item)
+            if s is not None:
+                self.accepted[s.id] = s
+                fresh.append(s)
+        return fresh
+
+    def _check(self, item: Any) -> Subtask | None:
+        index, self._count = self._count, self._count + 1
         sid = item.get("id") if isinstance(item, dict) else None
-        duplicate = isinstance(sid, str) and sid in seen
+        duplicate = isinstance(sid, str) and sid in self._seen
         if isinstance(sid, str):
-            seen.add(sid)
-        if index >= max_subtasks or duplicate:
-            continue
+            self._seen.add(sid)
+        if index >= self.max_subtasks or duplicate:
+            return None
         try:
             s = Subtask.model_validate(item)
         except ValidationError:
-            continue
+            return None
         if (
             _ID.match(s.id)
-            and s.id not in reserved_ids
-            and s.worker in worker_names
+            and s.id not in self.reserved_ids
+            and s.worker in self.worker_names
             and s.task.strip()
-            and all(dep in accepted for dep in s.depends_on)
+            and all(dep in self.accepted for dep in s.depends_on)
         ):
-            accepted[s.id] = s
-    return list(accepted.values())
+            return s
+        return None
 
 
 def _unknown_worker(s: Subtask, workers: set[str]) -> str:
@@ -586,6 +620,7 @@ __all__ = [
     "plan_to_graph",
     "read_plan",
     "save_plan",
+    "SubtaskReader",
     "streamed_subtasks",
     "validate_plan",
 ]

@@ -1,5 +1,7 @@
-"""The store: content-addressed objects (`objects/ab/cdef…`) and run folders (`runs/<id>/`) on
-a local disk or any fsspec URL, and the codec that turns outputs into exact bytes and back.
+"""The store: content-addressed objects (small ones packed into one append-only file per
+writing process, `packs/`, on a local disk; others one file each, `objects/ab/cdef…`) and run
+folders (`runs/<id>/`) on a local disk or any fsspec URL, and the codec that turns outputs into
+exact bytes and back.
 
 May import: `dagagents.errors` only (never a provider, the engine or the model).
 """

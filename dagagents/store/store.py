@@ -1,12 +1,17 @@
-"""Content-addressed checkpoint store: `objects/ab/cdef...` plus `runs/<id>/` manifests.
+"""Content-addressed checkpoint store: objects (packed or `objects/ab/cdef...`) plus
+`runs/<id>/` manifests.
 
-An object is written to a temp file in its final directory, then renamed, so a crash never
-leaves a partial object under a real name. Every object carries a checksum of its key and body,
-verified on each read: a corrupt or truncated file, a file copied onto another key's path, or a
-directory where the file should be is reported and recomputed, never trusted. Two runs may
-share a store: identical work maps to the same key and is stored once, and a node one live
-process is computing is leased (`objects/ab/.lease-cdef...`) so another process waits for it
-instead of paying for it again.
+On a local disk an object up to `PACK_MAX` (64 KiB) is appended to this process's own pack,
+`packs/<pid>-<token>-<n>.pack` (one `write` per object; see `packs.py`): creating a file per
+object was nearly the whole cost of a checkpoint. A bigger object, and every object of a remote
+(fsspec) store, is written to a temp file in its final directory, then renamed, so a crash never
+leaves a partial object under a real name; a packed record is read only once it is whole. Every
+object carries a checksum of its key and body, verified on each read: a corrupt or truncated
+object, one copied onto another key, or a directory where the file should be is reported and
+recomputed, never trusted. Readers see one object per key, in a file or in any process's pack.
+Two runs may share a store: identical work maps to the same key and is stored once, and a node
+one live process is computing is leased (`objects/ab/.lease-cdef...`) so another process waits
+for it instead of paying for it again.
 
 Objects of format 2 (before the checksum bound the key, and written by a codec that sorted
 dict keys) read as absent: they are recomputed once, never served.
@@ -33,6 +38,7 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from dagagents.errors import StoreError, StoreUnwritable
+from dagagents.store.packs import PACK_MAX, PACKS_DIR, Packs, alive, packs_for
 
 MAGIC = b"dagagents-object 3"
 OLD_MAGICS = (b"dagagents-object 2",)
@@ -351,13 +357,22 @@ class Store:
     """A checkpoint store at a local directory (default `./.dagagents`) or an fsspec URL."""
 
     def __init__(
-        self, location: str | os.PathLike[str] = ".dagagents", *, create: bool = True
+        self,
+        location: str | os.PathLike[str] = ".dagagents",
+        *,
+        create: bool = True,
+        pack_max: int = PACK_MAX,
     ) -> None:
         """`create=False` (status, gc) refuses a local directory that does not exist yet
-        rather than making an empty store where a typo pointed."""
+        rather than making an empty store where a typo pointed. On a local disk, objects up
+        to `pack_max` bytes are appended to this process's pack (`packs.py`) rather than
+        given a file each; `pack_max=0` gives every object its own file (packed objects
+        already there are still read)."""
         loc = os.fspath(location)
         self.url = loc
         self.fs: _LocalFS | _FsspecFS
+        self._packs: Packs | None = None
+        self.pack_max = 0
         if "://" in loc and not loc.startswith("file://"):
             self.fs = _FsspecFS(loc)
         else:
@@ -372,6 +387,8 @@ class Store:
                     raise StoreError(f"store '{loc}' cannot be created: {exc.strerror}.") from None
             self.fs = _LocalFS(path)
             self.url = str(Path(path).resolve())
+            self._packs = packs_for(path, warn_once)
+            self.pack_max = pack_max
         self._sep = os.sep if isinstance(self.fs, _LocalFS) else "/"
         self._objects = self.fs.join("objects") + self._sep
 
@@ -426,7 +443,7 @@ class Store:
     def get(self, key: str) -> StoredOutput | None:
         """The verified object for `key`, None if absent (or of an older format). Raises
         CorruptObject if damaged, not this key's object, or not a file."""
-        data = self.fs.read(self.object_path(key))
+        data = self._read_object(key)
         if data is None:
             return None
         try:
@@ -434,12 +451,53 @@ class Store:
         except OldObject:
             return None
 
+    def _read_object(self, key: str) -> bytes | None:
+        """The stored bytes of `key`: its packed record (the newest this process has seen),
+        else its own file, else a record another process packed since we last looked."""
+        packs = self._packs
+        if packs is not None:
+            data = packs.get(key)
+            if data is not None:
+                return data
+        data = self.fs.read(self.object_path(key))
+        if data is None and packs is not None:
+            return packs.get(key, fresh=True)
+        return data
+
+    def contains(self, key: str) -> bool:
+        """Is anything stored under `key` (intact or not)?"""
+        try:
+            return self._read_object(key) is not None
+        except CorruptObject:
+            return True
+
     def put(self, key: str, value: bytes, meta: dict[str, Any]) -> str:
-        """Store an encoded output atomically; return its digest."""
+        """Store an encoded output atomically; return its digest. Small objects on a local
+        disk go to this process's pack (one append), others to a file of their own."""
         data, value_digest = pack(key, value, meta)
+        packs = self._packs
         with self._writing():
-            self.fs.write_atomic(self.object_path(key), data)
+            if packs is not None and len(data) <= self.pack_max:
+                packs.append(key, data)
+            else:
+                self.fs.write_atomic(self.object_path(key), data)
+                if packs is not None:
+                    packs.forget(key)
         return value_digest
+
+    @contextlib.contextmanager
+    def appending(self) -> Iterator[None]:
+        """While a run writes: this process's pack stays open between appends (an open and
+        a close less per checkpoint); afterwards no file of the store is held open."""
+        packs = self._packs
+        if packs is None:
+            yield
+            return
+        packs.hold()
+        try:
+            yield
+        finally:
+            packs.release()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -454,13 +512,20 @@ class Store:
             raise StoreUnwritable(self.url, reason) from None
 
     def discard(self, key: str) -> None:
-        """Remove a damaged object (a directory squatting on its path too). On a read-only
-        store it stays; it is recomputed each time and never served."""
+        """Remove a damaged object (a directory squatting on its path too; a packed record
+        gets a tombstone every reader honours). On a read-only store it stays; it is
+        recomputed each time and never served."""
         try:
             self.fs.remove(self.object_path(key))
         except OSError as exc:
             if unwritable_reason(exc) is None:
                 raise
+        if self._packs is not None:
+            try:  # a tombstone for other processes; this one forgets the record at once
+                self._packs.tombstone(key)
+            except OSError as exc:
+                if unwritable_reason(exc) is None:
+                    raise
 
     # ------------------------------------------------------------------- leases
     def lease_path(self, key: str) -> str:
@@ -534,19 +599,25 @@ class Store:
                 yield prefix, name, self.fs.join("objects", prefix, name)
 
     def iter_objects(self) -> list[tuple[str, str]]:
-        """(key, path) of every stored object, temp files excluded."""
-        return [
-            (prefix + name, path)
+        """(key, path of the file holding it) of every stored object, each key once
+        whether it has a file of its own or a record in a pack (temp files excluded)."""
+        found = {
+            prefix + name: path
             for prefix, name, path in self._object_files()
             if not name.startswith(".")  # temp files and leases
-        ]
+        }
+        if self._packs is not None:
+            for key, loc in self._packs.records():
+                found.setdefault(key, self._packs.path(loc.pack))
+        return list(found.items())
 
     def verify(self) -> dict[str, str]:
-        """Key -> problem for every object that fails its checksum (temp files excluded)."""
+        """Key -> problem for every object that fails its checksum (temp files excluded):
+        what `get` would serve for it."""
         bad: dict[str, str] = {}
-        for key, path in self.iter_objects():
+        for key, _ in self.iter_objects():
             try:
-                unpack(self.fs.read(path) or b"", key)
+                unpack(self._read_object(key) or b"", key)
             except OldObject as exc:
                 bad[key] = f"{exc} (recomputed when next needed)"
             except CorruptObject as exc:
@@ -712,21 +783,77 @@ class Store:
                 windows.append(
                     (float(manifest.get("started", 0.0)) - 1.0, self._last_activity(run_id, state))
                 )
-        removed = kept = 0
-        for key, path in self.iter_objects():
+        removed: set[str] = set()
+        kept: set[str] = set()
+        for prefix, name, path in list(self._object_files()):
+            if name.startswith("."):
+                continue
+            key = prefix + name
             if key in referenced or _in_windows(self.fs.mtime(path), windows):
-                kept += 1
+                kept.add(key)
                 continue
             freed += self.fs.size(path)
             self.fs.remove(path)
-            removed += 1
+            removed.add(key)
+        if self._packs is not None:
+            with self._writing():
+                freed += self._gc_packs(referenced, windows, kept, removed)
+            # A rewrite cut short by a kill leaves a hidden temp file.
+            for name in self.fs.listdir(self.fs.join(PACKS_DIR)):
+                path = self.fs.join(PACKS_DIR, name)
+                if name.startswith(".") and gc_started - self.fs.mtime(path) > tmp_age:
+                    freed += self.fs.size(path)
+                    self.fs.remove(path)
         for _, name, path in self._object_files():
             if name.startswith(TMP_PREFIX) and gc_started - self.fs.mtime(path) > tmp_age:
                 freed += self.fs.size(path)
                 self.fs.remove(path)
             elif name.startswith(LEASE_PREFIX) and not self._lease_alive(path):
                 self.fs.remove(path)
-        return GcResult(removed, freed, len(drop), kept, spared)
+        return GcResult(len(removed), freed, len(drop), len(kept), spared)
+
+    def _gc_packs(
+        self,
+        referenced: set[str],
+        windows: list[tuple[float, float]],
+        kept: set[str],
+        removed: set[str],
+    ) -> int:
+        """Bytes freed among packed objects (adding their keys to `kept` or `removed`). A
+        pack whose writer is gone is rewritten without what nobody needs (nor damaged or
+        superseded records); in a pack a live process may still append to, unneeded
+        records get tombstones (their bytes go once that process is gone and gc runs
+        again)."""
+        packs = self._packs
+        assert packs is not None
+        unneeded: set[str] = set()
+        rewrite: set[str] = set()
+        for key, loc in list(packs.records()):
+            if key in referenced or _in_windows(loc.time, windows):
+                kept.add(key)
+                continue
+            removed.add(key)
+            if packs.complete(loc.pack):
+                unneeded.add(key)
+                rewrite.add(loc.pack)
+            else:
+                packs.tombstone(key)
+        # Complete packs holding records no reader sees (superseded, dropped) shrink too.
+        rewrite.update(packs.with_dead_records())
+
+        def keep(key: str, data: bytes) -> bool:
+            if key in unneeded:
+                return False
+            try:
+                unpack(data, key)
+            except CorruptObject:
+                return False
+            return True
+
+        freed = sum(packs.rewrite(name, keep) for name in sorted(rewrite))
+        if rewrite:
+            packs.reread()
+        return freed
 
     def _check_writable(self) -> None:
         """Raise StoreUnwritable before gc removes anything from a store it cannot change
@@ -924,14 +1051,4 @@ def run_state(manifest: dict[str, Any]) -> str:
     return "running" if _alive(manifest.get("pid")) else "killed"
 
 
-def _alive(pid: Any) -> bool:
-    """Is a process with this pid running on this machine?"""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_alive = alive

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from conftest import cli_env, dagagents_cmd, run_dagagents
+from stored import damage, stored_size
 
 from dagagents import Store
 from dagagents.store.codec import decode
@@ -101,8 +102,7 @@ def test_corrupt_object_is_reported_and_recomputed(tmp_path: Path) -> None:
     assert dagagents(tmp_path, "run", "g.py", "-q").returncode == 0
     store = Store(tmp_path / ".dagagents")
     key = store.read_manifest()["nodes"]["summary"]["key"]
-    path = Path(store.object_path(key))
-    path.write_bytes(path.read_bytes()[:-5])  # truncated
+    damage(store, key, "truncate")
 
     proc = dagagents(tmp_path, "run", "g.py")
 
@@ -126,7 +126,7 @@ def test_status_shows_last_run_and_what_a_rerun_computes(tmp_path: Path) -> None
     assert "a rerun would compute 0 node(s): none" in proc.stdout
 
     # Damage one checkpoint: status (with or without the graph) says what would run.
-    Path(store.object_path(manifest["nodes"]["summary"]["key"])).write_bytes(b"")
+    damage(store, manifest["nodes"]["summary"]["key"], "empty")
     proc = dagagents(tmp_path, "status")
     assert "a rerun would compute 1 node(s): summary" in proc.stdout
     assert "below them only if their inputs change: report" in proc.stdout
@@ -152,7 +152,7 @@ def test_gc_keeps_what_kept_runs_need_and_reports_bytes(tmp_path: Path) -> None:
     # numbers is shared by both runs; the rest of run 1 only it needs.
     only_first = {n["key"] for n in first.values()} - {n["key"] for n in second.values()}
     assert len(only_first) == 3
-    freeable = sum(Path(store.object_path(k)).stat().st_size for k in only_first)
+    freeable = sum(stored_size(store, k) for k in only_first)
     old_run = store.list_runs()[0]
     freeable += sum(p.stat().st_size for p in (tmp_path / ".dagagents/runs" / old_run).iterdir())
 

@@ -238,10 +238,9 @@ def test_sigkill_during_checkpoint_writes_leaves_no_partial_object(tmp_path: Pat
         cwd=tmp_path,
     )
     try:
-        objects = tmp_path / "st" / "objects"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # writes are in full swing
-            if objects.exists() and sum(1 for _ in objects.glob("*/*")) >= 100:
+            if len(store.iter_objects()) >= 100:
                 break
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.005)

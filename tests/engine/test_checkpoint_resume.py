@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from stored import DAMAGE, damage, packed
 
 from dagagents import Agent, Graph, SimulatedProvider, Store
 from dagagents.observe.resume import plan_resume
@@ -183,22 +184,17 @@ def test_no_store_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / ".dagagents").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
-def test_corrupt_object_is_warned_about_and_recomputed(tmp_path: Path, damage: str) -> None:
-    store = Store(tmp_path / "s")
+@pytest.mark.parametrize("packing", [True, False], ids=["packed", "files"])
+@pytest.mark.parametrize("how", DAMAGE)
+def test_corrupt_object_is_warned_about_and_recomputed(
+    tmp_path: Path, how: str, packing: bool
+) -> None:
+    store = Store(tmp_path / "s") if packing else Store(tmp_path / "s", pack_max=0)
     first = research_graph().run(store=store)
     key = first.records["market"].key
     assert key is not None
-    path = Path(store.object_path(key))
-    data = path.read_bytes()
-    path.write_bytes(
-        {
-            "truncate": data[: len(data) // 2],
-            "flip": data[:-3] + bytes([data[-3] ^ 0x20]) + data[-2:],
-            "empty": b"",
-            "garbage": b"\x00" * len(data),
-        }[damage]
-    )
+    assert packed(store, key) == packing
+    damage(store, key, how)
     assert plan_resume(research_graph(), store)["market"] == "compute"
 
     result = research_graph().run(store=store)

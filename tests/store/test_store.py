@@ -66,7 +66,9 @@ def test_empty_and_foreign_files_are_corrupt() -> None:
 
 # ----------------------------------------------------------------------------- local store
 def test_put_get_and_no_temp_left(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s")
+    store = Store(
+        tmp_path / "s", pack_max=0
+    )  # objects as files (tests/store/test_packs.py: packed)
     key = "ab" + "0" * 62
     digest = store.put(key, b"[1,2]", {"node": "x"})
     got = store.get(key)
@@ -79,7 +81,9 @@ def test_put_get_and_no_temp_left(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_no_object_and_no_temp(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s")
+    store = Store(
+        tmp_path / "s", pack_max=0
+    )  # objects as files (tests/store/test_packs.py: packed)
     key = "ab" + "1" * 62
     os.makedirs(store.object_path(key))  # a directory where the object should go
     with pytest.raises(OSError):
@@ -89,7 +93,9 @@ def test_failed_write_leaves_no_object_and_no_temp(tmp_path: Path) -> None:
 
 
 def test_temp_files_are_never_listed_or_read(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s")
+    store = Store(
+        tmp_path / "s", pack_max=0
+    )  # objects as files (tests/store/test_packs.py: packed)
     key = "ef" + "2" * 62
     store.put(key, b'"ok"', {})
     tmp = Path(store.object_path(key)).parent / f"{TMP_PREFIX}123-dead"
@@ -99,7 +105,9 @@ def test_temp_files_are_never_listed_or_read(tmp_path: Path) -> None:
 
 
 def test_verify_reports_damaged_objects(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s")
+    store = Store(
+        tmp_path / "s", pack_max=0
+    )  # objects as files (tests/store/test_packs.py: packed)
     good, bad = "aa" + "3" * 62, "bb" + "4" * 62
     store.put(good, b"1", {})
     store.put(bad, b"2", {})
@@ -174,7 +182,9 @@ def _manifest(store: Store, run: str, keys: dict[str, str], status: str = "done"
 
 
 def test_gc_keeps_what_kept_runs_reference(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s")
+    store = Store(
+        tmp_path / "s", pack_max=0
+    )  # objects as files (tests/store/test_packs.py: packed)
     keys = {n: f"{i:02x}" + "6" * 62 for i, n in enumerate("abcd")}
     for k in keys.values():
         store.put(k, b"x" * 100, {})
@@ -199,7 +209,9 @@ def test_gc_keeps_what_kept_runs_reference(tmp_path: Path) -> None:
 
 
 def test_gc_spares_live_runs_and_what_killed_runs_finished(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s")
+    store = Store(
+        tmp_path / "s", pack_max=0
+    )  # objects as files (tests/store/test_packs.py: packed)
     old = time.time() - 7200
     live_key, killed_key, junk_key = "aa" + "7" * 62, "bb" + "7" * 62, "cc" + "7" * 62
     for k in (live_key, killed_key, junk_key):

@@ -116,7 +116,7 @@ def test_resumed_run_hands_downstream_the_same_dict_order_as_a_fresh_run(tmp_pat
 
 def test_objects_of_the_old_format_are_recomputed_not_served(tmp_path: Path) -> None:
     store = tmp_path / "s"
-    first = _zebra_graph().run(store=store)
+    first = _zebra_graph().run(store=Store(store, pack_max=0))  # objects as files, as before packs
     key = first.records["animals"].key
     assert key is not None
     path = Path(Store(store).object_path(key))
@@ -150,7 +150,7 @@ def _two_outputs_graph() -> Graph:
 
 def test_an_object_copied_onto_another_key_is_detected_and_recomputed(tmp_path: Path) -> None:
     store = tmp_path / "s"
-    first = _two_outputs_graph().run(store=store)
+    first = _two_outputs_graph().run(store=Store(store, pack_max=0))  # objects as files
     st_ = Store(store)
     left_key, right_key = first.records["left"].key, first.records["right"].key
     assert left_key and right_key
@@ -169,7 +169,7 @@ def test_an_object_copied_onto_another_key_is_detected_and_recomputed(tmp_path: 
 # ---------------------------------------------------- item 7: a directory is a corrupt object
 def test_an_object_path_that_is_a_directory_is_a_corrupt_object(tmp_path: Path) -> None:
     store = tmp_path / "s"
-    first = _two_outputs_graph().run(store=store)
+    first = _two_outputs_graph().run(store=Store(store, pack_max=0))  # objects as files
     st_ = Store(store)
     key = first.records["left"].key
     assert key
@@ -179,7 +179,7 @@ def test_an_object_path_that_is_a_directory_is_a_corrupt_object(tmp_path: Path) 
     with pytest.raises(CorruptObject, match="directory"):
         st_.get(key)
     assert key in st_.verify()
-    again = _two_outputs_graph().run(store=store)
+    again = _two_outputs_graph().run(store=Store(store, pack_max=0))
     assert again.status["left"] == "done" and again.outputs["shout"] == "LEFT OUTPUT"
     assert path.is_file() and st_.get(key) is not None
     # gc of a store where a directory squats on an object path does not crash either
