@@ -256,7 +256,7 @@ class _Run:
         self.specs = graph.specs
         self._owns_graph = False
         # Streamed nodes a finished node's final expansion keeps (see `_end_stream`).
-        self._kept: dict[str, list[str]] = {}
+        self._kept: dict[str, set[str]] = {}
         self.concurrency = options.concurrency
         self.store = store
         self.checkpoints = (
@@ -1027,7 +1027,8 @@ class _Run:
                 expansion = None
             if isinstance(expansion, Expansion):
                 final = {n.name: n for n in expansion.nodes}
-        kept, cancelled = self._retire(stream, final)
+        kept_names, cancelled = self._retire(stream, final)
+        kept = set(kept_names)  # looked up once per streamed node: a list made this quadratic
         if cancelled:  # a redefined name is reused only once its old task has unwound
             await asyncio.wait(cancelled)
         for name in stream.added:

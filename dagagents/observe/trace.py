@@ -4,8 +4,9 @@ Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (uni
 `t` (seconds since the run started). Events and their extra fields:
 
 - `run_start`: graph, nodes, concurrency, provider, store, executor
-- `node_ready`: node
-- `node_start`: node, kind, agent, model
+- `node_ready`: node (it left the queue but waits before it starts: a remote store's lookup,
+  or its lease when another process may be computing it; a node that starts at once has none)
+- `node_start`: node, kind, agent, model (agent and model only for agent nodes)
 - `cache_hit`: node, key, saved_cost (what computing it cost when it was checkpointed)
 - `retry`: node, attempt, error, wait, status, kind
 - `llm_call`: node, model, turn, attempts, duration, stop_reason, usage, cost (one API call),
@@ -29,6 +30,8 @@ Schema (version `TRACE_VERSION`): every event has `v`, `event`, `run`, `ts` (uni
 - `expand`: node, added (names), edges, agents {node: agent}, models {node: model}, streamed
   (true when added while node's reply was still streaming, e.g. a streamed plan's subtask)
 - `node_complete`: node, duration, model, usage {input_tokens, ...}, cost, key, simulated
+  (a field that would be null, zero or false is left out: a step has only node and
+  duration, plus key with a store; readers default the rest)
 - `node_error`: node, error, traceback (last frames, for non-dagagents exceptions)
 - `node_skipped`: node, because (the failed ancestor, or the reason)
 - `node_waiting`: node, prompt, key (an approval node waits for a decision)
