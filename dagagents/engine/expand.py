@@ -274,18 +274,17 @@ def streams_for(
 
 def stream_survivors(
     streamed: Mapping[str, NodeSpec], final: Mapping[str, NodeSpec] | None
-) -> tuple[list[str], list[str]]:
+) -> tuple[set[str], list[str]]:
     """Which streamed nodes the final expansion keeps: those it contains unchanged whose
     streamed dependencies are kept too (a node fed by a changed one must run again). Returns
-    (kept, retired), each in stream order. `final=None` (the node failed) keeps none."""
-    kept: list[str] = []
+    (kept, a set: callers look names up in it; retired, in stream order). `final=None` (the
+    node failed) keeps none."""
+    kept: set[str] = set()
     retired: list[str] = []
-    keep: set[str] = set()
     for name, spec in streamed.items():
         same = final is not None and final.get(name) == spec
-        if same and all(dep in keep for dep in spec.depends_on if dep in streamed):
-            keep.add(name)
-            kept.append(name)
+        if same and all(dep in kept for dep in spec.depends_on if dep in streamed):
+            kept.add(name)
         else:
             retired.append(name)
     return kept, retired

@@ -1027,8 +1027,7 @@ class _Run:
                 expansion = None
             if isinstance(expansion, Expansion):
                 final = {n.name: n for n in expansion.nodes}
-        kept_names, cancelled = self._retire(stream, final)
-        kept = set(kept_names)  # looked up once per streamed node: a list made this quadratic
+        kept, cancelled = self._retire(stream, final)
         if cancelled:  # a redefined name is reused only once its old task has unwound
             await asyncio.wait(cancelled)
         for name in stream.added:
@@ -1038,7 +1037,7 @@ class _Run:
 
     def _retire(
         self, stream: ExpansionStream, final: Mapping[str, NodeSpec] | None
-    ) -> tuple[list[str], list[asyncio.Task[Any]]]:
+    ) -> tuple[set[str], list[asyncio.Task[Any]]]:
         """Skip the streamed nodes the final answer does not keep (a running one is
         cancelled; a finished one stays as it is, its spend counted). Returns the kept names
         and the cancelled tasks."""

@@ -327,27 +327,23 @@ class MapStream:
     invalid one, and every item after it, waits for the final answer), at most `max_items`;
     `restart()` when a new reply begins (a retry, a re-ask). The reply is read incrementally
     (`partial.ListReader`), and each item is validated once, when it completes, so the cost
-    per item stays flat however long the list grows. `propose(text)` does the same from the
-    reply so far. `final(output)` is the splitter's expansion for the source's finished
-    output, computed the way the splitter will compute it, so the engine can keep what
-    streamed unchanged (engine/expand.py)."""
+    per item stays flat however long the list grows. `final(output)` is the splitter's
+    expansion for the source's finished output, computed the way the splitter will compute
+    it, so the engine can keep what streamed unchanged (engine/expand.py)."""
 
     split: MapSplit
     key: str  # the top-level key of the source's JSON reply that holds the list
     item: TypeAdapter[Any]
-    # This reply's items already validated and built; its reader; the reply so far (kept
-    # only for `propose`); an item found invalid (the rest of this reply then waits for the
-    # final answer).
+    # This reply's items already validated and built; its reader; an item found invalid (the
+    # rest of this reply then waits for the final answer).
     _built: _ItemNodes | None = None
     _reader: ListReader | None = None
-    _text: str = ""
     _stuck: bool = False
 
     def restart(self) -> None:
         """A new reply begins: read it afresh."""
         self._built = _ItemNodes(self.split)
         self._reader = ListReader(self.key)
-        self._text = ""
         self._stuck = False
 
     def feed(self, delta: str) -> Expansion | None:
@@ -370,15 +366,6 @@ class MapStream:
             return None
         before = len(built.nodes)
         return Expansion(nodes=built.extend(fresh)[before:])
-
-    def propose(self, text: str) -> Expansion | None:
-        """The item nodes that became ready since the last call, given the reply so far (a
-        reply only grows, so items complete earlier stay as they were; a reply that does not
-        extend the last one is a new reply, a retry or a re-ask, and is read afresh)."""
-        if self._built is None or not text.startswith(self._text):
-            self.restart()
-        delta, self._text = text[len(self._text) :], text
-        return self.feed(delta)
 
     def final(self, output: Any) -> Expansion | None:
         root = field_root(self.split.over)
