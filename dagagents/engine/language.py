@@ -39,7 +39,7 @@ def node_inputs(spec: NodeSpec, outputs: Mapping[str, Any]) -> dict[str, Any]:
 
 def step_kwargs(spec: Step, inputs: dict[str, Any]) -> dict[str, Any]:
     """A step's keyword arguments: its named parameters, or everything for `**outputs`."""
-    if takes_var_keyword(spec.fn):
+    if not inputs or takes_var_keyword(spec.fn):
         kwargs = inputs
     else:
         kwargs = {p: inputs[p] for p in spec.params if p in inputs}

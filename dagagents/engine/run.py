@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -371,9 +371,10 @@ class _Run:
         """A node's expected duration for prioritising: its last run's, else the user's
         `estimate=`, else a guess from its token budget (time to first token + output at a
         typical speed); steps default to cheap."""
-        known = self.history.get(spec.name)
-        if known is not None:
-            return known
+        if self.history:
+            known = self.history.get(spec.name)
+            if known is not None:
+                return known
         if spec.estimate is not None:
             return spec.estimate
         if is_kind(spec, AgentTask):
@@ -527,26 +528,52 @@ class _Run:
                     raise
 
     async def _node(self, name: str, task: asyncio.Task[None]) -> bool:
-        """Run one node in the current slot (`task`): (look up its checkpoint,) run its body,
-        settle it. False when the run is cancelling the slot (then whoever cancelled settles
-        it)."""
+        """Run one node in the current slot (`task`): (look up its checkpoint or wait for
+        another process computing it,) run its body, settle it. False when the run is
+        cancelling the slot (then whoever cancelled settles it). The body runs in this frame:
+        a coroutine less per node."""
         value: Any = None
         error: BaseException | None = None
         cached = False
         leasing = self.leases is not None and self._worth_leasing(name)
-        if self._lookup_in_slot or leasing:  # it waits (store, lease) before it starts
-            self.emit("node_ready", node=name)
         try:
-            if self._lookup_in_slot and await self._lookup_off_loop(name):
+            if (self._lookup_in_slot or leasing) and await self._found_elsewhere(name, leasing):
                 cached = True
-            elif leasing and await self._await_other_process(name):
-                cached = True  # completed from another process's output
             else:
+                spec = self.specs[name]
+                record = self.records[name]
                 try:
-                    value = await self._body(name)
+                    inputs = node_inputs(spec, self.outputs)
+                    record.start = self.tracer.now()
+                    if record.agent is None:
+                        self.emit("node_start", node=name, kind=spec.kind)
+                    else:
+                        self.emit(
+                            "node_start",
+                            node=name,
+                            kind=spec.kind,
+                            agent=record.agent,
+                            model=record.model,
+                        )
+                    for dep in spec.depends_on:
+                        self.emit("message", src=dep, dst=name)
+                    # What a checkpoint keeps beside the output (no store: nobody reads it).
+                    meta: dict[str, Any] = (
+                        {} if self.checkpoints is None else {"node": name, "graph": self.graph.name}
+                    )
+                    if spec.timeout is None:
+                        value = await self._run_body(spec, inputs, record, meta)
+                    else:
+                        value = await self._timed_body(spec, inputs, record, meta)
+                    record.end = self.tracer.now()
+                    if self.checkpoints is None:
+                        _encodable(name, value)  # no store: the same refusal, no coroutine
+                    else:
+                        meta["duration"] = record.duration
+                        await self._persist(name, value, meta)
                 finally:
                     if self.leases is not None:
-                        self.leases.release(self.records[name].key)
+                        self.leases.release(record.key)
         except _Waiting:
             self._running.pop(name, None)  # waits for a decision without holding a slot
             return True
@@ -563,14 +590,23 @@ class _Run:
         if not cached:
             if self.records[name].status != RUNNING or task.cancelling():
                 return False  # settled by whoever cancelled it
-            self._settle(name, value, error)
+            if error is None:
+                self._complete(name, value, DONE)  # (maybe expanding the graph)
+            else:
+                self._settle_error(name, error)
         return True
 
-    def _settle(self, name: str, value: Any, error: BaseException | None) -> None:
-        """Record a finished body: done (maybe expanding the graph) or failed."""
-        if error is None:
-            self._complete(name, value, DONE)
-        elif isinstance(error, NodeCancelled):
+    async def _found_elsewhere(self, name: str, leasing: bool) -> bool:
+        """Before `name` starts: its checkpoint in a remote store, or the output of another
+        process that holds its lease. Whether it completed so (else it computes here)."""
+        self.emit("node_ready", node=name)  # it waits (store, lease) before it starts
+        if self._lookup_in_slot and await self._lookup_off_loop(name):
+            return True
+        return leasing and await self._await_other_process(name)
+
+    def _settle_error(self, name: str, error: BaseException) -> None:
+        """Record a body that ended in an error: cancelled or failed."""
+        if isinstance(error, NodeCancelled):
             self._transition(name, CANCELLED, error="cancelled")
         else:
             self._fail(name, error)
@@ -613,7 +649,7 @@ class _Run:
                 self._fail(name, GraphError(f"expansion raised {type(exc).__name__}: {exc}"))
                 return
         self.outputs[name] = value
-        note = loop_note(self.specs[name], value)
+        note = loop_note(spec, value)
         if note is not None:
             self.emit("warning", node=name, message=note)
         self._transition(name, status)
@@ -663,7 +699,7 @@ class _Run:
             return  # traced by node_start (node_ready first if it waits to start: `_node`)
         if to == DONE:
             self.sorter.done(name)
-            self.emit("node_complete", **_completion(record))
+            _emit_completion(self.emit, record)
         elif to == CACHED:
             record.start = record.end = self.tracer.now()
             self.sorter.done(name)
@@ -809,35 +845,16 @@ class _Run:
         return self._moved
 
     # -------------------------------------------------------------- node bodies
-    async def _body(self, name: str) -> Any:
-        spec = self.specs[name]
-        record = self.records[name]
-        inputs = node_inputs(spec, self.outputs)
-        record.start = self.tracer.now()
-        if record.agent is None:
-            self.emit("node_start", node=name, kind=spec.kind)
-        else:
-            self.emit(
-                "node_start", node=name, kind=spec.kind, agent=record.agent, model=record.model
-            )
-        for dep in spec.depends_on:
-            self.emit("message", src=dep, dst=name)
-        meta: dict[str, Any] = {"node": name, "graph": self.graph.name}
-        if spec.timeout is None:
-            value = await self._run_body(spec, inputs, record, meta)
-        else:
-            try:
-                async with asyncio.timeout(spec.timeout):
-                    value = await self._run_body(spec, inputs, record, meta)
-            except TimeoutError:
-                raise NodeTimeout(f"timed out after {spec.timeout:g}s") from None
-        record.end = self.tracer.now()
-        meta["duration"] = record.duration
-        if self.checkpoints is None:
-            _encodable(name, value)  # no store: the same refusal, without a coroutine
-        else:
-            await self._persist(name, value, meta)
-        return value
+    async def _timed_body(
+        self, spec: NodeSpec, inputs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
+    ) -> Any:
+        """The body under the node's `timeout=`."""
+        assert spec.timeout is not None
+        try:
+            async with asyncio.timeout(spec.timeout):
+                return await self._run_body(spec, inputs, record, meta)
+        except TimeoutError:
+            raise NodeTimeout(f"timed out after {spec.timeout:g}s") from None
 
     def _run_body(
         self, spec: NodeSpec, inputs: dict[str, Any], record: NodeRecord, meta: dict[str, Any]
@@ -934,9 +951,6 @@ class _Run:
         record.calls = result.calls
         record.simulated = result.simulated
         record.cost_usd = result.cost_usd  # computed once, where each call's usage was known
-        record.saved_cache_usd = result.saved_cache_usd
-        record.saved_batch_usd = result.saved_batch_usd
-        record.batch_calls = result.batch_calls
         record.saved_cache_usd = result.saved_cache_usd
         record.saved_batch_usd = result.saved_batch_usd
         record.batch_calls = result.batch_calls
@@ -1181,20 +1195,18 @@ class _Waiting(Exception):
 
 def _new_record(spec: NodeSpec) -> NodeRecord:
     if not is_kind(spec, AgentTask):
-        return NodeRecord(spec.name, PENDING, spec.kind, depends_on=spec.depends_on)
+        return NodeRecord.pending(spec.name, spec.kind, spec.depends_on)
     agent = spec.agent
-    return NodeRecord(
-        name=spec.name,
-        kind=spec.kind,
-        agent=agent.name,
-        model=agent.model,
-        depends_on=spec.depends_on,
-    )
+    return NodeRecord.pending(spec.name, spec.kind, spec.depends_on, agent.name, agent.model)
 
 
-def _completion(record: NodeRecord) -> dict[str, Any]:
-    """A `node_complete` event's fields. A field that would be null, zero or false is left
-    out (a step's model, usage, cost; the key without a store): readers default them."""
+def _emit_completion(emit: Callable[..., None], record: NodeRecord) -> None:
+    """The `node_complete` event. A field that would be null, zero or false is left out (a
+    step's model, usage, cost; the key without a store): readers default them."""
+    plain = record.model is None and record.key is None  # a step without a store
+    if plain and not (record.calls or record.cost_usd or record.simulated):
+        emit("node_complete", node=record.name, duration=record.duration)
+        return
     fields: dict[str, Any] = {"node": record.name, "duration": record.duration}
     if record.model is not None:
         fields["model"] = record.model
@@ -1206,7 +1218,7 @@ def _completion(record: NodeRecord) -> dict[str, Any]:
         fields["key"] = record.key
     if record.simulated:
         fields["simulated"] = True
-    return fields
+    emit("node_complete", **fields)
 
 
 def _restart_all(streams: list[ExpansionStream]) -> Any:

@@ -146,7 +146,8 @@ class EagerSorter:
 
     def done(self, node: str) -> list[str]:
         """Mark `node` done; return the successors that became ready."""
-        self._check_running(node)
+        if self.state.get(node) != RUNNING:
+            self._check_running(node)  # raises, saying what is wrong
         self.state[node] = DONE
         self._open -= 1
         newly: list[str] = []

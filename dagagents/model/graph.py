@@ -51,6 +51,7 @@ from dagagents.model.nodes import (
     Step,
     _formatter,
     field_root,
+    is_kind,
     prompt_placeholders,
     step_params,
     takes_var_keyword,
@@ -581,28 +582,27 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
     """One node's dependencies, placeholders, step parameters, condition and structured
     fields against the `known` nodes. (Runs for every node of every run: a step's parameters
     are read once, and the local-name map is built only when something reads it.)"""
-    if not isinstance(spec, Step):
+    if not is_kind(spec, Step):
         _check_dependencies(where, spec, known)
         if spec.when is not None:
             _check_condition(where, spec, _local_names(spec))
-        if isinstance(spec, AgentTask):
+        if is_kind(spec, AgentTask):
             _check_prompt(where, spec, spec, known)
         return
     params = step_params(spec.fn)
     local = _local_names(spec) if params or spec.when is not None else {}
     if params:
-        _check_step_params_name_nodes(where, spec, local, known)
+        _check_step_params_name_nodes(where, spec, params, local, known)
     _check_dependencies(where, spec, known)
     if spec.when is not None:
         _check_condition(where, spec, local)
-    if isinstance(spec, MapSplit):
-        if isinstance(spec.proto, AgentTask):
-            _check_prompt(where, spec, spec.proto, known)
-        elif params:
-            _check_step_params_are_dependencies(where, spec, local)
-        _check_map(where, spec, known)
+    split = is_kind(spec, MapSplit)
+    if split and is_kind(spec.proto, AgentTask):
+        _check_prompt(where, spec, spec.proto, known)
     elif params:
-        _check_step_params_are_dependencies(where, spec, local)
+        _check_step_params_are_dependencies(where, spec, params, local)
+    if split:
+        _check_map(where, spec, known)
 
 
 def _local_names(spec: NodeSpec) -> dict[str, str]:
@@ -614,9 +614,13 @@ def _local_names(spec: NodeSpec) -> dict[str, str]:
 
 
 def _check_step_params_name_nodes(
-    where: str, spec: Step, local: Mapping[str, str], known: Mapping[str, NodeSpec]
+    where: str,
+    spec: Step,
+    params: Iterable[inspect.Parameter],
+    local: Mapping[str, str],
+    known: Mapping[str, NodeSpec],
 ) -> None:
-    for p in step_params(spec.fn):
+    for p in params:
         if local.get(p.name, p.name) != p.name or p.name in spec.bound:
             continue  # an aliased name (a namespaced node keeps its body's names)
         if p.name not in known and (p.name in spec.params or p.default is p.empty):
@@ -678,8 +682,10 @@ def _check_prompt(
             )
 
 
-def _check_step_params_are_dependencies(where: str, spec: Step, local: Mapping[str, str]) -> None:
-    for p in step_params(spec.fn):
+def _check_step_params_are_dependencies(
+    where: str, spec: Step, params: Iterable[inspect.Parameter], local: Mapping[str, str]
+) -> None:
+    for p in params:
         if p.name not in local and p.default is p.empty and p.name not in spec.bound:
             raise GraphError(
                 f"{where}: step '{spec.name}' parameter '{p.name}' is not among its "

@@ -13,7 +13,8 @@ import hashlib
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeGuard, TypeVar
+from types import FunctionType
+from typing import Any, NamedTuple, TypeGuard, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -110,7 +111,7 @@ class Step(NodeSpec):
 
     @property
     def is_async(self) -> bool:
-        return is_coroutine_fn(self.fn)
+        return shape_of(self.fn).is_async
 
     def fingerprint(self, memo: dict[int, Any] | None = None) -> dict[str, Any]:
         return {
@@ -372,59 +373,63 @@ def _missing() -> Any:
     raise KeyError
 
 
-def _code_key(fn: Callable[..., Any]) -> Any:
-    """Closures made by one `def` share a code object: cache by it, not by the function
-    (10,000 closures then cost one lookup, and the cache keeps no closure alive)."""
-    try:
+class Shape(NamedTuple):
+    """What calling a function needs to know: its named parameters (names, kinds and whether
+    they default; default values may differ between closures of one `def`), whether it takes
+    `**kwargs`, and whether calling it makes a coroutine."""
+
+    params: tuple[inspect.Parameter, ...]
+    var_keyword: bool
+    is_async: bool
+
+
+# id(code object) -> (the code object, its shape). Closures made by one `def` share a code
+# object, so 10,000 of them cost one signature; keyed by identity because hashing a code
+# object hashes its bytecode on every lookup. The entry holds the code object, so its id is
+# never reused while the entry exists, and no closure is kept alive.
+_SHAPES: dict[int, tuple[object, Shape]] = {}
+_OTHER_SHAPES: dict[Any, Shape] = {}  # any other callable (see `shape_of`)
+
+
+def shape_of(fn: Callable[..., Any]) -> Shape:
+    """`fn`'s `Shape`, computed once per `def` (validation and every node's call read it)."""
+    if type(fn) is FunctionType and not getattr(fn, "__wrapped__", None):
         code = fn.__code__
-    except AttributeError:
-        return fn
-    if getattr(fn, "__wrapped__", None):
-        return fn
-    defaults = getattr(fn, "__defaults__", None)
-    return (code, len(defaults)) if defaults else code
+        defaults = fn.__defaults__
+        if not defaults:
+            entry = _SHAPES.get(id(code))
+            if entry is not None:
+                return entry[1]
+            shape = _compute_shape(fn)
+            _SHAPES[id(code)] = (code, shape)
+            return shape
+        key: Any = (code, len(defaults))
+    else:
+        key = fn  # a method, a callable object, a partial, a wrapper: cached by itself
+    found = _OTHER_SHAPES.get(key)
+    if found is None:
+        found = _OTHER_SHAPES[key] = _compute_shape(fn)
+    return found
 
 
-def _parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
-    """All parameters of `fn`, cached by code object. Only names, kinds and whether a default
-    exists are meant to be read: default values may differ between closures of one `def`."""
-    key = _code_key(fn)
-    params = _PARAMS.get(key)
-    if params is None:
-        params = _PARAMS[key] = tuple(inspect.signature(fn).parameters.values())
-    return params
+def _compute_shape(fn: Callable[..., Any]) -> Shape:
+    params = tuple(inspect.signature(fn).parameters.values())
+    return Shape(
+        tuple(p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)),
+        any(p.kind == p.VAR_KEYWORD for p in params),
+        inspect.iscoroutinefunction(fn)
+        or inspect.iscoroutinefunction(getattr(fn, "__call__", None)),  # noqa: B004 - async callable objects
+    )
 
 
 def step_params(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
     """Named parameters of a step function (their names, kinds and whether they default)."""
-    return _shape(fn)[0]
+    return shape_of(fn).params
 
 
 def takes_var_keyword(fn: Callable[..., Any]) -> bool:
     """Does `fn` accept `**kwargs` (so it can be handed every dependency output by name)?"""
-    return _shape(fn)[1]
-
-
-def _shape(fn: Callable[..., Any]) -> tuple[tuple[inspect.Parameter, ...], bool]:
-    """(named parameters, takes **kwargs), cached by code object: validation and every
-    node's call read them, 10,000 closures of one `def` cost one signature."""
-    key = _code_key(fn)
-    shape = _SHAPES.get(key)
-    if shape is None:
-        params = _parameters(fn)
-        named = tuple(p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-        shape = _SHAPES[key] = (named, any(p.kind == p.VAR_KEYWORD for p in params))
-    return shape
-
-
-def is_coroutine_fn(fn: Callable[..., Any]) -> bool:
-    key = _code_key(fn)
-    found = _ASYNC.get(key)
-    if found is None:
-        found = _ASYNC[key] = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
-        )
-    return found
+    return shape_of(fn).var_keyword
 
 
 _T = TypeVar("_T")
@@ -439,8 +444,3 @@ def is_kind(spec: object, base: type[_T]) -> TypeGuard[_T]:
     if found is None:
         found = _KINDS[key] = isinstance(spec, base)
     return found
-
-
-_PARAMS: dict[Any, tuple[inspect.Parameter, ...]] = {}
-_ASYNC: dict[Any, bool] = {}
-_SHAPES: dict[Any, tuple[tuple[inspect.Parameter, ...], bool]] = {}
