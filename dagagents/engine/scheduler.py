@@ -75,18 +75,19 @@ class EagerSorter:
         self._ready: list[float] = []  # heap of -priority, one per non-empty queue
         self._queues: dict[float, deque[str]] = {}  # -priority -> ready nodes, FIFO
         self._open = len(self.state)
-        for node, count in self._waiting.items():
-            if count == 0:
-                self._push(node)
+        self._push([node for node, count in self._waiting.items() if count == 0])
 
-    def _push(self, node: str) -> None:
-        self.state[node] = READY
-        key = -self._priority.get(node, 0.0)
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = deque()
-            heapq.heappush(self._ready, key)
-        queue.append(node)
+    def _push(self, nodes: Iterable[str]) -> None:
+        """These nodes are ready: each joins the queue of its priority."""
+        state, priority, queues = self.state, self._priority, self._queues
+        for node in nodes:
+            state[node] = READY
+            key = -priority.get(node, 0.0)
+            queue = queues.get(key)
+            if queue is None:
+                queue = queues[key] = deque()
+                heapq.heappush(self._ready, key)
+            queue.append(node)
 
     def _drop_unready(self) -> None:
         """Remove from the queues the nodes no longer ready (skipped)."""
@@ -154,8 +155,9 @@ class EagerSorter:
         for succ in self._succ[node]:
             self._waiting[succ] -= 1
             if self._waiting[succ] == 0 and self.state[succ] == PENDING:
-                self._push(succ)
                 newly.append(succ)
+        if newly:
+            self._push(newly)
         return newly
 
     def fail(self, node: str) -> list[str]:
@@ -196,7 +198,7 @@ class EagerSorter:
                 if optional(src, succ):
                     self._waiting[succ] -= 1
                     if self._waiting[succ] == 0 and self.state[succ] == PENDING:
-                        self._push(succ)
+                        self._push((succ,))
                 else:
                     self.state[succ] = SKIPPED
                     self._open -= 1
@@ -283,7 +285,5 @@ class EagerSorter:
             if self.state[src] in (FAILED, CANCELLED, SKIPPED):
                 blocked.append((src, dst))
         skipped = [(n, src) for src, dst in blocked for n in self._skip_from([dst])]
-        for n in new:
-            if self.state[n] == PENDING and self._waiting[n] == 0:
-                self._push(n)
+        self._push([n for n in new if self.state[n] == PENDING and self._waiting[n] == 0])
         return skipped

@@ -596,13 +596,13 @@ def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> 
     _check_dependencies(where, spec, known)
     if spec.when is not None:
         _check_condition(where, spec, local)
-    split = is_kind(spec, MapSplit)
-    if split and is_kind(spec.proto, AgentTask):
-        _check_prompt(where, spec, spec.proto, known)
+    split = spec if is_kind(spec, MapSplit) else None
+    if split is not None and is_kind(split.proto, AgentTask):
+        _check_prompt(where, spec, split.proto, known)
     elif params:
         _check_step_params_are_dependencies(where, spec, params, local)
-    if split:
-        _check_map(where, spec, known)
+    if split is not None:
+        _check_map(where, split, known)
 
 
 def _local_names(spec: NodeSpec) -> dict[str, str]:
@@ -631,6 +631,8 @@ def _check_step_params_name_nodes(
 
 
 def _check_dependencies(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
+    if not spec.depends_on and not spec.optional:
+        return
     for dep in spec.depends_on:
         if dep == spec.name:
             raise GraphError(f"{where}: node '{spec.name}' depends on itself.")
