@@ -19,7 +19,8 @@ import os
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,7 +96,7 @@ from dagagents.model.nodes import (
 )
 from dagagents.observe.pricing import Pricing
 from dagagents.observe.runs import NodeRecord, RunResult
-from dagagents.observe.trace import BackgroundSink, Listener, Sink, Tracer
+from dagagents.observe.trace import BackgroundSink, Emit, Listener, Sink, Tracer
 from dagagents.providers import Provider, resolve_provider
 from dagagents.providers.base import capabilities_of
 from dagagents.providers.deferred import DeferredProvider, resolved
@@ -433,16 +434,13 @@ class _Run:
                 raise
             raise cause from None
         finally:
-            if status == RUN_DONE and any(
-                r.status in (FAILED, CANCELLED) for r in self.records.values()
-            ):
+            counts: Counter[str] = Counter(r.status for r in self.records.values())
+            if status == RUN_DONE and (counts[FAILED] or counts[CANCELLED]):
                 status = RUN_FAILED
-            if status == RUN_DONE and any(
-                r.status == approvals.WAITING for r in self.records.values()
-            ):
+            if status == RUN_DONE and counts[approvals.WAITING]:
                 status = approvals.RUN_WAITING
             await self.executor.close()
-            self._finish(status)
+            self._finish(status, counts)
             await self.tracer.aclose()
             await self._write_manifest(status)
         return self._result(status)
@@ -544,11 +542,10 @@ class _Run:
                 record = self.records[name]
                 try:
                     inputs = node_inputs(spec, self.outputs)
-                    record.start = self.tracer.now()
                     if record.agent is None:
-                        self.emit("node_start", node=name, kind=spec.kind)
+                        record.start = self.emit("node_start", node=name, kind=spec.kind)
                     else:
-                        self.emit(
+                        record.start = self.emit(
                             "node_start",
                             node=name,
                             kind=spec.kind,
@@ -1098,22 +1095,28 @@ class _Run:
                 self._transition(name, CANCELLED, error=reason)
         self._skip_all(reason)
 
-    def _finish(self, status: str) -> None:
-        counts: dict[str, int] = {}
-        for record in self.records.values():
-            if record.status == PENDING:  # never reached: the run waits, or it stalled
-                record.status = SKIPPED
-                record.because = record.because or (
-                    "the run is waiting for approval" if status == approvals.RUN_WAITING else status
-                )
-            counts[record.status] = counts.get(record.status, 0) + 1
+    def _finish(self, status: str, counts: Counter[str]) -> None:
+        """The run is over with `status`; `counts`: its records by status."""
+        if counts[PENDING]:
+            for record in self.records.values():
+                if record.status == PENDING:  # never reached: the run waits, or it stalled
+                    record.status = SKIPPED
+                    record.because = record.because or (
+                        "the run is waiting for approval"
+                        if status == approvals.RUN_WAITING
+                        else status
+                    )
+            counts[SKIPPED] += counts.pop(PENDING)
         self.wall = self.tracer.now()
+        cost = sum(
+            (r.cost_usd for r in self.records.values() if r.cost_usd and r.status == DONE), 0.0
+        )
         self.emit(
             "run_end",
             status=status,
             wall=self.wall,
-            counts=counts,
-            cost=sum(r.cost_usd for r in self.records.values() if r.status == DONE),
+            counts={s: n for s, n in counts.items() if n},
+            cost=cost,
         )
 
     async def _write_manifest(self, status: str) -> None:
@@ -1200,7 +1203,7 @@ def _new_record(spec: NodeSpec) -> NodeRecord:
     return NodeRecord.pending(spec.name, spec.kind, spec.depends_on, agent.name, agent.model)
 
 
-def _emit_completion(emit: Callable[..., None], record: NodeRecord) -> None:
+def _emit_completion(emit: Emit, record: NodeRecord) -> None:
     """The `node_complete` event. A field that would be null, zero or false is left out (a
     step's model, usage, cost; the key without a store): readers default them."""
     plain = record.model is None and record.key is None  # a step without a store

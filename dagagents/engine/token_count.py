@@ -16,16 +16,14 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from dagagents.engine.limits import TokenBucket, estimate_input_tokens
 from dagagents.errors import ProviderError
+from dagagents.observe.trace import Emit
 from dagagents.providers.base import CountsTokens, Provider, Request, capabilities_of
-
-Emit = Callable[..., None]
 
 
 def _shape(request: Request) -> str:

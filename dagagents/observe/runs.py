@@ -8,7 +8,7 @@ charts all read one shape whatever the run was read from."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,7 +234,7 @@ class RunResult:
     provider: str
     store: str | None = None
     interrupted: bool = False
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: Sequence[dict[str, Any]] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
     # The node named by `Graph(output=...)`.
     output_node: str | None = None

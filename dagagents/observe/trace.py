@@ -53,8 +53,8 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import IO, Any, TypeAlias
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, TypeAlias, overload
 
 import orjson
 
@@ -63,7 +63,7 @@ _clock = time.perf_counter
 
 Listener = Callable[[dict[str, Any]], None]
 # `emit(event, **fields)`: how the engine reports an event (a Tracer's `emit`, or `no_emit`).
-Emit = Callable[..., None]
+Emit = Callable[..., object]  # what it returns (`Tracer.emit`: the time) is not needed
 
 
 def no_emit(event: str, **fields: Any) -> None:
@@ -108,6 +108,66 @@ class BackgroundSink:
 Sink: TypeAlias = "IO[bytes] | BackgroundSink"
 
 
+def trace_record(
+    event: str, run_id: str, t0: float, t: float, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """An event as the trace writes it (the schema above)."""
+    return {"v": TRACE_VERSION, "event": event, "run": run_id, "ts": t0 + t, "t": t, **fields}
+
+
+class KeptEvents(Sequence[dict[str, Any]]):
+    """A run's kept events, read as trace records (`RunResult.events`).
+
+    While no sink writes an event and no listener sees it, the tracer keeps only (event, t,
+    fields): building the record costs more than the rest of emitting it, and most runs in a
+    program never read their events. An entry becomes its record, once, when first read."""
+
+    def __init__(
+        self,
+        kept: list[dict[str, Any] | tuple[str, float, dict[str, Any]]],
+        run_id: str,
+        t0: float,
+    ) -> None:
+        self._kept = kept
+        self._run_id = run_id
+        self._t0 = t0
+
+    def _record(self, i: int) -> dict[str, Any]:
+        entry = self._kept[i]
+        if isinstance(entry, tuple):
+            event, t, fields = entry
+            entry = self._kept[i] = trace_record(event, self._run_id, self._t0, t, fields)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self._record(i) for i in range(*index.indices(len(self._kept)))]
+        return self._record(range(len(self._kept))[index])  # negative indices, IndexError
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self._kept)):
+            yield self._record(i)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it reads
+
+    def __repr__(self) -> str:
+        return f"KeptEvents({list(self)!r})"
+
+
 class Tracer:
     """Collects events for one run; optionally streams them to files and listeners."""
 
@@ -122,7 +182,9 @@ class Tracer:
         self.run_id = run_id
         self.t0 = time.time()
         self._perf0 = time.perf_counter()
-        self.events: list[dict[str, Any]] = []
+        # Kept events: records, or (event, t, fields) while no sink or listener needed the
+        # record (see `KeptEvents`).
+        self._kept: list[dict[str, Any] | tuple[str, float, dict[str, Any]]] = []
         self._keep = keep
         self._sinks = sinks or []
         self._listeners: list[Listener] = []
@@ -132,6 +194,11 @@ class Tracer:
         # Sinks that failed (a full or read-only disk) and why: dropped, so the run goes on
         # and the caller says once what was not written.
         self.failed_sinks: list[tuple[Sink, OSError]] = []
+
+    @property
+    def events(self) -> KeptEvents:
+        """The events kept so far, as trace records."""
+        return KeptEvents(self._kept, self.run_id, self.t0)
 
     def now(self) -> float:
         """Seconds since the run started (monotonic)."""
@@ -155,24 +222,21 @@ class Tracer:
         token deltas cost nothing on disk and traces stay small."""
         if not self._token_listeners:
             return
-        t = time.perf_counter() - self._perf0
-        record = {"v": TRACE_VERSION, "event": event, "run": self.run_id, "ts": self.t0 + t, "t": t}
-        record.update(fields)
+        t = _clock() - self._perf0
+        record = trace_record(event, self.run_id, self.t0, t, fields)
         for listener in self._token_listeners:
             listener(record)
 
-    def emit(self, event: str, **fields: Any) -> None:
+    def emit(self, event: str, **fields: Any) -> float:
+        """Record an event; returns its time `t` (seconds since the run started)."""
         t = _clock() - self._perf0
-        record = {
-            "v": TRACE_VERSION,
-            "event": event,
-            "run": self.run_id,
-            "ts": self.t0 + t,
-            "t": t,
-            **fields,
-        }
+        if not (self._sinks or self._listeners):  # only kept: its record is built if read
+            if self._keep:
+                self._kept.append((event, t, fields))
+            return t
+        record = trace_record(event, self.run_id, self.t0, t, fields)
         if self._keep:
-            self.events.append(record)
+            self._kept.append(record)
         if self._sinks:
             line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
             for sink in self._sinks:
@@ -184,6 +248,7 @@ class Tracer:
                 self.flush()
         for listener in self._listeners:
             listener(record)
+        return t
 
     def _drop(self, sink: Sink, exc: OSError) -> None:
         if any(s is sink for s, _ in self.failed_sinks):

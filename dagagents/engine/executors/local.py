@@ -16,7 +16,7 @@ from typing import Any
 
 from dagagents.engine.executors.base import Executor
 from dagagents.engine.invoke import AgentResult, CallContext, answer_task
-from dagagents.model.nodes import AgentTask, Step
+from dagagents.model.nodes import AgentTask, Step, shape_of
 
 # Sync steps running in a thread right now (thread id -> node name). A thread cannot be
 # stopped from outside, so after Ctrl-C the CLI names what the process still waits for.
@@ -57,7 +57,7 @@ class LocalExecutor(Executor):
     def run_step(self, spec: Step, kwargs: dict[str, Any]) -> Awaitable[Any]:
         """An async step's own coroutine (awaited by the run: no frame of ours per node), or
         a sync step's call in the run's thread pool."""
-        if spec.is_async:
+        if shape_of(spec.fn).is_async:
             return spec.fn(**kwargs)  # type: ignore[no-any-return]
         call = functools.partial(
             contextvars.copy_context().run, _tracked, spec.name, spec.fn, **kwargs
