@@ -89,6 +89,9 @@ class Graph:
         self.name = name
         self.nx: nx.DiGraph = nx.DiGraph()
         self._specs: dict[str, NodeSpec] = {}
+        # Names of Input nodes, in order: a run's inputs are bound without a pass over
+        # every node.
+        self._input_names: list[str] = []
         # The provider used offline (no API key): lets example graphs script realistic answers.
         self.simulator = simulator
         # The node whose output is `result.output` and what a parent graph's subgraph yields.
@@ -109,6 +112,8 @@ class Graph:
                 "(letters, digits, '_', '-', '.')."
             )
         self._specs[spec.name] = spec
+        if is_kind(spec, Input):
+            self._input_names.append(spec.name)
         self.nx.add_node(spec.name)
         for dep in spec.depends_on:
             self.nx.add_edge(dep, spec.name)
@@ -252,7 +257,7 @@ class Graph:
         other.validate()
         inputs = dict(inputs or {})
         where = f"graph '{self.name}': subgraph '{name}'"
-        declared = {n: s for n, s in other.specs.items() if isinstance(s, Input) and s.exposed}
+        declared = other.inputs()
         for inner in inputs:
             if inner not in declared:
                 raise GraphError(
@@ -299,7 +304,7 @@ class Graph:
         body.validate()
         carry = dict(carry or {})
         inputs = dict(inputs or {})
-        declared = {n: s for n, s in body.specs.items() if isinstance(s, Input) and s.exposed}
+        declared = body.inputs()
         nodes = [n for n, s in body.specs.items() if not isinstance(s, Input)]
         for inner in inputs:
             if inner not in declared:
@@ -467,6 +472,7 @@ class Graph:
         g = Graph(self.name, simulator=self.simulator, output=self.output)
         g.nx = self.nx.copy()
         g._specs = dict(self._specs)
+        g._input_names = list(self._input_names)
         return g
 
     # --------------------------------------------------------------- validation
@@ -483,7 +489,12 @@ class Graph:
 
     def inputs(self) -> dict[str, Input]:
         """The graph's inputs by name."""
-        return {n: s for n, s in self._specs.items() if isinstance(s, Input) and s.exposed}
+        specs = self._specs
+        return {
+            n: s
+            for n in self._input_names
+            if (s := specs.get(n)) is not None and is_kind(s, Input) and s.exposed
+        }
 
     def bind(self, inputs: Mapping[str, Any] | None) -> Graph:
         """A copy whose inputs hold these values; one sentence for a missing or bad one."""

@@ -40,7 +40,6 @@ from dagagents.model.nodes import (
     _formatter,
     field_path,
     field_root,
-    is_kind,
     prompt_placeholders,
     resolve_field,
     step_params,
@@ -99,7 +98,7 @@ def bind_inputs(graph: Graph, values: Mapping[str, Any] | None) -> Graph:
     """A copy of `graph` whose inputs hold `values` (validated against declared types).
     One sentence, before anything runs, for an unknown, missing or invalid input."""
     values = dict(values or {})
-    inputs = {n: s for n, s in graph.specs.items() if is_kind(s, Input) and s.exposed}
+    inputs = graph.inputs()
     where = f"graph '{graph.name}'"
     for name in values:
         if name not in inputs:
