@@ -269,7 +269,8 @@ class _Run:
         self.history = (
             previous_durations(store, graph.name, graph.specs) if store is not None else {}
         )
-        self.durations = {name: self._estimate(spec) for name, spec in self.specs.items()}
+        estimate = self._estimate
+        self.durations = {name: estimate(spec) for name, spec in self.specs.items()}
         self.sorter = EagerSorter(
             graph.nx, remaining_path_lengths(graph.nx, self.durations.__getitem__, order)
         )
@@ -533,15 +534,16 @@ class _Run:
         value: Any = None
         error: BaseException | None = None
         cached = False
+        record = self.records[name]
         leasing = self.leases is not None and self._worth_leasing(name)
         try:
             if (self._lookup_in_slot or leasing) and await self._found_elsewhere(name, leasing):
                 cached = True
             else:
                 spec = self.specs[name]
-                record = self.records[name]
+                checkpoints = self.checkpoints
                 try:
-                    inputs = node_inputs(spec, self.outputs)
+                    inputs = node_inputs(spec, self.outputs) if spec.depends_on else {}
                     if record.agent is None:
                         record.start = self.emit("node_start", node=name, kind=spec.kind)
                     else:
@@ -556,14 +558,14 @@ class _Run:
                         self.emit("message", src=dep, dst=name)
                     # What a checkpoint keeps beside the output (no store: nobody reads it).
                     meta: dict[str, Any] = (
-                        {} if self.checkpoints is None else {"node": name, "graph": self.graph.name}
+                        {} if checkpoints is None else {"node": name, "graph": self.graph.name}
                     )
                     if spec.timeout is None:
                         value = await self._run_body(spec, inputs, record, meta)
                     else:
                         value = await self._timed_body(spec, inputs, record, meta)
                     record.end = self.tracer.now()
-                    if self.checkpoints is None:
+                    if checkpoints is None:
                         _encodable(name, value)  # no store: the same refusal, no coroutine
                     else:
                         meta["duration"] = record.duration
@@ -585,7 +587,7 @@ class _Run:
             error = exc
         self._running.pop(name, None)
         if not cached:
-            if self.records[name].status != RUNNING or task.cancelling():
+            if record.status != RUNNING or task.cancelling():
                 return False  # settled by whoever cancelled it
             if error is None:
                 self._complete(name, value, DONE)  # (maybe expanding the graph)
