@@ -647,10 +647,10 @@ class _Run:
             except Exception as exc:
                 self._fail(name, GraphError(f"expansion raised {type(exc).__name__}: {exc}"))
                 return
+            note = loop_note(spec, value)  # a loop's round expands into the next one
+            if note is not None:
+                self.emit("warning", node=name, message=note)
         self.outputs[name] = value
-        note = loop_note(spec, value)
-        if note is not None:
-            self.emit("warning", node=name, message=note)
         self._transition(name, status)
 
     def _fail(self, name: str, error: BaseException) -> None:
