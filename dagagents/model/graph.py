@@ -584,9 +584,16 @@ def validate_specs(graph_name: str, specs: dict[str, NodeSpec], g: nx.DiGraph) -
     """Check dependencies, placeholders, step parameters and acyclicity; returns the nodes in
     dependency order."""
     where = f"graph '{graph_name}'"
+    # A graph built dependencies first (the usual way) is in dependency order as added: then
+    # it is acyclic and that order is the answer, with no pass over its edges.
+    seen: set[str] = set()
+    in_order = True
     for spec in specs.values():
         validate_spec(where, spec, specs)
-    return check_acyclic(where, g)
+        if in_order:
+            in_order = seen.issuperset(spec.depends_on)
+            seen.add(spec.name)
+    return list(specs) if in_order else check_acyclic(where, g)
 
 
 def validate_spec(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
