@@ -13,7 +13,7 @@ import hashlib
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterator
-from types import FunctionType
+from types import FunctionType, MethodType
 from typing import Any, NamedTuple, TypeGuard, TypeVar
 
 import orjson
@@ -404,8 +404,16 @@ def shape_of(fn: Callable[..., Any]) -> Shape:
             _SHAPES[id(code)] = (code, shape)
             return shape
         key: Any = (code, len(defaults))
+    elif type(fn) is MethodType and type(fn.__func__) is FunctionType:
+        # Bound methods are made at each attribute access: keyed by their function's code
+        # (not by the method, which would keep its object alive), apart from plain functions
+        # since the bound `self` is not a parameter.
+        func = fn.__func__
+        key = (func.__code__, len(func.__defaults__ or ()), "bound")
+        if getattr(func, "__wrapped__", None):
+            key = fn
     else:
-        key = fn  # a method, a callable object, a partial, a wrapper: cached by itself
+        key = fn  # a callable object, a partial, a wrapper: cached by itself
     found = _OTHER_SHAPES.get(key)
     if found is None:
         found = _OTHER_SHAPES[key] = _compute_shape(fn)
