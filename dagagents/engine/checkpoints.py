@@ -141,23 +141,32 @@ class Checkpoints:
 
 @dataclass
 class PastRuns:
-    """Per node the newest finished (`done`) duration and usage among recent runs of a graph,
-    and the runs that supplied any. The one reader of duration history: the runtime's
-    priorities and `estimate` read the same numbers."""
+    """Per node the newest duration and usage among recent runs of a graph: a `done` node's
+    own, a `cached` node's from when it was computed (`compute_seconds`); and the runs that
+    supplied any. The one reader of duration history: the runtime's priorities and `estimate`
+    read the same numbers."""
 
     durations: dict[str, float] = field(default_factory=dict)
     usage: dict[str, dict[str, int]] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
 
     def add(self, manifest: Mapping[str, Any]) -> bool:
-        """Fold in one manifest, newest first: a node cached in a newer run (no duration)
-        takes its duration from an older one. Whether it supplied any."""
+        """Fold in one manifest, newest first: a node cached in a newer run takes the
+        duration its checkpoint recorded, or (a manifest from before that was kept) its
+        duration from an older run. Whether it supplied any."""
         used = False
         for name, node in manifest.get("nodes", {}).items():
-            if node.get("status") != "done" or not node.get("duration"):
+            status = node.get("status")
+            if status == "done":
+                seconds = node.get("duration")
+            elif status == "cached":
+                seconds = node.get("compute_seconds")
+            else:
+                continue
+            if not seconds:
                 continue
             if name not in self.durations:
-                self.durations[name] = float(node["duration"])
+                self.durations[name] = float(seconds)
                 if node.get("calls"):
                     self.usage[name] = dict(node.get("usage") or {})
                 used = True

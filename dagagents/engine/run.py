@@ -770,6 +770,7 @@ class _Run:
         record.cost_usd = float(meta.get("cost_usd", 0.0))
         record.calls = int(meta.get("calls", 0))
         record.simulated = bool(meta.get("simulated", False))
+        record.compute_seconds = _seconds(meta.get("duration"))
         if meta.get("usage"):
             record.usage = record.usage.model_validate(meta["usage"])
         if meta.get("model"):
@@ -1246,6 +1247,13 @@ def _chain(first: Any, then: Any) -> Any:
         then(text)
 
     return both
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration from a checkpoint's meta, None if it has none (or not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _encodable(name: str, value: Any) -> bytes:

@@ -276,10 +276,11 @@ class History(PastRuns):
 def read_history(
     store: Store | None, graph_name: str, static: set[str], lookback: int = 20
 ) -> History:
-    """Per node the newest finished (`done`) duration and usage among recent runs of the graph.
+    """Per node the newest duration and usage among recent runs of the graph (see `PastRuns`).
 
-    Cached nodes carry no duration, so older runs fill them in; the newest manifest with nodes
-    the static graph lacks supplies an orchestrator's planned subtasks.
+    A cached node carries the duration its checkpoint recorded (in a manifest from before that
+    was kept, older runs fill it in); the newest manifest with nodes the static graph lacks
+    supplies an orchestrator's planned subtasks.
     """
     history = History()
     if store is None:

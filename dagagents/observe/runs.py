@@ -60,6 +60,10 @@ class NodeRecord:
     saved_cache_usd: float = 0.0
     saved_batch_usd: float = 0.0
     batch_calls: int = 0
+    # A cached node's: how long computing it took when its checkpoint was written (what a
+    # rerun that must compute it would take). Kept in the manifest, so the next run's
+    # priorities need not read back through every run that only reused it.
+    compute_seconds: float | None = None
 
     @classmethod
     def pending(
@@ -117,6 +121,7 @@ class NodeRecord:
             saved_cache_usd=_number(raw.get("saved_cache_usd")) or 0.0,
             saved_batch_usd=_number(raw.get("saved_batch_usd")) or 0.0,
             batch_calls=int(_number(raw.get("batch_calls")) or 0),
+            compute_seconds=_number(raw.get("compute_seconds")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -140,6 +145,7 @@ class NodeRecord:
             "saved_cache_usd": self.saved_cache_usd,
             "saved_batch_usd": self.saved_batch_usd,
             "batch_calls": self.batch_calls,
+            **({} if self.compute_seconds is None else {"compute_seconds": self.compute_seconds}),
         }
 
 

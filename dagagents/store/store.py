@@ -960,6 +960,7 @@ _NODE_FIELDS: dict[str, tuple[type, ...]] = {
     "because": (str,),
     "simulated": (bool,),
     "depends_on": (list,),
+    "compute_seconds": _NUMBER,
 }
 
 

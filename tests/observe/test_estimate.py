@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 # The planner's structured output imports the SDK on its first call (about a second); import it
 # now so that one-off cost does not land inside the first run's timings only.
 import anthropic  # noqa: F401
 import networkx as nx
+import orjson
 import pytest
 from conftest import ROOT, run_dagagents
 
@@ -150,8 +152,9 @@ def test_cli_estimate(tmp_path: Path) -> None:
 
 
 def test_the_runtime_and_estimate_read_one_history_across_runs(tmp_path: Path) -> None:
-    """A node cached in the newest run has no duration there: both the runtime's priorities
-    and `estimate` take it from the older run that computed it."""
+    """A node cached in the newest run carries the duration its checkpoint recorded: both the
+    runtime's priorities and `estimate` take it from there, and read no older run. A manifest
+    written before cached nodes kept it sends both back to the run that computed the node."""
     from dagagents.engine.checkpoints import previous_durations
     from dagagents.observe.estimate import read_history
 
@@ -162,13 +165,48 @@ def test_the_runtime_and_estimate_read_one_history_across_runs(tmp_path: Path) -
     first = g.run(store=store)
     second = g.run(store=store, rerun=["b"])
     assert second.status == {"a": "cached", "b": "done"}
+    assert second.records["a"].compute_seconds == first.records["a"].duration
     durations = previous_durations(store, "history", g.specs)
-    assert set(durations) == {"a", "b"}
-    assert durations["a"] == first.records["a"].duration
-    assert durations["b"] == second.records["b"].duration
+    assert durations == {"a": first.records["a"].duration, "b": second.records["b"].duration}
+    history = read_history(store, "history", set(g.specs))
+    assert history.durations == durations
+    assert history.runs == [second.run_id]
+
+    path = tmp_path / "st" / store.manifest_path(second.run_id)
+    manifest = orjson.loads(path.read_bytes())
+    del manifest["nodes"]["a"]["compute_seconds"]  # as a manifest from before it was kept
+    path.write_bytes(orjson.dumps(manifest))
+    assert previous_durations(store, "history", g.specs) == durations
     history = read_history(store, "history", set(g.specs))
     assert history.durations == durations
     assert history.runs == [second.run_id, first.run_id]
+
+
+def test_a_resume_reads_one_manifest_however_many_resumes_came_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each all-cached rerun used to add a manifest without durations, so the next run's start
+    read back through every one of them (up to 20 whole-run parses)."""
+    from dagagents.engine.checkpoints import previous_durations
+
+    g = Graph("resumes")
+    g.add_step("a", lambda: 1)
+    g.add_step("b", lambda a: a + 1, depends_on=["a"])
+    store = Store(tmp_path / "st")
+    first = g.run(store=store)
+    for _ in range(4):
+        assert set(g.run(store=store).status.values()) == {"cached"}
+    read: list[str] = []
+    real = Store._manifest_or_none
+
+    def counted(self: Store, run_id: str) -> dict[str, Any] | None:
+        read.append(run_id)
+        return real(self, run_id)
+
+    monkeypatch.setattr(Store, "_manifest_or_none", counted)
+    durations = previous_durations(store, "resumes", g.specs)
+    assert durations == {n: r.duration for n, r in first.records.items()}
+    assert len(read) == 1
 
 
 def test_a_declared_duration_is_used_as_the_runtime_uses_it() -> None:
