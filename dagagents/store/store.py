@@ -962,6 +962,12 @@ _NODE_FIELDS: dict[str, tuple[type, ...]] = {
     "depends_on": (list,),
     "compute_seconds": _NUMBER,
 }
+# Per field, the exact types that need no closer look (an exact type check, unlike
+# isinstance, never takes a bool for an int): a run's start checks every node of the manifest
+# it reads, ~1 us a node this way instead of ~3.
+_NODE_PLAIN: dict[str, frozenset[type]] = {
+    name: frozenset(types) for name, types in _NODE_FIELDS.items()
+}
 
 
 def _what(value: Any) -> str:
@@ -1007,11 +1013,14 @@ def _node_record_problem(node: str, record: Any) -> str | None:
     if not isinstance(record, dict):
         return f"node '{node}' is a {_what(record)}, not an object"
     for name, types in _NODE_FIELDS.items():
-        if name in record and _bad_type(record[name], types, optional=True):
-            return f"'nodes.{node}.{name}' is a {_what(record[name])}"
+        value = record.get(name)
+        if value is None or type(value) in _NODE_PLAIN[name]:
+            continue
+        if _bad_type(value, types, optional=True):
+            return f"'nodes.{node}.{name}' is a {_what(value)}"
     usage = record.get("usage") or {}
     for name, count in usage.items():
-        if _bad_type(count, _NUMBER, optional=True):
+        if type(count) is not int and _bad_type(count, _NUMBER, optional=True):
             return f"'nodes.{node}.usage.{name}' is a {_what(count)}"
     if not all(isinstance(d, str) for d in record.get("depends_on") or ()):
         return f"'nodes.{node}.depends_on' holds a non-string"
