@@ -132,3 +132,10 @@ def test_rate_limits_benchmark_runs_through_the_real_sdk(
     out = json.loads(capsys.readouterr().out)
     assert out["demand"]["requests"] == 12
     assert out["binding"] in ("requests", "input_tokens", "output_tokens")
+
+
+def test_repeated_resume_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import repeated_resume
+
+    assert repeated_resume.main(["--quick", "--resumes", "3"]) == 0
+    assert "last resume / first" in capsys.readouterr().out
