@@ -95,7 +95,7 @@ from dagagents.model.nodes import (
     render_prompt,
 )
 from dagagents.observe.pricing import Pricing
-from dagagents.observe.runs import NodeRecord, RunResult
+from dagagents.observe.runs import NodeRecord, RunResult, number_or_none
 from dagagents.observe.trace import BackgroundSink, Emit, Listener, Sink, Tracer
 from dagagents.providers import Provider, resolve_provider
 from dagagents.providers.base import capabilities_of
@@ -770,7 +770,7 @@ class _Run:
         record.cost_usd = float(meta.get("cost_usd", 0.0))
         record.calls = int(meta.get("calls", 0))
         record.simulated = bool(meta.get("simulated", False))
-        record.compute_seconds = _seconds(meta.get("duration"))
+        record.compute_seconds = number_or_none(meta.get("duration"))
         if meta.get("usage"):
             record.usage = record.usage.model_validate(meta["usage"])
         if meta.get("model"):
@@ -1247,13 +1247,6 @@ def _chain(first: Any, then: Any) -> Any:
         then(text)
 
     return both
-
-
-def _seconds(value: Any) -> float | None:
-    """A duration from a checkpoint's meta, None if it has none (or not a number)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def _encodable(name: str, value: Any) -> bytes:

@@ -75,7 +75,7 @@ class NodeRecord:
         model: str | None = None,
     ) -> NodeRecord:
         """The record of a node that has not started, without the generated `__init__`
-        (which sets all 21 fields: ~3x the cost, and a run makes 100,000 of these)."""
+        (which sets every field: ~3x the cost, and a run makes 100,000 of these)."""
         record = object.__new__(cls)
         record.name = name
         record.kind = kind
@@ -109,19 +109,19 @@ class NodeRecord:
             model=raw.get("model"),
             key=raw.get("key"),
             digest=raw.get("digest"),
-            start=_number(raw.get("start")),
-            end=_number(raw.get("end")),
+            start=number_or_none(raw.get("start")),
+            end=number_or_none(raw.get("end")),
             usage=Usage.model_validate(raw.get("usage") or {}),
-            cost_usd=_number(raw.get("cost_usd")) or 0.0,
-            calls=int(_number(raw.get("calls")) or 0),
+            cost_usd=number_or_none(raw.get("cost_usd")) or 0.0,
+            calls=int(number_or_none(raw.get("calls")) or 0),
             error=raw.get("error"),
             because=raw.get("because"),
             simulated=bool(raw.get("simulated", False)),
             depends_on=tuple(str(d) for d in raw.get("depends_on") or ()),
-            saved_cache_usd=_number(raw.get("saved_cache_usd")) or 0.0,
-            saved_batch_usd=_number(raw.get("saved_batch_usd")) or 0.0,
-            batch_calls=int(_number(raw.get("batch_calls")) or 0),
-            compute_seconds=_number(raw.get("compute_seconds")),
+            saved_cache_usd=number_or_none(raw.get("saved_cache_usd")) or 0.0,
+            saved_batch_usd=number_or_none(raw.get("saved_batch_usd")) or 0.0,
+            batch_calls=int(number_or_none(raw.get("batch_calls")) or 0),
+            compute_seconds=number_or_none(raw.get("compute_seconds")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -149,8 +149,9 @@ class NodeRecord:
         }
 
 
-def _number(value: Any) -> float | None:
-    """A float from a manifest field, or None when it is missing or not a number."""
+def number_or_none(value: Any) -> float | None:
+    """A float from a manifest or checkpoint field, None when it is missing or not a number
+    (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
