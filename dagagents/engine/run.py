@@ -543,7 +543,7 @@ class _Run:
                 spec = self.specs[name]
                 checkpoints = self.checkpoints
                 try:
-                    inputs = node_inputs(spec, self.outputs) if spec.depends_on else {}
+                    inputs = node_inputs(spec, self.outputs)
                     if record.agent is None:
                         record.start = self.emit("node_start", node=name, kind=spec.kind)
                     else:

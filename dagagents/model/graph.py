@@ -649,8 +649,6 @@ def _check_step_params_name_nodes(
 
 
 def _check_dependencies(where: str, spec: NodeSpec, known: Mapping[str, NodeSpec]) -> None:
-    if not spec.depends_on and not spec.optional:
-        return
     for dep in spec.depends_on:
         if dep == spec.name:
             raise GraphError(f"{where}: node '{spec.name}' depends on itself.")
